@@ -1,0 +1,1 @@
+"""A FastAPI app monitored by asgimon, with synthetic traffic: ``make demo``."""

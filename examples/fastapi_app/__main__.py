@@ -1,0 +1,53 @@
+"""``python -m examples.fastapi_app``: serve the example with live synthetic traffic."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+
+import uvicorn
+
+from asgimon import Monitor
+
+from .app import create_app, synthetic_traffic
+
+
+async def main(host: str, port: int, duration: float | None) -> None:
+    os.environ.setdefault("ANALYTICS_STORAGE_URL", "sqlite:///asgimon-demo.db")
+    monitor = Monitor.from_env()
+    app = create_app(monitor)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    base = f"http://{host}:{port}"
+    print(f"asgimon demo: app on {base}, storage {monitor.settings.storage_url}")
+    print(f"  summary (JSON):  {base}{monitor.settings.mount_path}/api/summary")
+    print(f"  recorder health: {base}{monitor.settings.mount_path}/api/health")
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving  # start-up failed: show why
+            return
+        await asyncio.sleep(0.05)
+    traffic = asyncio.create_task(synthetic_traffic(base, monitor))
+    try:
+        if duration is None:
+            await serving
+        else:
+            await asyncio.sleep(duration)
+    finally:
+        traffic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await traffic
+        server.should_exit = True
+        await serving
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+    parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(args.host, args.port, args.duration))

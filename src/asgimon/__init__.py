@@ -1,0 +1,64 @@
+"""asgimon: monitoring, analytics, error tracking, alerting and rate limiting for ASGI apps.
+
+>>> from asgimon import Monitor
+>>> monitor = Monitor.from_env()
+>>> app = monitor.wrap(app)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AsgimonError,
+    ConfigError,
+    FieldError,
+    InvalidEventError,
+    StorageError,
+    StorageFull,
+    StorageRejected,
+    StorageUnavailable,
+)
+from .events import (
+    ApiCall,
+    BuildEvent,
+    DeploymentEvent,
+    DomainEvent,
+    ErrorEvent,
+    Event,
+    FunctionInvocation,
+)
+from .middleware import AsgimonMiddleware
+from .monitor import Monitor
+from .recorder import Recorder, RecorderStats
+from .rollups import Rollup
+from .settings import Settings
+from .storage import MemoryStorage, Storage, WriteResult, storage_from_url
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiCall",
+    "AsgimonError",
+    "AsgimonMiddleware",
+    "BuildEvent",
+    "ConfigError",
+    "DeploymentEvent",
+    "DomainEvent",
+    "ErrorEvent",
+    "Event",
+    "FieldError",
+    "FunctionInvocation",
+    "InvalidEventError",
+    "MemoryStorage",
+    "Monitor",
+    "Recorder",
+    "RecorderStats",
+    "Rollup",
+    "Settings",
+    "Storage",
+    "StorageError",
+    "StorageFull",
+    "StorageRejected",
+    "StorageUnavailable",
+    "WriteResult",
+    "storage_from_url",
+]

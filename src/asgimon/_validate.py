@@ -1,0 +1,131 @@
+"""Field checks shared by every event kind: collect errors, never stop at the first."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from .errors import FieldError
+
+# A day of clock skew either way is generous for CI runners; older data than retention
+# would be purged at once, so it is refused instead (see RELIABILITY F36).
+MAX_FUTURE_S = 600.0
+DEFAULT_MAX_AGE_S = 91 * 86_400.0
+MAX_DURATION_MS = 30 * 86_400_000.0
+
+
+class Checker:
+    """Accumulates :class:`FieldError` s for one event."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.append(FieldError(name, message))
+
+    def text(
+        self,
+        name: str,
+        value: Any,
+        *,
+        max_len: int,
+        required: bool = True,
+        choices: Collection[str] | None = None,
+    ) -> None:
+        if value is None:
+            if required:
+                self.fail(name, "is required")
+            return
+        if not isinstance(value, str):
+            self.fail(name, f"must be a string, not {type(value).__name__}")
+            return
+        if required and not value:
+            self.fail(name, "must not be empty")
+        elif len(value) > max_len:
+            self.fail(name, f"must be at most {max_len} characters")
+        elif "\x00" in value:
+            self.fail(name, "must not contain NUL characters")
+        elif not _encodable(value):
+            self.fail(name, "must be valid Unicode (no lone surrogates)")
+        elif choices is not None and value not in choices:
+            self.fail(name, "must be one of " + ", ".join(sorted(choices)))
+
+    def number(
+        self,
+        name: str,
+        value: Any,
+        *,
+        high: float,
+        required: bool = False,
+        integer: bool = False,
+    ) -> None:
+        if value is None:
+            if required:
+                self.fail(name, "is required")
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(name, "must be a number")
+        elif integer and not isinstance(value, int):
+            self.fail(name, "must be an integer")
+        elif not math.isfinite(value):
+            self.fail(name, "must be a finite number")
+        elif not 0 <= value <= high:
+            self.fail(name, f"must be between 0 and {high:g}")
+
+    def flag(self, name: str, value: Any) -> None:
+        if not isinstance(value, bool):
+            self.fail(name, "must be true or false")
+
+    def timestamp(
+        self, name: str, value: Any, *, now: float | None = None, max_age_s: float | None = None
+    ) -> None:
+        if isinstance(value, datetime):
+            self.fail(name, "must be timezone-aware (naive datetimes are ambiguous)")
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(name, "must be a timestamp")
+            return
+        if not math.isfinite(value):
+            self.fail(name, "must be a finite timestamp")
+            return
+        now = time.time() if now is None else now
+        oldest = now - (DEFAULT_MAX_AGE_S if max_age_s is None else max_age_s)
+        if value > now + MAX_FUTURE_S:
+            self.fail(name, "is in the future (timestamp_out_of_range)")
+        elif value < oldest:
+            self.fail(name, "is older than retention allows (timestamp_out_of_range)")
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def to_epoch(value: datetime | float | int | None) -> float | Any:
+    """Normalise a timestamp to epoch seconds; naive datetimes are refused later as bad input."""
+    if value is None:
+        return time.time()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value  # left as is so the checker reports it
+        return value.timestamp()
+    return value
+
+
+def clean_text(value: str, max_len: int) -> str:
+    """Make text from the wire safe to store: bounded, no NUL, no lone surrogates."""
+    if len(value) > max_len:
+        value = value[:max_len]
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not _encodable(value):
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value

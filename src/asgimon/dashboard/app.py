@@ -1,0 +1,108 @@
+"""The dashboard sub-application: the JSON API (more endpoints and the pages build on it)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from asgimon import histogram
+from asgimon.errors import StorageError
+from asgimon.rollups import Rollup, combine
+
+from .access import LocalOnly
+
+if TYPE_CHECKING:
+    from asgimon.monitor import Monitor
+
+SUMMARY_WINDOW_S = 24 * 3600
+
+
+def _latency(r: Rollup) -> dict[str, Any]:
+    p50, p95, p99 = histogram.quantiles(r.hist, (0.5, 0.95, 0.99))
+    return {
+        "count": r.count,
+        "errors": r.error_count,
+        "errorRate": r.error_count / r.count if r.count else 0.0,
+        "avgMs": r.avg,
+        "p50Ms": p50,
+        "p95Ms": p95,
+        "p99Ms": p99,
+    }
+
+
+def _storage_unavailable(exc: StorageError) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": "storage_unavailable", "message": str(exc)[:300], "details": []}},
+        status_code=503,
+    )
+
+
+async def project_summary(monitor: Monitor, project_id: str, now: float) -> dict[str, Any]:
+    start = now - SUMMARY_WINDOW_S
+    minutes = await monitor.storage.rollups(
+        project_id=project_id, resolution="minute", start=start, end=now + 60
+    )
+    by_series: dict[str, list[Rollup]] = {}
+    for r in minutes:
+        by_series.setdefault(r.series, []).append(r)
+    endpoints = []
+    for series, rows in by_series.items():
+        if series.startswith("api:"):
+            method, _, endpoint = series[4:].partition(" ")
+            endpoints.append({"method": method, "endpoint": endpoint, **_latency(combine(rows))})
+    endpoints.sort(key=lambda e: -e["count"])
+    api = combine(r for r in minutes if r.series.startswith("api:"))
+
+    def total(prefix: str) -> dict[str, int]:
+        rows = [r for r in minutes if r.series.startswith(prefix)]
+        return {"count": sum(r.count for r in rows), "errors": sum(r.error_count for r in rows)}
+
+    recent = await monitor.storage.events("deployment", project_id=project_id, limit=10)
+    return {
+        "projectId": project_id,
+        "api": _latency(api),
+        "endpoints": endpoints[:50],
+        "deployments": total("deploy:"),
+        "builds": total("build:"),
+        "functions": total("fn:"),
+        "domainEvents": total("domain:"),
+        "errors": total("error:"),
+        "recentDeployments": [
+            {
+                "deploymentId": e.deployment_id,  # type: ignore[attr-defined]
+                "type": e.type,  # type: ignore[attr-defined]
+                "status": e.status,  # type: ignore[attr-defined]
+                "at": e.at.isoformat(),
+            }
+            for e in recent
+        ],
+    }
+
+
+def create_dashboard(monitor: Monitor) -> ASGIApp:
+    async def health(request: Request) -> JSONResponse:
+        body = await monitor.health()
+        return JSONResponse(body, status_code=200 if body["storage"].get("ok") else 503)
+
+    async def summary(request: Request) -> JSONResponse:
+        now = time.time()
+        try:
+            projects = await monitor.storage.projects() or [monitor.settings.project_id]
+            data = [await project_summary(monitor, p, now) for p in projects]
+        except StorageError as exc:
+            return _storage_unavailable(exc)
+        return JSONResponse({"windowSeconds": SUMMARY_WINDOW_S, "projects": data})
+
+    app = Starlette(
+        routes=[
+            Route("/api/health", health, methods=["GET"]),
+            Route("/api/summary", summary, methods=["GET"]),
+        ]
+    )
+    return LocalOnly(app)

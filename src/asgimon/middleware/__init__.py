@@ -1,0 +1,8 @@
+"""The ASGI middleware and what it needs to turn requests into events."""
+
+from __future__ import annotations
+
+from ._records import OTHER, UNMATCHED, ApiCallBuilder, route_template
+from .timing import AsgimonMiddleware
+
+__all__ = ["OTHER", "UNMATCHED", "ApiCallBuilder", "AsgimonMiddleware", "route_template"]

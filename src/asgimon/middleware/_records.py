@@ -1,0 +1,130 @@
+"""Turning the middleware's raw per-request tuples into :class:`ApiCall` events.
+
+This runs in the recorder's background task, not on the request path: the middleware
+only captures references and clock readings, and everything that costs (route template,
+header parsing, user id, the endpoint cap, the event object) happens here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from typing import Any
+
+from starlette.routing import Mount
+
+from asgimon._validate import clean_text
+from asgimon.events import ApiCall
+
+UNMATCHED = "<unmatched>"
+OTHER = "<other>"
+
+RawRequest = tuple[Any, ...]
+"""(project_id, method, endpoint, route, root0, root_end, status, t0, first, complete, end,
+wall, response_bytes, headers, user)"""
+
+
+def sequential_ids() -> Callable[[], str]:
+    """Ids unique across processes (a random 64-bit prefix) and far cheaper than uuid4."""
+    prefix = os.urandom(8).hex()
+    counter = itertools.count(1)
+    return lambda: f"{prefix}-{next(counter):x}"
+
+
+def route_template(route: Any, root0: str, root_end: str) -> str:
+    """The template of the innermost route the router matched, mount prefixes included."""
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return UNMATCHED
+    prefix = root_end[len(root0) :] if root_end.startswith(root0) else ""
+    if isinstance(route, Mount):
+        # The mount's matched path is already in root_path; what is below it is one bucket.
+        return (prefix or path) + "/{path}"
+    return prefix + path
+
+
+def user_id_of(user: Any) -> str | None:
+    """Starlette's ``scope["user"]``: its identity when authenticated, else nobody."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    for attr in ("identity", "username", "display_name", "id"):
+        try:
+            value = getattr(user, attr, None)
+        except NotImplementedError:
+            continue
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
+def _headers_of(headers: Any) -> tuple[int | None, str | None]:
+    length: int | None = None
+    request_id: str | None = None
+    for name, value in headers or ():
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+        elif name == b"x-request-id":
+            request_id = clean_text(value.decode("latin-1"), 200)
+    return length, request_id
+
+
+class ApiCallBuilder:
+    """Builds :class:`ApiCall` s, capping distinct endpoints per project (``<other>`` beyond)."""
+
+    def __init__(self, max_endpoints: int, make_id: Callable[[], str] | None = None) -> None:
+        self.max_endpoints = max_endpoints
+        self._seen: dict[str, set[str]] = {}
+        self._make_id = make_id or sequential_ids()
+
+    def _capped(self, project_id: str, endpoint: str) -> str:
+        seen = self._seen.setdefault(project_id, set())
+        if endpoint in seen:
+            return endpoint
+        if len(seen) >= self.max_endpoints:
+            return OTHER
+        seen.add(endpoint)
+        return endpoint
+
+    def __call__(self, raw: RawRequest) -> ApiCall:
+        (
+            project_id,
+            method,
+            endpoint,
+            route,
+            root0,
+            root_end,
+            status,
+            t0,
+            first,
+            complete,
+            end,
+            wall,
+            response_bytes,
+            headers,
+            user,
+        ) = raw
+        if endpoint is None:
+            endpoint = UNMATCHED if route is None else route_template(route, root0, root_end)
+        endpoint = self._capped(project_id, clean_text(endpoint, 400))
+        request_bytes, request_id = _headers_of(headers)
+        if user is not None and not isinstance(user, str):
+            user = user_id_of(user)
+        return ApiCall(
+            id=self._make_id(),
+            project_id=project_id,
+            timestamp=wall,
+            method=clean_text(method, 16),
+            endpoint=endpoint,
+            status=status,
+            duration_ms=((complete or end) - t0) * 1000.0,
+            ttfb_ms=(first - t0) * 1000.0 if first else None,
+            total_ms=(end - t0) * 1000.0,
+            request_bytes=request_bytes,
+            response_bytes=response_bytes,
+            user_id=clean_text(user, 200) if user else None,
+            request_id=request_id,
+        )

@@ -1,0 +1,187 @@
+"""The pure-ASGI middleware: timing, status, sizes, disconnects, unhandled errors, lifespan."""
+
+from __future__ import annotations
+
+from time import perf_counter, time
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from asgimon.monitor import Monitor
+
+CLIENT_CLOSED = 499
+
+
+class AsgimonMiddleware:
+    """Records every HTTP request and websocket session of the app it wraps.
+
+    >>> app.add_middleware(AsgimonMiddleware, monitor=monitor)     # doctest: +SKIP
+
+    Per request it notes the route template, method, status, response size and three
+    timings (response headers sent, response complete, app returned — the last includes
+    background tasks), and queues them for the recorder: no I/O happens here. A client that
+    leaves before the response is complete is recorded as 499. The app's exceptions are
+    captured and re-raised unchanged. Lifespan events start and stop the monitor.
+    """
+
+    def __init__(self, app: ASGIApp, *, monitor: Monitor) -> None:
+        self.app = app
+        self.monitor = monitor
+        settings = monitor.settings
+        self._enabled = settings.enabled
+        self._project_id = settings.project_id
+        exact, prefixes = monitor.excluded_paths()
+        self._excluded_exact = exact
+        self._excluded_prefixes = prefixes
+        self._put = monitor.recorder.put
+        self._user_resolver = monitor.user_resolver
+        self._route_resolver = monitor.route_resolver
+        self._project_resolver = monitor.project_resolver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and self._enabled:
+            path = scope["path"]
+            if path in self._excluded_exact or path.startswith(self._excluded_prefixes):
+                await self.app(scope, receive, send)
+                return
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.monitor.lifespan(self.app, scope, receive, send)
+        elif kind == "websocket" and self._enabled:
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        monitor = self.monitor
+        if not monitor.started:
+            monitor.start_soon()
+        status = 0
+        first = complete = 0.0
+        response_bytes = 0
+        disconnected = False
+        root0 = scope.get("root_path", "")
+        wall = time()
+        t0 = perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, first, complete, response_bytes, disconnected
+            if message["type"] == "http.response.body":
+                response_bytes += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    complete = perf_counter()
+            elif message["type"] == "http.response.start":
+                status = message["status"]
+                first = perf_counter()
+            try:
+                await send(message)
+            except OSError:
+                disconnected = True
+                raise
+
+        async def receive_wrapper() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
+        monitor.in_flight += 1
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BaseException as exc:
+            if not status:
+                status = 500
+            if not disconnected and isinstance(exc, Exception):
+                monitor.capture_unhandled(exc, scope)
+            raise
+        finally:
+            end = perf_counter()
+            monitor.in_flight -= 1
+            if disconnected and not complete:
+                status = CLIENT_CLOSED
+            self._record(
+                scope,
+                scope["method"],
+                status,
+                root0,
+                t0,
+                first,
+                complete,
+                end,
+                wall,
+                response_bytes,
+            )
+
+    def _record(
+        self,
+        scope: Scope,
+        method: str,
+        status: int,
+        root0: str,
+        t0: float,
+        first: float,
+        complete: float,
+        end: float,
+        wall: float,
+        response_bytes: int,
+    ) -> None:
+        try:
+            self._put(
+                (
+                    self._project_resolver(scope) if self._project_resolver else self._project_id,
+                    method,
+                    self._route_resolver(scope) if self._route_resolver else None,
+                    scope.get("route"),
+                    root0,
+                    scope.get("root_path", ""),
+                    status,
+                    t0,
+                    first,
+                    complete,
+                    end,
+                    wall,
+                    response_bytes,
+                    scope.get("headers"),
+                    self._user_resolver(scope) if self._user_resolver else scope.get("user"),
+                )
+            )
+        except Exception as exc:
+            self.monitor.recorder.reject("internal_error", exc)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket session is recorded as method ``WS``: 101 once accepted, else 403."""
+        monitor = self.monitor
+        if not monitor.started:
+            monitor.start_soon()
+        status = 0
+        first = 0.0
+        root0 = scope.get("root_path", "")
+        wall = time()
+        t0 = perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, first
+            if message["type"] == "websocket.accept":
+                status = 101
+                first = perf_counter()
+            elif message["type"] == "websocket.close" and not status:
+                status = 403
+                first = perf_counter()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            if not status:
+                status = 500
+            if isinstance(exc, Exception):
+                monitor.capture_unhandled(exc, scope)
+            raise
+        finally:
+            end = perf_counter()
+            self._record(
+                scope, "WS", status or CLIENT_CLOSED, root0, t0, first, first or end, end, wall, 0
+            )

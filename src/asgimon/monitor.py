@@ -1,0 +1,487 @@
+"""The Monitor: one object that owns settings, storage and recorder, and hands out the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from functools import cached_property
+from types import TracebackType
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._validate import to_epoch
+from .capture import error_event
+from .errors import InvalidEventError, StorageError
+from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event, FunctionInvocation
+from .middleware import ApiCallBuilder, AsgimonMiddleware, route_template
+from .recorder import Recorder, RecorderStats
+from .settings import Settings
+from .storage import Storage, storage_from_url
+from .tracking import Tracker, build_phase_tracker, function_tracker
+
+log = logging.getLogger("asgimon")
+
+Timestamp = datetime | float | int | None
+ScopeResolver = Callable[[Scope], str | None]
+
+
+class Monitor:
+    """Monitoring for one ASGI app.
+
+    >>> monitor = Monitor.from_env()                     # storage from ANALYTICS_STORAGE_URL
+    >>> app = monitor.wrap(app)                          # doctest: +SKIP
+    >>> await monitor.record_deployment_event("dep-1", "started")   # doctest: +SKIP
+
+    ``user_resolver(scope)`` gives the user id of a request (default: ``scope["user"]``),
+    ``project_resolver(scope)`` its project (default: the ``project_id`` setting), and
+    ``route_resolver(scope)`` its route template for frameworks whose router does not leave
+    ``scope["route"]`` behind. All three run at the end of each request, so keep them cheap.
+    """
+
+    middleware_class = AsgimonMiddleware
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        storage: Storage | None = None,
+        user_resolver: ScopeResolver | None = None,
+        project_resolver: ScopeResolver | None = None,
+        route_resolver: ScopeResolver | None = None,
+        **overrides: Any,
+    ) -> None:
+        if settings is None:
+            settings = Settings(**overrides)
+        elif overrides:
+            settings = settings.replace(**overrides)
+        self.settings = settings
+        if storage is None:
+            options = (
+                {}
+                if settings.storage_url.startswith("memory")
+                else {"busy_timeout": settings.sqlite_busy_timeout}
+            )
+            storage = storage_from_url(settings.storage_url, **options)
+        self.storage = storage
+        self.user_resolver = user_resolver
+        self.project_resolver = project_resolver
+        self.route_resolver = route_resolver
+        self.recorder = Recorder(
+            storage,
+            max_events=settings.queue_max_events,
+            max_bytes=settings.queue_max_bytes,
+            batch_size=settings.batch_size,
+            flush_interval=settings.flush_interval,
+            shutdown_timeout=settings.shutdown_timeout,
+            retry_backoff_max=settings.retry_backoff_max,
+            retry_deadline=settings.retry_deadline,
+            convert=ApiCallBuilder(settings.max_endpoints),
+        )
+        self.in_flight = 0
+        self.started = False
+        self.storage_error: str | None = None
+        self._start_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        storage: Storage | None = None,
+        **overrides: Any,
+    ) -> Monitor:
+        """Settings from ``environ`` (default ``os.environ``), then ``overrides``."""
+        resolvers = {
+            k: overrides.pop(k)
+            for k in ("user_resolver", "project_resolver", "route_resolver")
+            if k in overrides
+        }
+        return cls(Settings.from_env(environ, **overrides), storage=storage, **resolvers)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect storage and start the flush task. A storage that is down is retried later."""
+        if self.started:
+            return
+        self.started = True
+        try:
+            await self.storage.start()
+            self.storage_error = None
+        except StorageError as exc:
+            self.storage_error = str(exc)
+            log.error("asgimon: storage failed to start, will retry on each flush: %s", exc)
+        await self.recorder.start()
+
+    async def stop(self) -> None:
+        """Flush what is queued (within ``shutdown_timeout``) and close storage."""
+        if self._start_task is not None and not self._start_task.done():
+            await self._start_task
+        if not self.started:
+            return
+        self.started = False
+        await self.recorder.stop()
+        try:
+            await self.storage.close()
+        except Exception as exc:
+            log.warning("asgimon: closing storage failed: %r", exc)
+
+    def start_soon(self) -> None:
+        """Start in the background: for servers that send no lifespan events."""
+        if self._start_task is None:
+            self._start_task = asyncio.get_running_loop().create_task(self.start())
+
+    async def __aenter__(self) -> Monitor:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def lifespan(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app's lifespan with the monitor started and stopped around it.
+
+        An app that does not speak lifespan (it raises or returns before reading
+        ``lifespan.startup``) gets the protocol answered on its behalf, so the monitor still
+        starts and drains.
+        """
+        startup_seen = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal startup_seen
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                startup_seen = True
+                await self.start()
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.stop()
+            await send(message)
+
+        try:
+            await app(scope, receive_wrapper, send_wrapper)
+        except BaseException:
+            if startup_seen:
+                raise
+        if startup_seen:
+            return
+        await self._answer_lifespan(receive, send)
+
+    async def _answer_lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- the app side ------------------------------------------------------------------
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """The app with the middleware applied and the dashboard at ``mount_path``."""
+        return AsgimonMiddleware(
+            _Mounted(app, self.settings.mount_path, self.dashboard), monitor=self
+        )
+
+    @cached_property
+    def dashboard(self) -> ASGIApp:
+        """The sub-application to mount at ``mount_path``: JSON API (and pages)."""
+        from .dashboard import create_dashboard
+
+        return create_dashboard(self)
+
+    def excluded_paths(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """Paths never recorded: exact ones, and prefixes (the dashboard's mount included)."""
+        exact = {p for p in self.settings.exclude_paths if not p.endswith("*")}
+        prefixes = {p[:-1] for p in self.settings.exclude_paths if p.endswith("*")}
+        mount = self.settings.mount_path
+        exact.add(mount)
+        prefixes.add(mount + "/")
+        return frozenset(exact), tuple(sorted(prefixes))
+
+    # -- recording ---------------------------------------------------------------------
+
+    def record(self, event: Event) -> Event:
+        """Validate and queue an event of any kind; raises :class:`InvalidEventError` if bad."""
+        event.validate(max_age_s=self.settings.metrics_retention_days * 86_400.0)
+        if self.settings.enabled:
+            self.recorder.put(event, event.size_hint())
+        return event
+
+    def record_quietly(self, make: Callable[[], Event]) -> Event | None:
+        """Build, validate and queue an event; a failure is logged and counted, never raised."""
+        try:
+            return self.record(make())
+        except InvalidEventError as exc:
+            self.recorder.reject("invalid", exc)
+        except Exception as exc:
+            self.recorder.reject("internal_error", exc)
+        return None
+
+    def _base(self, project_id: str | None, timestamp: Timestamp, id: str | None) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "project_id": self.settings.project_id if project_id is None else project_id,
+            "timestamp": to_epoch(timestamp),
+        }
+        if id is not None:
+            base["id"] = id
+        return base
+
+    async def record_deployment_event(
+        self,
+        deployment_id: str,
+        type: str,
+        *,
+        status: str | None = None,
+        duration_ms: float | None = None,
+        framework: str | None = None,
+        project_id: str | None = None,
+        timestamp: Timestamp = None,
+        id: str | None = None,
+    ) -> DeploymentEvent:
+        """A deployment ``started``, ``in_progress`` or ``completed`` (with ``status``)."""
+        ev = DeploymentEvent(
+            **self._base(project_id, timestamp, id),
+            deployment_id=deployment_id,
+            type=type,
+            status=status,
+            duration_ms=duration_ms,
+            framework=framework,
+        )
+        self.record(ev)
+        return ev
+
+    async def record_build_event(
+        self,
+        deployment_id: str,
+        phase: str,
+        *,
+        start_time: Timestamp,
+        end_time: Timestamp,
+        status: str = "success",
+        framework: str | None = None,
+        asset_count: int | None = None,
+        total_size_bytes: int | None = None,
+        project_id: str | None = None,
+        timestamp: Timestamp = None,
+        id: str | None = None,
+    ) -> BuildEvent:
+        """One build phase (``clone``, ``install``, ``build``, ``optimize``, ``upload``)."""
+        start = to_epoch(start_time)
+        ev = BuildEvent(
+            **self._base(project_id, start if timestamp is None else timestamp, id),
+            deployment_id=deployment_id,
+            phase=phase,
+            start_time=start,
+            end_time=to_epoch(end_time),
+            status=status,
+            framework=framework,
+            asset_count=asset_count,
+            total_size_bytes=total_size_bytes,
+        )
+        self.record(ev)
+        return ev
+
+    async def record_function_invocation(
+        self,
+        function_id: str,
+        *,
+        duration_ms: float,
+        status: str = "success",
+        cold_start: bool = False,
+        memory_mb: float | None = None,
+        deployment_id: str | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        project_id: str | None = None,
+        timestamp: Timestamp = None,
+        id: str | None = None,
+    ) -> FunctionInvocation:
+        """One function invocation, ``success`` or ``error``."""
+        ev = FunctionInvocation(
+            **self._base(project_id, timestamp, id),
+            function_id=function_id,
+            deployment_id=deployment_id,
+            status=status,
+            duration_ms=duration_ms,
+            cold_start=cold_start,
+            memory_mb=memory_mb,
+            error_type=error_type,
+            error_message=error_message,
+        )
+        self.record(ev)
+        return ev
+
+    async def record_domain_event(
+        self,
+        domain: str,
+        type: str,
+        *,
+        expires_at: Timestamp = None,
+        project_id: str | None = None,
+        timestamp: Timestamp = None,
+        id: str | None = None,
+    ) -> DomainEvent:
+        """A domain ``added``/``verified``/``removed`` or a certificate ``ssl_*`` event."""
+        ev = DomainEvent(
+            **self._base(project_id, timestamp, id),
+            domain=domain,
+            type=type,
+            expires_at=None if expires_at is None else to_epoch(expires_at),
+        )
+        self.record(ev)
+        return ev
+
+    def capture_exception(
+        self,
+        exc: BaseException,
+        *,
+        severity: str = "medium",
+        context: dict[str, Any] | None = None,
+        project_id: str | None = None,
+    ) -> ErrorEvent | None:
+        """Record a handled exception. Never raises; returns the event, or None if dropped."""
+        if not self.settings.error_tracking_enabled:
+            return None
+        pid = self.settings.project_id if project_id is None else project_id
+        event = self.record_quietly(
+            lambda: error_event(
+                exc, project_id=pid, timestamp=time.time(), severity=severity, context=context
+            )
+        )
+        return event if isinstance(event, ErrorEvent) else None
+
+    def capture_unhandled(self, exc: BaseException, scope: Scope) -> None:
+        """Called by the middleware for an exception escaping the app (then re-raised)."""
+        if not self.settings.error_tracking_enabled:
+            return
+
+        def make() -> Event:
+            route = scope.get("route")
+            endpoint = None
+            if route is not None:
+                endpoint = route_template(route, "", scope.get("root_path", ""))
+            return error_event(
+                exc,
+                project_id=(
+                    self.project_resolver(scope) or self.settings.project_id
+                    if self.project_resolver
+                    else self.settings.project_id
+                ),
+                timestamp=time.time(),
+                severity="high",
+                handled=False,
+                endpoint=endpoint,
+                method=scope.get("method"),
+            )
+
+        self.record_quietly(make)
+
+    def track_function(
+        self,
+        function_id: str,
+        *,
+        deployment_id: str | None = None,
+        cold_start: bool = False,
+        memory_mb: float | None = None,
+        project_id: str | None = None,
+    ) -> Tracker:
+        """Time a function invocation: ``with``, ``async with`` or as a decorator.
+
+        >>> @monitor.track_function("resize-image")          # doctest: +SKIP
+        ... async def resize(...): ...
+        """
+        return function_tracker(
+            self,
+            function_id,
+            project_id=self.settings.project_id if project_id is None else project_id,
+            deployment_id=deployment_id,
+            cold_start=cold_start,
+            memory_mb=memory_mb,
+        )
+
+    def track_build_phase(
+        self,
+        deployment_id: str,
+        phase: str,
+        *,
+        framework: str | None = None,
+        project_id: str | None = None,
+    ) -> Tracker:
+        """Time a build phase: ``with monitor.track_build_phase("dep-1", "install"): ...``."""
+        return build_phase_tracker(
+            self,
+            deployment_id,
+            phase,
+            project_id=self.settings.project_id if project_id is None else project_id,
+            framework=framework,
+        )
+
+    # -- state -------------------------------------------------------------------------
+
+    def stats(self) -> RecorderStats:
+        return self.recorder.stats()
+
+    async def health(self) -> dict[str, Any]:
+        """Recorder ledger and storage state, as served at ``{mount}/api/health``."""
+        stats = self.stats()
+        try:
+            storage: dict[str, Any] = await asyncio.wait_for(self.storage.health(), 2.0)
+        except (StorageError, TimeoutError) as exc:
+            storage = {"ok": False, "error": str(exc)[:500]}
+        degraded = not storage.get("ok") or (
+            stats.dropped_total > 0 and stats.last_error is not None
+        )
+        return {
+            "status": "ok" if not degraded else "degraded",
+            "inFlight": self.in_flight,
+            "recorder": {
+                "running": stats.running,
+                "recorded": stats.recorded,
+                "written": stats.written,
+                "duplicates": stats.duplicates,
+                "pending": stats.pending,
+                "pendingBytes": stats.pending_bytes,
+                "dropped": stats.dropped,
+                "droppedTotal": stats.dropped_total,
+                "retries": stats.retries,
+                "internalErrors": stats.internal_errors,
+                "lastError": stats.last_error,
+                "lastErrorAt": stats.last_error_at,
+            },
+            "storage": storage,
+        }
+
+
+class _Mounted:
+    """Routes ``mount_path`` to the dashboard and everything else to the host app."""
+
+    def __init__(self, app: ASGIApp, mount_path: str, dashboard: ASGIApp) -> None:
+        self.app = app
+        self.mount_path = mount_path
+        self.dashboard = dashboard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            root = scope.get("root_path", "")
+            path: str = scope["path"]
+            route_path = path[len(root) :] if root and path.startswith(root) else path
+            mount = self.mount_path
+            if route_path == mount or route_path.startswith(mount + "/"):
+                await self.dashboard({**scope, "root_path": root + mount}, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,322 @@
+"""The recorder: a bounded in-memory queue drained in batches by one background task.
+
+The request path only appends to a deque (``put``): no I/O, no lock, no await. A background
+task wakes every ``flush_interval`` seconds, or as soon as a batch is full, and writes
+batches to storage with retries and backoff. Every event ends up in exactly one of the
+ledger's columns: ``written``, ``duplicates`` (already stored by an earlier attempt),
+``dropped[reason]`` or, until the next flush, ``pending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import StorageError, StorageFull, StorageRejected
+from .events import Event
+from .storage.base import Storage
+
+log = logging.getLogger("asgimon.recorder")
+
+DROP_REASONS = (
+    "queue_full",
+    "storage_unavailable",
+    "storage_full",
+    "invalid",
+    "shutdown_timeout",
+    "internal_error",
+)
+API_CALL_SIZE = 400  # bytes a queued request record holds, roughly; for the byte cap
+_LOG_EVERY_S = 10.0
+_FULL_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderStats:
+    """A snapshot of the ledger. ``recorded == written + duplicates + dropped_total + pending``."""
+
+    recorded: int
+    written: int
+    duplicates: int
+    pending: int
+    pending_bytes: int
+    dropped: dict[str, int]
+    retries: int
+    batches: int
+    internal_errors: int
+    last_error: str | None
+    last_error_at: float | None
+    running: bool
+    dropped_total: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dropped_total", sum(self.dropped.values()))
+
+
+class Recorder:
+    """Owns the queue and the flush task. Built by :class:`~asgimon.Monitor`."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        max_events: int = 100_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        batch_size: int = 1000,
+        flush_interval: float = 1.0,
+        shutdown_timeout: float = 5.0,
+        retry_backoff_max: float = 5.0,
+        retry_deadline: float = 30.0,
+        convert: Callable[[tuple[Any, ...]], Event] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.retry_backoff_max = retry_backoff_max
+        self.retry_deadline = retry_deadline
+        self._convert = convert
+        self._queue: deque[tuple[Any, ...] | Event] = deque()
+        self._sizes: deque[int] = deque()
+        self._bytes = 0
+        self._in_flight = 0
+        self._recorded = 0
+        self._written = 0
+        self._duplicates = 0
+        self._retries = 0
+        self._batches = 0
+        self._internal_errors = 0
+        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        self._last_log: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop_thread: int | None = None
+        self._stop_by: float | None = None
+        self._flush_lock = asyncio.Lock()
+        self.on_batch_written: list[Callable[[list[Event]], None]] = []
+
+    # -- the request path ------------------------------------------------------------
+
+    def put(self, item: tuple[Any, ...] | Event, size: int = API_CALL_SIZE) -> bool:
+        """Queue an event (or a raw request record); never blocks, never raises.
+
+        Returns False when the event was dropped because the queue is full.
+        """
+        self._recorded += 1
+        if len(self._queue) >= self.max_events or self._bytes + size > self.max_bytes:
+            self._dropped["queue_full"] += 1
+            self._warn("queue_full", "queue full: dropping events")
+            return False
+        self._queue.append(item)
+        self._sizes.append(size)
+        self._bytes += size
+        if (
+            len(self._queue) >= self.batch_size
+            and self._wake is not None
+            and threading.get_ident() == self._loop_thread
+        ):
+            self._wake.set()
+        return True
+
+    def reject(self, reason: str, exc: BaseException) -> None:
+        """An event was recorded but could not be queued: count it as ``dropped[reason]``."""
+        self._recorded += 1
+        self._dropped[reason] += 1
+        if reason == "internal_error":
+            self.count_internal_error(exc, "recording")
+        else:
+            self._warn(reason, f"dropped an event ({reason}): {exc}")
+
+    def count_internal_error(self, exc: BaseException, what: str) -> None:
+        self._internal_errors += 1
+        self._warn("internal_error", f"internal error in {what}: {exc!r}", exc=exc)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._stop_by = None
+        self._wake = asyncio.Event()
+        self._loop_thread = threading.get_ident()
+        self._task = asyncio.create_task(self._run(), name="asgimon-recorder")
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Flush what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
+
+        Whatever could not be written in time is counted as ``dropped[shutdown_timeout]``.
+        """
+        timeout = self.shutdown_timeout if timeout is None else timeout
+        task = self._task
+        if task is None:
+            return
+        self._stop_by = time.monotonic() + timeout
+        if self._wake is not None:
+            self._wake.set()
+        try:
+            # The flush loop honours _stop_by itself; the margin covers a write that hangs.
+            await asyncio.wait_for(asyncio.shield(task), timeout + 1.0)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self._task = None
+            left = len(self._queue) + self._in_flight
+            if left:
+                self._dropped["shutdown_timeout"] += left
+                log.warning("asgimon: flush timed out at shutdown, dropped %d events", left)
+                self._queue.clear()
+                self._sizes.clear()
+                self._bytes = 0
+                self._in_flight = 0
+
+    async def flush(self) -> None:
+        """Write everything queued now (used by tests and at shutdown)."""
+        async with self._flush_lock:
+            while self._queue:
+                await self._flush_batch()
+
+    # -- the background task ---------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            if self._stop_by is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:  # a bug here must not kill the loop
+                self.count_internal_error(exc, "flush")
+            if self._stop_by is not None and (not self._queue or self._past_stop()):
+                return
+
+    def _past_stop(self) -> bool:
+        return self._stop_by is not None and time.monotonic() >= self._stop_by
+
+    async def _flush_batch(self) -> None:
+        n = min(self.batch_size, len(self._queue))
+        items = [self._queue.popleft() for _ in range(n)]
+        self._bytes -= sum(self._sizes.popleft() for _ in range(n))
+        self._in_flight = n
+        batch: list[Event] = []
+        for item in items:
+            try:
+                batch.append(self._convert(item) if type(item) is tuple else item)  # type: ignore[misc, arg-type]
+            except Exception as exc:
+                self._dropped["internal_error"] += 1
+                self._in_flight -= 1
+                self.count_internal_error(exc, "converting a request record")
+        # Cancelled mid-write (a hung store at shutdown), the batch stays in flight so that
+        # stop() counts it as dropped.
+        await self._write(batch)
+
+    async def _write(self, batch: list[Event]) -> None:
+        if not batch:
+            return
+        started = time.monotonic()
+        delay = min(0.05, self.retry_backoff_max)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                result = await self.storage.write(batch)
+            except StorageRejected as exc:
+                await self._bisect(batch, exc)
+                return
+            except StorageError as exc:
+                self._note_error(exc)
+                out_of_time = time.monotonic() + delay - started > self.retry_deadline
+                gave_up = isinstance(exc, StorageFull) and attempts >= _FULL_ATTEMPTS
+                if out_of_time or gave_up or self._past_stop():
+                    self._settle_dropped(len(batch), exc.reason)
+                    self._warn(exc.reason, f"storage failed, dropped {len(batch)} events: {exc}")
+                    return
+                self._retries += 1
+                await self._sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.retry_backoff_max)
+                continue
+            except Exception as exc:
+                self._settle_dropped(len(batch), "internal_error")
+                self.count_internal_error(exc, "storage.write")
+                return
+            self._written += result.inserted
+            self._duplicates += result.duplicates
+            self._in_flight -= len(batch)
+            self._batches += 1
+            for callback in self.on_batch_written:
+                try:
+                    callback(batch)
+                except Exception as exc:
+                    self.count_internal_error(exc, "a batch callback")
+            return
+
+    async def _bisect(self, batch: list[Event], exc: StorageRejected) -> None:
+        """Find the poison events by halving, so only they are dropped."""
+        if len(batch) == 1:
+            self._note_error(exc)
+            self._settle_dropped(1, "invalid")
+            self._warn("invalid", f"storage rejected an event, dropped it: {exc}")
+            return
+        mid = len(batch) // 2
+        await self._write(batch[:mid])
+        await self._write(batch[mid:])
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._stop_by is not None:
+            seconds = max(0.0, min(seconds, self._stop_by - time.monotonic()))
+        await asyncio.sleep(seconds)
+
+    def _settle_dropped(self, n: int, reason: str) -> None:
+        self._dropped[reason] += n
+        self._in_flight -= n
+
+    def _note_error(self, exc: BaseException) -> None:
+        self._last_error = str(exc)[:500]
+        self._last_error_at = time.time()
+
+    def _warn(self, key: str, message: str, exc: BaseException | None = None) -> None:
+        """Log at most once per ten seconds per kind of trouble, so an outage cannot flood logs."""
+        now = time.monotonic()
+        if now - self._last_log.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._last_log[key] = now
+            log.warning("asgimon: %s", message, exc_info=exc)
+
+    # -- reporting -------------------------------------------------------------------
+
+    def stats(self) -> RecorderStats:
+        return RecorderStats(
+            recorded=self._recorded,
+            written=self._written,
+            duplicates=self._duplicates,
+            pending=len(self._queue) + self._in_flight,
+            pending_bytes=self._bytes,
+            dropped=dict(self._dropped),
+            retries=self._retries,
+            batches=self._batches,
+            internal_errors=self._internal_errors,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            running=self.running,
+        )

@@ -1,0 +1,116 @@
+"""Pre-aggregation of events per (project, series, minute / hour / day).
+
+Pure functions: a batch of events becomes a set of :class:`Rollup` deltas that a storage
+backend adds to what it holds (SQL by UPSERT, so many workers merge into one row). The
+dashboard reads rollups, never scans raw events, for figures over long ranges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from . import histogram
+from .events import Event
+
+RESOLUTIONS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
+
+RollupKey = tuple[str, str, str, int]
+"""(project_id, series, resolution, bucket_start in epoch seconds)."""
+
+
+@dataclass(slots=True)
+class Rollup:
+    """Counts, sums and a latency histogram for one series in one time bucket."""
+
+    project_id: str
+    series: str
+    resolution: str
+    bucket_start: int
+    count: int = 0
+    error_count: int = 0
+    value_count: int = 0
+    value_sum: float = 0.0
+    value_min: float | None = None
+    value_max: float | None = None
+    hist: histogram.Histogram = field(default_factory=dict)
+
+    @property
+    def key(self) -> RollupKey:
+        return (self.project_id, self.series, self.resolution, self.bucket_start)
+
+    @property
+    def avg(self) -> float | None:
+        return self.value_sum / self.value_count if self.value_count else None
+
+    def add(self, value: float | None, error: bool) -> None:
+        self.count += 1
+        if error:
+            self.error_count += 1
+        if value is not None:
+            self.value_count += 1
+            self.value_sum += value
+            if self.value_min is None or value < self.value_min:
+                self.value_min = value
+            if self.value_max is None or value > self.value_max:
+                self.value_max = value
+            i = histogram.bin_index(value)
+            self.hist[i] = self.hist.get(i, 0) + 1
+
+    def merge(self, other: Rollup) -> None:
+        self.count += other.count
+        self.error_count += other.error_count
+        self.value_count += other.value_count
+        self.value_sum += other.value_sum
+        if other.value_min is not None and (
+            self.value_min is None or other.value_min < self.value_min
+        ):
+            self.value_min = other.value_min
+        if other.value_max is not None and (
+            self.value_max is None or other.value_max > self.value_max
+        ):
+            self.value_max = other.value_max
+        histogram.merge_into(self.hist, other.hist)
+
+    def quantile(self, q: float) -> float | None:
+        return histogram.quantile(self.hist, q)
+
+
+def bucket_start(ts: float, resolution: str) -> int:
+    width = RESOLUTIONS[resolution]
+    return int(ts // width) * width
+
+
+def aggregate(events: Iterable[Event]) -> list[Rollup]:
+    """Every rollup delta a batch of events contributes, at all three resolutions."""
+    minutes: dict[tuple[str, str, int], Rollup] = {}
+    for ev in events:
+        series = ev.series()
+        if series is None:
+            continue
+        start = int(ev.timestamp // 60) * 60
+        mkey = (ev.project_id, series, start)
+        r = minutes.get(mkey)
+        if r is None:
+            r = minutes[mkey] = Rollup(ev.project_id, series, "minute", start)
+        r.add(ev.value(), ev.is_error())
+    out = list(minutes.values())
+    for resolution in ("hour", "day"):
+        coarse: dict[RollupKey, Rollup] = {}
+        for m in minutes.values():
+            start = bucket_start(m.bucket_start, resolution)
+            key = (m.project_id, m.series, resolution, start)
+            c = coarse.get(key)
+            if c is None:
+                c = coarse[key] = Rollup(m.project_id, m.series, resolution, start)
+            c.merge(m)
+        out.extend(coarse.values())
+    return out
+
+
+def combine(rollups: Iterable[Rollup], *, series: str = "*", bucket: int = 0) -> Rollup:
+    """Merge several rollups into one summary (e.g. all endpoints over a range)."""
+    total = Rollup("*", series, "*", bucket)
+    for r in rollups:
+        total.merge(r)
+    return total

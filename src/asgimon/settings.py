@@ -1,0 +1,261 @@
+"""Settings, read from environment variables and overridable in code.
+
+Every field has one environment variable; the seed's names (``ANALYTICS_ENABLED``,
+``RATE_LIMIT_MAX``…) are honoured exactly and new ones follow the same prefixes. Values are
+checked when a :class:`Settings` is built, from the environment or from code, so a bad value
+fails at start-up with a :class:`~asgimon.errors.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+STORAGE_SCHEMES = (
+    "memory",
+    "sqlite",
+    "sqlite+aiosqlite",
+    "postgres",
+    "postgresql",
+    "postgresql+asyncpg",
+    "redis",
+    "rediss",
+)
+
+DEFAULT_EXCLUDE_PATHS = (
+    "/health",
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/ping",
+    "/favicon.ico",
+    "/robots.txt",
+    "/.well-known/*",
+)
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+def _parse_optional_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _parse_paths(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    def check(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    return check, f"an integer >= {low}"
+
+
+def _float_between(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
+    def check(v: Any) -> bool:
+        return (
+            isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and low <= v <= high
+        )
+
+    return check, f"a number of seconds from {low:g} to {high:g}"
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_storage_url(v: Any) -> bool:
+    if not isinstance(v, str) or "://" not in v:
+        return False
+    return v.split("://", 1)[0].lower() in STORAGE_SCHEMES
+
+
+def _is_optional_url(schemes: tuple[str, ...]) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        return v is None or (
+            isinstance(v, str) and "://" in v and v.split("://", 1)[0].lower() in schemes
+        )
+
+    return check
+
+
+def _is_optional_text(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and 0 < len(v) <= 4096)
+
+
+def _is_mount_path(v: Any) -> bool:
+    return (
+        isinstance(v, str)
+        and v.startswith("/")
+        and not v.endswith("/")
+        and len(v) <= 200
+        and all(c.isalnum() or c in "-_./" for c in v)
+    )
+
+
+def _is_project_id(v: Any) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= 128 and v.isprintable()
+
+
+def _is_paths(v: Any) -> bool:
+    return isinstance(v, tuple) and all(
+        isinstance(p, str) and p.startswith("/") and len(p) <= 500 for p in v
+    )
+
+
+def _setting(
+    env: str,
+    default: Any,
+    parse: Callable[[str], Any],
+    check: tuple[Callable[[Any], bool], str],
+) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "check": check})
+
+
+_BOOL = (_is_bool, "true or false (also 1/0, yes/no, on/off)")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All of asgimon's settings.
+
+    >>> Settings(rate_limit_max=50).rate_limit_max
+    50
+    >>> Settings.from_env({"RATE_LIMIT_MAX": "50"}).rate_limit_max
+    50
+    """
+
+    enabled: bool = _setting("ANALYTICS_ENABLED", True, _parse_bool, _BOOL)
+    storage_url: str = _setting(
+        "ANALYTICS_STORAGE_URL",
+        "sqlite:///asgimon.db",
+        str.strip,
+        (_is_storage_url, "a URL with one of the schemes " + ", ".join(STORAGE_SCHEMES)),
+    )
+    redis_url: str | None = _setting(
+        "ANALYTICS_REDIS_URL",
+        None,
+        _parse_optional_str,
+        (_is_optional_url(("redis", "rediss", "unix")), "a redis:// or rediss:// URL"),
+    )
+    cache_ttl: int = _setting("ANALYTICS_CACHE_TTL", 3600, int, _int_at_least(0))
+    mount_path: str = _setting(
+        "ANALYTICS_MOUNT_PATH",
+        "/analytics",
+        str.strip,
+        (_is_mount_path, "a path such as /analytics (leading slash, no trailing slash)"),
+    )
+    project_id: str = _setting(
+        "ANALYTICS_PROJECT_ID",
+        "default",
+        str.strip,
+        (_is_project_id, "1 to 128 printable characters"),
+    )
+    exclude_paths: tuple[str, ...] = _setting(
+        "ANALYTICS_EXCLUDE_PATHS",
+        DEFAULT_EXCLUDE_PATHS,
+        _parse_paths,
+        (_is_paths, "comma-separated paths starting with /, a trailing * for a prefix"),
+    )
+    max_endpoints: int = _setting("ANALYTICS_MAX_ENDPOINTS", 1000, int, _int_at_least(1))
+    queue_max_events: int = _setting("ANALYTICS_QUEUE_MAX_EVENTS", 100_000, int, _int_at_least(1))
+    queue_max_bytes: int = _setting(
+        "ANALYTICS_QUEUE_MAX_BYTES", 64 * 1024 * 1024, int, _int_at_least(1024)
+    )
+    batch_size: int = _setting("ANALYTICS_BATCH_SIZE", 1000, int, _int_at_least(1))
+    flush_interval: float = _setting(
+        "ANALYTICS_FLUSH_INTERVAL", 1.0, float, _float_between(0.001, 60)
+    )
+    shutdown_timeout: float = _setting(
+        "ANALYTICS_SHUTDOWN_TIMEOUT", 5.0, float, _float_between(0, 600)
+    )
+    retry_backoff_max: float = _setting(
+        "ANALYTICS_RETRY_BACKOFF_MAX", 5.0, float, _float_between(0.001, 300)
+    )
+    retry_deadline: float = _setting(
+        "ANALYTICS_RETRY_DEADLINE", 30.0, float, _float_between(0, 86_400)
+    )
+    sqlite_busy_timeout: float = _setting(
+        "ANALYTICS_SQLITE_BUSY_TIMEOUT", 5.0, float, _float_between(0, 600)
+    )
+    metrics_retention_days: int = _setting("METRICS_RETENTION_DAYS", 90, int, _int_at_least(1))
+    error_tracking_enabled: bool = _setting("ERROR_TRACKING_ENABLED", True, _parse_bool, _BOOL)
+    error_log_retention_days: int = _setting("ERROR_LOG_RETENTION_DAYS", 30, int, _int_at_least(1))
+    rate_limit_enabled: bool = _setting("RATE_LIMIT_ENABLED", True, _parse_bool, _BOOL)
+    rate_limit_max: int = _setting("RATE_LIMIT_MAX", 100, int, _int_at_least(1))
+    rate_limit_window: int = _setting("RATE_LIMIT_WINDOW", 60, int, _int_at_least(1))
+    rate_limit_burst: int = _setting("RATE_LIMIT_BURST", 10, int, _int_at_least(0))
+    jwt_secret: str | None = _setting(
+        "ANALYTICS_JWT_SECRET",
+        None,
+        _parse_optional_str,
+        (_is_optional_text, "a non-empty secret of at most 4096 characters"),
+    )
+    alerts_enabled: bool = _setting("ALERTS_ENABLED", True, _parse_bool, _BOOL)
+    email_alerts_enabled: bool = _setting("EMAIL_ALERTS_ENABLED", True, _parse_bool, _BOOL)
+    webhook_alerts_enabled: bool = _setting("WEBHOOK_ALERTS_ENABLED", True, _parse_bool, _BOOL)
+    smtp_url: str | None = _setting(
+        "ALERTS_SMTP_URL",
+        None,
+        _parse_optional_str,
+        (_is_optional_url(("smtp", "smtps")), "an smtp:// or smtps:// URL"),
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            check, allowed = f.metadata["check"]
+            if not check(value):
+                raise ConfigError(f.metadata["env"], value, allowed)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every variable from ``environ`` (default ``os.environ``); ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if f.name in overrides or name not in env:
+                continue
+            raw = env[name]
+            check, allowed = f.metadata["check"]
+            try:
+                value = f.metadata["parse"](raw)
+            except ValueError:
+                raise ConfigError(name, raw, allowed) from None
+            if not check(value):
+                raise ConfigError(name, raw, allowed)
+            values[f.name] = value
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated like the original."""
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def env_names() -> dict[str, str]:
+        """Field name to environment variable, for documentation and tooling."""
+        return {f.name: f.metadata["env"] for f in dataclasses.fields(Settings)}

@@ -1,0 +1,159 @@
+"""The SQL schema: one table per event kind, the rollups, and the schema version.
+
+Timestamps are integers of epoch microseconds (``created_at``: when the event happened;
+``received_at``: when asgimon stored it, so retention cannot be gamed by client clocks).
+Every event table has the primary key ``(project_id, id)``, which makes inserts idempotent.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+PREFIX = "asgimon_"
+
+metadata = MetaData()
+
+
+def _event_table(name: str, *columns: Column[object], indexes: tuple[str, ...] = ()) -> Table:
+    table = Table(
+        PREFIX + name,
+        metadata,
+        Column("id", String(64), nullable=False),
+        Column("project_id", String(128), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("received_at", BigInteger, nullable=False),
+        *columns,
+        PrimaryKeyConstraint("project_id", "id"),
+    )
+    Index(f"ix_{PREFIX}{name}_project_created", table.c.project_id, table.c.created_at.desc())
+    for col in indexes:
+        Index(f"ix_{PREFIX}{name}_{col}_created", table.c[col], table.c.created_at.desc())
+    return table
+
+
+api_calls = _event_table(
+    "api_calls",
+    Column("method", String(16), nullable=False),
+    Column("endpoint", String(400), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("ttfb_ms", Float),
+    Column("total_ms", Float, nullable=False),
+    Column("request_bytes", BigInteger),
+    Column("response_bytes", BigInteger, nullable=False),
+    Column("user_id", String(200)),
+    Column("request_id", String(200)),
+    indexes=("endpoint", "user_id"),
+)
+
+deployment_events = _event_table(
+    "deployment_events",
+    Column("deployment_id", String(128), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("status", String(32)),
+    Column("duration_ms", Float),
+    Column("framework", String(200)),
+    indexes=("deployment_id",),
+)
+
+build_events = _event_table(
+    "build_events",
+    Column("deployment_id", String(128), nullable=False),
+    Column("phase", String(32), nullable=False),
+    Column("start_time", BigInteger, nullable=False),
+    Column("end_time", BigInteger, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("framework", String(200)),
+    Column("asset_count", BigInteger),
+    Column("total_size_bytes", BigInteger),
+    indexes=("deployment_id",),
+)
+
+function_invocations = _event_table(
+    "function_invocations",
+    Column("function_id", String(128), nullable=False),
+    Column("deployment_id", String(128)),
+    Column("status", String(32), nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("cold_start", Boolean, nullable=False),
+    Column("memory_mb", Float),
+    Column("error_type", String(200)),
+    Column("error_message", Text),
+    indexes=("function_id",),
+)
+
+domain_events = _event_table(
+    "domain_events",
+    Column("domain", String(253), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("expires_at", BigInteger),
+    indexes=("domain",),
+)
+
+error_events = _event_table(
+    "error_events",
+    Column("error_type", String(200), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("stack", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("handled", Boolean, nullable=False),
+    Column("endpoint", String(400)),
+    Column("method", String(16)),
+    Column("request_id", String(200)),
+    Column("user_id", String(200)),
+    Column("deployment_id", String(128)),
+    Column("context", Text, nullable=False),
+    indexes=("fingerprint", "user_id"),
+)
+
+rollups = Table(
+    PREFIX + "rollups",
+    metadata,
+    Column("project_id", String(128), nullable=False),
+    Column("resolution", String(8), nullable=False),
+    Column("series", String(512), nullable=False),
+    Column("bucket_start", BigInteger, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("error_count", BigInteger, nullable=False),
+    Column("value_count", BigInteger, nullable=False),
+    Column("value_sum", Float, nullable=False),
+    Column("value_min", Float),
+    Column("value_max", Float),
+    Column("hist", Text, nullable=False),
+    PrimaryKeyConstraint("project_id", "resolution", "series", "bucket_start"),
+)
+Index(
+    f"ix_{PREFIX}rollups_range", rollups.c.project_id, rollups.c.resolution, rollups.c.bucket_start
+)
+
+schema_version = Table(
+    PREFIX + "schema_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+    Column("applied_at", BigInteger, nullable=False),
+)
+
+EVENT_TABLES: dict[str, Table] = {
+    "api_call": api_calls,
+    "deployment": deployment_events,
+    "build": build_events,
+    "function": function_invocations,
+    "domain": domain_events,
+    "error": error_events,
+}

@@ -1,0 +1,112 @@
+"""The in-memory store: the reference implementation and a test double for host apps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from asgimon.events import Event
+from asgimon.rollups import Rollup, aggregate
+
+from .base import KINDS, WriteResult
+
+
+def _in_range(ts: float, start: float | None, end: float | None) -> bool:
+    return (start is None or ts >= start) and (end is None or ts < end)
+
+
+class MemoryStorage:
+    """Keeps everything in dicts, for tests and demos. Not shared between processes.
+
+    >>> storage = MemoryStorage()
+    >>> monitor = Monitor(storage=storage)        # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, dict[tuple[str, str], Event]] = {k: {} for k in KINDS}
+        self._rollups: dict[tuple[str, str, str, int], Rollup] = {}
+        self.closed = False
+
+    async def start(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def write(self, events: Sequence[Event]) -> WriteResult:
+        fresh: list[Event] = []
+        for ev in events:
+            table = self._events[ev.kind]
+            key = (ev.project_id, ev.id)
+            if key in table:
+                continue
+            table[key] = ev
+            fresh.append(ev)
+        for delta in aggregate(fresh):
+            held = self._rollups.get(delta.key)
+            if held is None:
+                self._rollups[delta.key] = delta
+            else:
+                held.merge(delta)
+        return WriteResult(inserted=len(fresh), duplicates=len(events) - len(fresh))
+
+    def _select(
+        self, kind: str, project_id: str | None, start: float | None, end: float | None
+    ) -> list[Event]:
+        if kind not in self._events:
+            raise ValueError(f"unknown event kind {kind!r}")
+        return [
+            ev
+            for ev in self._events[kind].values()
+            if (project_id is None or ev.project_id == project_id)
+            and _in_range(ev.timestamp, start, end)
+        ]
+
+    async def events(
+        self,
+        kind: str,
+        *,
+        project_id: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        found = self._select(kind, project_id, start, end)
+        found.sort(key=lambda ev: ev.timestamp, reverse=True)
+        return found[:limit]
+
+    async def count(
+        self,
+        kind: str,
+        *,
+        project_id: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> int:
+        return len(self._select(kind, project_id, start, end))
+
+    async def rollups(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str = "",
+    ) -> list[Rollup]:
+        found = [
+            r
+            for (p, _s, res, b), r in self._rollups.items()
+            if p == project_id
+            and res == resolution
+            and start <= b < end
+            and r.series.startswith(series_prefix)
+        ]
+        found.sort(key=lambda r: (r.bucket_start, r.series))
+        return found
+
+    async def projects(self) -> list[str]:
+        return sorted({key[0] for key in self._rollups})
+
+    async def health(self) -> dict[str, Any]:
+        return {"ok": not self.closed, "backend": "memory"}

@@ -1,0 +1,489 @@
+"""The SQL store on SQLAlchemy Core (async): SQLite through aiosqlite, PostgreSQL through asyncpg.
+
+Writes are batched, one transaction per batch; on SQLite every write transaction is
+``BEGIN IMMEDIATE`` (a deferred one that later upgrades to a write lock fails with
+``database is locked`` under concurrent writers instead of waiting), in WAL mode with a busy
+timeout, so several worker processes can share one file. Inserts are idempotent on
+``(project_id, id)`` and only the rows actually inserted feed the rollups, which are merged by
+UPSERT, histograms included, so a retried batch or a second worker never double counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import event, func, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
+
+from asgimon import histogram
+from asgimon.errors import (
+    SchemaVersionError,
+    StorageError,
+    StorageFull,
+    StorageRejected,
+    StorageUnavailable,
+)
+from asgimon.events import EVENT_TYPES, Event
+from asgimon.rollups import Rollup, aggregate
+
+from . import _schema as s
+from .base import WriteResult
+
+log = logging.getLogger("asgimon.storage")
+
+_TIME_FIELDS = frozenset({"start_time", "end_time", "expires_at"})
+_BASE_FIELDS = frozenset({"id", "project_id", "timestamp"})
+_FIELDS: dict[str, tuple[str, ...]] = {
+    kind: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS)
+    for kind, cls in EVENT_TYPES.items()
+}
+WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
+
+OnConnect = Callable[[Any], None]
+
+
+def normalise_url(url: str) -> str:
+    """Map the short forms of the settings onto SQLAlchemy's async driver URLs."""
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        return "sqlite+aiosqlite://" + rest
+    if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
+        return "postgresql+asyncpg://" + rest
+    raise ValueError(f"not an SQL URL: {url!r}")
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _to_row(ev: Event, received_us: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": ev.id,
+        "project_id": ev.project_id,
+        "created_at": _us(ev.timestamp),
+        "received_at": received_us,
+    }
+    for name in _FIELDS[ev.kind]:
+        value = getattr(ev, name)
+        if name in _TIME_FIELDS and value is not None:
+            value = _us(value)
+        elif name == "context":
+            value = json.dumps(value, default=str, separators=(",", ":"))
+        row[name] = value
+    return row
+
+
+def _from_row(kind: str, row: Row[Any]) -> Event:
+    data = row._mapping
+    values: dict[str, Any] = {
+        "id": data["id"],
+        "project_id": data["project_id"],
+        "timestamp": data["created_at"] / 1_000_000,
+    }
+    for name in _FIELDS[kind]:
+        value = data[name]
+        if name in _TIME_FIELDS and value is not None:
+            value = value / 1_000_000
+        elif name == "context":
+            value = json.loads(value)
+        values[name] = value
+    return EVENT_TYPES[kind](**values)
+
+
+def _rollup_row(r: Rollup) -> dict[str, Any]:
+    return {
+        "project_id": r.project_id,
+        "resolution": r.resolution,
+        "series": r.series,
+        "bucket_start": r.bucket_start,
+        "count": r.count,
+        "error_count": r.error_count,
+        "value_count": r.value_count,
+        "value_sum": r.value_sum,
+        "value_min": r.value_min,
+        "value_max": r.value_max,
+        "hist": histogram.dumps(r.hist),
+    }
+
+
+_SQLITE_HIST_MERGE = (
+    "(SELECT json_group_object(key, total) FROM (SELECT key, sum(value) AS total FROM ("
+    "SELECT key, value FROM json_each(asgimon_rollups.hist) UNION ALL "
+    "SELECT key, value FROM json_each(excluded.hist)) GROUP BY key))"
+)
+_PG_HIST_MERGE = (
+    "(SELECT coalesce(json_object_agg(key, total), '{}'::json)::text FROM ("
+    "SELECT key, sum(value::bigint) AS total FROM ("
+    "SELECT key, value FROM json_each_text(asgimon_rollups.hist::json) UNION ALL "
+    "SELECT key, value FROM json_each_text(excluded.hist::json)) AS pairs GROUP BY key) AS sums)"
+)
+
+
+def _pick(held: str, new: str, op: str) -> str:
+    return (
+        f"CASE WHEN {new} IS NULL THEN {held} WHEN {held} IS NULL THEN {new} "
+        f"WHEN {new} {op} {held} THEN {new} ELSE {held} END"
+    )
+
+
+_REJECTED = frozenset(
+    {
+        "IntegrityError",
+        "DataError",
+        "ProgrammingError",
+        "UniqueViolationError",
+        "CharacterNotInRepertoireError",
+        "UntranslatableCharacterError",
+        "InvalidTextRepresentationError",
+        "NumericValueOutOfRangeError",
+    }
+)
+
+
+def _classify(exc: BaseException) -> StorageError:
+    """One StorageError subclass per way a driver can fail, by what retrying can do."""
+    if isinstance(exc, StorageError):
+        return exc
+    orig: BaseException = exc
+    if (isinstance(exc, DBAPIError) and exc.orig is not None) or (
+        isinstance(exc, StatementError) and exc.orig is not None
+    ):
+        orig = exc.orig
+    text = str(orig).lower()
+    name = type(orig).__name__
+    sqlstate = str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
+    if "full" in text or sqlstate == "53100" or "diskfull" in name.lower():
+        return StorageFull(str(orig))
+    bad_data = isinstance(orig, UnicodeError | ValueError | TypeError | OverflowError)
+    if (bad_data or name in _REJECTED) and "lock" not in text and "connect" not in text:
+        return StorageRejected(f"{name}: {orig}")
+    return StorageUnavailable(f"{name}: {orig}")
+
+
+class SQLStorage:
+    """SQLite or PostgreSQL, chosen by URL.
+
+    >>> storage = SQLStorage("sqlite:///asgimon.db")
+    >>> storage = SQLStorage("postgresql://user@127.0.0.1/app")    # pip install 'asgimon[postgres]'
+
+    ``on_connect`` runs on every new DB-API connection (after asgimon's own set-up); tests
+    use it to inject faults such as ``PRAGMA max_page_count``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout: float = 5.0,
+        on_connect: OnConnect | None = None,
+        pool_size: int = 4,
+    ) -> None:
+        self.url = normalise_url(url)
+        self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
+        self.busy_timeout = busy_timeout
+        self._on_connect = on_connect
+        self._pool_size = pool_size
+        self._writer: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
+        self._sqlite_path: str | None = None
+        self._next_wal_check = 0.0
+        self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _engine(self, *, writer: bool) -> AsyncEngine:
+        if self.dialect == "postgresql":
+            return create_async_engine(
+                self.url,
+                pool_size=self._pool_size,
+                max_overflow=0,
+                pool_timeout=1.0,
+                pool_pre_ping=True,
+                connect_args={
+                    "timeout": 2.0,
+                    "command_timeout": 10.0,
+                    "server_settings": {
+                        "application_name": "asgimon",
+                        "statement_timeout": "5000",
+                    },
+                },
+            )
+        path = self.url.split("///", 1)[1] if "///" in self.url else ""
+        in_memory = path in ("", ":memory:")
+        self._sqlite_path = None if in_memory else path
+        engine = create_async_engine(
+            self.url,
+            connect_args={"timeout": self.busy_timeout, "check_same_thread": False},
+            **(
+                {"poolclass": StaticPool}
+                if in_memory
+                else {
+                    "poolclass": AsyncAdaptedQueuePool,
+                    "pool_size": 1 if writer else self._pool_size,
+                    "max_overflow": 0,
+                }
+            ),
+        )
+        busy_ms = int(self.busy_timeout * 1000)
+        on_connect = self._on_connect
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take over transaction control from the driver so BEGIN can be IMMEDIATE.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+            if on_connect is not None:
+                on_connect(dbapi_conn)
+
+        begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    async def start(self) -> None:
+        if self._writer is not None:
+            return
+        try:
+            self._writer = self._engine(writer=True)
+            if self.dialect == "sqlite" and self._sqlite_path is not None:
+                async with self._writer.connect() as conn:
+                    await conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                self._reader = self._engine(writer=False)
+            else:
+                self._reader = self._writer
+            async with self._writer.begin() as conn:
+                await conn.run_sync(s.metadata.create_all)
+                await self._check_version(conn)
+        except SchemaVersionError:
+            await self.close()
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            await self.close()
+            raise _classify(exc) from exc
+
+    async def _check_version(self, conn: AsyncConnection) -> None:
+        found = (await conn.execute(select(s.schema_version.c.version))).scalar_one_or_none()
+        if found is None:
+            await conn.execute(
+                s.schema_version.insert().values(
+                    id=1, version=s.SCHEMA_VERSION, applied_at=_us(time.time())
+                )
+            )
+        elif found != s.SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"database schema version {found} does not match this asgimon's "
+                f"{s.SCHEMA_VERSION}: run `asgimon db upgrade`"
+            )
+
+    async def close(self) -> None:
+        for engine in {id(e): e for e in (self._writer, self._reader) if e is not None}.values():
+            await engine.dispose()
+        self._writer = self._reader = None
+
+    async def _engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        """The engines, (re)connecting first if the store was down when asgimon started."""
+        if self._writer is None or self._reader is None:
+            await self.start()
+        assert self._writer is not None
+        assert self._reader is not None
+        return self._writer, self._reader
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def write(self, events: Sequence[Event]) -> WriteResult:
+        if not events:
+            return WriteResult(0, 0)
+        writer, _ = await self._engines()
+        received = _us(time.time())
+        by_kind: dict[str, list[Event]] = {}
+        for ev in events:
+            by_kind.setdefault(ev.kind, []).append(ev)
+        try:
+            async with writer.begin() as conn:
+                fresh: list[Event] = []
+                for kind, evs in by_kind.items():
+                    fresh.extend(await self._insert_new(conn, kind, evs, received))
+                deltas = aggregate(fresh)
+                if deltas:
+                    await conn.execute(self._rollup_upsert(), [_rollup_row(d) for d in deltas])
+        except Exception as exc:
+            raise _classify(exc) from exc
+        await self._maybe_checkpoint()
+        return WriteResult(inserted=len(fresh), duplicates=len(events) - len(fresh))
+
+    async def _insert_new(
+        self, conn: AsyncConnection, kind: str, evs: list[Event], received: int
+    ) -> list[Event]:
+        table = s.EVENT_TABLES[kind]
+        stmt = (
+            self._insert(table)
+            .on_conflict_do_nothing(index_elements=["project_id", "id"])
+            .returning(table.c.project_id, table.c.id)
+        )
+        result = await conn.execute(stmt, [_to_row(ev, received) for ev in evs])
+        inserted = {(r[0], r[1]) for r in result}
+        fresh = []
+        for ev in evs:
+            key = (ev.project_id, ev.id)
+            if key in inserted:
+                inserted.discard(key)  # a repeat within the batch is a duplicate too
+                fresh.append(ev)
+        return fresh
+
+    def _rollup_upsert(self) -> Any:
+        t = s.rollups
+        stmt = self._insert(t)
+        ex = stmt.excluded
+        merge = _SQLITE_HIST_MERGE if self.dialect == "sqlite" else _PG_HIST_MERGE
+        return stmt.on_conflict_do_update(
+            index_elements=["project_id", "resolution", "series", "bucket_start"],
+            set_={
+                "count": t.c.count + ex.count,
+                "error_count": t.c.error_count + ex.error_count,
+                "value_count": t.c.value_count + ex.value_count,
+                "value_sum": t.c.value_sum + ex.value_sum,
+                "value_min": literal_column(
+                    _pick("asgimon_rollups.value_min", "excluded.value_min", "<")
+                ),
+                "value_max": literal_column(
+                    _pick("asgimon_rollups.value_max", "excluded.value_max", ">")
+                ),
+                "hist": literal_column(merge),
+            },
+        )
+
+    async def _maybe_checkpoint(self) -> None:
+        """Keep the WAL bounded even when readers starve automatic checkpoints."""
+        if self._sqlite_path is None or time.monotonic() < self._next_wal_check:
+            return
+        self._next_wal_check = time.monotonic() + 10.0
+        try:
+            # One stat() every ten seconds, on a local file (SQLite is never on NFS here).
+            size = os.path.getsize(self._sqlite_path + "-wal")  # noqa: ASYNC240
+        except OSError:
+            return
+        if size > WAL_CHECKPOINT_BYTES:
+            writer, _ = await self._engines()
+            async with writer.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def wal_bytes(self) -> int:
+        if self._sqlite_path is None:
+            return 0
+        try:
+            return os.path.getsize(self._sqlite_path + "-wal")
+        except OSError:
+            return 0
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def _fetch(self, stmt: Any) -> list[Row[Any]]:
+        _, reader = await self._engines()
+        try:
+            async with reader.connect() as conn:
+                return list(await conn.execute(stmt))
+        except Exception as exc:
+            raise _classify(exc) from exc
+
+    def _where(
+        self, kind: str, project_id: str | None, start: float | None, end: float | None
+    ) -> tuple[Any, list[Any]]:
+        if kind not in s.EVENT_TABLES:
+            raise ValueError(f"unknown event kind {kind!r}")
+        t = s.EVENT_TABLES[kind]
+        cond = []
+        if project_id is not None:
+            cond.append(t.c.project_id == project_id)
+        if start is not None:
+            cond.append(t.c.created_at >= _us(start))
+        if end is not None:
+            cond.append(t.c.created_at < _us(end))
+        return t, cond
+
+    async def events(
+        self,
+        kind: str,
+        *,
+        project_id: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        t, cond = self._where(kind, project_id, start, end)
+        stmt = select(t).where(*cond).order_by(t.c.created_at.desc()).limit(limit)
+        return [_from_row(kind, row) for row in await self._fetch(stmt)]
+
+    async def count(
+        self,
+        kind: str,
+        *,
+        project_id: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> int:
+        t, cond = self._where(kind, project_id, start, end)
+        rows = await self._fetch(select(func.count()).select_from(t).where(*cond))
+        return int(rows[0][0])
+
+    async def rollups(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str = "",
+    ) -> list[Rollup]:
+        t = s.rollups
+        cond = [
+            t.c.project_id == project_id,
+            t.c.resolution == resolution,
+            t.c.bucket_start >= int(start),
+            t.c.bucket_start < int(end) + (0 if end == int(end) else 1),
+        ]
+        if series_prefix:
+            escaped = series_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            cond.append(t.c.series.like(escaped + "%", escape="\\"))
+        stmt = select(t).where(*cond).order_by(t.c.bucket_start, t.c.series)
+        return [
+            Rollup(
+                project_id=r.project_id,
+                series=r.series,
+                resolution=r.resolution,
+                bucket_start=r.bucket_start,
+                count=r._mapping["count"],
+                error_count=r.error_count,
+                value_count=r.value_count,
+                value_sum=r.value_sum,
+                value_min=r.value_min,
+                value_max=r.value_max,
+                hist=histogram.loads(r.hist),
+            )
+            for r in await self._fetch(stmt)
+        ]
+
+    async def projects(self) -> list[str]:
+        t = s.rollups
+        stmt = select(t.c.project_id).where(t.c.resolution == "day").distinct()
+        return sorted(r[0] for r in await self._fetch(stmt))
+
+    async def health(self) -> dict[str, Any]:
+        await self._fetch(select(1))
+        return {"ok": True, "backend": self.dialect, "walBytes": self.wal_bytes()}

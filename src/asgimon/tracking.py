@@ -1,0 +1,126 @@
+"""Context managers and decorators that time a function invocation or a build phase."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .events import BuildEvent, Event, FunctionInvocation
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Tracker:
+    """Times a block or a function and records one event when it ends, success or error.
+
+    Use it as ``with``, ``async with`` or a decorator on a sync or async function; the
+    recorded event never raises into the tracked code (an invalid one is dropped and counted),
+    and the tracked code's exceptions propagate unchanged.
+    """
+
+    def __init__(
+        self, monitor: Monitor, make: Callable[[float, float, BaseException | None], Event]
+    ):
+        self._monitor = monitor
+        self._make = make
+        self._t0 = 0.0
+        self._wall0 = 0.0
+
+    def __enter__(self) -> Tracker:
+        self._wall0 = time.time()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        elapsed = time.perf_counter() - self._t0
+        self._monitor.record_quietly(lambda: self._make(self._wall0, elapsed, exc))
+
+    async def __aenter__(self) -> Tracker:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: F) -> F:
+        make, monitor = self._make, self._monitor
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with Tracker(monitor, make):
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Tracker(monitor, make):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+def function_tracker(
+    monitor: Monitor,
+    function_id: str,
+    *,
+    project_id: str,
+    deployment_id: str | None,
+    cold_start: bool,
+    memory_mb: float | None,
+) -> Tracker:
+    def make(wall0: float, elapsed: float, exc: BaseException | None) -> Event:
+        return FunctionInvocation(
+            project_id=project_id,
+            timestamp=wall0,
+            function_id=function_id,
+            deployment_id=deployment_id,
+            status="error" if exc is not None else "success",
+            duration_ms=elapsed * 1000.0,
+            cold_start=cold_start,
+            memory_mb=memory_mb,
+            error_type=type(exc).__name__ if exc is not None else None,
+            error_message=str(exc)[:2000] if exc is not None else None,
+        )
+
+    return Tracker(monitor, make)
+
+
+def build_phase_tracker(
+    monitor: Monitor,
+    deployment_id: str,
+    phase: str,
+    *,
+    project_id: str,
+    framework: str | None,
+) -> Tracker:
+    def make(wall0: float, elapsed: float, exc: BaseException | None) -> Event:
+        return BuildEvent(
+            project_id=project_id,
+            timestamp=wall0,
+            deployment_id=deployment_id,
+            phase=phase,
+            start_time=wall0,
+            end_time=wall0 + elapsed,
+            status="failure" if exc is not None else "success",
+            framework=framework,
+        )
+
+    return Tracker(monitor, make)

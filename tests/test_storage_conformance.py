@@ -1,0 +1,232 @@
+"""One suite, every backend: what the Storage protocol promises (see conftest's ``storage``)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict
+
+import pytest
+
+from asgimon import (
+    ApiCall,
+    BuildEvent,
+    DeploymentEvent,
+    DomainEvent,
+    ErrorEvent,
+    Event,
+    FunctionInvocation,
+    Storage,
+)
+from asgimon.rollups import combine
+
+T0 = float(1_790_000_000 // 86400 * 86400)  # a UTC day boundary, so bucket counts are exact
+
+
+def one_of_each(ts: float, project: str = "p1") -> list[Event]:
+    return [
+        ApiCall(
+            project_id=project,
+            timestamp=ts,
+            method="POST",
+            endpoint="/items/{id}",
+            status=201,
+            duration_ms=12.5,
+            ttfb_ms=3.25,
+            total_ms=40.0,
+            request_bytes=10,
+            response_bytes=99,
+            user_id="u-1",
+            request_id="r-1",
+        ),
+        DeploymentEvent(
+            project_id=project,
+            timestamp=ts,
+            deployment_id="dep-1",
+            type="completed",
+            status="success",
+            duration_ms=61_000.0,
+            framework="nextjs",
+        ),
+        BuildEvent(
+            project_id=project,
+            timestamp=ts,
+            deployment_id="dep-1",
+            phase="install",
+            start_time=ts - 2.5,
+            end_time=ts,
+            status="failure",
+            framework="nextjs",
+            asset_count=12,
+            total_size_bytes=2**40,
+        ),
+        FunctionInvocation(
+            project_id=project,
+            timestamp=ts,
+            function_id="resize",
+            deployment_id="dep-1",
+            status="error",
+            duration_ms=7.0,
+            cold_start=True,
+            memory_mb=128.0,
+            error_type="TimeoutError",
+            error_message="took too long",
+        ),
+        DomainEvent(
+            project_id=project,
+            timestamp=ts,
+            domain="example.com",
+            type="ssl_issued",
+            expires_at=ts + 90 * 86400,
+        ),
+        ErrorEvent(
+            project_id=project,
+            timestamp=ts,
+            error_type="KeyError",
+            message="'x' — ünïcode ✓",
+            stack='File "app.py", line 3, in f\n',
+            fingerprint="fp-1",
+            severity="critical",
+            handled=False,
+            endpoint="/items/{id}",
+            method="GET",
+            request_id="r-1",
+            user_id="u-1",
+            deployment_id="dep-1",
+            context={"k": [1, 2, {"n": None}]},
+        ),
+    ]
+
+
+async def test_every_kind_round_trips_every_field(storage: Storage) -> None:
+    events = one_of_each(T0 + 30)
+    result = await storage.write(events)
+    assert (result.inserted, result.duplicates) == (len(events), 0)
+    for ev in events:
+        [back] = await storage.events(ev.kind, project_id="p1")
+        assert type(back) is type(ev)
+        got, want = asdict(back), asdict(ev)
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, abs=1e-6), key
+            else:
+                assert got[key] == value, key
+
+
+async def test_writes_are_idempotent_on_project_and_id(storage: Storage) -> None:
+    events = one_of_each(T0 + 30)
+    await storage.write(events)
+    before = await storage.rollups(project_id="p1", resolution="minute", start=T0, end=T0 + 86400)
+    again = await storage.write(events)
+    assert (again.inserted, again.duplicates) == (0, len(events))
+    after = await storage.rollups(project_id="p1", resolution="minute", start=T0, end=T0 + 86400)
+    assert [asdict(r) for r in after] == [asdict(r) for r in before]
+    # The same id in another project is another event.
+    other = one_of_each(T0 + 30, project="p2")
+    for mine, theirs in zip(events, other, strict=True):
+        theirs.id = mine.id
+    assert (await storage.write(other)).inserted == len(other)
+
+
+async def test_a_repeat_inside_one_batch_is_a_duplicate(storage: Storage) -> None:
+    ev = DeploymentEvent(project_id="p1", timestamp=T0, deployment_id="d", type="started")
+    result = await storage.write([ev, ev])
+    assert (result.inserted, result.duplicates) == (1, 1)
+    assert await storage.count("deployment") == 1
+
+
+async def test_ranges_are_half_open_newest_first_and_limited(storage: Storage) -> None:
+    events = [
+        DomainEvent(project_id="p1", timestamp=T0 + i, domain=f"d{i}.com", type="added")
+        for i in range(10)
+    ]
+    await storage.write(events)
+    got = await storage.events("domain", project_id="p1", start=T0 + 2, end=T0 + 5)
+    assert [e.domain for e in got] == ["d4.com", "d3.com", "d2.com"]  # type: ignore[attr-defined]
+    assert len(await storage.events("domain", limit=4)) == 4
+    assert await storage.count("domain", start=T0 + 5) == 5
+    assert await storage.count("domain", project_id="nobody") == 0
+    with pytest.raises(ValueError, match="unknown event kind"):
+        await storage.count("nope")
+
+
+async def test_rollups_sum_count_errors_and_extremes_at_each_resolution(storage: Storage) -> None:
+    rng = random.Random(7)
+    calls = [
+        ApiCall(
+            project_id="p1",
+            timestamp=T0 + rng.uniform(0, 7200),
+            endpoint="/a",
+            status=rng.choice([200, 200, 200, 404, 500]),
+            duration_ms=rng.lognormvariate(3, 1),
+            total_ms=1.0,
+        )
+        for _ in range(3000)
+    ]
+    # Several batches, so rows are merged by the store and not only in one aggregation.
+    for i in range(0, len(calls), 700):
+        await storage.write(calls[i : i + 700])
+    durations = sorted(c.duration_ms for c in calls)
+    for resolution, rows_expected in (("minute", 120), ("hour", 2), ("day", 1)):
+        rows = await storage.rollups(
+            project_id="p1", resolution=resolution, start=T0, end=T0 + 86400
+        )
+        assert len(rows) == rows_expected
+        assert all(r.series == "api:GET /a" for r in rows)
+        total = combine(rows)
+        assert total.count == 3000
+        assert total.error_count == sum(1 for c in calls if c.status >= 500)
+        assert math.isclose(total.value_sum, sum(durations), rel_tol=1e-9)
+        assert total.value_min == pytest.approx(durations[0])
+        assert total.value_max == pytest.approx(durations[-1])
+        for q in (0.5, 0.95, 0.99):
+            truth = durations[math.floor(q * (len(durations) - 1))]
+            est = total.quantile(q)
+            assert est is not None
+            assert abs(est - truth) <= 0.02 * truth
+
+
+async def test_rollups_filter_by_series_prefix_literally(storage: Storage) -> None:
+    await storage.write(
+        [
+            FunctionInvocation(project_id="p1", timestamp=T0, function_id="a_b", duration_ms=1.0),
+            FunctionInvocation(project_id="p1", timestamp=T0, function_id="axb", duration_ms=1.0),
+            FunctionInvocation(project_id="p1", timestamp=T0, function_id="a%", duration_ms=1.0),
+        ]
+    )
+
+    async def series(prefix: str) -> list[str]:
+        rows = await storage.rollups(
+            project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix=prefix
+        )
+        return [r.series for r in rows]
+
+    assert await series("fn:a_") == ["fn:a_b"]
+    assert await series("fn:a%") == ["fn:a%"]
+    assert sorted(await series("fn:")) == ["fn:a%", "fn:a_b", "fn:axb"]
+
+
+async def test_only_completed_deployments_feed_rollups(storage: Storage) -> None:
+    await storage.write(
+        [
+            DeploymentEvent(project_id="p1", timestamp=T0, deployment_id="d", type="started"),
+            DeploymentEvent(
+                project_id="p1",
+                timestamp=T0 + 1,
+                deployment_id="d",
+                type="completed",
+                status="failure",
+                framework="vite",
+            ),
+        ]
+    )
+    [row] = await storage.rollups(project_id="p1", resolution="hour", start=T0, end=T0 + 3600)
+    assert (row.series, row.count, row.error_count, row.value_count) == ("deploy:vite", 1, 1, 0)
+
+
+async def test_projects_and_health(storage: Storage) -> None:
+    assert await storage.projects() == []
+    await storage.write(one_of_each(T0, "b") + one_of_each(T0, "a"))
+    assert await storage.projects() == ["a", "b"]
+    assert (await storage.health())["ok"] is True
