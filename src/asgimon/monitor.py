@@ -173,6 +173,7 @@ class Monitor:
             await app(scope, receive_wrapper, send_wrapper)
         except BaseException:
             if startup_seen:
+                await self.stop()  # the app's start-up failed: the server exits, so drain now
                 raise
         if startup_seen:
             return

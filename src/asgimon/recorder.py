@@ -105,6 +105,8 @@ class Recorder:
         self._loop_thread: int | None = None
         self._stop_by: float | None = None
         self._flush_lock = asyncio.Lock()
+        # Trackers in sync code may record from a thread pool; the counters must stay exact.
+        self._lock = threading.Lock()
         self.on_batch_written: list[Callable[[list[Event]], None]] = []
 
     # -- the request path ------------------------------------------------------------
@@ -114,14 +116,15 @@ class Recorder:
 
         Returns False when the event was dropped because the queue is full.
         """
-        self._recorded += 1
-        if len(self._queue) >= self.max_events or self._bytes + size > self.max_bytes:
-            self._dropped["queue_full"] += 1
-            self._warn("queue_full", "queue full: dropping events")
-            return False
-        self._queue.append(item)
-        self._sizes.append(size)
-        self._bytes += size
+        with self._lock:
+            self._recorded += 1
+            if len(self._queue) >= self.max_events or self._bytes + size > self.max_bytes:
+                self._dropped["queue_full"] += 1
+                self._warn("queue_full", "queue full: dropping events")
+                return False
+            self._queue.append(item)
+            self._sizes.append(size)
+            self._bytes += size
         if (
             len(self._queue) >= self.batch_size
             and self._wake is not None
@@ -132,8 +135,9 @@ class Recorder:
 
     def reject(self, reason: str, exc: BaseException) -> None:
         """An event was recorded but could not be queued: count it as ``dropped[reason]``."""
-        self._recorded += 1
-        self._dropped[reason] += 1
+        with self._lock:
+            self._recorded += 1
+            self._dropped[reason] += 1
         if reason == "internal_error":
             self.count_internal_error(exc, "recording")
         else:
@@ -181,14 +185,15 @@ class Recorder:
             raise
         finally:
             self._task = None
-            left = len(self._queue) + self._in_flight
-            if left:
+            with self._lock:
+                left = len(self._queue) + self._in_flight
                 self._dropped["shutdown_timeout"] += left
-                log.warning("asgimon: flush timed out at shutdown, dropped %d events", left)
                 self._queue.clear()
                 self._sizes.clear()
                 self._bytes = 0
                 self._in_flight = 0
+            if left:
+                log.warning("asgimon: flush timed out at shutdown, dropped %d events", left)
 
     async def flush(self) -> None:
         """Write everything queued now (used by tests and at shutdown)."""
@@ -216,10 +221,11 @@ class Recorder:
         return self._stop_by is not None and time.monotonic() >= self._stop_by
 
     async def _flush_batch(self) -> None:
-        n = min(self.batch_size, len(self._queue))
-        items = [self._queue.popleft() for _ in range(n)]
-        self._bytes -= sum(self._sizes.popleft() for _ in range(n))
-        self._in_flight = n
+        with self._lock:
+            n = min(self.batch_size, len(self._queue))
+            items = [self._queue.popleft() for _ in range(n)]
+            self._bytes -= sum(self._sizes.popleft() for _ in range(n))
+            self._in_flight = n
         batch: list[Event] = []
         for item in items:
             try:

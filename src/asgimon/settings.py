@@ -27,8 +27,6 @@ STORAGE_SCHEMES = (
     "postgres",
     "postgresql",
     "postgresql+asyncpg",
-    "redis",
-    "rediss",
 )
 
 DEFAULT_EXCLUDE_PATHS = (

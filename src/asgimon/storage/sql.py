@@ -10,6 +10,7 @@ UPSERT, histograms included, so a retried batch or a second worker never double 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -199,6 +200,7 @@ class SQLStorage:
         self._sqlite_path: str | None = None
         self._next_wal_check = 0.0
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        self._start_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -258,8 +260,11 @@ class SQLStorage:
         return engine
 
     async def start(self) -> None:
-        if self._writer is not None:
-            return
+        async with self._start_lock:
+            if self._writer is None:
+                await self._start()
+
+    async def _start(self) -> None:
         try:
             self._writer = self._engine(writer=True)
             if self.dialect == "sqlite" and self._sqlite_path is not None:

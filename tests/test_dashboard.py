@@ -1,0 +1,105 @@
+"""The dashboard sub-app: who may see it, and what its health and summary say."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from asgimon import ApiCall, MemoryStorage, Monitor, StorageUnavailable
+from asgimon.dashboard.access import is_loopback
+
+from .asgi import http_scope, run
+
+
+async def status_of(monitor: Monitor, client_host: str, headers: list[tuple[bytes, bytes]]) -> int:
+    scope = http_scope("/analytics/api/health", headers=[(b"host", b"x"), *headers])
+    scope["client"] = (client_host, 40000)
+    sent = await run(monitor.wrap(Starlette()), scope, [{"type": "http.request", "body": b""}])
+    status: int = sent[0]["status"]
+    return status
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1"])
+async def test_loopback_clients_are_answered(host: str) -> None:
+    async with Monitor(storage=MemoryStorage()) as monitor:
+        assert await status_of(monitor, host, []) == 200
+
+
+@pytest.mark.parametrize(
+    "host", ["10.0.0.5", "192.168.1.2", "8.8.8.8", "::ffff:10.1.1.1", "", "localhost"]
+)
+async def test_other_clients_get_a_404(host: str) -> None:
+    async with Monitor(storage=MemoryStorage()) as monitor:
+        assert await status_of(monitor, host, []) == 404
+
+
+@pytest.mark.parametrize(
+    "header", [b"x-forwarded-for", b"forwarded", b"x-real-ip", b"x-forwarded-host"]
+)
+async def test_a_local_reverse_proxy_does_not_open_it(header: bytes) -> None:
+    async with Monitor(storage=MemoryStorage()) as monitor:
+        assert await status_of(monitor, "127.0.0.1", [(header, b"1.2.3.4")]) == 404
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert not is_loopback(None)
+    assert not is_loopback("0.0.0.0")
+
+
+class DownStorage(MemoryStorage):
+    async def health(self) -> dict[str, Any]:
+        raise StorageUnavailable("connection refused")
+
+    async def projects(self) -> list[str]:
+        raise StorageUnavailable("connection refused")
+
+
+async def test_health_and_summary_answer_503_when_storage_is_down() -> None:
+    async with Monitor(storage=DownStorage()) as monitor:
+        app = monitor.wrap(Starlette())
+        transport = httpx.ASGITransport(app, client=("127.0.0.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            health = await c.get("/analytics/api/health")
+            summary = await c.get("/analytics/api/summary")
+    assert health.status_code == 503
+    assert health.json()["storage"] == {"ok": False, "error": "connection refused"}
+    assert summary.status_code == 503
+    assert summary.json()["error"]["code"] == "storage_unavailable"
+
+
+async def test_the_summary_matches_figures_computed_from_the_raw_calls() -> None:
+    rng = random.Random(3)
+    now = time.time()
+    calls = [
+        ApiCall(
+            timestamp=now - rng.uniform(0, 3600),
+            method=rng.choice(["GET", "POST"]),
+            endpoint="/a",
+            status=rng.choice([200, 201, 503]),
+            duration_ms=rng.expovariate(1 / 40),
+            total_ms=1.0,
+        )
+        for _ in range(500)
+    ]
+    storage = MemoryStorage()
+    await storage.write(calls)
+    async with Monitor(storage=storage) as monitor:
+        transport = httpx.ASGITransport(monitor.wrap(Starlette()), client=("127.0.0.1", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            body = (await c.get("/analytics/api/summary")).json()
+    [project] = body["projects"]
+    assert project["api"]["count"] == 500
+    assert project["api"]["errors"] == sum(1 for c in calls if c.status >= 500)
+    for row in project["endpoints"]:
+        mine = sorted(c.duration_ms for c in calls if c.method == row["method"])
+        assert row["count"] == len(mine)
+        assert row["avgMs"] == pytest.approx(sum(mine) / len(mine))
+        truth = mine[int(0.95 * (len(mine) - 1))]
+        assert abs(row["p95Ms"] - truth) <= 0.02 * truth
