@@ -122,6 +122,8 @@ def to_epoch(value: datetime | float | int | None) -> float | Any:
 
 def clean_text(value: str, max_len: int) -> str:
     """Make text from the wire safe to store: bounded, no NUL, no lone surrogates."""
+    if len(value) <= max_len and value.isascii() and "\x00" not in value:
+        return value
     if len(value) > max_len:
         value = value[:max_len]
     if "\x00" in value:

@@ -78,6 +78,8 @@ class ApiCallBuilder:
     def __init__(self, max_endpoints: int, make_id: Callable[[], str] | None = None) -> None:
         self.max_endpoints = max_endpoints
         self._seen: dict[str, set[str]] = {}
+        # Route objects live as long as the app, so (route, mount prefix) is a stable key.
+        self._templates: dict[tuple[int, str, str], str] = {}
         self._make_id = make_id or sequential_ids()
 
     def _capped(self, project_id: str, endpoint: str) -> str:
@@ -108,7 +110,15 @@ class ApiCallBuilder:
             user,
         ) = raw
         if endpoint is None:
-            endpoint = UNMATCHED if route is None else route_template(route, root0, root_end)
+            if route is None:
+                endpoint = UNMATCHED
+            else:
+                key = (id(route), root0, root_end)
+                endpoint = self._templates.get(key)
+                if endpoint is None:
+                    endpoint = route_template(route, root0, root_end)
+                    if len(self._templates) < 10 * self.max_endpoints:
+                        self._templates[key] = endpoint
         endpoint = self._capped(project_id, clean_text(endpoint, 400))
         request_bytes, request_id = _headers_of(headers)
         if user is not None and not isinstance(user, str):
