@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from asgimon._validate import clean_text
 from asgimon.events import ApiCall
 
 UNMATCHED = "<unmatched>"
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")  # /items/{id:int} is reported as /items/{id}
 OTHER = "<other>"
 
 RawRequest = tuple[Any, ...]
@@ -40,8 +42,8 @@ def route_template(route: Any, root0: str, root_end: str) -> str:
     prefix = root_end[len(root0) :] if root_end.startswith(root0) else ""
     if isinstance(route, Mount):
         # The mount's matched path is already in root_path; what is below it is one bucket.
-        return (prefix or path) + "/{path}"
-    return prefix + path
+        return _CONVERTER.sub(r"{\1}", prefix or path) + "/{path}"
+    return _CONVERTER.sub(r"{\1}", prefix + path)
 
 
 def user_id_of(user: Any) -> str | None:

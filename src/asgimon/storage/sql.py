@@ -201,6 +201,8 @@ class SQLStorage:
         self._next_wal_check = 0.0
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self._start_lock = asyncio.Lock()
+        self._schema_ready = False
+        self._file_id: tuple[int, int] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -246,6 +248,9 @@ class SQLStorage:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if not in_memory:
+                # Outside any transaction, or SQLite ignores it (new file) or refuses (old one).
+                cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.close()
             if on_connect is not None:
@@ -260,28 +265,53 @@ class SQLStorage:
         return engine
 
     async def start(self) -> None:
-        async with self._start_lock:
-            if self._writer is None:
-                await self._start()
+        """Connect and make sure the schema is there (creating it in a new database)."""
+        await self._writable()
 
-    async def _start(self) -> None:
-        try:
+    def _open(self) -> tuple[AsyncEngine, AsyncEngine]:
+        """The engines, created on first use; connections are made lazily by the pool."""
+        if self._writer is None or self._reader is None:
             self._writer = self._engine(writer=True)
-            if self.dialect == "sqlite" and self._sqlite_path is not None:
-                async with self._writer.connect() as conn:
-                    await conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-                self._reader = self._engine(writer=False)
-            else:
-                self._reader = self._writer
-            async with self._writer.begin() as conn:
-                await conn.run_sync(s.metadata.create_all)
-                await self._check_version(conn)
-        except SchemaVersionError:
+            self._reader = self._engine(writer=False) if self._sqlite_path else self._writer
+        return self._writer, self._reader
+
+    async def _writable(self) -> AsyncEngine:
+        """The writer engine, once the schema is known to be current."""
+        writer, _ = self._open()
+        if self._schema_ready:
+            return writer
+        async with self._start_lock:
+            if not self._schema_ready:
+                try:
+                    async with writer.begin() as conn:
+                        await conn.run_sync(s.metadata.create_all)
+                        await self._check_version(conn)
+                except SchemaVersionError:
+                    raise
+                except (SQLAlchemyError, OSError) as exc:
+                    await self.close()
+                    raise _classify(exc) from exc
+                self._schema_ready = True
+                self._file_id = self._stat_file()
+        return writer
+
+    def _stat_file(self) -> tuple[int, int] | None:
+        if self._sqlite_path is None:
+            return None
+        try:
+            st = os.stat(self._sqlite_path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    async def _check_file(self) -> None:
+        """A database file deleted or replaced under us must not swallow writes unseen."""
+        if self._sqlite_path is None or self._file_id is None:
+            return
+        if self._stat_file() != self._file_id:
+            log.error("asgimon: %s was deleted or replaced; reopening it", self._sqlite_path)
             await self.close()
-            raise
-        except (SQLAlchemyError, OSError) as exc:
-            await self.close()
-            raise _classify(exc) from exc
+            raise StorageUnavailable(f"database file {self._sqlite_path} was deleted or replaced")
 
     async def _check_version(self, conn: AsyncConnection) -> None:
         found = (await conn.execute(select(s.schema_version.c.version))).scalar_one_or_none()
@@ -298,24 +328,19 @@ class SQLStorage:
             )
 
     async def close(self) -> None:
-        for engine in {id(e): e for e in (self._writer, self._reader) if e is not None}.values():
-            await engine.dispose()
+        engines = {id(e): e for e in (self._writer, self._reader) if e is not None}
         self._writer = self._reader = None
-
-    async def _engines(self) -> tuple[AsyncEngine, AsyncEngine]:
-        """The engines, (re)connecting first if the store was down when asgimon started."""
-        if self._writer is None or self._reader is None:
-            await self.start()
-        assert self._writer is not None
-        assert self._reader is not None
-        return self._writer, self._reader
+        self._schema_ready = False
+        for engine in engines.values():
+            await engine.dispose()
 
     # -- writes ------------------------------------------------------------------------
 
     async def write(self, events: Sequence[Event]) -> WriteResult:
         if not events:
             return WriteResult(0, 0)
-        writer, _ = await self._engines()
+        await self._check_file()
+        writer = await self._writable()
         received = _us(time.time())
         by_kind: dict[str, list[Event]] = {}
         for ev in events:
@@ -329,7 +354,11 @@ class SQLStorage:
                 if deltas:
                     await conn.execute(self._rollup_upsert(), [_rollup_row(d) for d in deltas])
         except Exception as exc:
-            raise _classify(exc) from exc
+            error = _classify(exc)
+            if not isinstance(error, StorageRejected):
+                # Fresh connections pick up a healed store (permissions, space, a new file).
+                await self.close()
+            raise error from exc
         await self._maybe_checkpoint()
         return WriteResult(inserted=len(fresh), duplicates=len(events) - len(fresh))
 
@@ -384,10 +413,17 @@ class SQLStorage:
             size = os.path.getsize(self._sqlite_path + "-wal")  # noqa: ASYNC240
         except OSError:
             return
-        if size > WAL_CHECKPOINT_BYTES:
-            writer, _ = await self._engines()
+        if size <= WAL_CHECKPOINT_BYTES:
+            return
+        writer, _ = self._open()
+        try:
             async with writer.connect() as conn:
-                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                # On the driver's own connection: inside a transaction the checkpoint can't finish.
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                await raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception as exc:  # the batch is committed: a failed checkpoint must not undo that
+            log.warning("asgimon: WAL checkpoint failed, will try again: %r", exc)
 
     def wal_bytes(self) -> int:
         if self._sqlite_path is None:
@@ -400,7 +436,7 @@ class SQLStorage:
     # -- reads -------------------------------------------------------------------------
 
     async def _fetch(self, stmt: Any) -> list[Row[Any]]:
-        _, reader = await self._engines()
+        _, reader = self._open()
         try:
             async with reader.connect() as conn:
                 return list(await conn.execute(stmt))

@@ -1,0 +1,1 @@
+"""Small host apps that tests serve with a real uvicorn (``python -m uvicorn ... --factory``)."""

@@ -1,0 +1,603 @@
+"""SQLite faults F16, F18, F19 and F14 under request load (RELIABILITY.md).
+
+Every test drives the same small Starlette app twice through ``httpx.ASGITransport``: once
+against a healthy database (the control) and once with a fault injected into asgimon's
+SQLite store. For every fault it checks what "correct" means there:
+
+* (i) the host's status histogram and response bodies equal the control run's;
+* (ii) the ledger balances: ``recorded == written + duplicates + dropped``, nothing pending,
+  no duplicates, and the rows stored are exactly the ``written`` ones;
+* the drop reasons are the expected ones, and nothing else;
+* (iv) once the fault is healed, new events persist within 10 s on their own;
+* (vi) no task or callback exception reached the event loop, and no internal error was counted.
+
+Faults are injected through ``SQLStorage(on_connect=...)``: a pragma applied to every new
+connection while a flag is set. Closing the store makes asgimon reconnect on its next write,
+which is how a fault is switched on or off under a running monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from asgimon import Monitor, RecorderStats
+from asgimon.storage.sql import SQLStorage
+
+N_REQUESTS = 300
+CONCURRENCY = 16
+POISON_INDEX = 123  # an /items request: index % 10 == 3
+RECOVERY_REQUESTS = 20
+RECOVERY_BOUND_S = 10.0
+
+# The status of the request with index i is fixed by i % 10: six 200 JSON, one 404,
+# one 500 (an exception the app raises), two streamed 200s.
+Outcome = tuple[int, bytes]
+
+
+def path_for(i: int) -> str:
+    kind = i % 10
+    if kind < 6:
+        return f"/items/{i}"
+    if kind == 6:
+        return f"/missing/{i}"
+    if kind == 7:
+        return "/boom"
+    return f"/stream/{i}"
+
+
+N_500 = sum(1 for i in range(N_REQUESTS) if i % 10 == 7)
+# Each request is one api_call event; each 500 also captures one unhandled-error event.
+EXPECTED_EVENTS = N_REQUESTS + N_500
+
+
+# -- the host app ---------------------------------------------------------------------------
+
+
+async def _item(request: Request) -> Response:
+    return JSONResponse({"item": request.path_params["item_id"], "ok": True})
+
+
+async def _boom(request: Request) -> Response:
+    raise RuntimeError("the host app failed")
+
+
+async def _stream(request: Request) -> Response:
+    n = request.path_params["n"]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in range(3):
+            yield f"{n}:{part};".encode()
+            await asyncio.sleep(0)
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+def host_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/items/{item_id:int}", _item),
+            Route("/boom", _boom),
+            Route("/stream/{n:int}", _stream),
+        ]
+    )
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    outcomes: list[Outcome]
+    max_latency_s: float
+
+    @property
+    def histogram(self) -> Counter[int]:
+        return Counter(status for status, _ in self.outcomes)
+
+
+async def drive(
+    app: ASGIApp,
+    indices: range = range(N_REQUESTS),
+    *,
+    request_id: Callable[[int], str] = lambda i: f"req-{i}",
+) -> LoadResult:
+    """Send one request per index, ``CONCURRENCY`` at a time; outcomes in index order."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    sem = asyncio.Semaphore(CONCURRENCY)
+    latencies: list[float] = []
+
+    async def one(client: httpx.AsyncClient, i: int) -> Outcome:
+        async with sem:
+            t0 = time.perf_counter()
+            response = await client.get(path_for(i), headers={"x-request-id": request_id(i)})
+            latencies.append(time.perf_counter() - t0)
+            return response.status_code, response.content
+
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+        asyncio.timeout(30),
+    ):
+        outcomes = await asyncio.gather(*(one(client, i) for i in indices))
+    return LoadResult(list(outcomes), max(latencies))
+
+
+# -- fault injection ------------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    """Pragmas applied to every new connection while ``active``."""
+
+    pragmas: tuple[str, ...] = ()
+    active: bool = False
+    connections: int = field(default=0, init=False)
+
+    def on_connect(self, dbapi_conn: Any) -> None:
+        self.connections += 1
+        if not self.active:
+            return
+        cur = dbapi_conn.cursor()
+        for pragma in self.pragmas:
+            cur.execute(pragma)
+        cur.close()
+
+
+async def switch(fault: Fault, storage: SQLStorage, *, active: bool) -> None:
+    """Turn the fault on or off under a running monitor: the next write reconnects.
+
+    Only called while the queue is empty, so no write is in flight on the old engine.
+    """
+    fault.active = active
+    await storage.close()
+
+
+async def prepare_schema(url: str) -> None:
+    """Create asgimon's schema (so faults that forbid writes still find it)."""
+    setup = SQLStorage(url)
+    await setup.start()
+    await setup.close()
+
+
+def sqlite_exec(path: Path, *statements: str) -> None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def monitor_for(storage: SQLStorage, **overrides: Any) -> Monitor:
+    settings: dict[str, Any] = {
+        "flush_interval": 0.05,
+        "retry_deadline": 5.0,
+        "retry_backoff_max": 0.2,
+        "shutdown_timeout": 5.0,
+        "rate_limit_enabled": False,
+    }
+    settings.update(overrides)
+    return Monitor(storage=storage, **settings)
+
+
+# -- what "correct" means -------------------------------------------------------------------
+
+
+async def drain(monitor: Monitor, timeout: float = 20.0) -> RecorderStats:
+    async with asyncio.timeout(timeout):
+        await monitor.recorder.flush()
+    return monitor.stats()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the database file holds, read with the stdlib driver (not asgimon's read path)."""
+
+    api_calls: int
+    errors: int
+    rollup_counts: dict[str, int]
+    request_ids: frozenset[str]
+
+    @property
+    def events(self) -> int:
+        return self.api_calls + self.errors
+
+
+def stored(db: Path) -> Stored:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        api_calls = conn.execute("SELECT count(*) FROM asgimon_api_calls").fetchone()[0]
+        errors = conn.execute("SELECT count(*) FROM asgimon_error_events").fetchone()[0]
+        rollups = conn.execute(
+            "SELECT resolution, sum(count) FROM asgimon_rollups "
+            "WHERE series LIKE 'api:%' GROUP BY resolution"
+        ).fetchall()
+        ids = conn.execute("SELECT request_id FROM asgimon_api_calls").fetchall()
+    return Stored(
+        api_calls=api_calls,
+        errors=errors,
+        rollup_counts=dict(rollups),
+        request_ids=frozenset(request_id for (request_id,) in ids),
+    )
+
+
+def assert_ledger(
+    stats: RecorderStats,
+    db: Path,
+    *,
+    expected_events: int,
+    drop_reasons: frozenset[str] = frozenset(),
+) -> None:
+    """(ii): every event is written or counted as dropped for one of ``drop_reasons``."""
+    assert stats.pending == 0, stats
+    assert stats.recorded == expected_events, stats
+    assert stats.recorded == stats.written + stats.duplicates + stats.dropped_total, stats
+    assert stats.duplicates == 0, stats
+    assert stats.internal_errors == 0, stats
+    reasons = {reason for reason, n in stats.dropped.items() if n}
+    assert reasons <= drop_reasons, stats
+    held = stored(db)
+    assert held.events == stats.written, (held, stats)
+    # The rollups count exactly the api_call rows stored: a failed batch left nothing behind.
+    expected_rollups = (
+        dict.fromkeys(("minute", "hour", "day"), held.api_calls) if held.api_calls else {}
+    )
+    assert held.rollup_counts == expected_rollups, held
+
+
+def assert_host_unaffected(control: LoadResult, run: LoadResult) -> None:
+    """(i): same statuses, same bodies, request by request; no request waited on storage."""
+    assert run.histogram == control.histogram
+    assert run.outcomes == control.outcomes
+    assert run.max_latency_s < 1.0, run.max_latency_s
+
+
+async def assert_recovers(monitor: Monitor, db: Path) -> float:
+    """(iv): after healing, new events persist within 10 s without anyone flushing by hand."""
+    before = stored(db).api_calls
+    start = time.monotonic()
+    result = await drive(monitor.wrap(host_app()), range(0, RECOVERY_REQUESTS * 10, 10))
+    assert result.histogram == Counter({200: RECOVERY_REQUESTS})
+    while stored(db).api_calls < before + RECOVERY_REQUESTS:
+        elapsed = time.monotonic() - start
+        assert elapsed < RECOVERY_BOUND_S, f"nothing persisted {elapsed:.1f}s after healing"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """(vi): whatever reaches the loop's exception handler (e.g. a task that died)."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        yield errors
+    finally:
+        loop.set_exception_handler(previous)
+
+
+@pytest.fixture
+async def control(tmp_path: Path) -> LoadResult:
+    """The no-fault run: the histogram and bodies every faulted run must reproduce."""
+    db = tmp_path / "control.db"
+    monitor = monitor_for(SQLStorage(f"sqlite:///{db}"))
+    async with monitor:
+        result = await drive(monitor.wrap(host_app()))
+        stats = await drain(monitor)
+        assert_ledger(stats, db, expected_events=EXPECTED_EVENTS)
+        assert stats.written == EXPECTED_EVENTS
+    assert result.histogram == Counter({200: 240, 404: 30, 500: 30})
+    return result
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "faulty.db"
+
+
+# -- F19: read-only database ----------------------------------------------------------------
+
+
+async def test_readonly_database_drops_as_unavailable_and_recovers(
+    control: LoadResult,
+    db: Path,
+    loop_errors: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"sqlite:///{db}"
+    await prepare_schema(url)
+    fault = Fault(("PRAGMA query_only = ON",))
+    storage = SQLStorage(url, on_connect=fault.on_connect)
+    # A short retry deadline: a read-only store is retried, then its batches are dropped.
+    monitor = monitor_for(storage, retry_deadline=0.5, retry_backoff_max=0.1)
+    caplog.set_level(logging.WARNING, logger="asgimon")
+    async with monitor:
+        await switch(fault, storage, active=True)
+        run = await drive(monitor.wrap(host_app()))
+        stats = await drain(monitor)
+
+        assert_host_unaffected(control, run)
+        assert_ledger(
+            stats,
+            db,
+            expected_events=EXPECTED_EVENTS,
+            drop_reasons=frozenset({"storage_unavailable"}),
+        )
+        assert stats.written == 0
+        assert stats.dropped["storage_unavailable"] == EXPECTED_EVENTS
+        assert stats.last_error is not None
+        assert "readonly" in stats.last_error
+        assert any("readonly" in r.getMessage() for r in caplog.records), "no loud log"
+
+        await switch(fault, storage, active=False)
+        await assert_recovers(monitor, db)
+        stats = await drain(monitor)
+        assert_ledger(
+            stats,
+            db,
+            expected_events=EXPECTED_EVENTS + RECOVERY_REQUESTS,
+            drop_reasons=frozenset({"storage_unavailable"}),
+        )
+        assert stats.written == RECOVERY_REQUESTS
+    assert not loop_errors
+
+
+# -- F16: another process holds the write lock ----------------------------------------------
+
+_LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("INSERT INTO lock_holder (at) VALUES (?)", (time.time(),))
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+conn.close()
+print("released", flush=True)
+"""
+
+
+@contextlib.asynccontextmanager
+async def write_lock_held(db: Path, seconds: float) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Another process holds SQLite's write lock (``BEGIN IMMEDIATE``) for ``seconds``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _LOCK_HOLDER,
+        str(db),
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(10):
+            assert await proc.stdout.readline() == b"locked\n"
+        yield proc
+        async with asyncio.timeout(seconds + 10):
+            assert await proc.stdout.readline() == b"released\n"
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _prepare_lock_table(url: str, db: Path) -> None:
+    await prepare_schema(url)
+    sqlite_exec(db, "CREATE TABLE lock_holder (at REAL)")
+
+
+async def test_write_lock_held_below_busy_timeout_loses_nothing(
+    control: LoadResult, db: Path, loop_errors: list[dict[str, Any]]
+) -> None:
+    url = f"sqlite:///{db}"
+    await _prepare_lock_table(url, db)
+    storage = SQLStorage(url, busy_timeout=5.0)
+    monitor = monitor_for(storage)
+    async with monitor:
+        async with write_lock_held(db, 2.0):
+            started = time.monotonic()
+            run = await drive(monitor.wrap(host_app()))
+            # The load is over while the lock is still held: the writer was waiting on it.
+            assert time.monotonic() - started < 2.0
+        stats = await drain(monitor)
+
+        assert_host_unaffected(control, run)
+        assert_ledger(stats, db, expected_events=EXPECTED_EVENTS)
+        assert stats.written == EXPECTED_EVENTS
+        assert stats.retries == 0, stats
+        assert stats.last_error is None, stats
+    assert not loop_errors
+
+
+@pytest.mark.parametrize(
+    ("retry_deadline", "expect_drops"),
+    [
+        pytest.param(20.0, False, id="retried-until-written"),
+        pytest.param(1.0, True, id="deadline-passes-dropped"),
+    ],
+)
+async def test_write_lock_held_beyond_busy_timeout_is_retried_never_raised(
+    control: LoadResult,
+    db: Path,
+    loop_errors: list[dict[str, Any]],
+    retry_deadline: float,
+    expect_drops: bool,
+) -> None:
+    url = f"sqlite:///{db}"
+    await _prepare_lock_table(url, db)
+    storage = SQLStorage(url, busy_timeout=0.5)
+    monitor = monitor_for(storage, retry_deadline=retry_deadline, retry_backoff_max=0.5)
+    async with monitor:
+        async with write_lock_held(db, 3.0):
+            run = await drive(monitor.wrap(host_app()))
+        stats = await drain(monitor)
+
+        assert_host_unaffected(control, run)
+        assert_ledger(
+            stats,
+            db,
+            expected_events=EXPECTED_EVENTS,
+            drop_reasons=frozenset({"storage_unavailable"}),
+        )
+        assert stats.retries > 0
+        assert stats.last_error is not None
+        assert "locked" in stats.last_error
+        if expect_drops:
+            assert stats.dropped["storage_unavailable"] > 0, stats
+        else:
+            assert stats.written == EXPECTED_EVENTS, stats
+        await assert_recovers(monitor, db)
+    assert not loop_errors
+
+
+# -- F18: disk full -------------------------------------------------------------------------
+
+
+async def test_disk_full_drops_as_storage_full_and_recovers(
+    control: LoadResult, db: Path, loop_errors: list[dict[str, Any]]
+) -> None:
+    url = f"sqlite:///{db}"
+    await prepare_schema(url)
+    # max_page_count cannot go below the current size, so 1 freezes the file where it is.
+    fault = Fault(("PRAGMA max_page_count = 1",))
+    storage = SQLStorage(url, on_connect=fault.on_connect)
+    monitor = monitor_for(storage)
+    async with monitor:
+        await switch(fault, storage, active=True)
+        run = await drive(monitor.wrap(host_app()))
+        stats = await drain(monitor)
+
+        assert_host_unaffected(control, run)
+        assert_ledger(
+            stats,
+            db,
+            expected_events=EXPECTED_EVENTS,
+            drop_reasons=frozenset({"storage_full"}),
+        )
+        assert stats.dropped["storage_full"] > 0, stats
+        assert stats.last_error is not None
+        assert "full" in stats.last_error
+
+        await switch(fault, storage, active=False)
+        await assert_recovers(monitor, db)
+        stats = await drain(monitor)
+        assert_ledger(
+            stats,
+            db,
+            expected_events=EXPECTED_EVENTS + RECOVERY_REQUESTS,
+            drop_reasons=frozenset({"storage_full"}),
+        )
+    assert not loop_errors
+
+
+# -- F14 on SQLite: one poison event in a batch ---------------------------------------------
+
+
+async def test_poison_event_alone_is_dropped_as_invalid(
+    control: LoadResult, db: Path, loop_errors: list[dict[str, Any]]
+) -> None:
+    url = f"sqlite:///{db}"
+    await prepare_schema(url)
+    sqlite_exec(
+        db,
+        "CREATE TRIGGER poison BEFORE INSERT ON asgimon_api_calls "
+        "WHEN NEW.request_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END",
+    )
+    storage = SQLStorage(url)
+    # A long flush interval: the whole load lands in a few large batches with the poison.
+    monitor = monitor_for(storage, flush_interval=0.5)
+    async with monitor:
+        run = await drive(
+            monitor.wrap(host_app()),
+            request_id=lambda i: "poison" if i == POISON_INDEX else f"req-{i}",
+        )
+        stats = await drain(monitor)
+
+        assert_host_unaffected(control, run)
+        assert_ledger(
+            stats, db, expected_events=EXPECTED_EVENTS, drop_reasons=frozenset({"invalid"})
+        )
+        assert stats.dropped["invalid"] == 1, stats
+        assert stats.written == EXPECTED_EVENTS - 1
+        held = stored(db)
+        assert held.api_calls == N_REQUESTS - 1
+        assert held.request_ids == {f"req-{i}" for i in range(N_REQUESTS) if i != POISON_INDEX}
+        # asgimon's own read path agrees with the file.
+        assert await storage.count("api_call") == N_REQUESTS - 1
+    assert not loop_errors
+
+
+# -- requirement 4 and F19 "reopens": a restart on an existing database file ---------------
+
+
+def journal_mode(db: Path) -> str:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        mode: str = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    return mode
+
+
+async def test_existing_database_reopens_in_wal_mode(
+    tmp_path: Path, loop_errors: list[dict[str, Any]]
+) -> None:
+    """Every app restart reopens the file it wrote before; that must work, in WAL mode."""
+    db = tmp_path / "restarted.db"
+    for run in (1, 2, 3):
+        monitor = monitor_for(SQLStorage(f"sqlite:///{db}"))
+        async with monitor:
+            assert monitor.storage_error is None, f"run {run}: {monitor.storage_error}"
+            result = await drive(monitor.wrap(host_app()), range(0, 100, 10))
+            stats = await drain(monitor)
+        assert result.histogram == Counter({200: 10})
+        assert stats.dropped_total == 0, f"run {run}: {stats}"
+        assert stored(db).api_calls == 10 * run
+        assert journal_mode(db) == "wal"
+    assert not loop_errors
+
+
+# -- F19: the database file unlinked mid-run ------------------------------------------------
+
+
+def unlink_database(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+async def test_unlinked_database_is_not_counted_as_written(
+    tmp_path: Path, loop_errors: list[dict[str, Any]]
+) -> None:
+    """Events "written" into a deleted file are lost: they must be reopened or counted."""
+    db = tmp_path / "unlinked.db"
+    monitor = monitor_for(SQLStorage(f"sqlite:///{db}"))
+    async with monitor:
+        await drive(monitor.wrap(host_app()), range(0, 100, 10))
+        before = (await drain(monitor)).written
+        assert stored(db).events == before == 10
+        unlink_database(db)
+        await drive(monitor.wrap(host_app()), range(0, 100, 10))
+        stats = await drain(monitor)
+        after_unlink = stats.written - before
+        assert stats.recorded == stats.written + stats.dropped_total
+        # Whatever asgimon counts as written after the unlink must be in a file at the path.
+        if after_unlink:
+            assert db.exists(), f"{after_unlink} events counted as written into a deleted file"
+            assert stored(db).events == after_unlink
+    assert not loop_errors

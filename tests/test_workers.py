@@ -1,0 +1,279 @@
+"""A real uvicorn over loopback: F17 (two workers share one SQLite file), F21 (SIGTERM drains).
+
+The app (``tests/apps/worker_app.py``) is configured only through the environment, as in
+production: ``Monitor.from_env()`` in each worker process, the store from
+``ANALYTICS_STORAGE_URL``. After the server has exited, the SQLite file itself is the
+witness: every request answered is one row, and every rollup resolution counts it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+N_REQUESTS = 10_000
+CONCURRENCY = 32
+RECONNECT_EVERY = 250
+ITEMS_ENDPOINT = "/items/{item_id}"
+BACKGROUND_S = 0.2  # tests/apps/worker_app.py BACKGROUND_S
+
+
+@dataclass(frozen=True)
+class Server:
+    proc: asyncio.subprocess.Process
+    base_url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextlib.contextmanager
+def _log_file(path: Path) -> Iterator[IO[bytes]]:
+    with path.open("wb") as out:
+        yield out
+
+
+async def _worker_pids(base_url: str, want: int, timeout: float) -> set[str]:
+    """Poll ``/health`` on fresh connections until ``want`` distinct workers have answered."""
+    pids: set[str] = set()
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as client:
+        while len(pids) < want:
+            assert time.monotonic() < deadline, f"only workers {pids} answered in {timeout}s"
+            try:
+                response = await client.get("/health", headers={"connection": "close"})
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+                continue
+            assert response.status_code == 200
+            pids.add(response.headers["x-worker-pid"])
+    return pids
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_server(tmp_path: Path, db: Path, *, workers: int) -> AsyncIterator[Server]:
+    """``uvicorn tests.apps.worker_app:create_app --factory`` on a free loopback port.
+
+    Killed (its whole process group, which this test created) if the test fails before
+    stopping it.
+    """
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ANALYTICS_STORAGE_URL": f"sqlite:///{db}",
+        "ANALYTICS_FLUSH_INTERVAL": "0.2",
+        "RATE_LIMIT_ENABLED": "false",
+        "ALERTS_ENABLED": "false",
+    }
+    log = tmp_path / "uvicorn.log"
+    with _log_file(log) as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.apps.worker_app:create_app",
+            "--factory",
+            "--workers",
+            str(workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "on",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        await _worker_pids(server.base_url, workers, timeout=30.0)
+        yield server
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+async def sigterm_and_wait(server: Server, timeout: float = 30.0) -> None:
+    """F21: SIGTERM to the master; lifespan shutdown flushes each worker before it exits."""
+    server.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(timeout):
+        code = await server.proc.wait()
+    # uvicorn re-raises the signal it handled once it has shut down cleanly.
+    assert code in (0, -signal.SIGTERM), server.output()
+
+
+@dataclass
+class LoadReport:
+    statuses: Counter[int]
+    by_worker: Counter[str]
+    bad_bodies: list[int]
+
+
+async def send_items(base_url: str, n: int) -> LoadReport:
+    """``n`` GETs of ``/items/{i}`` from ``CONCURRENCY`` clients, one connection each.
+
+    Each client reconnects every ``RECONNECT_EVERY`` requests and the clients start a few
+    ms apart: one worker waking up can accept every connection queued at that moment, so
+    32 connections opened at once may all land on one worker.
+    """
+    report = LoadReport(Counter(), Counter(), [])
+    indices = iter(range(n))
+
+    async def client_loop(k: int) -> None:
+        await asyncio.sleep(k * 0.01)
+        sent = RECONNECT_EVERY
+        while sent == RECONNECT_EVERY:
+            sent = 0
+            async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
+                for _, i in zip(range(RECONNECT_EVERY), indices, strict=False):
+                    sent += 1
+                    response = await client.get(f"/items/{i}")
+                    report.statuses[response.status_code] += 1
+                    report.by_worker[response.headers.get("x-worker-pid", "?")] += 1
+                    if response.status_code == 200 and response.json() != {"item": str(i)}:
+                        report.bad_bodies.append(i)
+
+    async with asyncio.TaskGroup() as tg:
+        for k in range(CONCURRENCY):
+            tg.create_task(client_loop(k))
+    return report
+
+
+async def poll_dashboard(base_url: str, stop: asyncio.Event) -> Counter[int]:
+    """The dashboard reads the same file every 100 ms while the workers write to it."""
+    statuses: Counter[int] = Counter()
+    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
+        while not stop.is_set():
+            response = await client.get("/analytics/api/summary")
+            statuses[response.status_code] += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await stop.wait()
+    return statuses
+
+
+@dataclass(frozen=True)
+class FileReport:
+    rows: int
+    ids_by_worker: Counter[str]
+    rollups: dict[str, int]
+    integrity: str
+    journal_mode: str
+
+
+def read_database(db: Path, endpoint: str) -> FileReport:
+    """What the file holds for ``endpoint``, read once every writer has exited."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        ids = conn.execute(
+            "SELECT id FROM asgimon_api_calls WHERE endpoint = ?", (endpoint,)
+        ).fetchall()
+        rollups = conn.execute(
+            "SELECT resolution, sum(count) FROM asgimon_rollups WHERE series = ? "
+            "GROUP BY resolution",
+            (f"api:GET {endpoint}",),
+        ).fetchall()
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    # Event ids are "<random per-process prefix>-<counter>": the prefix names the worker.
+    return FileReport(
+        rows=len(ids),
+        ids_by_worker=Counter(event_id.split("-", 1)[0] for (event_id,) in ids),
+        rollups=dict(rollups),
+        integrity=integrity,
+        journal_mode=journal_mode,
+    )
+
+
+async def test_two_workers_persist_every_request_exactly_once(tmp_path: Path) -> None:
+    db = tmp_path / "workers.db"
+    async with uvicorn_server(tmp_path, db, workers=2) as server:
+        stop_polling = asyncio.Event()
+        async with asyncio.timeout(240):
+            poller = asyncio.create_task(poll_dashboard(server.base_url, stop_polling))
+            try:
+                report = await send_items(server.base_url, N_REQUESTS)
+            finally:
+                stop_polling.set()
+                dashboard = await poller
+        # Straight after the last answer: the last ~0.2 s of events are still queued.
+        await sigterm_and_wait(server)
+
+    assert report.statuses == Counter({200: N_REQUESTS}), server.output()
+    assert not report.bad_bodies
+    assert len(report.by_worker) == 2, f"one worker served everything: {report.by_worker}"
+    assert set(dashboard) == {200}, (dashboard, server.output())
+
+    held = read_database(db, ITEMS_ENDPOINT)
+    assert held.integrity == "ok"
+    assert held.rows == N_REQUESTS, (held, server.output())
+    assert held.rollups == {"minute": N_REQUESTS, "hour": N_REQUESTS, "day": N_REQUESTS}, held
+    # Each worker stored exactly the requests it answered.
+    assert sorted(held.ids_by_worker.values()) == sorted(report.by_worker.values()), held
+    assert held.journal_mode == "wal"
+
+
+async def test_background_task_counts_in_total_not_duration(tmp_path: Path) -> None:
+    db = tmp_path / "background.db"
+    n = 5
+    async with uvicorn_server(tmp_path, db, workers=1) as server:
+        async with asyncio.timeout(60):
+            for _ in range(n):
+                # A fresh connection each time: the next request on a kept-alive one would
+                # wait for the previous background task.
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as client:
+                    t0 = time.perf_counter()
+                    response = await client.get("/background")
+                    elapsed = time.perf_counter() - t0
+                assert response.status_code == 200
+                assert response.text == "sent"
+                assert elapsed < BACKGROUND_S, "the response waited for its background task"
+            await asyncio.sleep(BACKGROUND_S * 2)  # let the last background task finish
+        await sigterm_and_wait(server)
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT status, duration_ms, ttfb_ms, total_ms FROM asgimon_api_calls "
+            "WHERE endpoint = '/background'"
+        ).fetchall()
+    assert len(rows) == n, json.dumps(rows)
+    for status, duration_ms, ttfb_ms, total_ms in rows:
+        assert status == 200
+        assert ttfb_ms is not None
+        assert 0 <= ttfb_ms <= duration_ms
+        assert duration_ms < BACKGROUND_S * 1000 / 2, rows
+        assert total_ms >= BACKGROUND_S * 1000 - 5, rows
+        assert total_ms - duration_ms >= BACKGROUND_S * 1000 - 5, rows
