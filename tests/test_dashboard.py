@@ -17,7 +17,9 @@ from .asgi import http_scope, run
 
 
 async def status_of(monitor: Monitor, client_host: str, headers: list[tuple[bytes, bytes]]) -> int:
-    scope = http_scope("/analytics/api/health", headers=[(b"host", b"x"), *headers])
+    if not any(name == b"host" for name, _ in headers):
+        headers = [(b"host", b"localhost:8000"), *headers]
+    scope = http_scope("/analytics/api/health", headers=headers)
     scope["client"] = (client_host, 40000)
     sent = await run(monitor.wrap(Starlette()), scope, [{"type": "http.request", "body": b""}])
     status: int = sent[0]["status"]
@@ -39,11 +41,52 @@ async def test_other_clients_get_a_404(host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", [b"x-forwarded-for", b"forwarded", b"x-real-ip", b"x-forwarded-host"]
+    "header",
+    [
+        b"x-forwarded-for",
+        b"forwarded",
+        b"x-real-ip",
+        b"x-forwarded-host",
+        b"via",
+        b"x-forwarded-proto",
+        b"cf-connecting-ip",
+    ],
 )
 async def test_a_local_reverse_proxy_does_not_open_it(header: bytes) -> None:
     async with Monitor(storage=MemoryStorage()) as monitor:
         assert await status_of(monitor, "127.0.0.1", [(header, b"1.2.3.4")]) == 404
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        (b"localhost", 200),
+        (b"127.0.0.1:8000", 200),
+        (b"[::1]:8000", 200),
+        (b"LOCALHOST:1", 200),
+        (b"rebind.attacker.example", 404),
+        (b"localhost.attacker.example", 404),
+        (b"127.0.0.1.nip.io", 404),
+        (b"", 404),
+    ],
+)
+async def test_a_foreign_host_name_is_refused_against_dns_rebinding(
+    host: bytes, status: int
+) -> None:
+    async with Monitor(storage=MemoryStorage()) as monitor:
+        assert await status_of(monitor, "127.0.0.1", [(b"host", host)]) == status
+
+
+async def test_unknown_paths_and_methods_answer_in_the_json_error_shape() -> None:
+    async with Monitor(storage=MemoryStorage()) as monitor:
+        transport = httpx.ASGITransport(monitor.wrap(Starlette()), client=("127.0.0.1", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            missing = await c.get("/analytics/api/nope")
+            wrong = await c.post("/analytics/api/health")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_loopback_detection() -> None:
@@ -65,11 +108,12 @@ async def test_health_and_summary_answer_503_when_storage_is_down() -> None:
     async with Monitor(storage=DownStorage()) as monitor:
         app = monitor.wrap(Starlette())
         transport = httpx.ASGITransport(app, client=("127.0.0.1", 1234))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             health = await c.get("/analytics/api/health")
             summary = await c.get("/analytics/api/summary")
     assert health.status_code == 503
-    assert health.json()["storage"] == {"ok": False, "error": "connection refused"}
+    assert health.json()["storage"]["ok"] is False
+    assert health.json()["storage"]["error"] == "connection refused"
     assert summary.status_code == 503
     assert summary.json()["error"]["code"] == "storage_unavailable"
 
@@ -92,7 +136,7 @@ async def test_the_summary_matches_figures_computed_from_the_raw_calls() -> None
     await storage.write(calls)
     async with Monitor(storage=storage) as monitor:
         transport = httpx.ASGITransport(monitor.wrap(Starlette()), client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             body = (await c.get("/analytics/api/summary")).json()
     [project] = body["projects"]
     assert project["api"]["count"] == 500

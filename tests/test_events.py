@@ -183,3 +183,39 @@ async def test_the_same_event_id_is_stored_once() -> None:
     assert len(stored) == 1
     stats = monitor.stats()
     assert (stats.written, stats.duplicates) == (1, 2)
+
+
+def test_huge_integers_are_refused_not_crashed_on() -> None:
+    ev = FunctionInvocation(timestamp=NOW, function_id="f", duration_ms=10**400)
+    with pytest.raises(InvalidEventError) as info:
+        ev.validate()
+    assert fields_of(info.value) == {"duration_ms"}
+
+
+def test_error_context_must_be_small_plain_json() -> None:
+    nested: dict[str, Any] = {}
+    for _ in range(2000):
+        nested = {"n": nested}
+    for bad in (nested, {"f": math.nan}, {"o": object()}, {"big": "x" * 20_000}, {"z": "\x00"}):
+        with pytest.raises(InvalidEventError) as info:
+            ErrorEvent(timestamp=NOW, fingerprint="f", context=bad).validate()
+        assert fields_of(info.value) == {"context"}
+
+
+async def test_captured_context_is_made_safe_instead_of_losing_the_error() -> None:
+    nested: dict[str, Any] = {}
+    for _ in range(2000):
+        nested = {"n": nested}
+    monitor = memory_monitor()
+    async with monitor:
+        event = monitor.capture_exception(
+            ValueError("v"),
+            context={"deep": nested, "nan": math.nan, "obj": object(), "big": "x" * 5000},
+        )
+        assert event is not None
+        [stored] = await recorded(monitor, "error")
+    assert isinstance(stored, ErrorEvent)
+    assert stored.context["nan"] == "nan"
+    assert len(stored.context["big"]) == 1000
+    assert stored.context["obj"].startswith("<object object")
+    assert monitor.stats().dropped_total == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -84,7 +85,7 @@ def host_app() -> Starlette:
             Route("/boom", boom),
             Route("/background", background),
             Route("/echo", echo_body, methods=["POST"]),
-            Route("/health", item),
+            Route("/health", sub_item),
             WebSocketRoute("/ws", ws),
             Mount("/v1", routes=[Route("/things/{thing_id}", sub_item)]),
         ]
@@ -100,7 +101,7 @@ async def monitor(sqlite_url: str) -> AsyncIterator[Monitor]:
 
 def client(app: Any, *, raise_app_exceptions: bool = False) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app, raise_app_exceptions=raise_app_exceptions)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 async def calls(monitor: Monitor) -> list[ApiCall]:
@@ -333,3 +334,96 @@ async def test_disabled_analytics_records_nothing(sqlite_url: str) -> None:
         async with client(monitor.wrap(host_app())) as c:
             assert (await c.get("/items/1")).status_code == 200
         assert await calls(monitor) == []
+
+
+async def test_root_path_is_left_out_of_exclusions_and_templates(monitor: Monitor) -> None:
+    app = monitor.wrap(host_app())
+    for path in ("/api/health", "/api/boom", "/api/items/3"):
+        scope = {**http_scope(path), "root_path": "/api"}
+        with contextlib.suppress(Boom):
+            await run(app, scope, [{"type": "http.request", "body": b""}])
+    got = sorted((c.endpoint, c.status) for c in await calls(monitor))
+    assert got == [("/boom", 500), ("/items/{item_id}", 200)]
+    [error] = await recorded(monitor, "error")
+    assert isinstance(error, ErrorEvent)
+    assert error.endpoint == "/boom"
+
+
+async def test_a_final_send_that_fails_is_a_client_disconnect(monitor: Monitor) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": False})
+
+    async def broken_send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("connection reset by peer")
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    with pytest.raises(OSError, match="reset"):
+        await monitor.wrap(app)(http_scope("/x"), receive, broken_send)
+    [call] = await calls(monitor)
+    assert call.status == 499
+    assert call.response_bytes == 0
+
+
+async def test_a_pathsend_response_completes_when_the_server_takes_the_file(
+    monitor: Monitor,
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+        await asyncio.sleep(0.2)  # work after the response, as a background task would do
+
+    await run(monitor.wrap(app), http_scope("/file"), [{"type": "http.request", "body": b""}])
+    [call] = await calls(monitor)
+    assert call.status == 200
+    assert call.duration_ms < 100
+    assert call.total_ms >= 200
+
+
+@pytest.mark.parametrize(
+    "length", [b"18446744073709551615", b"-5", b"12abc", b"99999999999999999999999999"]
+)
+async def test_a_lying_content_length_is_not_stored(monitor: Monitor, length: bytes) -> None:
+    headers = [(b"host", b"t"), (b"content-length", length)]
+    await run(monitor.wrap(host_app()), http_scope("/items/1", headers=headers), [])
+    [call] = await calls(monitor)
+    assert call.request_bytes is None
+    assert monitor.stats().dropped_total == 0
+
+
+async def test_a_project_resolver_that_answers_none_falls_back_to_the_default(
+    sqlite_url: str,
+) -> None:
+    answers = iter([None, "p" * 300, "tenant-a", ""])
+    monitor = Monitor(
+        storage=SQLStorage(sqlite_url),
+        flush_interval=0.01,
+        project_resolver=lambda s: next(answers),
+    )
+    async with monitor:
+        async with client(monitor.wrap(host_app())) as c:
+            for _ in range(4):
+                await c.get("/items/1")
+        projects = sorted(c.project_id for c in await calls(monitor))
+    assert projects == ["default", "default", "p" * 128, "tenant-a"]
+    assert monitor.stats().dropped_total == 0
+
+
+async def test_the_monitor_starts_lazily_again_after_a_stop() -> None:
+    from asgimon import MemoryStorage
+
+    monitor = Monitor(storage=MemoryStorage(), flush_interval=0.01)
+    app = monitor.wrap(host_app())
+    for _ in range(2):
+        async with client(app) as c:
+            await c.get("/items/1")
+            for _ in range(100):
+                if monitor.stats().pending == 0 and monitor.started:
+                    break
+                await asyncio.sleep(0.01)
+        await monitor.stop()
+    stats = monitor.stats()
+    assert (stats.recorded, stats.written, stats.pending) == (2, 2, 0)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -35,12 +36,15 @@ class ScriptedStorage(MemoryStorage):
         self.failures: list[Exception] = []
         self.poison: set[str] = set()
         self.hang = False
+        self.gate: asyncio.Event | None = None
         self.attempts = 0
 
     async def write(self, events: Sequence[Event]) -> WriteResult:
         self.attempts += 1
         if self.hang:
             await asyncio.Event().wait()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.failures:
             raise self.failures.pop(0)
         if any(e.id in self.poison for e in events):
@@ -186,4 +190,39 @@ async def test_a_broken_resolver_drops_the_record_not_the_request() -> None:
         assert (await c.get("/")).text == "hello"
     stats = monitor.stats()
     assert stats.dropped["internal_error"] == 1
+    assert balanced(stats)
+
+
+async def test_a_cancelled_flush_puts_its_batch_back() -> None:
+    storage = ScriptedStorage()
+    storage.hang = True
+    recorder = Recorder(storage)
+    for e in events(15):
+        recorder.put(e)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(recorder.flush(), 0.1)
+    stats = recorder.stats()
+    assert stats.pending == 15
+    assert balanced(stats)
+    storage.hang = False
+    await recorder.flush()
+    stats = recorder.stats()
+    assert (stats.written, stats.pending, stats.dropped_total) == (15, 0, 0)
+
+
+async def test_a_flush_still_writing_when_stop_gives_up_is_counted_once() -> None:
+    storage = ScriptedStorage()
+    storage.gate = asyncio.Event()
+    recorder = Recorder(storage, flush_interval=60)
+    await recorder.start()
+    for e in events(10):
+        recorder.put(e)
+    outside = asyncio.create_task(recorder.flush())
+    while storage.attempts == 0:  # noqa: ASYNC110 - waiting for the write to begin
+        await asyncio.sleep(0.005)
+    await recorder.stop(timeout=0.1)
+    storage.gate.set()
+    await outside
+    stats = recorder.stats()
+    assert (stats.written, stats.dropped_total, stats.pending) == (10, 0, 0)
     assert balanced(stats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Collection
@@ -10,11 +11,13 @@ from typing import Any
 
 from .errors import FieldError
 
-# A day of clock skew either way is generous for CI runners; older data than retention
-# would be purged at once, so it is refused instead (see RELIABILITY F36).
+# Ten minutes of clock skew into the future is generous for CI runners; data older than
+# retention would be purged at once, so it is refused instead (see RELIABILITY F36).
 MAX_FUTURE_S = 600.0
 DEFAULT_MAX_AGE_S = 91 * 86_400.0
 MAX_DURATION_MS = 30 * 86_400_000.0
+MAX_CONTEXT_BYTES = 16_384
+MAX_CONTEXT_DEPTH = 6
 
 
 class Checker:
@@ -72,10 +75,25 @@ class Checker:
             self.fail(name, "must be a number")
         elif integer and not isinstance(value, int):
             self.fail(name, "must be an integer")
-        elif not math.isfinite(value):
+        elif isinstance(value, float) and not math.isfinite(value):
             self.fail(name, "must be a finite number")
         elif not 0 <= value <= high:
             self.fail(name, f"must be between 0 and {high:g}")
+
+    def json_object(self, name: str, value: Any) -> None:
+        """A small JSON object: what error context may hold."""
+        if not isinstance(value, dict):
+            self.fail(name, "must be an object")
+            return
+        try:
+            text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError):
+            self.fail(name, "must hold only JSON values (finite numbers, strings, lists, objects)")
+            return
+        if len(text) > MAX_CONTEXT_BYTES:
+            self.fail(name, f"must be at most {MAX_CONTEXT_BYTES} bytes as JSON")
+        elif "\\u0000" in text or not _encodable(text):
+            self.fail(name, "must not contain NUL characters or lone surrogates")
 
     def flag(self, name: str, value: Any) -> None:
         if not isinstance(value, bool):
@@ -131,3 +149,28 @@ def clean_text(value: str, max_len: int) -> str:
     if not _encodable(value):
         value = value.encode("utf-8", "replace").decode("utf-8")
     return value
+
+
+def bounded_json(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of host data for error context: bounded depth, sizes and text.
+
+    Anything else (objects, bytes, NaN) becomes its bounded ``repr``; it never raises.
+    """
+    if value is None or isinstance(value, bool | int):
+        return value if not isinstance(value, int) or abs(value) < 2**53 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return clean_text(value, 1000)
+    if depth >= MAX_CONTEXT_DEPTH:
+        return "…"
+    if isinstance(value, dict):
+        items = list(value.items())[:50]
+        return {clean_text(str(k), 100): bounded_json(v, depth + 1) for k, v in items}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [bounded_json(v, depth + 1) for v in list(value)[:50]]
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return clean_text(text, 200)

@@ -7,13 +7,14 @@ line does not split a group.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sysconfig
 import traceback
 from typing import Any
 
-from ._validate import clean_text
+from ._validate import bounded_json, clean_text
 from .events import MAX_MESSAGE, MAX_STACK, ErrorEvent
 
 MAX_FRAMES = 50
@@ -23,6 +24,7 @@ _LIBRARY_ROOTS = tuple(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_in_app(filename: str) -> bool:
     """A frame belongs to the host app unless it is in the standard library or a package."""
     if filename.startswith("<"):
@@ -72,5 +74,5 @@ def error_event(
         handled=handled,
         endpoint=endpoint,
         method=method,
-        context=dict(context or {}),
+        context=bounded_json(dict(context or {})),
     )

@@ -291,8 +291,7 @@ class ErrorEvent(Event):
         c.flag("handled", self.handled)
         for name in ("endpoint", "method", "request_id", "user_id", "deployment_id"):
             c.text(name, getattr(self, name), max_len=MAX_NAME * 2, required=False)
-        if not isinstance(self.context, dict):
-            c.fail("context", "must be an object")
+        c.json_object("context", self.context)
 
     def series(self) -> str:
         return f"error:{self.severity}"
@@ -301,7 +300,7 @@ class ErrorEvent(Event):
         return True
 
     def size_hint(self) -> int:
-        return 300 + len(self.message) + len(self.stack)
+        return 300 + len(self.message) + len(self.stack) + 64 * len(self.context)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -11,11 +11,12 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from ._validate import to_epoch
 from .capture import error_event
-from .errors import InvalidEventError, StorageError
+from .dashboard.mount import Mounted
+from .errors import InvalidEventError
 from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event, FunctionInvocation
 from .middleware import ApiCallBuilder, AsgimonMiddleware, route_template
 from .recorder import Recorder, RecorderStats
@@ -79,7 +80,7 @@ class Monitor:
             shutdown_timeout=settings.shutdown_timeout,
             retry_backoff_max=settings.retry_backoff_max,
             retry_deadline=settings.retry_deadline,
-            convert=ApiCallBuilder(settings.max_endpoints),
+            convert=ApiCallBuilder(settings.max_endpoints, settings.project_id),
         )
         self.in_flight = 0
         self.started = False
@@ -112,8 +113,8 @@ class Monitor:
         try:
             await self.storage.start()
             self.storage_error = None
-        except StorageError as exc:
-            self.storage_error = str(exc)
+        except Exception as exc:  # a store that is down must not stop the host from starting
+            self.storage_error = str(exc)[:500]
             log.error("asgimon: storage failed to start, will retry on each flush: %s", exc)
         await self.recorder.start()
 
@@ -121,6 +122,7 @@ class Monitor:
         """Flush what is queued (within ``shutdown_timeout``) and close storage."""
         if self._start_task is not None and not self._start_task.done():
             await self._start_task
+        self._start_task = None
         if not self.started:
             return
         self.started = False
@@ -147,55 +149,12 @@ class Monitor:
     ) -> None:
         await self.stop()
 
-    async def lifespan(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app's lifespan with the monitor started and stopped around it.
-
-        An app that does not speak lifespan (it raises or returns before reading
-        ``lifespan.startup``) gets the protocol answered on its behalf, so the monitor still
-        starts and drains.
-        """
-        startup_seen = False
-
-        async def receive_wrapper() -> Message:
-            nonlocal startup_seen
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                startup_seen = True
-                await self.start()
-            return message
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.stop()
-            await send(message)
-
-        try:
-            await app(scope, receive_wrapper, send_wrapper)
-        except BaseException:
-            if startup_seen:
-                await self.stop()  # the app's start-up failed: the server exits, so drain now
-                raise
-        if startup_seen:
-            return
-        await self._answer_lifespan(receive, send)
-
-    async def _answer_lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
     # -- the app side ------------------------------------------------------------------
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """The app with the middleware applied and the dashboard at ``mount_path``."""
         return AsgimonMiddleware(
-            _Mounted(app, self.settings.mount_path, self.dashboard), monitor=self
+            Mounted(app, self.settings.mount_path, self.dashboard), monitor=self
         )
 
     @cached_property
@@ -366,23 +325,28 @@ class Monitor:
         )
         return event if isinstance(event, ErrorEvent) else None
 
-    def capture_unhandled(self, exc: BaseException, scope: Scope) -> None:
-        """Called by the middleware for an exception escaping the app (then re-raised)."""
+    def capture_unhandled(self, exc: BaseException, scope: Scope, root0: str = "") -> None:
+        """Called by the middleware for an exception escaping the app (then re-raised).
+
+        ``root0`` is the root_path the request arrived with, so the error is filed under
+        the same endpoint as the request.
+        """
         if not self.settings.error_tracking_enabled:
             return
 
         def make() -> Event:
             route = scope.get("route")
             endpoint = None
-            if route is not None:
-                endpoint = route_template(route, "", scope.get("root_path", ""))
+            if self.route_resolver is not None:
+                endpoint = self.route_resolver(scope)
+            elif route is not None:
+                endpoint = route_template(route, root0, scope.get("root_path", ""))
+            project = self.project_resolver(scope) if self.project_resolver else None
             return error_event(
                 exc,
-                project_id=(
-                    self.project_resolver(scope) or self.settings.project_id
-                    if self.project_resolver
-                    else self.settings.project_id
-                ),
+                project_id=project
+                if isinstance(project, str) and project
+                else self.settings.project_id,
                 timestamp=time.time(),
                 severity="high",
                 handled=False,
@@ -442,8 +406,8 @@ class Monitor:
         stats = self.stats()
         try:
             storage: dict[str, Any] = await asyncio.wait_for(self.storage.health(), 2.0)
-        except (StorageError, TimeoutError) as exc:
-            storage = {"ok": False, "error": str(exc)[:500]}
+        except Exception as exc:
+            storage = {"ok": False, "error": str(exc)[:500] or type(exc).__name__}
         degraded = not storage.get("ok") or (
             stats.dropped_total > 0 and stats.last_error is not None
         )
@@ -464,25 +428,5 @@ class Monitor:
                 "lastError": stats.last_error,
                 "lastErrorAt": stats.last_error_at,
             },
-            "storage": storage,
+            "storage": {**storage, "startError": self.storage_error},
         }
-
-
-class _Mounted:
-    """Routes ``mount_path`` to the dashboard and everything else to the host app."""
-
-    def __init__(self, app: ASGIApp, mount_path: str, dashboard: ASGIApp) -> None:
-        self.app = app
-        self.mount_path = mount_path
-        self.dashboard = dashboard
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            root = scope.get("root_path", "")
-            path: str = scope["path"]
-            route_path = path[len(root) :] if root and path.startswith(root) else path
-            mount = self.mount_path
-            if route_path == mount or route_path.startswith(mount + "/"):
-                await self.dashboard({**scope, "root_path": root + mount}, receive, send)
-                return
-        await self.app(scope, receive, send)

@@ -75,7 +75,7 @@ class Recorder:
         shutdown_timeout: float = 5.0,
         retry_backoff_max: float = 5.0,
         retry_deadline: float = 30.0,
-        convert: Callable[[tuple[Any, ...]], Event] | None = None,
+        convert: Callable[[Any], Event] = lambda item: item,
     ) -> None:
         self.storage = storage
         self.max_events = max_events
@@ -86,7 +86,7 @@ class Recorder:
         self.retry_backoff_max = retry_backoff_max
         self.retry_deadline = retry_deadline
         self._convert = convert
-        self._queue: deque[tuple[Any, ...] | Event] = deque()
+        self._queue: deque[Any] = deque()
         self._sizes: deque[int] = deque()
         self._bytes = 0
         self._in_flight = 0
@@ -107,11 +107,10 @@ class Recorder:
         self._flush_lock = asyncio.Lock()
         # Trackers in sync code may record from a thread pool; the counters must stay exact.
         self._lock = threading.Lock()
-        self.on_batch_written: list[Callable[[list[Event]], None]] = []
 
     # -- the request path ------------------------------------------------------------
 
-    def put(self, item: tuple[Any, ...] | Event, size: int = API_CALL_SIZE) -> bool:
+    def put(self, item: Any, size: int = API_CALL_SIZE) -> bool:
         """Queue an event (or a raw request record); never blocks, never raises.
 
         Returns False when the event was dropped because the queue is full.
@@ -185,13 +184,14 @@ class Recorder:
             raise
         finally:
             self._task = None
+            # In-flight batches are not counted here: a cancelled one was put back in the
+            # queue, and one written by a concurrent flush() settles its own events.
             with self._lock:
-                left = len(self._queue) + self._in_flight
+                left = len(self._queue)
                 self._dropped["shutdown_timeout"] += left
                 self._queue.clear()
                 self._sizes.clear()
                 self._bytes = 0
-                self._in_flight = 0
             if left:
                 log.warning("asgimon: flush timed out at shutdown, dropped %d events", left)
 
@@ -224,21 +224,36 @@ class Recorder:
         with self._lock:
             n = min(self.batch_size, len(self._queue))
             items = [self._queue.popleft() for _ in range(n)]
-            self._bytes -= sum(self._sizes.popleft() for _ in range(n))
-            self._in_flight = n
+            sizes = [self._sizes.popleft() for _ in range(n)]
+            self._bytes -= sum(sizes)
+            self._in_flight += n
         batch: list[Event] = []
-        for item in items:
+        kept_sizes: list[int] = []
+        for item, size in zip(items, sizes, strict=True):
             try:
-                batch.append(self._convert(item) if type(item) is tuple else item)  # type: ignore[misc, arg-type]
+                batch.append(item if isinstance(item, Event) else self._convert(item))
+                kept_sizes.append(size)
             except Exception as exc:
-                self._dropped["internal_error"] += 1
-                self._in_flight -= 1
+                self._settle([], "internal_error", set(), count=1)
                 self.count_internal_error(exc, "converting a request record")
-        # Cancelled mid-write (a hung store at shutdown), the batch stays in flight so that
-        # stop() counts it as dropped.
-        await self._write(batch)
+        settled: set[int] = set()
+        try:
+            await self._write(batch, settled)
+        except asyncio.CancelledError:
+            # Put back what is not settled: if the write did commit, the store is idempotent
+            # and a later attempt counts those events as duplicates, once.
+            back = [
+                (ev, sz) for ev, sz in zip(batch, kept_sizes, strict=True) if id(ev) not in settled
+            ]
+            with self._lock:
+                for ev, sz in reversed(back):
+                    self._queue.appendleft(ev)
+                    self._sizes.appendleft(sz)
+                    self._bytes += sz
+                self._in_flight -= len(back)
+            raise
 
-    async def _write(self, batch: list[Event]) -> None:
+    async def _write(self, batch: list[Event], settled: set[int]) -> None:
         if not batch:
             return
         started = time.monotonic()
@@ -249,14 +264,14 @@ class Recorder:
             try:
                 result = await self.storage.write(batch)
             except StorageRejected as exc:
-                await self._bisect(batch, exc)
+                await self._bisect(batch, exc, settled)
                 return
             except StorageError as exc:
                 self._note_error(exc)
                 out_of_time = time.monotonic() + delay - started > self.retry_deadline
                 gave_up = isinstance(exc, StorageFull) and attempts >= _FULL_ATTEMPTS
                 if out_of_time or gave_up or self._past_stop():
-                    self._settle_dropped(len(batch), exc.reason)
+                    self._settle(batch, exc.reason, settled)
                     self._warn(exc.reason, f"storage failed, dropped {len(batch)} events: {exc}")
                     return
                 self._retries += 1
@@ -264,39 +279,40 @@ class Recorder:
                 delay = min(delay * 2, self.retry_backoff_max)
                 continue
             except Exception as exc:
-                self._settle_dropped(len(batch), "internal_error")
+                self._settle(batch, "internal_error", settled)
                 self.count_internal_error(exc, "storage.write")
                 return
-            self._written += result.inserted
-            self._duplicates += result.duplicates
-            self._in_flight -= len(batch)
-            self._batches += 1
-            for callback in self.on_batch_written:
-                try:
-                    callback(batch)
-                except Exception as exc:
-                    self.count_internal_error(exc, "a batch callback")
+            with self._lock:
+                self._written += result.inserted
+                self._duplicates += result.duplicates
+                self._in_flight -= len(batch)
+                self._batches += 1
+            settled.update(map(id, batch))
             return
 
-    async def _bisect(self, batch: list[Event], exc: StorageRejected) -> None:
+    async def _bisect(self, batch: list[Event], exc: StorageRejected, settled: set[int]) -> None:
         """Find the poison events by halving, so only they are dropped."""
         if len(batch) == 1:
             self._note_error(exc)
-            self._settle_dropped(1, "invalid")
+            self._settle(batch, "invalid", settled)
             self._warn("invalid", f"storage rejected an event, dropped it: {exc}")
             return
         mid = len(batch) // 2
-        await self._write(batch[:mid])
-        await self._write(batch[mid:])
+        await self._write(batch[:mid], settled)
+        await self._write(batch[mid:], settled)
+
+    def _settle(self, batch: list[Event], reason: str, settled: set[int], count: int = 0) -> None:
+        """Count in-flight events as dropped for ``reason``."""
+        n = count or len(batch)
+        with self._lock:
+            self._dropped[reason] += n
+            self._in_flight -= n
+        settled.update(map(id, batch))
 
     async def _sleep(self, seconds: float) -> None:
         if self._stop_by is not None:
             seconds = max(0.0, min(seconds, self._stop_by - time.monotonic()))
         await asyncio.sleep(seconds)
-
-    def _settle_dropped(self, n: int, reason: str) -> None:
-        self._dropped[reason] += n
-        self._in_flight -= n
 
     def _note_error(self, exc: BaseException) -> None:
         self._last_error = str(exc)[:500]

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from .errors import ConfigError
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -84,7 +86,19 @@ def _is_bool(v: Any) -> bool:
 def _is_storage_url(v: Any) -> bool:
     if not isinstance(v, str) or "://" not in v:
         return False
-    return v.split("://", 1)[0].lower() in STORAGE_SCHEMES
+    scheme = v.split("://", 1)[0].lower()
+    if scheme not in STORAGE_SCHEMES:
+        return False
+    if scheme == "memory":
+        return v.lower() == "memory://"
+    try:
+        url = make_url(v)
+        _ = url.port  # a port that is not a number raises here, not at the first connection
+    except (ValueError, TypeError):
+        return False
+    if scheme.startswith("sqlite"):
+        return url.database not in (None, "", ":memory:")
+    return bool(url.host or url.query.get("host"))
 
 
 def _is_optional_url(schemes: tuple[str, ...]) -> Callable[[Any], bool]:
@@ -147,7 +161,11 @@ class Settings:
         "ANALYTICS_STORAGE_URL",
         "sqlite:///asgimon.db",
         str.strip,
-        (_is_storage_url, "a URL with one of the schemes " + ", ".join(STORAGE_SCHEMES)),
+        (
+            _is_storage_url,
+            "memory://, sqlite:///path/to/file.db or postgresql://user@host:port/db "
+            "(schemes: " + ", ".join(STORAGE_SCHEMES) + ")",
+        ),
     )
     redis_url: str | None = _setting(
         "ANALYTICS_REDIS_URL",

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._validate import clean_text
 from .events import BuildEvent, Event, FunctionInvocation
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def function_tracker(
             cold_start=cold_start,
             memory_mb=memory_mb,
             error_type=type(exc).__name__ if exc is not None else None,
-            error_message=str(exc)[:2000] if exc is not None else None,
+            error_message=clean_text(str(exc), 2000) if exc is not None else None,
         )
 
     return Tracker(monitor, make)

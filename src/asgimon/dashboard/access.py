@@ -1,7 +1,10 @@
 """Who may see the dashboard. With no auth configured: loopback clients, and no one behind a proxy.
 
 A reverse proxy on the same host makes every visitor look like 127.0.0.1, so a request
-carrying a proxy header is refused too. Refusals are 404s, which do not tell a stranger that
+carrying a proxy header is refused too; so is one whose ``Host`` is not a loopback name,
+which is what a DNS-rebinding page in a local browser sends. A proxy that adds no header at
+all (a bare nginx ``proxy_pass``) cannot be told apart from a local client: configure auth
+before putting the app behind one. Refusals are 404s, which do not tell a stranger that
 anything is mounted here.
 """
 
@@ -12,7 +15,30 @@ import ipaddress
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-PROXY_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip", b"x-forwarded-host"})
+PROXY_HEADERS = frozenset(
+    {
+        b"forwarded",
+        b"via",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"cf-connecting-ip",
+        b"true-client-ip",
+    }
+)
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def is_loopback_host(host: bytes) -> bool:
+    """A Host header naming this machine, with or without a port."""
+    name = host.decode("latin-1").strip().lower()
+    # "[::1]:8000" keeps its brackets; "localhost:8000" loses its port.
+    name = name[: name.find("]") + 1] if name.startswith("[") else name.rsplit(":", 1)[0]
+    return name in LOOPBACK_NAMES or (name.startswith("127.") and is_loopback(name))
 
 
 def is_loopback(host: str | None) -> bool:
@@ -31,7 +57,13 @@ def local_request(scope: Scope) -> bool:
     client = scope.get("client")
     if not client or not is_loopback(client[0]):
         return False
-    return not any(name in PROXY_HEADERS for name, _ in scope.get("headers", ()))
+    host_ok = False
+    for name, value in scope.get("headers", ()):
+        if name in PROXY_HEADERS:
+            return False
+        if name == b"host":
+            host_ok = is_loopback_host(value)
+    return host_ok
 
 
 NOT_FOUND = {"error": {"code": "not_found", "message": "Not Found", "details": []}}

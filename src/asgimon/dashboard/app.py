@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -44,9 +45,10 @@ def _storage_unavailable(exc: StorageError) -> JSONResponse:
 
 
 async def project_summary(monitor: Monitor, project_id: str, now: float) -> dict[str, Any]:
-    start = now - SUMMARY_WINDOW_S
+    # Hour rollups: 25 rows per series for a day, where minutes would be 1,440.
+    start = (now - SUMMARY_WINDOW_S) // 3600 * 3600
     minutes = await monitor.storage.rollups(
-        project_id=project_id, resolution="minute", start=start, end=now + 60
+        project_id=project_id, resolution="hour", start=start, end=now + 3600
     )
     by_series: dict[str, list[Rollup]] = {}
     for r in minutes:
@@ -103,6 +105,18 @@ def create_dashboard(monitor: Monitor) -> ASGIApp:
         routes=[
             Route("/api/health", health, methods=["GET"]),
             Route("/api/summary", summary, methods=["GET"]),
-        ]
+        ],
+        exception_handlers={HTTPException: _http_error},
     )
     return LocalOnly(app)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """404s and 405s in the API's own error shape, not Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail), "details": []}},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )

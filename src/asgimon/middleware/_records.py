@@ -11,7 +11,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.routing import Mount
 
@@ -22,9 +22,27 @@ UNMATCHED = "<unmatched>"
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")  # /items/{id:int} is reported as /items/{id}
 OTHER = "<other>"
 
-RawRequest = tuple[Any, ...]
-"""(project_id, method, endpoint, route, root0, root_end, status, t0, first, complete, end,
-wall, response_bytes, headers, user)"""
+MAX_SIZE = 2**53  # larger sizes come from a lying Content-Length, not from a body
+
+
+class RawRequest(NamedTuple):
+    """What the middleware captures per request: references and clock readings only."""
+
+    project_id: str | None  # from a project_resolver, None for the default project
+    method: str
+    endpoint: str | None  # from a route_resolver, else worked out from ``route``
+    route: Any  # scope["route"] as the router left it
+    root0: str  # root_path when the request arrived
+    root_end: str  # root_path when the app returned (mounts add their prefix)
+    status: int
+    t0: float  # perf_counter readings: start, headers sent, body complete, app returned
+    first: float
+    complete: float
+    end: float
+    wall: float  # time.time() at the start
+    response_bytes: int
+    headers: Any  # scope["headers"], parsed in the background
+    user: Any  # scope["user"] or a user_resolver's answer
 
 
 def sequential_ids() -> Callable[[], str]:
@@ -69,6 +87,8 @@ def _headers_of(headers: Any) -> tuple[int | None, str | None]:
                 length = int(value)
             except ValueError:
                 length = None
+            if length is not None and not 0 <= length <= MAX_SIZE:
+                length = None
         elif name == b"x-request-id":
             request_id = clean_text(value.decode("latin-1"), 200)
     return length, request_id
@@ -77,8 +97,11 @@ def _headers_of(headers: Any) -> tuple[int | None, str | None]:
 class ApiCallBuilder:
     """Builds :class:`ApiCall` s, capping distinct endpoints per project (``<other>`` beyond)."""
 
-    def __init__(self, max_endpoints: int, make_id: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self, max_endpoints: int, default_project: str, make_id: Callable[[], str] | None = None
+    ) -> None:
         self.max_endpoints = max_endpoints
+        self.default_project = default_project
         self._seen: dict[str, set[str]] = {}
         # Route objects live as long as the app, so (route, mount prefix) is a stable key.
         self._templates: dict[tuple[int, str, str], str] = {}
@@ -93,50 +116,44 @@ class ApiCallBuilder:
         seen.add(endpoint)
         return endpoint
 
-    def __call__(self, raw: RawRequest) -> ApiCall:
-        (
-            project_id,
-            method,
-            endpoint,
-            route,
-            root0,
-            root_end,
-            status,
-            t0,
-            first,
-            complete,
-            end,
-            wall,
-            response_bytes,
-            headers,
-            user,
-        ) = raw
+    def _endpoint(self, raw: RawRequest) -> str:
+        if raw.endpoint is not None:
+            return raw.endpoint
+        if raw.route is None:
+            return UNMATCHED
+        key = (id(raw.route), raw.root0, raw.root_end)
+        endpoint = self._templates.get(key)
         if endpoint is None:
-            if route is None:
-                endpoint = UNMATCHED
-            else:
-                key = (id(route), root0, root_end)
-                endpoint = self._templates.get(key)
-                if endpoint is None:
-                    endpoint = route_template(route, root0, root_end)
-                    if len(self._templates) < 10 * self.max_endpoints:
-                        self._templates[key] = endpoint
-        endpoint = self._capped(project_id, clean_text(endpoint, 400))
-        request_bytes, request_id = _headers_of(headers)
-        if user is not None and not isinstance(user, str):
+            endpoint = route_template(raw.route, raw.root0, raw.root_end)
+            if len(self._templates) < 10 * self.max_endpoints:
+                self._templates[key] = endpoint
+        return endpoint
+
+    def __call__(self, raw: RawRequest) -> ApiCall:
+        # Everything here came off the wire or from host code: bound it rather than trust it.
+        project_id = self.default_project
+        if isinstance(raw.project_id, str) and raw.project_id:
+            project_id = clean_text(raw.project_id, 128)
+        endpoint = self._capped(project_id, clean_text(self._endpoint(raw), 400))
+        request_bytes, request_id = _headers_of(raw.headers)
+        user = raw.user
+        if isinstance(user, int):
+            user = str(user)
+        elif user is not None and not isinstance(user, str):
             user = user_id_of(user)
+        t0, end = raw.t0, raw.end
         return ApiCall(
             id=self._make_id(),
             project_id=project_id,
-            timestamp=wall,
-            method=clean_text(method, 16),
+            timestamp=raw.wall,
+            method=clean_text(raw.method, 16) or "?",
             endpoint=endpoint,
-            status=status,
-            duration_ms=((complete or end) - t0) * 1000.0,
-            ttfb_ms=(first - t0) * 1000.0 if first else None,
+            status=raw.status if 0 <= raw.status <= 999 else 0,
+            duration_ms=((raw.complete or end) - t0) * 1000.0,
+            ttfb_ms=(raw.first - t0) * 1000.0 if raw.first else None,
             total_ms=(end - t0) * 1000.0,
             request_bytes=request_bytes,
-            response_bytes=response_bytes,
+            response_bytes=min(raw.response_bytes, MAX_SIZE),
             user_id=clean_text(user, 200) if user else None,
             request_id=request_id,
         )

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._records import RawRequest
+from .lifespan import run_lifespan
+
 if TYPE_CHECKING:
     from asgimon.monitor import Monitor
 
@@ -28,12 +31,8 @@ class AsgimonMiddleware:
     def __init__(self, app: ASGIApp, *, monitor: Monitor) -> None:
         self.app = app
         self.monitor = monitor
-        settings = monitor.settings
-        self._enabled = settings.enabled
-        self._project_id = settings.project_id
-        exact, prefixes = monitor.excluded_paths()
-        self._excluded_exact = exact
-        self._excluded_prefixes = prefixes
+        self._enabled = monitor.settings.enabled
+        self._excluded_exact, self._excluded_prefixes = monitor.excluded_paths()
         self._put = monitor.recorder.put
         self._user_resolver = monitor.user_resolver
         self._route_resolver = monitor.route_resolver
@@ -42,17 +41,24 @@ class AsgimonMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and self._enabled:
-            path = scope["path"]
-            if path in self._excluded_exact or path.startswith(self._excluded_prefixes):
+            if self._excluded(scope):
                 await self.app(scope, receive, send)
-                return
-            await self._http(scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self.monitor.lifespan(self.app, scope, receive, send)
+            await run_lifespan(self.monitor, self.app, scope, receive, send)
         elif kind == "websocket" and self._enabled:
             await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    def _excluded(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            # Servers put root_path in path too; exclusions are written without it.
+            path = path[len(root) :] or "/"
+        return path in self._excluded_exact or path.startswith(self._excluded_prefixes)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         monitor = self.monitor
@@ -68,18 +74,22 @@ class AsgimonMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, first, complete, response_bytes, disconnected
-            if message["type"] == "http.response.body":
-                response_bytes += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    complete = perf_counter()
-            elif message["type"] == "http.response.start":
-                status = message["status"]
-                first = perf_counter()
             try:
                 await send(message)
             except OSError:
                 disconnected = True
                 raise
+            # Stamped once the server took the message: a send that failed did not happen.
+            kind = message["type"]
+            if kind == "http.response.body":
+                response_bytes += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    complete = perf_counter()
+            elif kind == "http.response.start":
+                status = message["status"]
+                first = perf_counter()
+            elif kind == "http.response.pathsend":
+                complete = perf_counter()  # the server sends the file; its size is not ours
 
         async def receive_wrapper() -> Message:
             nonlocal disconnected
@@ -95,7 +105,7 @@ class AsgimonMiddleware:
             if not status:
                 status = 500
             if not disconnected and isinstance(exc, Exception):
-                monitor.capture_unhandled(exc, scope)
+                monitor.capture_unhandled(exc, scope, root0)
             raise
         finally:
             end = perf_counter()
@@ -130,8 +140,8 @@ class AsgimonMiddleware:
     ) -> None:
         try:
             self._put(
-                (
-                    self._project_resolver(scope) if self._project_resolver else self._project_id,
+                RawRequest(
+                    self._project_resolver(scope) if self._project_resolver else None,
                     method,
                     self._route_resolver(scope) if self._route_resolver else None,
                     scope.get("route"),
@@ -164,13 +174,13 @@ class AsgimonMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, first
+            await send(message)
             if message["type"] == "websocket.accept":
                 status = 101
                 first = perf_counter()
             elif message["type"] == "websocket.close" and not status:
                 status = 403
                 first = perf_counter()
-            await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
@@ -178,10 +188,9 @@ class AsgimonMiddleware:
             if not status:
                 status = 500
             if isinstance(exc, Exception):
-                monitor.capture_unhandled(exc, scope)
+                monitor.capture_unhandled(exc, scope, root0)
             raise
         finally:
             end = perf_counter()
-            self._record(
-                scope, "WS", status or CLIENT_CLOSED, root0, t0, first, first or end, end, wall, 0
-            )
+            status = status or CLIENT_CLOSED
+            self._record(scope, "WS", status, root0, t0, first, first or end, end, wall, 0)

@@ -32,7 +32,8 @@ def storage_from_url(url: str, **options: Any) -> Storage:
                 ) from None
         from .sql import SQLStorage
 
-        return SQLStorage(url, **options)
-    raise ConfigError(
-        "ANALYTICS_STORAGE_URL", url, "memory://, sqlite:///path or postgresql://… in this version"
-    )
+        try:
+            return SQLStorage(url, **options)
+        except ValueError as exc:
+            raise ConfigError("ANALYTICS_STORAGE_URL", url, str(exc)) from None
+    raise ConfigError("ANALYTICS_STORAGE_URL", url, "memory://, sqlite:///path or postgresql://…")

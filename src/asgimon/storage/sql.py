@@ -11,9 +11,8 @@ UPSERT, histograms included, so a retried batch or a second worker never double 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,35 +21,36 @@ from typing import Any
 from sqlalchemy import event, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from asgimon import histogram
 from asgimon.errors import (
     SchemaVersionError,
-    StorageError,
-    StorageFull,
     StorageRejected,
     StorageUnavailable,
 )
-from asgimon.events import EVENT_TYPES, Event
+from asgimon.events import Event
 from asgimon.rollups import Rollup, aggregate
 
 from . import _schema as s
+from ._sql_errors import classify
+from ._sql_rows import from_row, rollup_row, to_row, us
 from .base import WriteResult
 
 log = logging.getLogger("asgimon.storage")
 
-_TIME_FIELDS = frozenset({"start_time", "end_time", "expires_at"})
-_BASE_FIELDS = frozenset({"id", "project_id", "timestamp"})
-_FIELDS: dict[str, tuple[str, ...]] = {
-    kind: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS)
-    for kind, cls in EVENT_TYPES.items()
-}
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
 
 OnConnect = Callable[[Any], None]
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a SQLite URL names, or None for an in-memory database."""
+    path = url.split("///", 1)[1] if "///" in url else ""
+    path = path.split("?", 1)[0]
+    return None if path in ("", ":memory:") or "mode=memory" in url else path
 
 
 def normalise_url(url: str) -> str:
@@ -62,60 +62,6 @@ def normalise_url(url: str) -> str:
     if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
         return "postgresql+asyncpg://" + rest
     raise ValueError(f"not an SQL URL: {url!r}")
-
-
-def _us(seconds: float) -> int:
-    return round(seconds * 1_000_000)
-
-
-def _to_row(ev: Event, received_us: int) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": ev.id,
-        "project_id": ev.project_id,
-        "created_at": _us(ev.timestamp),
-        "received_at": received_us,
-    }
-    for name in _FIELDS[ev.kind]:
-        value = getattr(ev, name)
-        if name in _TIME_FIELDS and value is not None:
-            value = _us(value)
-        elif name == "context":
-            value = json.dumps(value, default=str, separators=(",", ":"))
-        row[name] = value
-    return row
-
-
-def _from_row(kind: str, row: Row[Any]) -> Event:
-    data = row._mapping
-    values: dict[str, Any] = {
-        "id": data["id"],
-        "project_id": data["project_id"],
-        "timestamp": data["created_at"] / 1_000_000,
-    }
-    for name in _FIELDS[kind]:
-        value = data[name]
-        if name in _TIME_FIELDS and value is not None:
-            value = value / 1_000_000
-        elif name == "context":
-            value = json.loads(value)
-        values[name] = value
-    return EVENT_TYPES[kind](**values)
-
-
-def _rollup_row(r: Rollup) -> dict[str, Any]:
-    return {
-        "project_id": r.project_id,
-        "resolution": r.resolution,
-        "series": r.series,
-        "bucket_start": r.bucket_start,
-        "count": r.count,
-        "error_count": r.error_count,
-        "value_count": r.value_count,
-        "value_sum": r.value_sum,
-        "value_min": r.value_min,
-        "value_max": r.value_max,
-        "hist": histogram.dumps(r.hist),
-    }
 
 
 _SQLITE_HIST_MERGE = (
@@ -138,40 +84,6 @@ def _pick(held: str, new: str, op: str) -> str:
     )
 
 
-_REJECTED = frozenset(
-    {
-        "IntegrityError",
-        "DataError",
-        "ProgrammingError",
-        "UniqueViolationError",
-        "CharacterNotInRepertoireError",
-        "UntranslatableCharacterError",
-        "InvalidTextRepresentationError",
-        "NumericValueOutOfRangeError",
-    }
-)
-
-
-def _classify(exc: BaseException) -> StorageError:
-    """One StorageError subclass per way a driver can fail, by what retrying can do."""
-    if isinstance(exc, StorageError):
-        return exc
-    orig: BaseException = exc
-    if (isinstance(exc, DBAPIError) and exc.orig is not None) or (
-        isinstance(exc, StatementError) and exc.orig is not None
-    ):
-        orig = exc.orig
-    text = str(orig).lower()
-    name = type(orig).__name__
-    sqlstate = str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
-    if "full" in text or sqlstate == "53100" or "diskfull" in name.lower():
-        return StorageFull(str(orig))
-    bad_data = isinstance(orig, UnicodeError | ValueError | TypeError | OverflowError)
-    if (bad_data or name in _REJECTED) and "lock" not in text and "connect" not in text:
-        return StorageRejected(f"{name}: {orig}")
-    return StorageUnavailable(f"{name}: {orig}")
-
-
 class SQLStorage:
     """SQLite or PostgreSQL, chosen by URL.
 
@@ -191,13 +103,15 @@ class SQLStorage:
         pool_size: int = 4,
     ) -> None:
         self.url = normalise_url(url)
+        if self.url.startswith("sqlite") and sqlite_path(self.url) is None:
+            raise ValueError("an in-memory SQLite database is not shared safely: use memory://")
         self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
         self.busy_timeout = busy_timeout
         self._on_connect = on_connect
         self._pool_size = pool_size
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
-        self._sqlite_path: str | None = None
+        self._sqlite_path = sqlite_path(self.url) if self.dialect == "sqlite" else None
         self._next_wal_check = 0.0
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self._start_lock = asyncio.Lock()
@@ -223,21 +137,13 @@ class SQLStorage:
                     },
                 },
             )
-        path = self.url.split("///", 1)[1] if "///" in self.url else ""
-        in_memory = path in ("", ":memory:")
-        self._sqlite_path = None if in_memory else path
         engine = create_async_engine(
             self.url,
             connect_args={"timeout": self.busy_timeout, "check_same_thread": False},
-            **(
-                {"poolclass": StaticPool}
-                if in_memory
-                else {
-                    "poolclass": AsyncAdaptedQueuePool,
-                    "pool_size": 1 if writer else self._pool_size,
-                    "max_overflow": 0,
-                }
-            ),
+            poolclass=AsyncAdaptedQueuePool,
+            # One writer connection per process: writers queue here, not on SQLite's lock.
+            pool_size=1 if writer else self._pool_size,
+            max_overflow=0,
         )
         busy_ms = int(self.busy_timeout * 1000)
         on_connect = self._on_connect
@@ -248,9 +154,8 @@ class SQLStorage:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            if not in_memory:
-                # Outside any transaction, or SQLite ignores it (new file) or refuses (old one).
-                cur.execute("PRAGMA journal_mode = WAL")
+            # Outside any transaction, or SQLite ignores it (new file) or refuses (old one).
+            cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.close()
             if on_connect is not None:
@@ -289,8 +194,10 @@ class SQLStorage:
                 except SchemaVersionError:
                     raise
                 except (SQLAlchemyError, OSError) as exc:
+                    # Whatever the driver says (permissions, a racing worker creating the
+                    # same tables), it is the store that is not ready, never the events.
                     await self.close()
-                    raise _classify(exc) from exc
+                    raise StorageUnavailable(f"schema set-up failed: {exc}") from exc
                 self._schema_ready = True
                 self._file_id = self._stat_file()
         return writer
@@ -316,10 +223,10 @@ class SQLStorage:
     async def _check_version(self, conn: AsyncConnection) -> None:
         found = (await conn.execute(select(s.schema_version.c.version))).scalar_one_or_none()
         if found is None:
+            row = {"id": 1, "version": s.SCHEMA_VERSION, "applied_at": us(time.time())}
+            # Another worker may be creating the same fresh database right now.
             await conn.execute(
-                s.schema_version.insert().values(
-                    id=1, version=s.SCHEMA_VERSION, applied_at=_us(time.time())
-                )
+                self._insert(s.schema_version).values(**row).on_conflict_do_nothing()
             )
         elif found != s.SCHEMA_VERSION:
             raise SchemaVersionError(
@@ -341,7 +248,7 @@ class SQLStorage:
             return WriteResult(0, 0)
         await self._check_file()
         writer = await self._writable()
-        received = _us(time.time())
+        received = us(time.time())
         by_kind: dict[str, list[Event]] = {}
         for ev in events:
             by_kind.setdefault(ev.kind, []).append(ev)
@@ -350,11 +257,12 @@ class SQLStorage:
                 fresh: list[Event] = []
                 for kind, evs in by_kind.items():
                     fresh.extend(await self._insert_new(conn, kind, evs, received))
-                deltas = aggregate(fresh)
+                # One lock order for every writer, or concurrent UPSERTs deadlock on PostgreSQL.
+                deltas = sorted(aggregate(fresh), key=lambda r: r.key)
                 if deltas:
-                    await conn.execute(self._rollup_upsert(), [_rollup_row(d) for d in deltas])
+                    await conn.execute(self._rollup_upsert(), [rollup_row(d) for d in deltas])
         except Exception as exc:
-            error = _classify(exc)
+            error = classify(exc)
             if not isinstance(error, StorageRejected):
                 # Fresh connections pick up a healed store (permissions, space, a new file).
                 await self.close()
@@ -366,12 +274,13 @@ class SQLStorage:
         self, conn: AsyncConnection, kind: str, evs: list[Event], received: int
     ) -> list[Event]:
         table = s.EVENT_TABLES[kind]
+        evs = sorted(evs, key=lambda ev: (ev.project_id, ev.id))
         stmt = (
             self._insert(table)
             .on_conflict_do_nothing(index_elements=["project_id", "id"])
             .returning(table.c.project_id, table.c.id)
         )
-        result = await conn.execute(stmt, [_to_row(ev, received) for ev in evs])
+        result = await conn.execute(stmt, [to_row(ev, received) for ev in evs])
         inserted = {(r[0], r[1]) for r in result}
         fresh = []
         for ev in evs:
@@ -441,7 +350,7 @@ class SQLStorage:
             async with reader.connect() as conn:
                 return list(await conn.execute(stmt))
         except Exception as exc:
-            raise _classify(exc) from exc
+            raise classify(exc) from exc
 
     def _where(
         self, kind: str, project_id: str | None, start: float | None, end: float | None
@@ -453,9 +362,9 @@ class SQLStorage:
         if project_id is not None:
             cond.append(t.c.project_id == project_id)
         if start is not None:
-            cond.append(t.c.created_at >= _us(start))
+            cond.append(t.c.created_at >= us(start))
         if end is not None:
-            cond.append(t.c.created_at < _us(end))
+            cond.append(t.c.created_at < us(end))
         return t, cond
 
     async def events(
@@ -469,7 +378,7 @@ class SQLStorage:
     ) -> list[Event]:
         t, cond = self._where(kind, project_id, start, end)
         stmt = select(t).where(*cond).order_by(t.c.created_at.desc()).limit(limit)
-        return [_from_row(kind, row) for row in await self._fetch(stmt)]
+        return [from_row(kind, row) for row in await self._fetch(stmt)]
 
     async def count(
         self,
@@ -496,7 +405,7 @@ class SQLStorage:
         cond = [
             t.c.project_id == project_id,
             t.c.resolution == resolution,
-            t.c.bucket_start >= int(start),
+            t.c.bucket_start >= math.ceil(start),
             t.c.bucket_start < int(end) + (0 if end == int(end) else 1),
         ]
         if series_prefix:
