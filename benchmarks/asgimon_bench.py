@@ -7,9 +7,9 @@
 the harness drives the lifespan, which starts the monitor and its flush task, and shuts it
 down (draining the queue) before it reads ``peerbench_probe``.
 
-The probe also reports ``max_depth``, the deepest the queue was when a batch was taken.
-peerbench's driver never returns to the event loop between requests, so the flush task runs
-only when something else yields: in ``--mode inproc`` that is shutdown (``max_depth`` equals
+The probe reports the recorder's ledger and how many batches it wrote. peerbench's driver
+never returns to the event loop between requests, so the flush task runs only when
+something else yields: in ``--mode inproc`` that is shutdown (one queue of
 every request), in ``--mode ab`` it is also the BaseHTTPMiddleware-based variants (anyio
 streams), which then pay for asgimon's conversion. Either way asgimon's own row times its
 request path; ``benchmarks/overhead.py`` times the flush too.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp
 
-from asgimon import AsgimonMiddleware, Event, MemoryStorage, Monitor
+from asgimon import AsgimonMiddleware, MemoryStorage, Monitor
 
 
 class ProbedMiddleware(AsgimonMiddleware):
@@ -32,20 +32,14 @@ class ProbedMiddleware(AsgimonMiddleware):
 
 def wrap(app: ASGIApp) -> ASGIApp:
     monitor = Monitor(storage=MemoryStorage(), flush_interval=1.0)
-    max_depth = 0
-
-    def note_flush(batch: list[Event]) -> None:
-        nonlocal max_depth
-        max_depth = max(max_depth, monitor.stats().pending + len(batch))
 
     def probe() -> str:
         s = monitor.stats()
         return (
             f"recorded={s.recorded} written={s.written} dropped={s.dropped_total} "
-            f"pending={s.pending} batches={s.batches} max_depth={max_depth}"
+            f"pending={s.pending} batches={s.batches}"
         )
 
-    monitor.recorder.on_batch_written.append(note_flush)
     wrapped = ProbedMiddleware(app, monitor=monitor)
     wrapped.peerbench_probe = probe
     return wrapped
