@@ -129,7 +129,8 @@ class ApiCallBuilder:
                 self._templates[key] = endpoint
         return endpoint
 
-    def __call__(self, raw: RawRequest) -> ApiCall:
+    def __call__(self, item: tuple[Any, ...]) -> ApiCall:
+        raw = RawRequest._make(item)
         # Everything here came off the wire or from host code: bound it rather than trust it.
         project_id = self.default_project
         if isinstance(raw.project_id, str) and raw.project_id:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._records import RawRequest
 from .lifespan import run_lifespan
 
 if TYPE_CHECKING:
@@ -139,8 +138,10 @@ class AsgimonMiddleware:
         response_bytes: int,
     ) -> None:
         try:
+            # A plain tuple in RawRequest's field order: building the NamedTuple itself costs
+            # a Python-level call per request, so the builder does that in the background.
             self._put(
-                RawRequest(
+                (
                     self._project_resolver(scope) if self._project_resolver else None,
                     method,
                     self._route_resolver(scope) if self._route_resolver else None,
