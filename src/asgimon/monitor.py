@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from functools import cached_property
 from types import TracebackType
@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Scope
 
+from . import retention
 from ._validate import to_epoch
 from .capture import error_event
 from .dashboard.mount import Mounted
@@ -20,6 +21,7 @@ from .errors import InvalidEventError
 from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event, FunctionInvocation
 from .middleware import ApiCallBuilder, AsgimonMiddleware, route_template
 from .recorder import Recorder, RecorderStats
+from .scheduler import Scheduler
 from .settings import Settings
 from .storage import Storage, storage_from_url
 from .tracking import Tracker, build_phase_tracker, function_tracker
@@ -27,6 +29,7 @@ from .tracking import Tracker, build_phase_tracker, function_tracker
 log = logging.getLogger("asgimon")
 
 Timestamp = datetime | float | int | None
+CLOCK_JUMP_S = 300.0
 ScopeResolver = Callable[[Scope], str | None]
 
 
@@ -82,6 +85,9 @@ class Monitor:
             retry_deadline=settings.retry_deadline,
             convert=ApiCallBuilder(settings.max_endpoints, settings.project_id),
         )
+        self.scheduler = Scheduler(storage)
+        self.scheduler.every("purge", settings.purge_interval, self.purge)
+        self._last_purge: tuple[float, float] | None = None
         self.in_flight = 0
         self.started = False
         self.storage_error: str | None = None
@@ -117,6 +123,7 @@ class Monitor:
             self.storage_error = str(exc)[:500]
             log.error("asgimon: storage failed to start, will retry on each flush: %s", exc)
         await self.recorder.start()
+        await self.scheduler.start()
 
     async def stop(self) -> None:
         """Flush what is queued (within ``shutdown_timeout``) and close storage."""
@@ -126,6 +133,7 @@ class Monitor:
         if not self.started:
             return
         self.started = False
+        await self.scheduler.stop()
         await self.recorder.stop()
         try:
             await self.storage.close()
@@ -395,6 +403,41 @@ class Monitor:
             project_id=self.settings.project_id if project_id is None else project_id,
             framework=framework,
         )
+
+    # -- periodic work, retention and erasure ------------------------------------------
+
+    def every(self, name: str, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+        """Run ``job`` once per ``seconds`` across every worker and host sharing storage.
+
+        >>> monitor.every("nightly-report", 86_400, send_report)       # doctest: +SKIP
+        """
+        self.scheduler.every(name, seconds, job)
+
+    async def purge(self) -> dict[str, int]:
+        """Delete what retention no longer keeps; rows deleted per kind (``asgimon purge``).
+
+        Runs once per ``ANALYTICS_PURGE_INTERVAL`` on one worker by itself.
+        """
+        now, mono = time.time(), time.monotonic()
+        if self._last_purge is not None:
+            jump = (now - self._last_purge[0]) - (mono - self._last_purge[1])
+            if abs(jump) > CLOCK_JUMP_S:
+                # Cutoffs follow the wall clock; a jump forward deletes early, in small batches.
+                log.warning("asgimon: clock jump detected (%+.0f s) since the last purge", jump)
+        self._last_purge = (now, mono)
+        return await self.storage.purge(
+            before=retention.cutoffs(self.settings, now),
+            batch_size=self.settings.purge_batch_size,
+        )
+
+    async def forget_user(self, user_id: str) -> dict[str, int]:
+        """Delete every record carrying ``user_id`` (API calls, errors), for privacy requests.
+
+        Rollups hold no user ids and are kept. Returns rows deleted per kind.
+        """
+        if not isinstance(user_id, str) or not user_id or len(user_id) > 200:
+            raise ValueError("user_id must be a non-empty string of at most 200 characters")
+        return await self.storage.forget_user(user_id)
 
     # -- state -------------------------------------------------------------------------
 

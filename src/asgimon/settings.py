@@ -214,6 +214,22 @@ class Settings:
         "ANALYTICS_SQLITE_BUSY_TIMEOUT", 5.0, float, _float_between(0, 600)
     )
     metrics_retention_days: int = _setting("METRICS_RETENTION_DAYS", 90, int, _int_at_least(1))
+    minute_rollup_retention_days: int = _setting(
+        "ANALYTICS_MINUTE_ROLLUP_RETENTION_DAYS", 7, int, _int_at_least(1)
+    )
+    hour_rollup_retention_days: int = _setting(
+        "ANALYTICS_HOUR_ROLLUP_RETENTION_DAYS", 90, int, _int_at_least(1)
+    )
+    day_rollup_retention_days: int = _setting(
+        "ANALYTICS_DAY_ROLLUP_RETENTION_DAYS", 365, int, _int_at_least(1)
+    )
+    redis_retention_hours: int = _setting(
+        "ANALYTICS_REDIS_RETENTION_HOURS", 24, int, _int_at_least(1)
+    )
+    purge_interval: float = _setting(
+        "ANALYTICS_PURGE_INTERVAL", 3600.0, float, _float_between(1, 7 * 86_400)
+    )
+    purge_batch_size: int = _setting("ANALYTICS_PURGE_BATCH_SIZE", 5000, int, _int_at_least(1))
     error_tracking_enabled: bool = _setting("ERROR_TRACKING_ENABLED", True, _parse_bool, _BOOL)
     error_log_retention_days: int = _setting("ERROR_LOG_RETENTION_DAYS", 30, int, _int_at_least(1))
     rate_limit_enabled: bool = _setting("RATE_LIMIT_ENABLED", True, _parse_bool, _BOOL)

@@ -7,6 +7,8 @@ Every event table has the primary key ``(project_id, id)``, which makes inserts 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -21,8 +23,9 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PREFIX = "asgimon_"
 
 metadata = MetaData()
@@ -149,6 +152,16 @@ schema_version = Table(
     Column("applied_at", BigInteger, nullable=False),
 )
 
+job_claims = Table(
+    PREFIX + "job_claims",
+    metadata,
+    Column("job", String(100), nullable=False),
+    Column("period_start", BigInteger, nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("claimed_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("job", "period_start"),
+)
+
 EVENT_TABLES: dict[str, Table] = {
     "api_call": api_calls,
     "deployment": deployment_events,
@@ -157,3 +170,13 @@ EVENT_TABLES: dict[str, Table] = {
     "domain": domain_events,
     "error": error_events,
 }
+
+
+def _v2_job_claims(conn: Connection) -> None:
+    """Version 2: the table periodic jobs claim their periods in, so one worker runs each."""
+    job_claims.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_job_claims}
+"""Version N's migration takes a database from N - 1 to N. A fresh database is created at
+the latest version directly."""

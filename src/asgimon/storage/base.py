@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -75,4 +75,22 @@ class Storage(Protocol):
 
     async def health(self) -> dict[str, Any]:
         """A cheap round trip: ``{"ok": True, ...}`` or raises ``StorageError``."""
+        ...
+
+    async def purge(self, *, before: Mapping[str, float], batch_size: int = 5000) -> dict[str, int]:
+        """Delete what is older than each cutoff (epoch seconds), in small batches.
+
+        Keys are event kinds (by event time), ``rollup:minute`` / ``rollup:hour`` /
+        ``rollup:day`` (by bucket start) and ``claims`` (periodic-job claims). Returns the
+        number of rows deleted per key.
+        """
+        ...
+
+    async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
+        """Delete every record carrying this user id; rows deleted per kind."""
+        ...
+
+    async def claim(self, job: str, period_start: int, holder: str) -> bool:
+        """Claim one period of a periodic job: True for exactly one caller per period,
+        across every process sharing this store."""
         ...

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from asgimon.events import Event
 from asgimon.rollups import Rollup, aggregate
 
 from .base import KINDS, WriteResult
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _drop(table: dict[K, V], doomed: list[K]) -> int:
+    for k in doomed:
+        del table[k]
+    return len(doomed)
 
 
 def _in_range(ts: float, start: float | None, end: float | None) -> bool:
@@ -25,6 +34,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._events: dict[str, dict[tuple[str, str], Event]] = {k: {} for k in KINDS}
         self._rollups: dict[tuple[str, str, str, int], Rollup] = {}
+        self._claims: dict[tuple[str, int], tuple[int, str]] = {}
         self.closed = False
 
     async def start(self) -> None:
@@ -110,3 +120,33 @@ class MemoryStorage:
 
     async def health(self) -> dict[str, Any]:
         return {"ok": not self.closed, "backend": "memory"}
+
+    async def purge(self, *, before: Mapping[str, float], batch_size: int = 5000) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        for key, cutoff in before.items():
+            if key.startswith("rollup:"):
+                res = key.split(":", 1)[1]
+                doomed = [k for k, r in self._rollups.items() if k[2] == res and k[3] < cutoff]
+                deleted[key] = _drop(self._rollups, doomed)
+            elif key == "claims":
+                deleted[key] = _drop(self._claims, [k for k in self._claims if k[1] < cutoff])
+            else:
+                table = self._events[key]
+                doomed_ev = [k for k, ev in table.items() if ev.timestamp < cutoff]
+                deleted[key] = _drop(table, doomed_ev)
+        return deleted
+
+    async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        for kind in ("api_call", "error"):
+            table = self._events[kind]
+            mine = [k for k, ev in table.items() if getattr(ev, "user_id", None) == user_id]
+            deleted[kind] = _drop(table, mine)
+        return deleted
+
+    async def claim(self, job: str, period_start: int, holder: str) -> bool:
+        key = (job, period_start)
+        if key in self._claims:
+            return False
+        self._claims[key] = (period_start, holder)
+        return True

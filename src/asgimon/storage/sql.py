@@ -11,14 +11,15 @@ UPSERT, histograms included, so a retried batch or a second worker never double 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import event, func, literal_column, select
+from sqlalchemy import delete, event, func, inspect, literal_column, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,6 +43,7 @@ from .base import WriteResult
 log = logging.getLogger("asgimon.storage")
 
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
+CLOSE_WAIT_S = 5.0
 
 OnConnect = Callable[[Any], None]
 
@@ -117,6 +119,9 @@ class SQLStorage:
         self._start_lock = asyncio.Lock()
         self._schema_ready = False
         self._file_id: tuple[int, int] | None = None
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -188,9 +193,8 @@ class SQLStorage:
         async with self._start_lock:
             if not self._schema_ready:
                 try:
-                    async with writer.begin() as conn:
-                        await conn.run_sync(s.metadata.create_all)
-                        await self._check_version(conn)
+                    async with self._in_use(writer), writer.begin() as conn:
+                        await self._prepare_schema(conn, upgrade=False)
                 except SchemaVersionError:
                     raise
                 except (SQLAlchemyError, OSError) as exc:
@@ -220,24 +224,88 @@ class SQLStorage:
             await self.close()
             raise StorageUnavailable(f"database file {self._sqlite_path} was deleted or replaced")
 
-    async def _check_version(self, conn: AsyncConnection) -> None:
+    async def _schema_version(self, conn: AsyncConnection) -> int | None:
+        has_table = await conn.run_sync(lambda sync: inspect(sync).has_table(s.schema_version.name))
+        if not has_table:
+            return None
         found = (await conn.execute(select(s.schema_version.c.version))).scalar_one_or_none()
+        return None if found is None else int(found)
+
+    async def _prepare_schema(self, conn: AsyncConnection, *, upgrade: bool) -> list[int]:
+        """Create a fresh schema, or check (and with ``upgrade``, migrate) an existing one."""
+        if self.dialect == "postgresql":
+            # Workers starting together on an empty database take turns here.
+            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72217001)")
+        found = await self._schema_version(conn)
         if found is None:
+            await conn.run_sync(s.metadata.create_all)
             row = {"id": 1, "version": s.SCHEMA_VERSION, "applied_at": us(time.time())}
-            # Another worker may be creating the same fresh database right now.
             await conn.execute(
                 self._insert(s.schema_version).values(**row).on_conflict_do_nothing()
             )
-        elif found != s.SCHEMA_VERSION:
+            return []
+        if found > s.SCHEMA_VERSION:
             raise SchemaVersionError(
-                f"database schema version {found} does not match this asgimon's "
+                f"database schema version {found} is newer than this asgimon's "
+                f"{s.SCHEMA_VERSION}: upgrade the asgimon package"
+            )
+        if found < s.SCHEMA_VERSION and not upgrade:
+            raise SchemaVersionError(
+                f"database schema version {found} is older than this asgimon's "
                 f"{s.SCHEMA_VERSION}: run `asgimon db upgrade`"
             )
+        applied = []
+        for version in range(found + 1, s.SCHEMA_VERSION + 1):
+            await conn.run_sync(s.MIGRATIONS[version])
+            applied.append(version)
+        if applied:
+            await conn.execute(
+                s.schema_version.update().values(version=applied[-1], applied_at=us(time.time()))
+            )
+        return applied
+
+    async def upgrade(self) -> list[int]:
+        """Bring the schema to this version of asgimon (``asgimon db upgrade``).
+
+        Returns the versions applied, in order; an empty list if there was nothing to do.
+        Runs in one transaction: a failed migration leaves the database as it was.
+        """
+        writer, _ = self._open()
+        try:
+            async with self._in_use(writer), writer.begin() as conn:
+                applied = await self._prepare_schema(conn, upgrade=True)
+        except SchemaVersionError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            await self.close()
+            raise StorageUnavailable(f"schema upgrade failed: {exc}") from exc
+        self._schema_ready = True
+        return applied
+
+    @contextlib.asynccontextmanager
+    async def _in_use(self, engine: AsyncEngine) -> AsyncIterator[None]:
+        """Marks a connection checked out, so close() can wait for it to come back."""
+        if engine is not self._writer and engine is not self._reader:
+            # close() ran since the caller took this engine: a connection made from it now
+            # would never be closed. The caller's retry gets the new engines.
+            raise StorageUnavailable("storage was closed and reopened; try again")
+        self._busy += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
 
     async def close(self) -> None:
         engines = {id(e): e for e in (self._writer, self._reader) if e is not None}
         self._writer = self._reader = None
         self._schema_ready = False
+        # Disposing an engine does not close the connections checked out of it: they would
+        # be dropped unclosed when returned. Give them a moment to come back first.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), CLOSE_WAIT_S)
         for engine in engines.values():
             await engine.dispose()
 
@@ -252,21 +320,27 @@ class SQLStorage:
         by_kind: dict[str, list[Event]] = {}
         for ev in events:
             by_kind.setdefault(ev.kind, []).append(ev)
+        fresh: list[Event] = []
         try:
-            async with writer.begin() as conn:
-                fresh: list[Event] = []
-                for kind, evs in by_kind.items():
-                    fresh.extend(await self._insert_new(conn, kind, evs, received))
-                # One lock order for every writer, or concurrent UPSERTs deadlock on PostgreSQL.
-                deltas = sorted(aggregate(fresh), key=lambda r: r.key)
-                if deltas:
-                    await conn.execute(self._rollup_upsert(), [rollup_row(d) for d in deltas])
+            async with self._in_use(writer), writer.connect() as conn:
+                try:
+                    async with conn.begin():
+                        for kind, evs in by_kind.items():
+                            fresh.extend(await self._insert_new(conn, kind, evs, received))
+                        # One lock order for every writer, or concurrent UPSERTs deadlock on
+                        # PostgreSQL.
+                        deltas = sorted(aggregate(fresh), key=lambda r: r.key)
+                        if deltas:
+                            rows = [rollup_row(d) for d in deltas]
+                            await conn.execute(self._rollup_upsert(), rows)
+                except Exception as exc:
+                    if not isinstance(classify(exc), StorageRejected):
+                        # A fresh connection next time picks up a healed store (permissions,
+                        # space, a restarted server); only this one is thrown away.
+                        await conn.invalidate()
+                    raise
         except Exception as exc:
-            error = classify(exc)
-            if not isinstance(error, StorageRejected):
-                # Fresh connections pick up a healed store (permissions, space, a new file).
-                await self.close()
-            raise error from exc
+            raise classify(exc) from exc
         await self._maybe_checkpoint()
         return WriteResult(inserted=len(fresh), duplicates=len(events) - len(fresh))
 
@@ -326,7 +400,7 @@ class SQLStorage:
             return
         writer, _ = self._open()
         try:
-            async with writer.connect() as conn:
+            async with self._in_use(writer), writer.connect() as conn:
                 # On the driver's own connection: inside a transaction the checkpoint can't finish.
                 raw = (await conn.get_raw_connection()).driver_connection
                 assert raw is not None
@@ -347,7 +421,7 @@ class SQLStorage:
     async def _fetch(self, stmt: Any) -> list[Row[Any]]:
         _, reader = self._open()
         try:
-            async with reader.connect() as conn:
+            async with self._in_use(reader), reader.connect() as conn:
                 return list(await conn.execute(stmt))
         except Exception as exc:
             raise classify(exc) from exc
@@ -437,3 +511,87 @@ class SQLStorage:
     async def health(self) -> dict[str, Any]:
         await self._fetch(select(1))
         return {"ok": True, "backend": self.dialect, "walBytes": self.wal_bytes()}
+
+    # -- retention, erasure, periodic work ---------------------------------------------
+
+    async def _delete_in_batches(
+        self, table: Any, key_cols: list[Any], cond: list[Any], batch_size: int
+    ) -> int:
+        """Delete matching rows a batch per transaction, so no lock is held for long."""
+        writer = await self._writable()
+        total = 0
+        while True:
+            chosen = select(*key_cols).where(*cond).limit(batch_size)
+            try:
+                async with self._in_use(writer), writer.begin() as conn:
+                    result = await conn.execute(delete(table).where(tuple_(*key_cols).in_(chosen)))
+            except Exception as exc:
+                raise classify(exc) from exc
+            total += result.rowcount
+            if result.rowcount < batch_size:
+                return total
+            await asyncio.sleep(0)  # let the recorder's writes in between batches
+
+    async def purge(self, *, before: Mapping[str, float], batch_size: int = 5000) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        projects = await self._all_projects()
+        for key, cutoff in before.items():
+            total = 0
+            if key.startswith("rollup:"):
+                t = s.rollups
+                keys = [t.c.project_id, t.c.resolution, t.c.series, t.c.bucket_start]
+                for project in projects:
+                    cond = [
+                        t.c.project_id == project,
+                        t.c.resolution == key.split(":", 1)[1],
+                        t.c.bucket_start < cutoff,
+                    ]
+                    total += await self._delete_in_batches(t, keys, cond, batch_size)
+            elif key == "claims":
+                t = s.job_claims
+                cond = [t.c.period_start < cutoff]
+                total = await self._delete_in_batches(
+                    t, [t.c.job, t.c.period_start], cond, batch_size
+                )
+            else:
+                t = s.EVENT_TABLES[key]
+                for project in projects:
+                    # Per project, so the (project_id, created_at) index finds the rows.
+                    cond = [t.c.project_id == project, t.c.created_at < us(cutoff)]
+                    total += await self._delete_in_batches(
+                        t, [t.c.project_id, t.c.id], cond, batch_size
+                    )
+            deleted[key] = total
+        return deleted
+
+    async def _all_projects(self) -> list[str]:
+        """Projects with rollups, plus those with only raw events (deployments just started)."""
+        found = set(await self.projects())
+        t = s.deployment_events
+        found.update(r[0] for r in await self._fetch(select(t.c.project_id).distinct()))
+        return sorted(found)
+
+    async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
+        deleted = {}
+        for kind in ("api_call", "error"):
+            t = s.EVENT_TABLES[kind]
+            deleted[kind] = await self._delete_in_batches(
+                t, [t.c.project_id, t.c.id], [t.c.user_id == user_id], batch_size
+            )
+        return deleted
+
+    async def claim(self, job: str, period_start: int, holder: str) -> bool:
+        writer = await self._writable()
+        t = s.job_claims
+        stmt = (
+            self._insert(t)
+            .values(job=job, period_start=period_start, holder=holder, claimed_at=us(time.time()))
+            .on_conflict_do_nothing()
+            .returning(t.c.job)
+        )
+        try:
+            async with self._in_use(writer), writer.begin() as conn:
+                won = (await conn.execute(stmt)).first() is not None
+        except Exception as exc:
+            raise classify(exc) from exc
+        return won

@@ -1,0 +1,105 @@
+"""Periodic jobs that run once per period across every worker and host sharing storage.
+
+Each period of each job is claimed in storage (``Storage.claim``: an insert that only one
+caller can win), and only the winner runs it. There is no leader to elect or lose: a worker
+that dies mid-job costs that one period, and the next period is claimed afresh. Periods
+are aligned on the wall clock, which all hosts share; waits between ticks use the
+monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .storage.base import Storage
+
+log = logging.getLogger("asgimon.scheduler")
+
+Job = Callable[[], Awaitable[object]]
+_TICK_S = 1.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    name: str
+    every: float
+    run: Job
+    last_period: int = -1
+    runs: int = 0
+    failures: int = 0
+    last_error: str | None = field(default=None)
+
+
+class Scheduler:
+    """Runs registered jobs, each once per ``every`` seconds across all workers."""
+
+    def __init__(self, storage: Storage, *, tick: float = _TICK_S) -> None:
+        self.storage = storage
+        self.tick = tick
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._jobs: dict[str, _Entry] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def every(self, name: str, seconds: float, run: Job) -> None:
+        """Register ``run`` to happen once per ``seconds`` (at least 1) under ``name``."""
+        if seconds < 1:
+            raise ValueError(f"a periodic job runs at most once a second, not every {seconds}s")
+        self._jobs[name] = _Entry(name, seconds, run)
+
+    def runs(self, name: str) -> int:
+        """How many periods of ``name`` this process has run."""
+        return self._jobs[name].runs
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="asgimon-scheduler")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Let a running job finish (up to ``timeout``), then stop ticking."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        self._stopping.clear()
+        while not self._stopping.is_set():
+            for entry in list(self._jobs.values()):
+                if self._stopping.is_set():
+                    return
+                await self._maybe_run(entry, time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.tick)
+
+    async def _maybe_run(self, entry: _Entry, now: float) -> None:
+        period = int(now // entry.every * entry.every)
+        if period <= entry.last_period:
+            return
+        entry.last_period = period
+        try:
+            if not await self.storage.claim(entry.name, period, self.holder):
+                return
+        except Exception as exc:  # storage down: skip this period, try the next
+            log.warning("asgimon: could not claim %s: %r", entry.name, exc)
+            return
+        try:
+            await entry.run()
+            entry.runs += 1
+        except Exception as exc:
+            entry.failures += 1
+            entry.last_error = repr(exc)[:300]
+            log.warning("asgimon: periodic job %s failed: %r", entry.name, exc)
