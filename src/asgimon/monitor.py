@@ -30,6 +30,15 @@ log = logging.getLogger("asgimon")
 
 Timestamp = datetime | float | int | None
 CLOCK_JUMP_S = 300.0
+HEALTH_TIMEOUT_S = 2.0
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned task's outcome so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 ScopeResolver = Callable[[Scope], str | None]
 
 
@@ -92,6 +101,7 @@ class Monitor:
         self.started = False
         self.storage_error: str | None = None
         self._start_task: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     @classmethod
     def from_env(
@@ -133,10 +143,15 @@ class Monitor:
         if not self.started:
             return
         self.started = False
-        await self.scheduler.stop()
-        await self.recorder.stop()
+        # All of it within shutdown_timeout (plus the recorder's margin for a hung write):
+        # a store that hangs must not hold the host's shutdown hostage.
+        budget = self.settings.shutdown_timeout
+        deadline = time.monotonic() + budget
+        await self.scheduler.stop(timeout=min(0.5, budget / 4))
+        await self.recorder.stop(timeout=max(0.0, deadline - time.monotonic() - 0.25))
         try:
-            await self.storage.close()
+            async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
+                await self.storage.close()
         except Exception as exc:
             log.warning("asgimon: closing storage failed: %r", exc)
 
@@ -447,10 +462,22 @@ class Monitor:
     async def health(self) -> dict[str, Any]:
         """Recorder ledger and storage state, as served at ``{mount}/api/health``."""
         stats = self.stats()
-        try:
-            storage: dict[str, Any] = await asyncio.wait_for(self.storage.health(), 2.0)
-        except Exception as exc:
+        probe = asyncio.ensure_future(self.storage.health())
+        # Not wait_for: it waits for the cancelled call to unwind, and a hung driver can
+        # take seconds to. The probe is left to finish (or fail) on its own.
+        await asyncio.wait({probe}, timeout=HEALTH_TIMEOUT_S)
+        storage: dict[str, Any]
+        if not probe.done():
+            probe.cancel()
+            self._abandoned.add(probe)  # held until done, or asyncio may collect it pending
+            probe.add_done_callback(_consume)
+            probe.add_done_callback(self._abandoned.discard)
+            storage = {"ok": False, "error": f"no answer within {HEALTH_TIMEOUT_S:g} s"}
+        elif probe.exception() is not None:
+            exc = probe.exception()
             storage = {"ok": False, "error": str(exc)[:500] or type(exc).__name__}
+        else:
+            storage = probe.result()
         degraded = not storage.get("ok") or (
             stats.dropped_total > 0 and stats.last_error is not None
         )

@@ -37,6 +37,7 @@ DROP_REASONS = (
 API_CALL_SIZE = 400  # bytes a queued request record holds, roughly; for the byte cap
 _LOG_EVERY_S = 10.0
 _FULL_ATTEMPTS = 3
+STOP_MARGIN_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ class Recorder:
         self._wake: asyncio.Event | None = None
         self._loop_thread: int | None = None
         self._stop_by: float | None = None
+        self._stopped = False
+        self._current: tuple[asyncio.Task[Any] | None, list[Event], set[int]] | None = None
         self._flush_lock = asyncio.Lock()
         # Trackers in sync code may record from a thread pool; the counters must stay exact.
         self._lock = threading.Lock()
@@ -156,6 +159,7 @@ class Recorder:
         if self.running:
             return
         self._stop_by = None
+        self._stopped = False
         self._wake = asyncio.Event()
         self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._run(), name="asgimon-recorder")
@@ -173,17 +177,20 @@ class Recorder:
         if self._wake is not None:
             self._wake.set()
         try:
-            # The flush loop honours _stop_by itself; the margin covers a write that hangs.
-            await asyncio.wait_for(asyncio.shield(task), timeout + 1.0)
+            # The flush loop honours _stop_by itself; this covers a write that hangs.
+            await asyncio.wait_for(asyncio.shield(task), timeout + STOP_MARGIN_S)
         except TimeoutError:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A write stuck in a hung driver may take a while to unwind; don't wait for it.
+            await asyncio.wait({task}, timeout=STOP_MARGIN_S)
+            if not task.done():
+                self._abandon_current(task)
         except asyncio.CancelledError:
             task.cancel()
             raise
         finally:
             self._task = None
+            self._stopped = True
             # In-flight batches are not counted here: a cancelled one was put back in the
             # queue, and one written by a concurrent flush() settles its own events.
             with self._lock:
@@ -194,6 +201,17 @@ class Recorder:
                 self._bytes = 0
             if left:
                 log.warning("asgimon: flush timed out at shutdown, dropped %d events", left)
+
+    def _abandon_current(self, task: asyncio.Task[None]) -> None:
+        """The flush task is stuck in a write: its batch is lost to the shutdown.
+
+        Marked settled here, so that if the write unwinds later it is not counted twice.
+        """
+        current = self._current
+        if current is None or current[0] is not task:
+            return
+        _, batch, settled = current
+        self._settle([ev for ev in batch if id(ev) not in settled], "shutdown_timeout", settled)
 
     async def flush(self) -> None:
         """Write everything queued now (used by tests and at shutdown)."""
@@ -237,14 +255,19 @@ class Recorder:
                 self._settle([], "internal_error", set(), count=1)
                 self.count_internal_error(exc, "converting a request record")
         settled: set[int] = set()
+        self._current = (asyncio.current_task(), batch, settled)
         try:
             await self._write(batch, settled)
         except asyncio.CancelledError:
-            # Put back what is not settled: if the write did commit, the store is idempotent
-            # and a later attempt counts those events as duplicates, once.
             back = [
                 (ev, sz) for ev, sz in zip(batch, kept_sizes, strict=True) if id(ev) not in settled
             ]
+            if self._stopped:
+                # stop() has already settled the queue: these are lost to the shutdown.
+                self._settle([ev for ev, _ in back], "shutdown_timeout", settled)
+                raise
+            # Put back what is not settled: if the write did commit, the store is idempotent
+            # and a later attempt counts those events as duplicates, once.
             with self._lock:
                 for ev, sz in reversed(back):
                     self._queue.appendleft(ev)
@@ -252,6 +275,8 @@ class Recorder:
                     self._bytes += sz
                 self._in_flight -= len(back)
             raise
+        finally:
+            self._current = None
 
     async def _write(self, batch: list[Event], settled: set[int]) -> None:
         if not batch:

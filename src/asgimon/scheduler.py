@@ -72,8 +72,8 @@ class Scheduler:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A job stuck in a hung driver may take long to unwind; don't wait for it.
+            await asyncio.wait({task}, timeout=min(timeout, 0.25))
 
     async def _loop(self) -> None:
         self._stopping.clear()
