@@ -117,14 +117,23 @@ class PgCluster:
         """
         base = Path(tempfile.mkdtemp(prefix="asgimon-pg-"))
         cluster = cls(base, free_port(), max_connections)
-        cluster.sockets.mkdir()
-        for path in (base, cluster.sockets):
+        try:
+            cluster._initdb()
+            cluster.start()
+        except BaseException:
+            cluster.destroy()
+            raise
+        return cluster
+
+    def _initdb(self) -> None:
+        self.sockets.mkdir()
+        for path in (self.base, self.sockets):
             _chown(path)
-        cluster._run(
+        self._run(
             [
                 str(PG_BIN / "initdb"),
                 "-D",
-                str(cluster.data),
+                str(self.data),
                 "-A",
                 "trust",
                 "-U",
@@ -136,13 +145,13 @@ class PgCluster:
             ]
         )
         settings = {
-            "port": cluster.port,
+            "port": self.port,
             "listen_addresses": "'127.0.0.1'",
-            "unix_socket_directories": f"'{cluster.sockets}'",
+            "unix_socket_directories": f"'{self.sockets}'",
             "fsync": "off",
             "full_page_writes": "off",
             "shared_buffers": "'16MB'",
-            "max_connections": max_connections,
+            "max_connections": self.max_connections,
             # Every client here is a superuser: reserved slots would make "full" unreachable.
             "superuser_reserved_connections": 0,
             "max_wal_senders": 0,
@@ -151,11 +160,9 @@ class PgCluster:
             "log_min_messages": "warning",
             "log_line_prefix": "'%m [%p] %a '",
         }
-        with (cluster.data / "postgresql.conf").open("a") as conf:
+        with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# asgimon fault tests\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-        cluster.start()
-        return cluster
 
     def _run(self, argv: Sequence[str], timeout: float = 60) -> None:
         done = subprocess.run(

@@ -561,6 +561,7 @@ async def test_f11_hung_store_never_blocks_shutdown(
             written_before = monitor.stats().written
             assert written_before == len(warm)
 
+            # Soon after start-up, as at any hour's purge: the scheduler's job hangs as well.
             hang()
             run = await drive(app)
             assert_host_unaffected(control, run)
@@ -569,7 +570,6 @@ async def test_f11_hung_store_never_blocks_shutdown(
                 health = await admin.get("/analytics/api/health")
                 health_s = time.monotonic() - t0
             assert health.status_code == 503, health.text
-            assert health_s < 3.0, f"health waited {health_s:.1f}s on a hung store"
             await asyncio.sleep(0.5)  # the writer is now inside a write nobody will answer
 
             t0 = time.monotonic()
@@ -600,6 +600,8 @@ async def test_f11_hung_store_never_blocks_shutdown(
     assert shutdown_s <= SHUTDOWN_TIMEOUT_S + SHUTDOWN_MARGIN_S, (
         f"monitor.stop() took {shutdown_s:.1f}s with shutdown_timeout={SHUTDOWN_TIMEOUT_S}s"
     )
+    # The health check bounds its storage probe at 2 s; 1 s of margin.
+    assert health_s < 3.0, f"health waited {health_s:.1f}s on a hung store"
     assert not loop_errors
 
 

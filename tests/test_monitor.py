@@ -242,6 +242,8 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "errors",
         "events",
         "histogram",
+        "retention",
+        "scheduler",
         "middleware",
         "monitor",
         "recorder",

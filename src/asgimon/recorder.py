@@ -106,6 +106,9 @@ class Recorder:
         self._loop_thread: int | None = None
         self._stop_by: float | None = None
         self._stopped = False
+        self._first_backoff = min(0.05, retry_backoff_max)
+        self._backoff = self._first_backoff
+        self._failing = False
         self._current: tuple[asyncio.Task[Any] | None, list[Event], set[int]] | None = None
         self._flush_lock = asyncio.Lock()
         # Trackers in sync code may record from a thread pool; the counters must stay exact.
@@ -282,31 +285,37 @@ class Recorder:
         if not batch:
             return
         started = time.monotonic()
-        delay = min(0.05, self.retry_backoff_max)
         attempts = 0
         while True:
+            if self._failing:
+                # The backoff belongs to the store, not to the batch: a new batch does not
+                # start hammering a store that failed the last one.
+                await self._sleep(self._backoff * (0.5 + random.random()))
+                self._backoff = min(self._backoff * 2, self.retry_backoff_max)
             attempts += 1
             try:
                 result = await self.storage.write(batch)
             except StorageRejected as exc:
+                self._failing = False
                 await self._bisect(batch, exc, settled)
                 return
             except StorageError as exc:
+                self._failing = True
                 self._note_error(exc)
-                out_of_time = time.monotonic() + delay - started > self.retry_deadline
+                out_of_time = time.monotonic() + self._backoff - started > self.retry_deadline
                 gave_up = isinstance(exc, StorageFull) and attempts >= _FULL_ATTEMPTS
                 if out_of_time or gave_up or self._past_stop():
                     self._settle(batch, exc.reason, settled)
                     self._warn(exc.reason, f"storage failed, dropped {len(batch)} events: {exc}")
                     return
                 self._retries += 1
-                await self._sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.retry_backoff_max)
                 continue
             except Exception as exc:
                 self._settle(batch, "internal_error", settled)
                 self.count_internal_error(exc, "storage.write")
                 return
+            self._failing = False
+            self._backoff = self._first_backoff
             with self._lock:
                 self._written += result.inserted
                 self._duplicates += result.duplicates

@@ -29,7 +29,6 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from asgimon import histogram
 from asgimon.errors import (
     SchemaVersionError,
-    StorageRejected,
     StorageUnavailable,
 )
 from asgimon.events import Event
@@ -135,7 +134,8 @@ class SQLStorage:
                 pool_pre_ping=True,
                 connect_args={
                     "timeout": 2.0,
-                    "command_timeout": 10.0,
+                    # The server's statement_timeout is no help when the server itself hangs.
+                    "command_timeout": 5.0,
                     "server_settings": {
                         "application_name": "asgimon",
                         "statement_timeout": "5000",
@@ -334,7 +334,7 @@ class SQLStorage:
                             rows = [rollup_row(d) for d in deltas]
                             await conn.execute(self._rollup_upsert(), rows)
                 except Exception as exc:
-                    if not isinstance(classify(exc), StorageRejected):
+                    if isinstance(classify(exc), StorageUnavailable):
                         # A fresh connection next time picks up a healed store (permissions,
                         # space, a restarted server); only this one is thrown away.
                         await conn.invalidate()
