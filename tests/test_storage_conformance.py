@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from dataclasses import asdict
@@ -230,3 +231,57 @@ async def test_projects_and_health(storage: Storage) -> None:
     await storage.write(one_of_each(T0, "b") + one_of_each(T0, "a"))
     assert await storage.projects() == ["a", "b"]
     assert (await storage.health())["ok"] is True
+
+
+async def test_purge_deletes_only_what_is_older_than_each_cutoff(storage: Storage) -> None:
+    old, new = T0 + 10, T0 + 2 * 86400 + 10
+    await storage.write(one_of_each(old) + one_of_each(new) + one_of_each(old, "p2"))
+    cutoff = T0 + 86400
+    deleted = await storage.purge(
+        before={
+            "api_call": cutoff,
+            "error": cutoff,
+            "domain": T0,  # nothing is older than this
+            "rollup:minute": cutoff,
+            "rollup:hour": cutoff,
+        },
+        batch_size=1,  # many small batches must still delete everything they should
+    )
+    assert deleted["api_call"] == 2
+    assert deleted["error"] == 2
+    assert deleted["domain"] == 0
+    assert deleted["rollup:minute"] > 0
+    assert await storage.count("api_call") == 1
+    assert await storage.count("error") == 1
+    assert await storage.count("domain") == 3
+    assert await storage.count("deployment") == 3
+    for resolution in ("minute", "hour"):
+        rows = await storage.rollups(
+            project_id="p1", resolution=resolution, start=0, end=new + 86400
+        )
+        assert rows
+        assert all(r.bucket_start >= cutoff for r in rows)
+    days = await storage.rollups(project_id="p1", resolution="day", start=0, end=new + 86400)
+    assert {r.bucket_start for r in days} == {T0, T0 + 2 * 86400}
+
+
+async def test_forget_user_erases_every_record_carrying_the_id(storage: Storage) -> None:
+    await storage.write(one_of_each(T0) + one_of_each(T0 + 60, "p2"))
+    other = ApiCall(project_id="p1", timestamp=T0, user_id="u-2", duration_ms=1.0, total_ms=1.0)
+    await storage.write([other])
+    deleted = await storage.forget_user("u-1")
+    assert deleted["api_call"] == 2
+    assert deleted["error"] == 2
+    remaining = await storage.events("api_call")
+    assert [c.user_id for c in remaining] == ["u-2"]  # type: ignore[attr-defined]
+    assert await storage.count("error") == 0
+    assert await storage.count("deployment") == 2
+    assert await storage.forget_user("u-1") == {"api_call": 0, "error": 0}
+
+
+async def test_each_period_of_a_job_is_claimed_once(storage: Storage) -> None:
+    results = await asyncio.gather(*(storage.claim("purge", 3600, f"w{i}") for i in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
+    assert await storage.claim("purge", 7200, "w1") is True
+    assert await storage.claim("alerts", 3600, "w1") is True
+    assert await storage.claim("purge", 7200, "w2") is False

@@ -33,6 +33,15 @@ CLOCK_JUMP_S = 300.0
 HEALTH_TIMEOUT_S = 2.0
 
 
+def _storage_options(settings: Settings) -> dict[str, Any]:
+    scheme = settings.storage_url.partition("://")[0].lower()
+    if scheme.startswith("sqlite"):
+        return {"busy_timeout": settings.sqlite_busy_timeout}
+    if scheme.startswith("redis"):
+        return {"retention_hours": settings.redis_retention_hours}
+    return {}
+
+
 def _consume(task: asyncio.Future[Any]) -> None:
     """Retrieve an abandoned task's outcome so asyncio does not log it as never retrieved."""
     if not task.cancelled():
@@ -73,12 +82,7 @@ class Monitor:
             settings = settings.replace(**overrides)
         self.settings = settings
         if storage is None:
-            options = (
-                {}
-                if settings.storage_url.startswith("memory")
-                else {"busy_timeout": settings.sqlite_busy_timeout}
-            )
-            storage = storage_from_url(settings.storage_url, **options)
+            storage = storage_from_url(settings.storage_url, **_storage_options(settings))
         self.storage = storage
         self.user_resolver = user_resolver
         self.project_resolver = project_resolver

@@ -29,6 +29,8 @@ STORAGE_SCHEMES = (
     "postgres",
     "postgresql",
     "postgresql+asyncpg",
+    "redis",
+    "rediss",
 )
 
 DEFAULT_EXCLUDE_PATHS = (
@@ -91,6 +93,8 @@ def _is_storage_url(v: Any) -> bool:
         return False
     if scheme == "memory":
         return v.lower() == "memory://"
+    if scheme.startswith("redis"):
+        return len(v) > len(scheme) + 3
     try:
         url = make_url(v)
         _ = url.port  # a port that is not a number raises here, not at the first connection
@@ -163,7 +167,8 @@ class Settings:
         str.strip,
         (
             _is_storage_url,
-            "memory://, sqlite:///path/to/file.db or postgresql://user@host:port/db "
+            "memory://, sqlite:///path/to/file.db, postgresql://user@host:port/db or "
+            "redis://host:port/db "
             "(schemes: " + ", ".join(STORAGE_SCHEMES) + ")",
         ),
     )

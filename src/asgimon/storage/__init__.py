@@ -36,4 +36,14 @@ def storage_from_url(url: str, **options: Any) -> Storage:
             return SQLStorage(url, **options)
         except ValueError as exc:
             raise ConfigError("ANALYTICS_STORAGE_URL", url, str(exc)) from None
-    raise ConfigError("ANALYTICS_STORAGE_URL", url, "memory://, sqlite:///path or postgresql://…")
+    if scheme in ("redis", "rediss"):
+        try:
+            from .redis import RedisStorage
+        except ImportError:
+            raise ConfigError(
+                "ANALYTICS_STORAGE_URL", url, "installed extras: pip install 'asgimon[redis]'"
+            ) from None
+        return RedisStorage(url, **options)
+    raise ConfigError(
+        "ANALYTICS_STORAGE_URL", url, "memory://, sqlite:///path, postgresql://… or redis://…"
+    )

@@ -102,6 +102,7 @@ class SQLStorage:
         busy_timeout: float = 5.0,
         on_connect: OnConnect | None = None,
         pool_size: int = 4,
+        schema: str | None = None,
     ) -> None:
         self.url = normalise_url(url)
         if self.url.startswith("sqlite") and sqlite_path(self.url) is None:
@@ -110,6 +111,9 @@ class SQLStorage:
         self.busy_timeout = busy_timeout
         self._on_connect = on_connect
         self._pool_size = pool_size
+        if schema is not None and not schema.isidentifier():
+            raise ValueError(f"schema {schema!r} is not a plain identifier")
+        self.schema = schema
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._sqlite_path = sqlite_path(self.url) if self.dialect == "sqlite" else None
@@ -139,6 +143,8 @@ class SQLStorage:
                     "server_settings": {
                         "application_name": "asgimon",
                         "statement_timeout": "5000",
+                        # asgimon's tables in a schema of their own, if asked for one.
+                        **({"search_path": self.schema} if self.schema else {}),
                     },
                 },
             )
@@ -196,6 +202,7 @@ class SQLStorage:
                     async with self._in_use(writer), writer.begin() as conn:
                         await self._prepare_schema(conn, upgrade=False)
                 except SchemaVersionError:
+                    await self.close()
                     raise
                 except (SQLAlchemyError, OSError) as exc:
                     # Whatever the driver says (permissions, a racing worker creating the
@@ -275,6 +282,7 @@ class SQLStorage:
             async with self._in_use(writer), writer.begin() as conn:
                 applied = await self._prepare_schema(conn, upgrade=True)
         except SchemaVersionError:
+            await self.close()
             raise
         except (SQLAlchemyError, OSError) as exc:
             await self.close()

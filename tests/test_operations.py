@@ -1,0 +1,175 @@
+"""Schema upgrades, retention, erasure and periodic jobs, as operators use them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from asgimon import ApiCall, DomainEvent, ErrorEvent, MemoryStorage, Monitor
+from asgimon.errors import SchemaVersionError
+from asgimon.scheduler import Scheduler
+from asgimon.storage._schema import SCHEMA_VERSION
+from asgimon.storage.sql import SQLStorage
+
+DAY = 86_400.0
+
+
+def make_v1(path: Path) -> None:
+    """A database as version 1 left it: every table but the job claims."""
+    import asyncio
+
+    async def create() -> None:
+        storage = SQLStorage(f"sqlite:///{path}")
+        await storage.start()
+        await storage.close()
+
+    asyncio.run(create())
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE asgimon_job_claims")
+        db.execute("UPDATE asgimon_schema_version SET version = 1")
+
+
+def asgimon_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asgimon.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    make_v1(db)
+    env = {"ANALYTICS_STORAGE_URL": f"sqlite:///{db}"}
+
+    check = asgimon_cli("check", env=env)
+    assert check.returncode == 1
+    assert "run `asgimon db upgrade`" in check.stdout
+
+    done = asgimon_cli("db", "upgrade", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"upgraded": [2]}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM asgimon_job_claims").fetchone() == (0,)
+
+    again = asgimon_cli("db", "upgrade", env=env)
+    assert json.loads(again.stdout) == {"upgraded": []}
+    assert asgimon_cli("check", env=env).returncode == 0
+
+
+async def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    storage = SQLStorage(f"sqlite:///{db}")
+    await storage.start()
+    await storage.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE asgimon_schema_version SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaVersionError, match="upgrade the asgimon package"):
+        await SQLStorage(f"sqlite:///{db}").start()
+
+
+def test_purge_and_forget_from_the_command_line(tmp_path: Path) -> None:
+    import asyncio
+
+    db = tmp_path / "ops.db"
+    now = time.time()
+
+    async def fill() -> None:
+        storage = SQLStorage(f"sqlite:///{db}")
+        await storage.start()
+        await storage.write(
+            [
+                ApiCall(timestamp=now - 20 * DAY, user_id="alice", duration_ms=1, total_ms=1),
+                ApiCall(timestamp=now - 1 * DAY, user_id="alice", duration_ms=1, total_ms=1),
+                ApiCall(timestamp=now - 1 * DAY, user_id="bob", duration_ms=1, total_ms=1),
+                ErrorEvent(timestamp=now - 1 * DAY, fingerprint="f", user_id="alice"),
+                DomainEvent(timestamp=now - 20 * DAY, domain="x.com"),
+            ]
+        )
+        await storage.close()
+
+    asyncio.run(fill())
+    env = {"ANALYTICS_STORAGE_URL": f"sqlite:///{db}", "METRICS_RETENTION_DAYS": "10"}
+    purged = asgimon_cli("purge", env=env)
+    assert purged.returncode == 0, purged.stderr
+    deleted = json.loads(purged.stdout)["deleted"]
+    assert (deleted["api_call"], deleted["domain"], deleted["error"]) == (1, 1, 0)
+
+    forgot = asgimon_cli("forget", "--user", "alice", env=env)
+    assert forgot.returncode == 0, forgot.stderr
+    assert json.loads(forgot.stdout)["deleted"] == {"api_call": 1, "error": 1}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT user_id FROM asgimon_api_calls").fetchall() == [("bob",)]
+
+    bad = asgimon_cli("forget", "--user", "", env=env)
+    assert bad.returncode == 2
+    assert "user_id must be" in bad.stderr
+
+
+def test_a_bad_setting_stops_the_command_with_its_name() -> None:
+    result = asgimon_cli("check", env={"METRICS_RETENTION_DAYS": "forever"})
+    assert result.returncode == 2
+    assert "METRICS_RETENTION_DAYS='forever' is invalid" in result.stderr
+
+
+async def test_each_job_runs_once_per_period_across_schedulers_sharing_a_store() -> None:
+    storage = MemoryStorage()
+    runs: list[str] = []
+    schedulers = [Scheduler(storage, tick=0.05) for _ in range(4)]
+    for i, scheduler in enumerate(schedulers):
+        scheduler.holder = f"w{i}"
+
+        async def job(name: str = scheduler.holder) -> None:
+            runs.append(name)
+
+        scheduler.every("probe", 1, job)
+    started = time.time()
+    for scheduler in schedulers:
+        await scheduler.start()
+    import asyncio
+
+    await asyncio.sleep(3.2)
+    for scheduler in schedulers:
+        await scheduler.stop()
+    periods = int(time.time()) - int(started) + 1
+    assert periods - 1 <= len(runs) <= periods
+    assert sum(s.runs("probe") for s in schedulers) == len(runs)
+
+
+async def test_the_monitor_purges_by_the_retention_settings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = MemoryStorage()
+    now = time.time()
+    await storage.write(
+        [
+            ApiCall(timestamp=now - 5 * DAY, duration_ms=1, total_ms=1),
+            ApiCall(timestamp=now - 1 * DAY, duration_ms=1, total_ms=1),
+            ErrorEvent(timestamp=now - 3 * DAY, fingerprint="f"),
+        ]
+    )
+    monitor = Monitor(
+        storage=storage,
+        metrics_retention_days=2,
+        error_log_retention_days=2,
+        minute_rollup_retention_days=1,
+    )
+    deleted = await monitor.purge()
+    assert (deleted["api_call"], deleted["error"]) == (1, 1)
+    assert deleted["rollup:minute"] >= 1
+    assert await storage.count("api_call") == 1
+    monitor._last_purge = (time.time() - 7200, time.monotonic())  # the clock jumped 2 h
+    with caplog.at_level(logging.WARNING, logger="asgimon"):
+        await monitor.purge()
+    assert "clock jump detected" in caplog.text
