@@ -83,7 +83,13 @@ class Scheduler:
                     return
                 await self._maybe_run(entry, time.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.tick)
+                await asyncio.wait_for(self._stopping.wait(), self._until_next_period())
+
+    def _until_next_period(self) -> float:
+        """Wake just after the next period begins, so a slow tick never skips a period."""
+        now = time.time()
+        starts = [(now // e.every + 1) * e.every for e in self._jobs.values()]
+        return max(0.0, min([self.tick, *(start - now + 0.005 for start in starts)]))
 
     async def _maybe_run(self, entry: _Entry, now: float) -> None:
         period = int(now // entry.every * entry.every)
