@@ -43,7 +43,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 SEP = "\x1f"
 # Replies that say the server cannot take writes now, not that the data is bad.
-_UNAVAILABLE = ("OOM", "READONLY", "NOAUTH", "WRONGPASS", "LOADING", "BUSY", "MASTERDOWN")
+_UNAVAILABLE = (
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    redis_errors.BusyLoadingError,
+    redis_errors.NoPermissionError,
+    redis_errors.TryAgainError,
+)
 _FIELDS: dict[str, tuple[str, ...]] = {
     kind: tuple(f.name for f in dataclasses.fields(cls)) for kind, cls in EVENT_TYPES.items()
 }
@@ -103,12 +110,15 @@ return inserted
 
 
 def _classify(exc: BaseException) -> StorageError:
+    """Only an error raised inside the write script can be about the data itself."""
     text = str(exc)
-    if isinstance(exc, redis_errors.ResponseError):
-        if text.upper().startswith(_UNAVAILABLE):
-            return StorageUnavailable(f"redis: {text}")
-        return StorageRejected(f"redis: {text}")
-    return StorageUnavailable(f"redis: {type(exc).__name__}: {text}")
+    # redis-py moves the reply's code (OOM, READONLY…) out of the message: put it back.
+    code = getattr(exc, "status_code", None) or type(exc).__name__
+    message = f"redis: {code}: {text}"
+    script_error = "script" in text.lower()
+    if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, _UNAVAILABLE):
+        return StorageRejected(message) if script_error else StorageUnavailable(message)
+    return StorageUnavailable(message)
 
 
 def _encode(ev: Event) -> str:
