@@ -8,6 +8,8 @@ which rollup series it feeds, with which value, and whether it counts as an erro
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +35,12 @@ SEVERITIES = frozenset({"low", "medium", "high", "critical"})
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A UUIDv7: time-ordered, so new rows append to the primary-key index."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (2**62 - 1)
+    return str(uuid.UUID(int=value))
 
 
 @dataclass(slots=True, kw_only=True)

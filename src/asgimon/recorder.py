@@ -10,7 +10,6 @@ ledger's columns: ``written``, ``duplicates`` (already stored by an earlier atte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import threading
@@ -216,10 +215,10 @@ class Recorder:
         _, batch, settled = current
         self._settle([ev for ev in batch if id(ev) not in settled], "shutdown_timeout", settled)
 
-    async def flush(self) -> None:
+    async def flush(self, *, full_batches_only: bool = False) -> None:
         """Write everything queued now (used by tests and at shutdown)."""
         async with self._flush_lock:
-            while self._queue:
+            while len(self._queue) >= (self.batch_size if full_batches_only else 1):
                 await self._flush_batch()
 
     # -- the background task ---------------------------------------------------------
@@ -227,12 +226,18 @@ class Recorder:
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
+            partial_too = True
             if self._stop_by is None:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                    # Woken by a full batch: write full batches only, and leave what trickles
+                    # in meanwhile for the tick, or steady traffic makes many tiny ones.
+                    partial_too = False
+                except TimeoutError:
+                    pass
                 self._wake.clear()
             try:
-                await self.flush()
+                await self.flush(full_batches_only=not partial_too)
             except Exception as exc:  # a bug here must not kill the loop
                 self.count_internal_error(exc, "flush")
             if self._stop_by is not None and (not self._queue or self._past_stop()):
