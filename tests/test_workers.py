@@ -77,7 +77,9 @@ async def _worker_pids(base_url: str, want: int, timeout: float) -> set[str]:
 
 
 @contextlib.asynccontextmanager
-async def uvicorn_server(tmp_path: Path, db: Path, *, workers: int) -> AsyncIterator[Server]:
+async def uvicorn_server(
+    tmp_path: Path, db: Path, *, workers: int, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Server]:
     """``uvicorn tests.apps.worker_app:create_app --factory`` on a free loopback port.
 
     Killed (its whole process group, which this test created) if the test fails before
@@ -90,6 +92,7 @@ async def uvicorn_server(tmp_path: Path, db: Path, *, workers: int) -> AsyncIter
         "ANALYTICS_FLUSH_INTERVAL": "0.2",
         "RATE_LIMIT_ENABLED": "false",
         "ALERTS_ENABLED": "false",
+        **(extra_env or {}),
     }
     log = tmp_path / "uvicorn.log"
     with _log_file(log) as out:
@@ -277,3 +280,33 @@ async def test_background_task_counts_in_total_not_duration(tmp_path: Path) -> N
         assert duration_ms < BACKGROUND_S * 1000 / 2, rows
         assert total_ms >= BACKGROUND_S * 1000 - 5, rows
         assert total_ms - duration_ms >= BACKGROUND_S * 1000 - 5, rows
+
+
+async def test_two_workers_on_redis_count_exactly(tmp_path: Path) -> None:
+    """The same load on the Redis store: its Lua writes merge both workers exactly."""
+    from asgimon.storage.redis import RedisStorage
+
+    from .conftest import REDIS_URL, redis_prefix
+
+    n = 4000
+    async for prefix in redis_prefix():
+        env = {"ANALYTICS_STORAGE_URL": REDIS_URL, "ANALYTICS_REDIS_KEY_PREFIX": prefix}
+        async with uvicorn_server(
+            tmp_path, tmp_path / "unused.db", workers=2, extra_env=env
+        ) as server:
+            async with asyncio.timeout(120):
+                report = await send_items(server.base_url, n)
+            await sigterm_and_wait(server)
+        assert report.statuses == Counter({200: n}), server.output()
+        assert len(report.by_worker) == 2, report.by_worker
+        store = RedisStorage(REDIS_URL, prefix=prefix)
+        try:
+            assert await store.count("api_call") == n
+            now = time.time()
+            for resolution in ("minute", "hour", "day"):
+                rows = await store.rollups(
+                    project_id="default", resolution=resolution, start=0, end=now + 86_400
+                )
+                assert sum(r.count for r in rows if r.series.endswith(ITEMS_ENDPOINT)) == n
+        finally:
+            await store.close()

@@ -38,7 +38,10 @@ def _storage_options(settings: Settings) -> dict[str, Any]:
     if scheme.startswith("sqlite"):
         return {"busy_timeout": settings.sqlite_busy_timeout}
     if scheme.startswith("redis"):
-        return {"retention_hours": settings.redis_retention_hours}
+        return {
+            "retention_hours": settings.redis_retention_hours,
+            "prefix": settings.redis_key_prefix,
+        }
     return {}
 
 

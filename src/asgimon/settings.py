@@ -132,6 +132,10 @@ def _is_project_id(v: Any) -> bool:
     return isinstance(v, str) and 0 < len(v) <= 128 and v.isprintable()
 
 
+def _is_key_prefix(v: Any) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= 64 and all(c.isalnum() or c in "-_." for c in v)
+
+
 def _is_paths(v: Any) -> bool:
     return isinstance(v, tuple) and all(
         isinstance(p, str) and p.startswith("/") and len(p) <= 500 for p in v
@@ -230,6 +234,12 @@ class Settings:
     )
     redis_retention_hours: int = _setting(
         "ANALYTICS_REDIS_RETENTION_HOURS", 24, int, _int_at_least(1)
+    )
+    redis_key_prefix: str = _setting(
+        "ANALYTICS_REDIS_KEY_PREFIX",
+        "asgimon",
+        str.strip,
+        (_is_key_prefix, "1 to 64 letters, digits, '-', '_' or '.'"),
     )
     purge_interval: float = _setting(
         "ANALYTICS_PURGE_INTERVAL", 3600.0, float, _float_between(1, 7 * 86_400)
