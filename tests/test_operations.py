@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from asgimon import ApiCall, DomainEvent, ErrorEvent, MemoryStorage, Monitor
+from asgimon import (
+    ApiCall,
+    DomainEvent,
+    ErrorEvent,
+    MemoryStorage,
+    Monitor,
+    StorageUnavailable,
+)
 from asgimon.errors import SchemaVersionError
 from asgimon.scheduler import Scheduler
 from asgimon.storage._schema import SCHEMA_VERSION
@@ -173,3 +180,38 @@ async def test_the_monitor_purges_by_the_retention_settings(
     with caplog.at_level(logging.WARNING, logger="asgimon"):
         await monitor.purge()
     assert "clock jump detected" in caplog.text
+
+
+class FlakyClaims(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def claim(self, job: str, period_start: int, holder: str) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StorageUnavailable("connection refused")
+        return await super().claim(job, period_start, holder)
+
+
+async def test_a_failed_claim_is_retried_within_the_same_period() -> None:
+    import asyncio
+
+    scheduler = Scheduler(FlakyClaims(), tick=0.05)
+    runs: list[float] = []
+
+    async def job() -> None:
+        runs.append(time.time())
+
+    scheduler.every("daily", 86_400, job)
+    await scheduler.start()
+    await asyncio.sleep(0.3)
+    await scheduler.stop()
+    assert len(runs) == 1
+
+
+def test_daily_rollups_must_outlive_raw_data() -> None:
+    from asgimon import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="ANALYTICS_DAY_ROLLUP_RETENTION_DAYS=30 is invalid"):
+        Settings(day_rollup_retention_days=30)

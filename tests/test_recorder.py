@@ -226,3 +226,28 @@ async def test_a_flush_still_writing_when_stop_gives_up_is_counted_once() -> Non
     stats = recorder.stats()
     assert (stats.written, stats.dropped_total, stats.pending) == (10, 0, 0)
     assert balanced(stats)
+
+
+class StubbornStorage(MemoryStorage):
+    """A store whose write ignores cancellation and finishes a second later, as a hung
+    driver's cleanup can."""
+
+    async def write(self, events: Sequence[Event]) -> WriteResult:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(1.0)
+        return await super().write(events)
+
+
+async def test_a_write_that_finishes_after_stop_gave_up_is_not_counted_twice() -> None:
+    recorder = Recorder(StubbornStorage(), flush_interval=0.01, shutdown_timeout=0.2)
+    await recorder.start()
+    for e in events(10):
+        recorder.put(e)
+    await asyncio.sleep(0.05)
+    await recorder.stop()
+    await asyncio.sleep(1.5)  # the abandoned write completes now
+    stats = recorder.stats()
+    assert (stats.dropped["shutdown_timeout"], stats.written, stats.pending) == (10, 0, 0)
+    assert balanced(stats)

@@ -285,3 +285,17 @@ async def test_each_period_of_a_job_is_claimed_once(storage: Storage) -> None:
     assert await storage.claim("purge", 7200, "w1") is True
     assert await storage.claim("alerts", 3600, "w1") is True
     assert await storage.claim("purge", 7200, "w2") is False
+
+
+async def test_ids_and_projects_with_separators_stay_apart(storage: Storage) -> None:
+    a = DomainEvent(id="c", project_id="a:b", timestamp=T0, domain="one.com")
+    b = DomainEvent(id="b:c", project_id="a", timestamp=T0, domain="two.com")
+    sep = ApiCall(
+        id="x", project_id="p\x1fq", timestamp=T0, user_id="u\x1fv", duration_ms=1.0, total_ms=1.0
+    )
+    result = await storage.write([a, b, sep])
+    assert (result.inserted, result.duplicates) == (3, 0)
+    assert await storage.count("domain", project_id="a:b") == 1
+    assert await storage.count("domain", project_id="a") == 1
+    assert await storage.forget_user("u\x1fv") == {"api_call": 1, "error": 0}
+    assert await storage.count("api_call") == 0

@@ -24,8 +24,15 @@ def _print(data: Any) -> None:
 
 
 async def _check(monitor: Monitor) -> int:
-    async with monitor:
+    # Storage only: starting the monitor would start its periodic jobs (a purge) too.
+    try:
+        await monitor.storage.start()
+    except Exception as exc:
+        monitor.storage_error = str(exc)[:500]
+    try:
         health = await monitor.health()
+    finally:
+        await monitor.storage.close()
     _print({"settings": "ok", "storageUrl": monitor.settings.storage_url, **health})
     storage = health["storage"]
     return 0 if storage.get("ok") and not storage.get("startError") else 1

@@ -219,6 +219,8 @@ class Recorder:
         """Write everything queued now (used by tests and at shutdown)."""
         async with self._flush_lock:
             while len(self._queue) >= (self.batch_size if full_batches_only else 1):
+                if self._past_stop():
+                    return  # stop() counts what is left; no more attempts past its deadline
                 await self._flush_batch()
 
     # -- the background task ---------------------------------------------------------
@@ -321,10 +323,14 @@ class Recorder:
                 return
             self._failing = False
             self._backoff = self._first_backoff
+            # Events stop() already gave up on (a write that finished after all) stay counted
+            # where they are: each event is in exactly one column of the ledger.
+            open_ = sum(1 for ev in batch if id(ev) not in settled)
+            written = min(result.inserted, open_)
             with self._lock:
-                self._written += result.inserted
-                self._duplicates += result.duplicates
-                self._in_flight -= len(batch)
+                self._written += written
+                self._duplicates += open_ - written
+                self._in_flight -= open_
                 self._batches += 1
             settled.update(map(id, batch))
             return
@@ -341,8 +347,8 @@ class Recorder:
         await self._write(batch[mid:], settled)
 
     def _settle(self, batch: list[Event], reason: str, settled: set[int], count: int = 0) -> None:
-        """Count in-flight events as dropped for ``reason``."""
-        n = count or len(batch)
+        """Count in-flight events as dropped for ``reason`` (those not settled already)."""
+        n = count or sum(1 for ev in batch if id(ev) not in settled)
         with self._lock:
             self._dropped[reason] += n
             self._in_flight -= n

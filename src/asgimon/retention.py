@@ -7,7 +7,9 @@ import time
 from .settings import Settings
 
 DAY = 86_400.0
-CLAIMS_KEPT_S = 2 * DAY
+# Longer than twice the longest period a job may have (7 days): a period's claim must
+# outlive the period, or a late worker could claim it again.
+CLAIMS_KEPT_S = 15 * DAY
 
 
 def cutoffs(settings: Settings, now: float | None = None) -> dict[str, float]:

@@ -24,6 +24,7 @@ log = logging.getLogger("asgimon.scheduler")
 
 Job = Callable[[], Awaitable[object]]
 _TICK_S = 1.0
+MAX_EVERY_S = 7 * 86_400
 
 
 @dataclass(slots=True)
@@ -50,8 +51,10 @@ class Scheduler:
 
     def every(self, name: str, seconds: float, run: Job) -> None:
         """Register ``run`` to happen once per ``seconds`` (at least 1) under ``name``."""
-        if seconds < 1:
-            raise ValueError(f"a periodic job runs at most once a second, not every {seconds}s")
+        if not 1 <= seconds <= MAX_EVERY_S:
+            raise ValueError(
+                f"a periodic job runs every 1 s to 7 days (claims are kept 15 days), not {seconds}"
+            )
         self._jobs[name] = _Entry(name, seconds, run)
 
     def runs(self, name: str) -> int:
@@ -95,12 +98,13 @@ class Scheduler:
         period = int(now // entry.every * entry.every)
         if period <= entry.last_period:
             return
-        entry.last_period = period
         try:
-            if not await self.storage.claim(entry.name, period, self.holder):
-                return
-        except Exception as exc:  # storage down: skip this period, try the next
+            won = await self.storage.claim(entry.name, period, self.holder)
+        except Exception as exc:  # storage down: try again on the next tick
             log.warning("asgimon: could not claim %s: %r", entry.name, exc)
+            return
+        entry.last_period = period
+        if not won:
             return
         try:
             await entry.run()

@@ -273,6 +273,14 @@ class Settings:
             check, allowed = f.metadata["check"]
             if not check(value):
                 raise ConfigError(f.metadata["env"], value, allowed)
+        # The purge finds projects through their daily rollups: those must outlive raw data.
+        longest_raw = max(self.metrics_retention_days, self.error_log_retention_days)
+        if self.day_rollup_retention_days < longest_raw:
+            raise ConfigError(
+                "ANALYTICS_DAY_ROLLUP_RETENTION_DAYS",
+                self.day_rollup_retention_days,
+                f"at least METRICS_RETENTION_DAYS and ERROR_LOG_RETENTION_DAYS ({longest_raw})",
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

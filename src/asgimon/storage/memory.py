@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from asgimon.events import Event
-from asgimon.rollups import Rollup, aggregate
+from asgimon.rollups import RESOLUTIONS, Rollup, aggregate
 
 from .base import KINDS, WriteResult
 
@@ -126,7 +126,8 @@ class MemoryStorage:
         for key, cutoff in before.items():
             if key.startswith("rollup:"):
                 res = key.split(":", 1)[1]
-                doomed = [k for k, r in self._rollups.items() if k[2] == res and k[3] < cutoff]
+                last = cutoff - RESOLUTIONS[res]  # only buckets wholly older than the cutoff
+                doomed = [k for k in self._rollups if k[2] == res and k[3] <= last]
                 deleted[key] = _drop(self._rollups, doomed)
             elif key == "claims":
                 deleted[key] = _drop(self._claims, [k for k in self._claims if k[1] < cutoff])

@@ -7,12 +7,12 @@ nor to the rollups.
 
 Layout, under a key prefix (``asgimon`` by default)::
 
-    {p}:seen:{project}:{id}             the idempotency marker
+    {p}:seen:{len}:{project}:{id}       the idempotency marker
     {p}:ev:{kind}:{project}:{hour}      ZSET of events (score: timestamp, member: JSON)
     {p}:evi:{kind}:{project}            ZSET of the hours that have events
     {p}:ru:{project}:{res}:{bucket}     HASH of rollup fields, "{series}\\x1f{field}"
     {p}:rui:{project}:{res}             ZSET of the buckets that have rollups
-    {p}:usr:{user}                      SET of the events carrying a user id (for erasure)
+    {p}:usr:{user}                      SET of [kind, key, member] of a user's events (erasure)
     {p}:projects                        ZSET of projects (score: last write)
     {p}:claim:{job}:{period}            a periodic job's claim
 
@@ -44,6 +44,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 SEP = "\x1f"
 SCRIPT_EVENTS = 250
 # Replies that say the server cannot take writes now, not that the data is bad.
+# Replies about someone else's script or the server's state, even if they mention scripts.
+_NOT_OURS = ("BUSY", "NOSCRIPT", "MISCONF", "NOREPLICAS", "OOM", "READONLY", "LOADING")
 _UNAVAILABLE = (
     redis_errors.OutOfMemoryError,
     redis_errors.ReadOnlyError,
@@ -65,7 +67,9 @@ for i = 4, #ARGV, 10 do
   local id, project, kind, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local member, series, value = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local err, bin, user = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
-  if redis.call("SET", p .. ":seen:" .. project .. ":" .. id, "1", "NX", "EX", ttl) then
+  -- The project's length makes the key unambiguous whatever the project and id contain.
+  local seen = p .. ":seen:" .. string.len(project) .. ":" .. project .. ":" .. id
+  if redis.call("SET", seen, "1", "NX", "EX", ttl) then
     inserted = inserted + 1
     local hour = string.format("%d", math.floor(ts / 3600) * 3600)
     local zk = p .. ":ev:" .. kind .. ":" .. project .. ":" .. hour
@@ -76,7 +80,7 @@ for i = 4, #ARGV, 10 do
     redis.call("EXPIRE", zi, ttl)
     if user ~= "" then
       local uk = p .. ":usr:" .. user
-      redis.call("SADD", uk, zk .. "\\31" .. member)
+      redis.call("SADD", uk, cjson.encode({kind, zk, member}))
       redis.call("EXPIRE", uk, ttl)
     end
     if series ~= "" then
@@ -111,14 +115,14 @@ return inserted
 
 
 def _classify(exc: BaseException) -> StorageError:
-    """Only an error raised inside the write script can be about the data itself."""
+    """Only an error raised inside the write script itself can be about the data."""
     text = str(exc)
     # redis-py moves the reply's code (OOM, READONLY…) out of the message: put it back.
     code = getattr(exc, "status_code", None) or type(exc).__name__
     message = f"redis: {code}: {text}"
-    script_error = "script" in text.lower()
-    if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, _UNAVAILABLE):
-        return StorageRejected(message) if script_error else StorageUnavailable(message)
+    ours = "user_script" in text and not text.upper().startswith(_NOT_OURS)
+    if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, _UNAVAILABLE) and ours:
+        return StorageRejected(message)
     return StorageUnavailable(message)
 
 
@@ -182,37 +186,39 @@ class RedisStorage:
             await client.aclose()
 
     async def write(self, events: Sequence[Event]) -> WriteResult:
+        # Every event is encoded before anything is sent, so a bad one rejects the batch
+        # before any part of it is stored.
+        encoded = [self._args(ev) for ev in events]
         inserted = 0
         # A script blocks every other client of the server while it runs (the rate limiter's
-        # too): a few hundred events per call keep each well under a millisecond per event
-        # and under the socket timeout. Each call is atomic; together they stay idempotent.
-        for i in range(0, len(events), SCRIPT_EVENTS):
-            inserted += await self._write_chunk(events[i : i + SCRIPT_EVENTS])
+        # too): a few hundred events per call keep each call short, and under the socket
+        # timeout. Each call is atomic; together they stay idempotent.
+        for i in range(0, len(encoded), SCRIPT_EVENTS):
+            args: list[Any] = [self.prefix, self.ttl, time.time()]
+            for one in encoded[i : i + SCRIPT_EVENTS]:
+                args += one
+            self._redis()
+            inserted += int(await self._call(self._script(keys=[], args=args)))
         return WriteResult(inserted=inserted, duplicates=len(events) - inserted)
 
-    async def _write_chunk(self, events: Sequence[Event]) -> int:
-        args: list[Any] = [self.prefix, self.ttl, time.time()]
-        for ev in events:
-            value = ev.value()
-            series = ev.series()
-            try:
-                member = _encode(ev)
-            except (TypeError, ValueError) as exc:
-                raise StorageRejected(f"event {ev.id} cannot be encoded: {exc}") from exc
-            args += [
-                ev.id,
-                ev.project_id,
-                ev.kind,
-                repr(float(ev.timestamp)),
-                member,
-                series or "",
-                "" if value is None else repr(float(value)),
-                "1" if ev.is_error() else "0",
-                "" if value is None else histogram.bin_index(value),
-                getattr(ev, "user_id", None) or "",
-            ]
-        self._redis()
-        return int(await self._call(self._script(keys=[], args=args)))
+    def _args(self, ev: Event) -> list[Any]:
+        value = ev.value()
+        try:
+            member = _encode(ev)
+        except (TypeError, ValueError) as exc:
+            raise StorageRejected(f"event {ev.id} cannot be encoded: {exc}") from exc
+        return [
+            ev.id,
+            ev.project_id,
+            ev.kind,
+            repr(float(ev.timestamp)),
+            member,
+            ev.series() or "",
+            "" if value is None else repr(float(value)),
+            "1" if ev.is_error() else "0",
+            "" if value is None else histogram.bin_index(value),
+            getattr(ev, "user_id", None) or "",
+        ]
 
     # -- reads -------------------------------------------------------------------------
 
@@ -341,7 +347,8 @@ class RedisStorage:
     async def _purge_rollups(self, project: str, resolution: str, cutoff: float) -> int:
         r = self._redis()
         index = f"{self.prefix}:rui:{project}:{resolution}"
-        buckets: list[str] = await self._call(r.zrangebyscore(index, "-inf", f"({cutoff}"))
+        last = cutoff - RESOLUTIONS[resolution]  # only buckets wholly older than the cutoff
+        buckets: list[str] = await self._call(r.zrangebyscore(index, "-inf", last))
         total = 0
         for bucket in buckets:
             key = f"{self.prefix}:ru:{project}:{resolution}:{bucket}"
@@ -354,19 +361,27 @@ class RedisStorage:
     async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
         r = self._redis()
         key = f"{self.prefix}:usr:{user_id}"
-        entries: set[str] = await self._call(r.smembers(key))
+        # Moved aside first: an event recorded for the user meanwhile starts a new set
+        # instead of being deleted unseen with this one.
+        work = f"{key}:erasing:{time.time_ns()}"
+        try:
+            await r.rename(key, work)
+        except redis_errors.ResponseError:  # no such key: nothing recorded for this user
+            return {"api_call": 0, "error": 0}
+        except (redis_errors.RedisError, OSError) as exc:
+            raise _classify(exc) from exc
         deleted = {"api_call": 0, "error": 0}
-        for entry in entries:
-            zkey, _, member = entry.partition(SEP)
-            kind = zkey.split(":")[-3]
+        for entry in await self._call(r.smembers(work)):
+            kind, zkey, member = json.loads(entry)
             removed = int(await self._call(r.zrem(zkey, member)))
             deleted[kind] = deleted.get(kind, 0) + removed
-        await self._call(r.delete(key))
+        await self._call(r.delete(work))
         return deleted
 
     async def claim(self, job: str, period_start: int, holder: str) -> bool:
         key = f"{self.prefix}:claim:{job}:{period_start}"
-        won = await self._call(self._redis().set(key, holder, nx=True, ex=2 * 86_400))
+        # Kept as long as the SQL stores keep claims (longer than any job's period).
+        won = await self._call(self._redis().set(key, holder, nx=True, ex=15 * 86_400))
         return bool(won)
 
 

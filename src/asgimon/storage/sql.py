@@ -33,7 +33,7 @@ from asgimon.errors import (
     StorageUnavailable,
 )
 from asgimon.events import Event
-from asgimon.rollups import Rollup, aggregate
+from asgimon.rollups import RESOLUTIONS, Rollup, aggregate
 
 from . import _schema as s
 from ._sql_errors import classify
@@ -562,10 +562,12 @@ class SQLStorage:
                 t = s.rollups
                 keys = [t.c.project_id, t.c.resolution, t.c.series, t.c.bucket_start]
                 for project in projects:
+                    resolution = key.split(":", 1)[1]
                     cond = [
                         t.c.project_id == project,
-                        t.c.resolution == key.split(":", 1)[1],
-                        t.c.bucket_start < cutoff,
+                        t.c.resolution == resolution,
+                        # Only buckets wholly older than the cutoff.
+                        t.c.bucket_start <= cutoff - RESOLUTIONS[resolution],
                     ]
                     total += await self._delete_in_batches(t, keys, cond, batch_size)
             elif key == "claims":
