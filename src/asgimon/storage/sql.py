@@ -17,15 +17,14 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, event, func, inspect, literal_column, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from asgimon import histogram
 from asgimon.errors import (
@@ -36,7 +35,9 @@ from asgimon.events import Event
 from asgimon.rollups import RESOLUTIONS, Rollup, aggregate
 
 from . import _schema as s
+from ._sql_engine import OnConnect, make_engine, normalise_url, rollup_upsert, sqlite_path
 from ._sql_errors import classify
+from ._sql_migrate import prepare_schema
 from ._sql_rows import from_row, rollup_row, to_row, us
 from .base import WriteResult
 
@@ -44,46 +45,6 @@ log = logging.getLogger("asgimon.storage")
 
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
 CLOSE_WAIT_S = 5.0
-
-OnConnect = Callable[[Any], None]
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file a SQLite URL names, or None for an in-memory database."""
-    path = url.split("///", 1)[1] if "///" in url else ""
-    path = path.split("?", 1)[0]
-    return None if path in ("", ":memory:") or "mode=memory" in url else path
-
-
-def normalise_url(url: str) -> str:
-    """Map the short forms of the settings onto SQLAlchemy's async driver URLs."""
-    scheme, _, rest = url.partition("://")
-    scheme = scheme.lower()
-    if scheme in ("sqlite", "sqlite+aiosqlite"):
-        return "sqlite+aiosqlite://" + rest
-    if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
-        return "postgresql+asyncpg://" + rest
-    raise ValueError(f"not an SQL URL: {url!r}")
-
-
-_SQLITE_HIST_MERGE = (
-    "(SELECT json_group_object(key, total) FROM (SELECT key, sum(value) AS total FROM ("
-    "SELECT key, value FROM json_each(asgimon_rollups.hist) UNION ALL "
-    "SELECT key, value FROM json_each(excluded.hist)) GROUP BY key))"
-)
-_PG_HIST_MERGE = (
-    "(SELECT coalesce(json_object_agg(key, total), '{}'::json)::text FROM ("
-    "SELECT key, sum(value::bigint) AS total FROM ("
-    "SELECT key, value FROM json_each_text(asgimon_rollups.hist::json) UNION ALL "
-    "SELECT key, value FROM json_each_text(excluded.hist::json)) AS pairs GROUP BY key) AS sums)"
-)
-
-
-def _pick(held: str, new: str, op: str) -> str:
-    return (
-        f"CASE WHEN {new} IS NULL THEN {held} WHEN {held} IS NULL THEN {new} "
-        f"WHEN {new} {op} {held} THEN {new} ELSE {held} END"
-    )
 
 
 class SQLStorage:
@@ -130,58 +91,14 @@ class SQLStorage:
     # -- lifecycle ---------------------------------------------------------------------
 
     def _engine(self, *, writer: bool) -> AsyncEngine:
-        if self.dialect == "postgresql":
-            return create_async_engine(
-                self.url,
-                pool_size=self._pool_size,
-                max_overflow=0,
-                pool_timeout=1.0,
-                pool_pre_ping=True,
-                connect_args={
-                    "timeout": 2.0,
-                    # The server's statement_timeout is no help when the server itself hangs.
-                    "command_timeout": 5.0,
-                    "server_settings": {
-                        "application_name": "asgimon",
-                        "statement_timeout": "5000",
-                        # asgimon's tables in a schema of their own, if asked for one.
-                        **({"search_path": self.schema} if self.schema else {}),
-                    },
-                },
-            )
-        engine = create_async_engine(
+        return make_engine(
             self.url,
-            connect_args={"timeout": self.busy_timeout, "check_same_thread": False},
-            poolclass=AsyncAdaptedQueuePool,
-            # One writer connection per process: writers queue here, not on SQLite's lock.
-            pool_size=1 if writer else self._pool_size,
-            max_overflow=0,
+            writer=writer,
+            busy_timeout=self.busy_timeout,
+            pool_size=self._pool_size,
+            schema=self.schema,
+            on_connect=self._on_connect,
         )
-        busy_ms = int(self.busy_timeout * 1000)
-        on_connect = self._on_connect
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            # Take over transaction control from the driver so BEGIN can be IMMEDIATE.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            # Outside any transaction, or SQLite ignores it (new file) or refuses (old one).
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = NORMAL")
-            # Index pages of a large database stay in memory between batches (64 MiB).
-            cur.execute("PRAGMA cache_size = -65536")
-            cur.close()
-            if on_connect is not None:
-                on_connect(dbapi_conn)
-
-        begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Any) -> None:
-            conn.exec_driver_sql(begin)
-
-        return engine
 
     async def start(self) -> None:
         """Connect and make sure the schema is there (creating it in a new database)."""
@@ -234,45 +151,8 @@ class SQLStorage:
             await self.close()
             raise StorageUnavailable(f"database file {self._sqlite_path} was deleted or replaced")
 
-    async def _schema_version(self, conn: AsyncConnection) -> int | None:
-        has_table = await conn.run_sync(lambda sync: inspect(sync).has_table(s.schema_version.name))
-        if not has_table:
-            return None
-        found = (await conn.execute(select(s.schema_version.c.version))).scalar_one_or_none()
-        return None if found is None else int(found)
-
     async def _prepare_schema(self, conn: AsyncConnection, *, upgrade: bool) -> list[int]:
-        """Create a fresh schema, or check (and with ``upgrade``, migrate) an existing one."""
-        if self.dialect == "postgresql":
-            # Workers starting together on an empty database take turns here.
-            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72217001)")
-        found = await self._schema_version(conn)
-        if found is None:
-            await conn.run_sync(s.metadata.create_all)
-            row = {"id": 1, "version": s.SCHEMA_VERSION, "applied_at": us(time.time())}
-            await conn.execute(
-                self._insert(s.schema_version).values(**row).on_conflict_do_nothing()
-            )
-            return []
-        if found > s.SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"database schema version {found} is newer than this asgimon's "
-                f"{s.SCHEMA_VERSION}: upgrade the asgimon package"
-            )
-        if found < s.SCHEMA_VERSION and not upgrade:
-            raise SchemaVersionError(
-                f"database schema version {found} is older than this asgimon's "
-                f"{s.SCHEMA_VERSION}: run `asgimon db upgrade`"
-            )
-        applied = []
-        for version in range(found + 1, s.SCHEMA_VERSION + 1):
-            await conn.run_sync(s.MIGRATIONS[version])
-            applied.append(version)
-        if applied:
-            await conn.execute(
-                s.schema_version.update().values(version=applied[-1], applied_at=us(time.time()))
-            )
-        return applied
+        return await prepare_schema(conn, self.dialect, self._insert, upgrade=upgrade)
 
     async def upgrade(self) -> list[int]:
         """Bring the schema to this version of asgimon (``asgimon db upgrade``).
@@ -386,26 +266,7 @@ class SQLStorage:
         return self._rollup_upsert()
 
     def _rollup_upsert(self) -> Any:
-        t = s.rollups
-        stmt = self._insert(t)
-        ex = stmt.excluded
-        merge = _SQLITE_HIST_MERGE if self.dialect == "sqlite" else _PG_HIST_MERGE
-        return stmt.on_conflict_do_update(
-            index_elements=["project_id", "resolution", "series", "bucket_start"],
-            set_={
-                "count": t.c.count + ex.count,
-                "error_count": t.c.error_count + ex.error_count,
-                "value_count": t.c.value_count + ex.value_count,
-                "value_sum": t.c.value_sum + ex.value_sum,
-                "value_min": literal_column(
-                    _pick("asgimon_rollups.value_min", "excluded.value_min", "<")
-                ),
-                "value_max": literal_column(
-                    _pick("asgimon_rollups.value_max", "excluded.value_max", ">")
-                ),
-                "hist": literal_column(merge),
-            },
-        )
+        return rollup_upsert(self._insert, self.dialect)
 
     async def _maybe_checkpoint(self) -> None:
         """Keep the WAL bounded even when readers starve automatic checkpoints."""

@@ -1,0 +1,56 @@
+"""Schema versions: create a fresh schema, refuse a mismatched one, or migrate it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import inspect, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from asgimon.errors import SchemaVersionError
+
+from . import _schema as s
+from ._sql_rows import us
+
+
+async def schema_version(conn: AsyncConnection) -> int | None:
+    has_table = await conn.run_sync(lambda sync: inspect(sync).has_table(s.schema_version.name))
+    if not has_table:
+        return None
+    found = (await conn.execute(select(s.schema_version.c.version))).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+async def prepare_schema(
+    conn: AsyncConnection, dialect: str, insert: Any, *, upgrade: bool
+) -> list[int]:
+    """Create a fresh schema, or check (and with ``upgrade``, migrate) an existing one."""
+    if dialect == "postgresql":
+        # Workers starting together on an empty database take turns here.
+        await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72217001)")
+    found = await schema_version(conn)
+    if found is None:
+        await conn.run_sync(s.metadata.create_all)
+        row = {"id": 1, "version": s.SCHEMA_VERSION, "applied_at": us(time.time())}
+        await conn.execute(insert(s.schema_version).values(**row).on_conflict_do_nothing())
+        return []
+    if found > s.SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database schema version {found} is newer than this asgimon's "
+            f"{s.SCHEMA_VERSION}: upgrade the asgimon package"
+        )
+    if found < s.SCHEMA_VERSION and not upgrade:
+        raise SchemaVersionError(
+            f"database schema version {found} is older than this asgimon's "
+            f"{s.SCHEMA_VERSION}: run `asgimon db upgrade`"
+        )
+    applied = []
+    for version in range(found + 1, s.SCHEMA_VERSION + 1):
+        await conn.run_sync(s.MIGRATIONS[version])
+        applied.append(version)
+    if applied:
+        await conn.execute(
+            s.schema_version.update().values(version=applied[-1], applied_at=us(time.time()))
+        )
+    return applied
