@@ -132,6 +132,30 @@ def _is_project_id(v: Any) -> bool:
     return isinstance(v, str) and 0 < len(v) <= 128 and v.isprintable()
 
 
+def _parse_ingest_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        project, sep, key = item.strip().partition("=")
+        if not sep:
+            raise ValueError(item)
+        pairs.append((project.strip(), key.strip()))
+    return tuple(pairs)
+
+
+def _is_ingest_keys(v: Any) -> bool:
+    return isinstance(v, tuple) and all(
+        isinstance(p, tuple)
+        and len(p) == 2
+        and (p[0] == "*" or _is_project_id(p[0]))
+        and isinstance(p[1], str)
+        and 16 <= len(p[1]) <= 256
+        and p[1].isprintable()
+        for p in v
+    )
+
+
 def _is_key_prefix(v: Any) -> bool:
     return isinstance(v, str) and 0 < len(v) <= 64 and all(c.isalnum() or c in "-_." for c in v)
 
@@ -251,6 +275,19 @@ class Settings:
     rate_limit_max: int = _setting("RATE_LIMIT_MAX", 100, int, _int_at_least(1))
     rate_limit_window: int = _setting("RATE_LIMIT_WINDOW", 60, int, _int_at_least(1))
     rate_limit_burst: int = _setting("RATE_LIMIT_BURST", 10, int, _int_at_least(0))
+    ingest_keys: tuple[tuple[str, str], ...] = _setting(
+        "ANALYTICS_INGEST_KEYS",
+        (),
+        _parse_ingest_keys,
+        (
+            _is_ingest_keys,
+            "comma-separated project=key pairs (* for every project), keys of 16+ characters",
+        ),
+    )
+    ingest_max_events: int = _setting("ANALYTICS_INGEST_MAX_EVENTS", 1000, int, _int_at_least(1))
+    ingest_max_bytes: int = _setting(
+        "ANALYTICS_INGEST_MAX_BYTES", 1024 * 1024, int, _int_at_least(1024)
+    )
     jwt_secret: str | None = _setting(
         "ANALYTICS_JWT_SECRET",
         None,

@@ -69,14 +69,42 @@ def local_request(scope: Scope) -> bool:
 NOT_FOUND = {"error": {"code": "not_found", "message": "Not Found", "details": []}}
 
 
+def ingest_key(scope: Scope) -> str | None:
+    """The ingest key a request presents (``Authorization: Bearer …`` or its own header)."""
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
+        if name == b"x-asgimon-ingest-key":
+            return value.decode("latin-1").strip()
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return None
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 class LocalOnly:
-    """Answers 404 to every request that is not from loopback without proxy headers."""
+    """Answers 404 to every request that is not from loopback without proxy headers.
+
+    Ingestion is the exception: ``POST /api/events`` with an ingest key goes through, and
+    the endpoint checks the key itself.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not local_request(scope):
+        keyed_ingest = (
+            scope["type"] == "http"
+            and _route_path(scope) == "/api/events"
+            and ingest_key(scope) is not None
+        )
+        if scope["type"] in ("http", "websocket") and not keyed_ingest and not local_request(scope):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,8 @@ from asgimon import histogram
 from asgimon.errors import StorageError
 from asgimon.rollups import Rollup, combine
 
-from .access import LocalOnly
+from .access import LocalOnly, ingest_key
+from .ingest import BadBatch, parse_body, to_events
 
 if TYPE_CHECKING:
     from asgimon.monitor import Monitor
@@ -105,6 +107,7 @@ def create_dashboard(monitor: Monitor) -> ASGIApp:
         routes=[
             Route("/api/health", health, methods=["GET"]),
             Route("/api/summary", summary, methods=["GET"]),
+            Route("/api/events", ingest_endpoint(monitor), methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error},
     )
@@ -120,3 +123,58 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         status_code=exc.status_code,
         headers=exc.headers,
     )
+
+
+def _key_projects(monitor: Monitor, key: str | None) -> set[str] | None:
+    """The projects an ingest key may write; None for a key that is not configured."""
+    if key is None:
+        return {"*"}  # a local request without a key (LocalOnly let it through)
+    found = {
+        project
+        for project, known in monitor.settings.ingest_keys
+        if hmac.compare_digest(known.encode(), key.encode())
+    }
+    return found or None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadBatch(413, "body_too_large", f"the body is over {limit} bytes", [])
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadBatch(413, "body_too_large", f"the body is over {limit} bytes", [])
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def ingest_endpoint(monitor: Monitor) -> Any:
+    settings = monitor.settings
+
+    async def ingest(request: Request) -> JSONResponse:
+        projects = _key_projects(monitor, ingest_key(request.scope))
+        if projects is None:
+            return JSONResponse(
+                {"error": {"code": "invalid_key", "message": "unknown ingest key", "details": []}},
+                status_code=401,
+            )
+        try:
+            raw = await _read_body(request, settings.ingest_max_bytes)
+            items = parse_body(raw, max_events=settings.ingest_max_events)
+            events = to_events(
+                items,
+                allowed=lambda p: "*" in projects or p in projects,
+                max_age_s=settings.metrics_retention_days * 86_400.0,
+            )
+        except BadBatch as bad:
+            return JSONResponse(bad.body(), status_code=bad.status)
+        try:
+            result = await monitor.storage.write(events)
+        except StorageError as exc:
+            return _storage_unavailable(exc)
+        return JSONResponse({"accepted": result.inserted, "duplicates": result.duplicates})
+
+    return ingest
