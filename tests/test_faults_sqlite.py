@@ -30,113 +30,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from asgimon import Monitor, RecorderStats
 from asgimon.storage.sql import SQLStorage
 
-N_REQUESTS = 300
-CONCURRENCY = 16
+from . import fault_load
+from .fault_load import (
+    EXPECTED_EVENTS,
+    N_REQUESTS,
+    RECOVERY_REQUESTS,
+    LoadResult,
+    assert_host_unaffected,
+    assert_ledger_balances,
+    expected_rollups,
+    host_app,
+    request_id,
+)
+
 POISON_INDEX = 123  # an /items request: index % 10 == 3
-RECOVERY_REQUESTS = 20
-RECOVERY_BOUND_S = 10.0
-
-# The status of the request with index i is fixed by i % 10: six 200 JSON, one 404,
-# one 500 (an exception the app raises), two streamed 200s.
-Outcome = tuple[int, bytes]
-
-
-def path_for(i: int) -> str:
-    kind = i % 10
-    if kind < 6:
-        return f"/items/{i}"
-    if kind == 6:
-        return f"/missing/{i}"
-    if kind == 7:
-        return "/boom"
-    return f"/stream/{i}"
-
-
-N_500 = sum(1 for i in range(N_REQUESTS) if i % 10 == 7)
-# Each request is one api_call event; each 500 also captures one unhandled-error event.
-EXPECTED_EVENTS = N_REQUESTS + N_500
-
-
-# -- the host app ---------------------------------------------------------------------------
-
-
-async def _item(request: Request) -> Response:
-    return JSONResponse({"item": request.path_params["item_id"], "ok": True})
-
-
-async def _boom(request: Request) -> Response:
-    raise RuntimeError("the host app failed")
-
-
-async def _stream(request: Request) -> Response:
-    n = request.path_params["n"]
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for part in range(3):
-            yield f"{n}:{part};".encode()
-            await asyncio.sleep(0)
-
-    return StreamingResponse(chunks(), media_type="text/plain")
-
-
-def host_app() -> Starlette:
-    return Starlette(
-        routes=[
-            Route("/items/{item_id:int}", _item),
-            Route("/boom", _boom),
-            Route("/stream/{n:int}", _stream),
-        ]
-    )
-
-
-# -- load -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    outcomes: list[Outcome]
-    max_latency_s: float
-
-    @property
-    def histogram(self) -> Counter[int]:
-        return Counter(status for status, _ in self.outcomes)
+LOAD_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 20.0
 
 
 async def drive(
     app: ASGIApp,
     indices: range = range(N_REQUESTS),
     *,
-    request_id: Callable[[int], str] = lambda i: f"req-{i}",
+    ids: Callable[[int], str] = request_id,
 ) -> LoadResult:
     """Send one request per index, ``CONCURRENCY`` at a time; outcomes in index order."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    sem = asyncio.Semaphore(CONCURRENCY)
-    latencies: list[float] = []
-
-    async def one(client: httpx.AsyncClient, i: int) -> Outcome:
-        async with sem:
-            t0 = time.perf_counter()
-            response = await client.get(path_for(i), headers={"x-request-id": request_id(i)})
-            latencies.append(time.perf_counter() - t0)
-            return response.status_code, response.content
-
-    async with (
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-        asyncio.timeout(30),
-    ):
-        outcomes = await asyncio.gather(*(one(client, i) for i in indices))
-    return LoadResult(list(outcomes), max(latencies))
+    return await fault_load.drive(app, indices, ids=ids, timeout=LOAD_TIMEOUT_S)
 
 
 # -- fault injection ------------------------------------------------------------------------
@@ -197,10 +122,8 @@ def monitor_for(storage: SQLStorage, **overrides: Any) -> Monitor:
 # -- what "correct" means -------------------------------------------------------------------
 
 
-async def drain(monitor: Monitor, timeout: float = 20.0) -> RecorderStats:
-    async with asyncio.timeout(timeout):
-        await monitor.recorder.flush()
-    return monitor.stats()
+async def drain(monitor: Monitor) -> RecorderStats:
+    return await fault_load.drain(monitor, timeout=DRAIN_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -242,56 +165,26 @@ def assert_ledger(
     drop_reasons: frozenset[str] = frozenset(),
 ) -> None:
     """(ii): every event is written or counted as dropped for one of ``drop_reasons``."""
-    assert stats.pending == 0, stats
-    assert stats.recorded == expected_events, stats
-    assert stats.recorded == stats.written + stats.duplicates + stats.dropped_total, stats
-    assert stats.duplicates == 0, stats
-    assert stats.internal_errors == 0, stats
-    reasons = {reason for reason, n in stats.dropped.items() if n}
-    assert reasons <= drop_reasons, stats
+    assert_ledger_balances(stats, expected_events=expected_events, drop_reasons=drop_reasons)
     held = stored(db)
     assert held.events == stats.written, (held, stats)
     # The rollups count exactly the api_call rows stored: a failed batch left nothing behind.
-    expected_rollups = (
-        dict.fromkeys(("minute", "hour", "day"), held.api_calls) if held.api_calls else {}
-    )
-    assert held.rollup_counts == expected_rollups, held
-
-
-def assert_host_unaffected(control: LoadResult, run: LoadResult) -> None:
-    """(i): same statuses, same bodies, request by request; no request waited on storage."""
-    assert run.histogram == control.histogram
-    assert run.outcomes == control.outcomes
-    assert run.max_latency_s < 1.0, run.max_latency_s
+    assert held.rollup_counts == expected_rollups(held.api_calls), held
 
 
 async def assert_recovers(monitor: Monitor, db: Path) -> float:
     """(iv): after healing, new events persist within 10 s without anyone flushing by hand."""
     before = stored(db).api_calls
-    start = time.monotonic()
-    result = await drive(monitor.wrap(host_app()), range(0, RECOVERY_REQUESTS * 10, 10))
-    assert result.histogram == Counter({200: RECOVERY_REQUESTS})
-    while stored(db).api_calls < before + RECOVERY_REQUESTS:
-        elapsed = time.monotonic() - start
-        assert elapsed < RECOVERY_BOUND_S, f"nothing persisted {elapsed:.1f}s after healing"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
+
+    async def persisted() -> bool:
+        return stored(db).api_calls >= before + RECOVERY_REQUESTS
+
+    return await fault_load.assert_recovers(
+        monitor, persisted, range(0, RECOVERY_REQUESTS * 10, 10), timeout=LOAD_TIMEOUT_S
+    )
 
 
 # -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    """(vi): whatever reaches the loop's exception handler (e.g. a task that died)."""
-    loop = asyncio.get_running_loop()
-    errors: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    try:
-        yield errors
-    finally:
-        loop.set_exception_handler(previous)
 
 
 @pytest.fixture
@@ -528,7 +421,7 @@ async def test_poison_event_alone_is_dropped_as_invalid(
     async with monitor:
         run = await drive(
             monitor.wrap(host_app()),
-            request_id=lambda i: "poison" if i == POISON_INDEX else f"req-{i}",
+            ids=lambda i: "poison" if i == POISON_INDEX else f"req-{i}",
         )
         stats = await drain(monitor)
 

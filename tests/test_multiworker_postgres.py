@@ -15,29 +15,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import secrets
-import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs; the override list is not ours
-import httpx
 import pytest
 
 from asgimon import histogram
 
+from . import uvicorn_proc
 from .apps.multi_app import PROBE_EVERY_S, PROBE_JOB
-from .pg_cluster import free_port, skip_or_fail
+from .pg_cluster import skip_or_fail
+from .uvicorn_proc import ItemsTraffic, Server, sigterm_and_wait, worker_pids
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 N_REQUESTS = 8000
 CONCURRENCY = 24
@@ -92,139 +89,35 @@ async def database() -> AsyncIterator[Database]:
 # -- uvicorn --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Server:
-    proc: asyncio.subprocess.Process
-    base_url: str
-    log: Path
-    workers: int
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-@contextlib.asynccontextmanager
-async def uvicorn_server(
+def uvicorn_server(
     log: Path, factory: str, url: str, *, workers: int, env: dict[str, str] | None = None
-) -> AsyncIterator[Server]:
+) -> contextlib.AbstractAsyncContextManager[Server]:
     """``uvicorn tests.apps.multi_app:<factory> --factory`` on a free loopback port.
 
     Yields as soon as the master is spawned (see :func:`worker_pids`), so several servers
-    start side by side. Its whole process group, which this test created, is killed if the
-    test fails before stopping it.
+    start side by side.
     """
-    port = free_port()
-    environ = {
-        **os.environ,
-        "ANALYTICS_STORAGE_URL": url,
-        "ANALYTICS_FLUSH_INTERVAL": "0.2",
-        "RATE_LIMIT_ENABLED": "false",
-        "ALERTS_ENABLED": "false",
-        **(env or {}),
-    }
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"tests.apps.multi_app:{factory}",
-            "--factory",
-            "--workers",
-            str(workers),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "on",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            cwd=ROOT,
-            env=environ,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield Server(proc, f"http://127.0.0.1:{port}", log, workers)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-
-
-async def worker_pids(server: Server, timeout: float = 30.0) -> set[str]:
-    """Poll ``/health`` on fresh connections until every worker of ``server`` has answered."""
-    pids: set[str] = set()
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=2.0) as client:
-        while len(pids) < server.workers:
-            assert time.monotonic() < deadline, (
-                f"only workers {pids} answered in {timeout}s\n{server.output()}"
-            )
-            try:
-                response = await client.get("/health", headers={"connection": "close"})
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-                continue
-            assert response.status_code == 200, server.output()
-            pids.add(response.headers["x-worker-pid"])
-    return pids
-
-
-async def sigterm_and_wait(server: Server, timeout: float = 30.0) -> None:
-    """SIGTERM to the master; lifespan shutdown flushes each worker before it exits."""
-    server.proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(timeout):
-        code = await server.proc.wait()
-    # uvicorn re-raises the signal it handled once it has shut down cleanly.
-    assert code in (0, -signal.SIGTERM), server.output()
+    return uvicorn_proc.uvicorn_server(
+        f"tests.apps.multi_app:{factory}", url, log, workers=workers, env=env, ready_timeout=None
+    )
 
 
 # -- load -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Traffic:
-    statuses: Counter[int] = field(default_factory=Counter)
-    by_worker: Counter[str] = field(default_factory=Counter)
-    bad_bodies: list[int] = field(default_factory=list)
-    request_ids: set[str] = field(default_factory=set)
-
-
-async def send_items(base_urls: Sequence[str], n: int) -> Traffic:
+async def send_items(base_urls: Sequence[str], n: int) -> ItemsTraffic:
     """``n`` GETs of ``/items/{i}`` (``x-request-id: req-{i}``) from ``CONCURRENCY`` clients.
 
-    Client ``k`` talks to ``base_urls[k % len(base_urls)]`` on a connection of its own, opened
-    anew every ``RECONNECT_EVERY`` requests; the clients start 10 ms apart, or one waking
-    worker may accept every connection queued at that moment.
+    Client ``k`` talks to ``base_urls[k % len(base_urls)]``, opening a new connection every
+    ``RECONNECT_EVERY`` requests.
     """
-    traffic = Traffic()
-    indices = iter(range(n))
-
-    async def client_loop(k: int) -> None:
-        await asyncio.sleep(k * 0.01)
-        sent = RECONNECT_EVERY
-        while sent == RECONNECT_EVERY:
-            sent = 0
-            base_url = base_urls[k % len(base_urls)]
-            async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
-                for _, i in zip(range(RECONNECT_EVERY), indices, strict=False):
-                    sent += 1
-                    rid = f"req-{i}"
-                    traffic.request_ids.add(rid)
-                    response = await client.get(f"/items/{i}", headers={"x-request-id": rid})
-                    traffic.statuses[response.status_code] += 1
-                    traffic.by_worker[response.headers.get("x-worker-pid", "?")] += 1
-                    if response.status_code == 200 and response.json() != {"item": str(i)}:
-                        traffic.bad_bodies.append(i)
-
-    async with asyncio.TaskGroup() as tg:
-        for k in range(CONCURRENCY):
-            tg.create_task(client_loop(k))
-    return traffic
+    return await uvicorn_proc.send_items(
+        base_urls,
+        n,
+        concurrency=CONCURRENCY,
+        reconnect_every=RECONNECT_EVERY,
+        send_request_ids=True,
+    )
 
 
 def exact_quantile(ordered: Sequence[float], q: float) -> float:

@@ -11,24 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import socket
 import sqlite3
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
 
+from . import uvicorn_proc
+from .uvicorn_proc import ItemsTraffic, Server, sigterm_and_wait
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 N_REQUESTS = 10_000
 CONCURRENCY = 32
 RECONNECT_EVERY = 250
@@ -36,144 +32,28 @@ ITEMS_ENDPOINT = "/items/{item_id}"
 BACKGROUND_S = 0.2  # tests/apps/worker_app.py BACKGROUND_S
 
 
-@dataclass(frozen=True)
-class Server:
-    proc: asyncio.subprocess.Process
-    base_url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextlib.contextmanager
-def _log_file(path: Path) -> Iterator[IO[bytes]]:
-    with path.open("wb") as out:
-        yield out
-
-
-async def _worker_pids(base_url: str, want: int, timeout: float) -> set[str]:
-    """Poll ``/health`` on fresh connections until ``want`` distinct workers have answered."""
-    pids: set[str] = set()
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as client:
-        while len(pids) < want:
-            assert time.monotonic() < deadline, f"only workers {pids} answered in {timeout}s"
-            try:
-                response = await client.get("/health", headers={"connection": "close"})
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-                continue
-            assert response.status_code == 200
-            pids.add(response.headers["x-worker-pid"])
-    return pids
-
-
-@contextlib.asynccontextmanager
-async def uvicorn_server(
+def uvicorn_server(
     tmp_path: Path, db: Path, *, workers: int, extra_env: dict[str, str] | None = None
-) -> AsyncIterator[Server]:
-    """``uvicorn tests.apps.worker_app:create_app --factory`` on a free loopback port.
-
-    Killed (its whole process group, which this test created) if the test fails before
-    stopping it.
-    """
-    port = _free_port()
-    env = {
-        **os.environ,
-        "ANALYTICS_STORAGE_URL": f"sqlite:///{db}",
-        "ANALYTICS_FLUSH_INTERVAL": "0.2",
-        "RATE_LIMIT_ENABLED": "false",
-        "ALERTS_ENABLED": "false",
-        **(extra_env or {}),
-    }
-    log = tmp_path / "uvicorn.log"
-    with _log_file(log) as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.apps.worker_app:create_app",
-            "--factory",
-            "--workers",
-            str(workers),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "on",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        await _worker_pids(server.base_url, workers, timeout=30.0)
-        yield server
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+) -> contextlib.AbstractAsyncContextManager[Server]:
+    """``uvicorn tests.apps.worker_app:create_app --factory`` on the SQLite file ``db``."""
+    return uvicorn_proc.uvicorn_server(
+        "tests.apps.worker_app:create_app",
+        f"sqlite:///{db}",
+        tmp_path / "uvicorn.log",
+        workers=workers,
+        env=extra_env,
+    )
 
 
-async def sigterm_and_wait(server: Server, timeout: float = 30.0) -> None:
-    """F21: SIGTERM to the master; lifespan shutdown flushes each worker before it exits."""
-    server.proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(timeout):
-        code = await server.proc.wait()
-    # uvicorn re-raises the signal it handled once it has shut down cleanly.
-    assert code in (0, -signal.SIGTERM), server.output()
-
-
-@dataclass
-class LoadReport:
-    statuses: Counter[int]
-    by_worker: Counter[str]
-    bad_bodies: list[int]
-
-
-async def send_items(base_url: str, n: int) -> LoadReport:
-    """``n`` GETs of ``/items/{i}`` from ``CONCURRENCY`` clients, one connection each.
-
-    Each client reconnects every ``RECONNECT_EVERY`` requests and the clients start a few
-    ms apart: one worker waking up can accept every connection queued at that moment, so
-    32 connections opened at once may all land on one worker.
-    """
-    report = LoadReport(Counter(), Counter(), [])
-    indices = iter(range(n))
-
-    async def client_loop(k: int) -> None:
-        await asyncio.sleep(k * 0.01)
-        sent = RECONNECT_EVERY
-        while sent == RECONNECT_EVERY:
-            sent = 0
-            async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
-                for _, i in zip(range(RECONNECT_EVERY), indices, strict=False):
-                    sent += 1
-                    response = await client.get(f"/items/{i}")
-                    report.statuses[response.status_code] += 1
-                    report.by_worker[response.headers.get("x-worker-pid", "?")] += 1
-                    if response.status_code == 200 and response.json() != {"item": str(i)}:
-                        report.bad_bodies.append(i)
-
-    async with asyncio.TaskGroup() as tg:
-        for k in range(CONCURRENCY):
-            tg.create_task(client_loop(k))
-    return report
+async def send_items(base_url: str, n: int) -> ItemsTraffic:
+    """``n`` GETs of ``/items/{i}`` from ``CONCURRENCY`` clients, one connection each."""
+    return await uvicorn_proc.send_items(
+        [base_url],
+        n,
+        concurrency=CONCURRENCY,
+        reconnect_every=RECONNECT_EVERY,
+        send_request_ids=False,
+    )
 
 
 async def poll_dashboard(base_url: str, stop: asyncio.Event) -> Counter[int]:
