@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from asgimon import MemoryStorage, Monitor, Storage, StorageUnavailable
@@ -246,3 +248,64 @@ def test_ingest_keys_are_read_from_the_environment() -> None:
         Settings.from_env({"ANALYTICS_INGEST_KEYS": "a=short"})
     with pytest.raises(ConfigError, match="ANALYTICS_INGEST_KEYS"):
         Settings.from_env({"ANALYTICS_INGEST_KEYS": "no-equals-sign"})
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+field_names = st.sampled_from(
+    [
+        "kind",
+        "id",
+        "projectId",
+        "timestamp",
+        "deploymentId",
+        "type",
+        "status",
+        "durationMs",
+        "framework",
+        "phase",
+        "startTime",
+        "endTime",
+        "functionId",
+        "coldStart",
+        "memoryMb",
+        "error",
+        "domain",
+        "expiresAt",
+        "assetCount",
+        "totalSizeBytes",
+    ]
+) | st.text(max_size=12)
+
+
+def mutated(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(field_names, json_values, max_size=6).map(
+        lambda extra: {**base, **extra}
+    )
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch=st.lists(st.one_of([mutated(e) for e in one_of_each()]), min_size=1, max_size=5))
+async def test_any_batch_is_stored_whole_or_refused_cleanly(batch: list[dict[str, Any]]) -> None:
+    monitor = Monitor(storage=MemoryStorage(), ingest_keys=(("*", KEY_ALL),))
+    response = await post(monitor, {"events": batch}, key=KEY_ALL)
+    assert response.status_code in (200, 422), response.text
+    body = response.json()
+    if response.status_code == 200:
+        assert body["accepted"] + body["duplicates"] == len(batch)
+        assert await stored(monitor.storage) == body["accepted"]
+    else:
+        assert body["error"]["details"]
+        assert all(d["field"].startswith("events[") for d in body["error"]["details"])
+        assert await stored(monitor.storage) == 0

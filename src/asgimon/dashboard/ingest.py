@@ -224,7 +224,7 @@ def _one(item: Any, at: str, problems: Problems, max_age_s: float, now: float) -
         problems.add(at, "must be an object")
         return None
     kind = item.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         problems.add(f"{at}.kind", "must be one of " + ", ".join(sorted(KINDS)))
         return None
     cls, fields = KINDS[kind]
