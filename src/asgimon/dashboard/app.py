@@ -14,6 +14,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from asgimon import histogram
+from asgimon.analytics.deployments import deployments
+from asgimon.analytics.ranges import BadQuery, parse_range
 from asgimon.errors import StorageError
 from asgimon.rollups import Rollup, combine
 
@@ -108,6 +110,7 @@ def create_dashboard(monitor: Monitor) -> ASGIApp:
             Route("/api/health", health, methods=["GET"]),
             Route("/api/summary", summary, methods=["GET"]),
             Route("/api/events", ingest_endpoint(monitor), methods=["POST"]),
+            Route("/api/deployments/{project_id}", deployments_endpoint(monitor), methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error},
     )
@@ -178,3 +181,28 @@ def ingest_endpoint(monitor: Monitor) -> Any:
         return JSONResponse({"accepted": result.inserted, "duplicates": result.duplicates})
 
     return ingest
+
+
+def _bad_query(exc: BadQuery) -> JSONResponse:
+    detail = {"field": exc.field, "message": exc.message}
+    return JSONResponse(
+        {"error": {"code": "invalid_query", "message": str(exc), "details": [detail]}},
+        status_code=422,
+    )
+
+
+def deployments_endpoint(monitor: Monitor) -> Any:
+    async def endpoint(request: Request) -> JSONResponse:
+        project_id = request.path_params["project_id"]
+        if len(project_id) > 128 or not project_id.isprintable():
+            return _bad_query(BadQuery("projectId", "must be 1 to 128 printable characters"))
+        try:
+            span = parse_range(request.query_params)
+        except BadQuery as exc:
+            return _bad_query(exc)
+        try:
+            return JSONResponse(await deployments(monitor.storage, project_id, span))
+        except StorageError as exc:
+            return _storage_unavailable(exc)
+
+    return endpoint

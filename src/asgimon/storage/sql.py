@@ -85,6 +85,7 @@ class SQLStorage:
         self._schema_ready = False
         self._file_id: tuple[int, int] | None = None
         self._busy = 0
+        self._reset_reason: str | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -127,8 +128,9 @@ class SQLStorage:
                 except (SQLAlchemyError, OSError) as exc:
                     # Whatever the driver says (permissions, a racing worker creating the
                     # same tables), it is the store that is not ready, never the events.
-                    await self.close()
-                    raise StorageUnavailable(f"schema set-up failed: {exc}") from exc
+                    error = StorageUnavailable(f"schema set-up failed: {exc}")
+                    await self.close(reason=str(error))
+                    raise error from exc
                 self._schema_ready = True
                 self._file_id = self._stat_file()
         return writer
@@ -179,7 +181,7 @@ class SQLStorage:
         if engine is not self._writer and engine is not self._reader:
             # close() ran since the caller took this engine: a connection made from it now
             # would never be closed. The caller's retry gets the new engines.
-            raise StorageUnavailable("storage was closed and reopened; try again")
+            raise StorageUnavailable(self._reset_reason or "storage was reset; try again")
         self._busy += 1
         self._idle.clear()
         try:
@@ -189,7 +191,10 @@ class SQLStorage:
             if not self._busy:
                 self._idle.set()
 
-    async def close(self) -> None:
+    async def close(self, reason: str | None = None) -> None:
+        """Close every connection. ``reason`` (a failure) is what callers holding the old
+        engines are told, so the error they report is the real one."""
+        self._reset_reason = reason
         engines = {id(e): e for e in (self._writer, self._reader) if e is not None}
         self._writer = self._reader = None
         self._schema_ready = False
