@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -15,9 +16,11 @@ from starlette.types import ASGIApp
 
 from asgimon import histogram
 from asgimon.analytics.deployments import deployments
-from asgimon.analytics.ranges import BadQuery, parse_range
+from asgimon.analytics.functions import functions
+from asgimon.analytics.ranges import BadQuery, TimeRange, parse_range
 from asgimon.errors import StorageError
 from asgimon.rollups import Rollup, combine
+from asgimon.storage.base import Storage
 
 from .access import LocalOnly, ingest_key
 from .ingest import BadBatch, parse_body, to_events
@@ -110,7 +113,16 @@ def create_dashboard(monitor: Monitor) -> ASGIApp:
             Route("/api/health", health, methods=["GET"]),
             Route("/api/summary", summary, methods=["GET"]),
             Route("/api/events", ingest_endpoint(monitor), methods=["POST"]),
-            Route("/api/deployments/{project_id}", deployments_endpoint(monitor), methods=["GET"]),
+            Route(
+                "/api/deployments/{project_id}",
+                analytics_endpoint(monitor, deployments),
+                methods=["GET"],
+            ),
+            Route(
+                "/api/functions/{project_id}",
+                analytics_endpoint(monitor, functions),
+                methods=["GET"],
+            ),
         ],
         exception_handlers={HTTPException: _http_error},
     )
@@ -191,7 +203,11 @@ def _bad_query(exc: BadQuery) -> JSONResponse:
     )
 
 
-def deployments_endpoint(monitor: Monitor) -> Any:
+def analytics_endpoint(
+    monitor: Monitor, compute: Callable[[Storage, str, TimeRange], Awaitable[dict[str, Any]]]
+) -> Any:
+    """A GET endpoint for one project and a time range, answered by ``compute``."""
+
     async def endpoint(request: Request) -> JSONResponse:
         project_id = request.path_params["project_id"]
         if len(project_id) > 128 or not project_id.isprintable():
@@ -201,7 +217,7 @@ def deployments_endpoint(monitor: Monitor) -> Any:
         except BadQuery as exc:
             return _bad_query(exc)
         try:
-            return JSONResponse(await deployments(monitor.storage, project_id, span))
+            return JSONResponse(await compute(monitor.storage, project_id, span))
         except StorageError as exc:
             return _storage_unavailable(exc)
 

@@ -1,0 +1,71 @@
+"""``GET /api/functions/{projectId}``: invocations, execution times and errors per function."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from asgimon import histogram
+from asgimon.rollups import Rollup, combine
+from asgimon.storage.base import Storage
+
+from .ranges import TimeRange
+
+# Upper edges (ms) of the execution-time distribution; the last bucket is open.
+EDGES_MS = (10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0)
+
+
+def _distribution(hist: dict[int, int]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    below = 0
+    for lo, hi in zip((0.0, *EDGES_MS), EDGES_MS, strict=False):
+        upto = histogram.count_at_most(hist, hi)
+        out.append({"fromMs": lo, "toMs": hi, "count": upto - below})
+        below = upto
+    out.append({"fromMs": EDGES_MS[-1], "toMs": None, "count": sum(hist.values()) - below})
+    return out
+
+
+def _figures(r: Rollup) -> dict[str, Any]:
+    p50, p95, p99 = histogram.quantiles(r.hist, (0.5, 0.95, 0.99))
+    return {
+        "invocations": r.count,
+        "errors": r.error_count,
+        "errorRate": r.error_count / r.count if r.count else 0.0,
+        "avgExecutionTime": r.avg,
+        "p50ExecutionTime": p50,
+        "p95ExecutionTime": p95,
+        "p99ExecutionTime": p99,
+    }
+
+
+async def functions(storage: Storage, project_id: str, span: TimeRange) -> dict[str, Any]:
+    """Everything from the ``fn:{function_id}`` rollups."""
+    rows = await storage.rollups(
+        project_id=project_id,
+        resolution=span.resolution,
+        start=span.start,
+        end=span.end,
+        series_prefix="fn:",
+    )
+    per_function: dict[str, list[Rollup]] = {}
+    for r in rows:
+        per_function.setdefault(r.series.removeprefix("fn:"), []).append(r)
+    merged = {name: combine(rs) for name, rs in sorted(per_function.items())}
+    total = combine(rows)
+    overall = _figures(total)
+    return {
+        "projectId": project_id,
+        "start": datetime.fromtimestamp(span.start, UTC).isoformat(),
+        "end": datetime.fromtimestamp(span.end, UTC).isoformat(),
+        "totalInvocations": total.count,
+        "avgExecutionTime": overall["avgExecutionTime"],
+        "p50ExecutionTime": overall["p50ExecutionTime"],
+        "p95ExecutionTime": overall["p95ExecutionTime"],
+        "p99ExecutionTime": overall["p99ExecutionTime"],
+        "errorRate": overall["errorRate"],
+        "invocationsByFunction": [{"functionId": f, "count": r.count} for f, r in merged.items()],
+        "errorsByFunction": [{"functionId": f, "count": r.error_count} for f, r in merged.items()],
+        "executionTimeDistribution": _distribution(total.hist),
+        "functions": [{"functionId": f, **_figures(r)} for f, r in merged.items()],
+    }
