@@ -147,3 +147,16 @@ async def test_the_summary_matches_figures_computed_from_the_raw_calls() -> None
         assert row["avgMs"] == pytest.approx(sum(mine) / len(mine))
         truth = mine[int(0.95 * (len(mine) - 1))]
         assert abs(row["p95Ms"] - truth) <= 0.02 * truth
+
+
+async def test_health_is_degraded_only_while_failures_are_recent() -> None:
+    import time
+
+    async with Monitor(storage=MemoryStorage()) as monitor:
+        monitor.recorder._note_error(StorageUnavailable("down"))
+        assert (await monitor.health())["status"] == "degraded"
+        monitor.recorder._last_error_at = time.time() - 120  # the failure is two minutes old
+        body = await monitor.health()
+    assert body["status"] == "ok"
+    assert body["recorder"]["lastError"] == "down"
+    assert body["jobs"]["purge"]["every"] == 3600.0

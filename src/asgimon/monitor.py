@@ -31,6 +31,7 @@ log = logging.getLogger("asgimon")
 Timestamp = datetime | float | int | None
 CLOCK_JUMP_S = 300.0
 HEALTH_TIMEOUT_S = 2.0
+DEGRADED_FOR_S = 60.0
 
 
 def _storage_options(settings: Settings) -> dict[str, Any]:
@@ -485,9 +486,11 @@ class Monitor:
             storage = {"ok": False, "error": str(exc)[:500] or type(exc).__name__}
         else:
             storage = probe.result()
-        degraded = not storage.get("ok") or (
-            stats.dropped_total > 0 and stats.last_error is not None
+        # Degraded while storage fails now, not forever after one old failure.
+        recent_failure = (
+            stats.last_error_at is not None and time.time() - stats.last_error_at < DEGRADED_FOR_S
         )
+        degraded = not storage.get("ok") or recent_failure
         return {
             "status": "ok" if not degraded else "degraded",
             "inFlight": self.in_flight,
@@ -506,4 +509,5 @@ class Monitor:
                 "lastErrorAt": stats.last_error_at,
             },
             "storage": {**storage, "startError": self.storage_error},
+            "jobs": self.scheduler.report(),
         }

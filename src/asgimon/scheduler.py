@@ -57,6 +57,18 @@ class Scheduler:
             )
         self._jobs[name] = _Entry(name, seconds, run)
 
+    def report(self) -> dict[str, dict[str, object]]:
+        """What each job has done in this process, for the health endpoint."""
+        return {
+            e.name: {
+                "every": e.every,
+                "runs": e.runs,
+                "failures": e.failures,
+                "lastError": e.last_error,
+            }
+            for e in self._jobs.values()
+        }
+
     def runs(self, name: str) -> int:
         """How many periods of ``name`` this process has run."""
         return self._jobs[name].runs
