@@ -122,7 +122,8 @@ async def test_every_field_matches_the_raw_events(storage: Storage, query: str) 
     ]
     frameworks = Counter(e.framework or "unknown" for e in done)
     assert body["frameworkDistribution"] == [
-        {"framework": f, "count": c} for f, c in sorted(frameworks.items())
+        {"framework": f, "count": c, "share": pytest.approx(c / len(done))}
+        for f, c in sorted(frameworks.items())
     ]
     newest = sorted(inside, key=lambda e: e.timestamp, reverse=True)[:100]
     assert [d["id"] for d in body["deployments"]] == [e.id for e in newest]

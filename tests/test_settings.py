@@ -34,7 +34,7 @@ def test_every_seed_variable_is_read() -> None:
         "ANALYTICS_STORAGE_URL": "postgresql://u@127.0.0.1/db",
         "ANALYTICS_REDIS_URL": "redis://127.0.0.1:6379/0",
         "RATE_LIMIT_BURST": "0",
-        "ANALYTICS_JWT_SECRET": "s3cret",
+        "ANALYTICS_JWT_SECRET": "s3cret-s3cret-s3cret-s3cret-s3cret",
         "ALERTS_SMTP_URL": "smtp://127.0.0.1:25",
     }
     s = Settings.from_env(env)
@@ -48,7 +48,7 @@ def test_every_seed_variable_is_read() -> None:
     assert (s.rate_limit_max, s.rate_limit_window, s.rate_limit_burst) == (5, 10, 0)
     assert s.storage_url == "postgresql://u@127.0.0.1/db"
     assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert s.jwt_secret == "s3cret"
+    assert s.jwt_secret == "s3cret-s3cret-s3cret-s3cret-s3cret"
     assert s.smtp_url == "smtp://127.0.0.1:25"
 
 

@@ -200,7 +200,7 @@ class BuildEvent(Event):
         c.number("total_size_bytes", self.total_size_bytes, high=MAX_SIZE_BYTES, integer=True)
 
     def series(self) -> str:
-        return f"build:{self.phase}"
+        return f"build:{self.phase}:{self.framework or '-'}"
 
     def value(self) -> float:
         return self.duration_ms
@@ -294,6 +294,8 @@ class ErrorEvent(Event):
         c.text("message", self.message, max_len=MAX_MESSAGE, required=False)
         c.text("stack", self.stack, max_len=MAX_STACK, required=False)
         c.text("fingerprint", self.fingerprint, max_len=MAX_ID)
+        if isinstance(self.fingerprint, str) and ":" in self.fingerprint:
+            c.fail("fingerprint", "must not contain ':'")
         c.text("severity", self.severity, max_len=16, choices=SEVERITIES)
         c.flag("handled", self.handled)
         for name in ("endpoint", "method", "request_id", "user_id", "deployment_id"):
@@ -301,7 +303,9 @@ class ErrorEvent(Event):
         c.json_object("context", self.context)
 
     def series(self) -> str:
-        return f"error:{self.severity}"
+        # One series per group, carrying what the errors API breaks counts down by:
+        # ``error:{severity}:{fingerprint}:{type}`` (fingerprints hold no colon).
+        return f"error:{self.severity}:{self.fingerprint}:{self.error_type}"
 
     def is_error(self) -> bool:
         return True

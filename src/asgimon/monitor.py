@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from functools import cached_property
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Scope
 
 from . import retention
 from ._validate import to_epoch
 from .capture import error_event
+from .dashboard.auth import AuthHook
 from .dashboard.mount import Mounted
 from .errors import InvalidEventError
 from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event, FunctionInvocation
@@ -25,6 +26,9 @@ from .scheduler import Scheduler
 from .settings import Settings
 from .storage import Storage, storage_from_url
 from .tracking import Tracker, build_phase_tracker, function_tracker
+
+if TYPE_CHECKING:
+    from .dashboard.app import DashboardApp
 
 log = logging.getLogger("asgimon")
 
@@ -66,6 +70,9 @@ class Monitor:
     ``project_resolver(scope)`` its project (default: the ``project_id`` setting), and
     ``route_resolver(scope)`` its route template for frameworks whose router does not leave
     ``scope["route"]`` behind. All three run at the end of each request, so keep them cheap.
+    ``auth(request)`` decides who may read the analytics API: it returns a
+    :class:`~asgimon.dashboard.auth.Principal` or None (JWTs are the other way in, from
+    ``ANALYTICS_JWT_SECRET`` or ``ANALYTICS_JWT_PUBLIC_KEY``).
     """
 
     middleware_class = AsgimonMiddleware
@@ -78,6 +85,7 @@ class Monitor:
         user_resolver: ScopeResolver | None = None,
         project_resolver: ScopeResolver | None = None,
         route_resolver: ScopeResolver | None = None,
+        auth: AuthHook | None = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -91,6 +99,7 @@ class Monitor:
         self.user_resolver = user_resolver
         self.project_resolver = project_resolver
         self.route_resolver = route_resolver
+        self.auth = auth
         self.recorder = Recorder(
             storage,
             max_events=settings.queue_max_events,
@@ -122,7 +131,7 @@ class Monitor:
         """Settings from ``environ`` (default ``os.environ``), then ``overrides``."""
         resolvers = {
             k: overrides.pop(k)
-            for k in ("user_resolver", "project_resolver", "route_resolver")
+            for k in ("user_resolver", "project_resolver", "route_resolver", "auth")
             if k in overrides
         }
         return cls(Settings.from_env(environ, **overrides), storage=storage, **resolvers)
@@ -159,6 +168,8 @@ class Monitor:
         await self.recorder.stop(timeout=max(0.0, deadline - time.monotonic() - 0.25))
         try:
             async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
+                if "dashboard" in self.__dict__:
+                    await self.dashboard.aclose()
                 await self.storage.close()
         except Exception as exc:
             log.warning("asgimon: closing storage failed: %r", exc)
@@ -189,11 +200,11 @@ class Monitor:
         )
 
     @cached_property
-    def dashboard(self) -> ASGIApp:
+    def dashboard(self) -> DashboardApp:
         """The sub-application to mount at ``mount_path``: JSON API (and pages)."""
         from .dashboard import create_dashboard
 
-        return create_dashboard(self)
+        return create_dashboard(self, self.auth)
 
     def excluded_paths(self) -> tuple[frozenset[str], tuple[str, ...]]:
         """Paths never recorded: exact ones, and prefixes (the dashboard's mount included)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from limits import parse_many
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigError
@@ -166,6 +167,37 @@ def _is_paths(v: Any) -> bool:
     )
 
 
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512")
+
+
+def _parse_key(raw: str) -> str | None:
+    text = raw.strip()
+    if not text or text.startswith("-----BEGIN"):
+        return text or None
+    try:
+        with open(text, encoding="ascii") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        raise ValueError(raw) from None
+
+
+def _is_optional_pem(v: Any) -> bool:
+    return v is None or (
+        isinstance(v, str) and v.startswith("-----BEGIN") and "PUBLIC KEY-----" in v
+    )
+
+
+def _is_optional_rate(v: Any) -> bool:
+    if v is None:
+        return True
+    if not isinstance(v, str):
+        return False
+    try:
+        return bool(parse_many(v))
+    except ValueError:
+        return False
+
+
 def _setting(
     env: str,
     default: Any,
@@ -294,6 +326,42 @@ class Settings:
         _parse_optional_str,
         (_is_optional_text, "a non-empty secret of at most 4096 characters"),
     )
+    jwt_public_key: str | None = _setting(
+        "ANALYTICS_JWT_PUBLIC_KEY",
+        None,
+        _parse_key,
+        (_is_optional_pem, "a PEM public key, or the path of a file holding one"),
+    )
+    jwt_algorithm: str | None = _setting(
+        "ANALYTICS_JWT_ALGORITHM",
+        None,
+        _parse_optional_str,
+        (
+            lambda v: v is None or v in JWT_ALGORITHMS,
+            "one of " + ", ".join(JWT_ALGORITHMS) + " (default: HS256 with a secret, "
+            "RS256 with a public key)",
+        ),
+    )
+    jwt_audience: str | None = _setting(
+        "ANALYTICS_JWT_AUDIENCE", None, _parse_optional_str, (_is_optional_text, "a non-empty text")
+    )
+    jwt_issuer: str | None = _setting(
+        "ANALYTICS_JWT_ISSUER", None, _parse_optional_str, (_is_optional_text, "a non-empty text")
+    )
+    jwt_leeway: int = _setting("ANALYTICS_JWT_LEEWAY", 30, int, _int_at_least(0))
+    apdex_threshold_ms: float = _setting(
+        "ANALYTICS_APDEX_THRESHOLD_MS", 500.0, float, _float_between(1.0, 600_000.0)
+    )
+    local_cache_ttl: int = _setting("ANALYTICS_LOCAL_CACHE_TTL", 300, int, _int_at_least(0))
+    api_rate_limit: str | None = _setting(
+        "ANALYTICS_API_RATE_LIMIT",
+        "600/minute",
+        _parse_optional_str,
+        (
+            _is_optional_rate,
+            "a rate such as 600/minute or 20/second (several separated by ;), empty for none",
+        ),
+    )
     alerts_enabled: bool = _setting("ALERTS_ENABLED", True, _parse_bool, _BOOL)
     email_alerts_enabled: bool = _setting("EMAIL_ALERTS_ENABLED", True, _parse_bool, _BOOL)
     webhook_alerts_enabled: bool = _setting("WEBHOOK_ALERTS_ENABLED", True, _parse_bool, _BOOL)
@@ -310,6 +378,7 @@ class Settings:
             check, allowed = f.metadata["check"]
             if not check(value):
                 raise ConfigError(f.metadata["env"], value, allowed)
+        self._check_jwt()
         # The purge finds projects through their daily rollups: those must outlive raw data.
         longest_raw = max(self.metrics_retention_days, self.error_log_retention_days)
         if self.day_rollup_retention_days < longest_raw:
@@ -318,6 +387,32 @@ class Settings:
                 self.day_rollup_retention_days,
                 f"at least METRICS_RETENTION_DAYS and ERROR_LOG_RETENTION_DAYS ({longest_raw})",
             )
+
+    def _check_jwt(self) -> None:
+        if self.jwt_secret is not None and self.jwt_public_key is not None:
+            raise ConfigError(
+                "ANALYTICS_JWT_PUBLIC_KEY", "(set)", "unset while ANALYTICS_JWT_SECRET is set"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
+            # Shorter HMAC keys can be brute-forced offline from one captured token.
+            raise ConfigError("ANALYTICS_JWT_SECRET", "(hidden)", "at least 32 bytes")
+        algorithm = self.jwt_algorithm
+        if algorithm is None:
+            return
+        if algorithm.startswith("HS") and self.jwt_secret is None:
+            raise ConfigError("ANALYTICS_JWT_ALGORITHM", algorithm, "RS* with a public key")
+        if algorithm.startswith("RS") and self.jwt_public_key is None:
+            raise ConfigError("ANALYTICS_JWT_ALGORITHM", algorithm, "HS* with a secret")
+
+    @property
+    def jwt_configured(self) -> bool:
+        return self.jwt_secret is not None or self.jwt_public_key is not None
+
+    @property
+    def jwt_pinned_algorithm(self) -> str:
+        if self.jwt_algorithm is not None:
+            return self.jwt_algorithm
+        return "HS256" if self.jwt_secret is not None else "RS256"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

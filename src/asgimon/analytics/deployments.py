@@ -1,27 +1,33 @@
-"""``GET /api/deployments/{projectId}``: rates, durations and distributions of deployments."""
+"""``GET /api/deployments/{projectId}``: rates, durations and distributions of deployments,
+and for each recent deployment the API and functions in the hour before and after it."""
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
+from asgimon import histogram
 from asgimon.events import DeploymentEvent
-from asgimon.storage.base import Storage
+from asgimon.rollups import Rollup
 
-from .ranges import TimeRange
+from .common import day, header, iso, ratio, trend
+from .query import Query
 
 RECENT = 100
+IMPACT_WINDOW_S = 3600
+IMPACT_MAX = 20  # deployments compared per answer: 4 windows each, one round trip
 
 
-def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+def framework_of(series: str) -> str:
+    framework = series.removeprefix("deploy:")
+    return "unknown" if framework == "-" else framework
 
 
-async def deployments(storage: Storage, project_id: str, span: TimeRange) -> dict[str, Any]:
+async def deployments(q: Query) -> dict[str, Any]:
     """Completed deployments from the ``deploy:{framework}`` rollups; the latest events raw."""
-    rows = await storage.rollups(
-        project_id=project_id,
+    span = q.span
+    rows = await q.storage.rollups(
+        project_id=q.project_id,
         resolution=span.resolution,
         start=span.start,
         end=span.end,
@@ -32,31 +38,42 @@ async def deployments(storage: Storage, project_id: str, span: TimeRange) -> dic
     timed = sum(r.value_count for r in rows)
     by_date: Counter[str] = Counter()
     by_framework: Counter[str] = Counter()
+    hist: histogram.Histogram = {}
     for r in rows:
-        by_date[_day(r.bucket_start)] += r.count
-        framework = r.series.removeprefix("deploy:")
-        by_framework["unknown" if framework == "-" else framework] += r.count
-    recent = await storage.events(
-        "deployment", project_id=project_id, start=span.start, end=span.end, limit=RECENT
+        by_date[day(r.bucket_start)] += r.count
+        by_framework[framework_of(r.series)] += r.count
+        histogram.merge_into(hist, r.hist)
+    p50, p95, p99 = histogram.quantiles(hist, (0.5, 0.95, 0.99))
+    recent = await q.storage.events(
+        "deployment", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT
     )
+    listed = [_deployment(ev) for ev in recent if isinstance(ev, DeploymentEvent)]
+    await _add_impact(q, listed, [ev for ev in recent if isinstance(ev, DeploymentEvent)])
     return {
-        "projectId": project_id,
-        "start": datetime.fromtimestamp(span.start, UTC).isoformat(),
-        "end": datetime.fromtimestamp(span.end, UTC).isoformat(),
+        **header(q.project_id, span),
         "totalDeployments": total,
-        "successRate": (total - failed) / total if total else 0.0,
-        "failureRate": failed / total if total else 0.0,
+        "successRate": ratio(total - failed, total),
+        "failureRate": ratio(failed, total),
         "avgDuration": sum(r.value_sum for r in rows) / timed if timed else None,
+        "p50Duration": p50,
+        "p95Duration": p95,
+        "p99Duration": p99,
         "deploymentsByDate": [{"date": d, "count": c} for d, c in sorted(by_date.items())],
         "deploymentsByStatus": [
             {"status": "success", "count": total - failed},
             {"status": "failure", "count": failed},
         ],
         "frameworkDistribution": [
-            {"framework": f, "count": c} for f, c in sorted(by_framework.items())
+            {"framework": f, "count": c, "share": ratio(c, total)}
+            for f, c in sorted(by_framework.items())
         ],
-        "deployments": [_deployment(ev) for ev in recent if isinstance(ev, DeploymentEvent)],
+        "deploymentTrend": trend(rows, span, _trend_point),
+        "deployments": listed,
     }
+
+
+def _trend_point(r: Rollup) -> dict[str, Any]:
+    return {"count": r.count, "failures": r.error_count, "avgDuration": r.avg}
 
 
 def _deployment(ev: DeploymentEvent) -> dict[str, Any]:
@@ -67,5 +84,60 @@ def _deployment(ev: DeploymentEvent) -> dict[str, Any]:
         "status": ev.status,
         "durationMs": ev.duration_ms,
         "framework": ev.framework,
-        "timestamp": ev.at.isoformat(),
+        "timestamp": iso(ev.timestamp),
+        "impact": None,
     }
+
+
+def impact_windows(q: Query, at: float) -> tuple[str, tuple[float, float], tuple[float, float]]:
+    """The rollups and the before / after windows compared around a deployment at ``at``.
+
+    Minute rollups while they are kept, hour rollups after that; the deployment's own
+    minute (or hour) counts as "after".
+    """
+    minute_kept_from = q.now - q.settings.minute_rollup_retention_days * 86_400
+    resolution, width = (
+        ("minute", 60) if at - IMPACT_WINDOW_S >= minute_kept_from else ("hour", 3600)
+    )
+    pivot = int(at // width) * width
+    return resolution, (pivot - IMPACT_WINDOW_S, pivot), (pivot, pivot + IMPACT_WINDOW_S)
+
+
+def _side(api: Rollup, fn: Rollup) -> dict[str, Any]:
+    return {
+        "apiCalls": api.count,
+        "avgLatency": api.avg,
+        "errorRate": ratio(api.error_count, api.count),
+        "invocations": fn.count,
+        "functionErrorRate": ratio(fn.error_count, fn.count),
+        "avgExecutionTime": fn.avg,
+    }
+
+
+async def _add_impact(
+    q: Query, listed: list[dict[str, Any]], events: list[DeploymentEvent]
+) -> None:
+    chosen = [(row, ev) for row, ev in zip(listed, events, strict=True) if ev.type == "completed"][
+        :IMPACT_MAX
+    ]
+    by_resolution: dict[str, list[tuple[dict[str, Any], float, float, float]]] = {}
+    for row, ev in chosen:
+        resolution, before, after = impact_windows(q, ev.timestamp)
+        by_resolution.setdefault(resolution, []).append((row, before[0], before[1], after[1]))
+    for resolution, items in by_resolution.items():
+        windows = [w for _, lo, mid, hi in items for w in ((lo, mid), (mid, hi))]
+        api = await q.storage.totals(
+            project_id=q.project_id, resolution=resolution, windows=windows, series_prefix="api:"
+        )
+        fn = await q.storage.totals(
+            project_id=q.project_id, resolution=resolution, windows=windows, series_prefix="fn:"
+        )
+        for i, (row, _lo, mid, hi) in enumerate(items):
+            row["impact"] = {
+                "windowSeconds": IMPACT_WINDOW_S,
+                "resolution": resolution,
+                "before": _side(api[2 * i], fn[2 * i]),
+                "after": _side(api[2 * i + 1], fn[2 * i + 1]),
+                "afterComplete": hi <= q.now,
+                "pivot": iso(mid),
+            }

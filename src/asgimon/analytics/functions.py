@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from asgimon import histogram
 from asgimon.rollups import Rollup, combine
-from asgimon.storage.base import Storage
 
-from .ranges import TimeRange
+from .common import header, ratio, trend
+from .query import Query
 
 # Upper edges (ms) of the execution-time distribution; the last bucket is open.
 EDGES_MS = (10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0)
@@ -31,7 +30,7 @@ def _figures(r: Rollup) -> dict[str, Any]:
     return {
         "invocations": r.count,
         "errors": r.error_count,
-        "errorRate": r.error_count / r.count if r.count else 0.0,
+        "errorRate": ratio(r.error_count, r.count),
         "avgExecutionTime": r.avg,
         "p50ExecutionTime": p50,
         "p95ExecutionTime": p95,
@@ -39,10 +38,11 @@ def _figures(r: Rollup) -> dict[str, Any]:
     }
 
 
-async def functions(storage: Storage, project_id: str, span: TimeRange) -> dict[str, Any]:
+async def functions(q: Query) -> dict[str, Any]:
     """Everything from the ``fn:{function_id}`` rollups."""
-    rows = await storage.rollups(
-        project_id=project_id,
+    span = q.span
+    rows = await q.storage.rollups(
+        project_id=q.project_id,
         resolution=span.resolution,
         start=span.start,
         end=span.end,
@@ -55,10 +55,9 @@ async def functions(storage: Storage, project_id: str, span: TimeRange) -> dict[
     total = combine(rows)
     overall = _figures(total)
     return {
-        "projectId": project_id,
-        "start": datetime.fromtimestamp(span.start, UTC).isoformat(),
-        "end": datetime.fromtimestamp(span.end, UTC).isoformat(),
+        **header(q.project_id, span),
         "totalInvocations": total.count,
+        "invocationRate": total.count / ((span.end - span.start) / 60),
         "avgExecutionTime": overall["avgExecutionTime"],
         "p50ExecutionTime": overall["p50ExecutionTime"],
         "p95ExecutionTime": overall["p95ExecutionTime"],
@@ -67,5 +66,10 @@ async def functions(storage: Storage, project_id: str, span: TimeRange) -> dict[
         "invocationsByFunction": [{"functionId": f, "count": r.count} for f, r in merged.items()],
         "errorsByFunction": [{"functionId": f, "count": r.error_count} for f, r in merged.items()],
         "executionTimeDistribution": _distribution(total.hist),
+        "invocationTrend": trend(rows, span, _trend_point),
         "functions": [{"functionId": f, **_figures(r)} for f, r in merged.items()],
     }
+
+
+def _trend_point(r: Rollup) -> dict[str, Any]:
+    return {"invocations": r.count, "errors": r.error_count, "avgExecutionTime": r.avg}

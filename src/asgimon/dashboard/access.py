@@ -1,19 +1,18 @@
-"""Who may see the dashboard. With no auth configured: loopback clients, and no one behind a proxy.
+"""Who counts as local: with no auth configured, loopback clients and no one behind a proxy.
 
 A reverse proxy on the same host makes every visitor look like 127.0.0.1, so a request
 carrying a proxy header is refused too; so is one whose ``Host`` is not a loopback name,
 which is what a DNS-rebinding page in a local browser sends. A proxy that adds no header at
 all (a bare nginx ``proxy_pass``) cannot be told apart from a local client: configure auth
 before putting the app behind one. Refusals are 404s, which do not tell a stranger that
-anything is mounted here.
+anything is mounted here (see :class:`asgimon.dashboard.app.Guard`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 PROXY_HEADERS = frozenset(
     {
@@ -64,50 +63,3 @@ def local_request(scope: Scope) -> bool:
         if name == b"host":
             host_ok = is_loopback_host(value)
     return host_ok
-
-
-NOT_FOUND = {"error": {"code": "not_found", "message": "Not Found", "details": []}}
-
-
-def ingest_key(scope: Scope) -> str | None:
-    """The ingest key a request presents (``Authorization: Bearer …`` or its own header)."""
-    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
-    for name, value in headers:
-        if name == b"x-asgimon-ingest-key":
-            return value.decode("latin-1").strip()
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer":
-                return token.strip()
-    return None
-
-
-def _route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
-class LocalOnly:
-    """Answers 404 to every request that is not from loopback without proxy headers.
-
-    Ingestion is the exception: ``POST /api/events`` with an ingest key goes through, and
-    the endpoint checks the key itself.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        keyed_ingest = (
-            scope["type"] == "http"
-            and _route_path(scope) == "/api/events"
-            and ingest_key(scope) is not None
-        )
-        if scope["type"] in ("http", "websocket") and not keyed_ingest and not local_request(scope):
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            await JSONResponse(NOT_FOUND, status_code=404)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

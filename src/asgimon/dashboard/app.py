@@ -1,34 +1,329 @@
-"""The dashboard sub-application: the JSON API (more endpoints and the pages build on it)."""
+"""The dashboard sub-application: the JSON API (the pages build on it).
+
+Every analytics endpoint is one ``compute(query)`` function registered in :data:`ENDPOINTS`,
+which also lists its extra parameters and its tables for CSV export; the OpenAPI document
+and the tenant-isolation tests are generated from the same table.
+"""
 
 from __future__ import annotations
 
-import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgimon import histogram
+from asgimon.analytics.builds import builds
+from asgimon.analytics.cache import CachedStorage, RollupCache
+from asgimon.analytics.common import iso
+from asgimon.analytics.dashboard import dashboard, overview_row
 from asgimon.analytics.deployments import deployments
+from asgimon.analytics.errors import errors
 from asgimon.analytics.functions import functions
+from asgimon.analytics.listing import MAX_LIMIT
+from asgimon.analytics.listing import events as event_list
+from asgimon.analytics.performance import SORTS, performance
+from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery, TimeRange, parse_range
 from asgimon.errors import StorageError
+from asgimon.events import EVENT_TYPES
 from asgimon.rollups import Rollup, combine
-from asgimon.storage.base import Storage
 
-from .access import LocalOnly, ingest_key
+from .access import local_request
+from .auth import Authenticator, AuthError, AuthHook, Principal, presented_token
+from .export import csv_response
 from .ingest import BadBatch, parse_body, to_events
+from .openapi import openapi_document
+from .throttle import ApiThrottle, Verdict
 
 if TYPE_CHECKING:
     from asgimon.monitor import Monitor
 
+log = logging.getLogger("asgimon.dashboard")
+
 SUMMARY_WINDOW_S = 24 * 3600
+RANGE_PARAMS = frozenset({"range", "start", "end", "format", "table"})
+MAX_OVERVIEW_PROJECTS = 500
+PRINCIPAL = "asgimon.principal"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One GET analytics endpoint of a project (or of all the caller's, for the overview)."""
+
+    path: str
+    compute: Callable[[Query], Awaitable[dict[str, Any]]]
+    tables: tuple[str, ...]  # lists CSV can export; the first is the default
+    params: dict[str, str]  # extra query parameters -> description
+    summary: str
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    e.path.split("/")[2]: e
+    for e in (
+        Endpoint(
+            "/api/dashboard/{project_id}",
+            dashboard,
+            ("recentDeployments", "topErrors", "deploymentTrend"),
+            {},
+            "Headline figures: deployments, builds, functions, errors, API latency",
+        ),
+        Endpoint(
+            "/api/deployments/{project_id}",
+            deployments,
+            (
+                "deployments",
+                "deploymentsByDate",
+                "deploymentsByStatus",
+                "frameworkDistribution",
+                "deploymentTrend",
+            ),
+            {},
+            "Deployment rates, durations, frameworks; before/after impact of each deployment",
+        ),
+        Endpoint(
+            "/api/functions/{project_id}",
+            functions,
+            (
+                "functions",
+                "invocationsByFunction",
+                "errorsByFunction",
+                "executionTimeDistribution",
+                "invocationTrend",
+            ),
+            {},
+            "Function invocations, execution times and errors",
+        ),
+        Endpoint(
+            "/api/builds/{project_id}",
+            builds,
+            ("builds", "phaseDurations", "frameworkUsage", "durationTrend"),
+            {},
+            "Build outcomes, durations per phase and framework usage",
+        ),
+        Endpoint(
+            "/api/errors/{project_id}",
+            errors,
+            ("groups", "errorsByType", "errorsBySeverity", "recentErrors", "errorTrend"),
+            {},
+            "Errors by group, type and severity, with their trend",
+        ),
+        Endpoint(
+            "/api/performance/{project_id}",
+            performance,
+            ("endpoints", "latencyTrend"),
+            {"sort": "order of endpoints: " + ", ".join(SORTS)},
+            "API latency, error rate and Apdex per endpoint",
+        ),
+        Endpoint(
+            "/api/events/{project_id}",
+            event_list,
+            ("events",),
+            {
+                "kind": "event kind: " + ", ".join(EVENT_TYPES),
+                "limit": f"at most this many events, 1 to {MAX_LIMIT} (default 100)",
+            },
+            "Raw events of one kind, newest first",
+        ),
+    )
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details or []}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _storage_unavailable(exc: StorageError) -> JSONResponse:
+    return error_response(503, "storage_unavailable", str(exc)[:300])
+
+
+def _bad_query(exc: BadQuery) -> JSONResponse:
+    return error_response(
+        422, "invalid_query", str(exc), [{"field": exc.field, "message": exc.message}]
+    )
+
+
+def principal_of(request: Request) -> Principal:
+    principal = request.scope.get(PRINCIPAL)
+    assert isinstance(principal, Principal), "the guard sets the principal"
+    return principal
+
+
+def _forbidden(project_id: str) -> JSONResponse:
+    return error_response(
+        403,
+        "forbidden_project",
+        "this principal may not see the project",
+        [{"field": "projectId", "message": f"not among the caller's projects: {project_id!r}"}],
+    )
+
+
+def _check_params(request: Request, allowed: frozenset[str]) -> None:
+    for name in request.query_params:
+        if name not in allowed:
+            raise BadQuery(name, "is not a parameter of this endpoint")
+    for name in allowed:
+        if len(request.query_params.getlist(name)) > 1:
+            raise BadQuery(name, "give it once")
+
+
+def _export_table(request: Request, tables: tuple[str, ...]) -> str | None:
+    """The table to answer as CSV, or None for JSON."""
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadQuery("format", "must be json or csv")
+    table = request.query_params.get("table")
+    if table is not None and table not in tables:
+        raise BadQuery("table", "must be one of " + ", ".join(tables))
+    if fmt == "json":
+        if table is not None:
+            raise BadQuery("table", "only with format=csv")
+        return None
+    return table or tables[0]
+
+
+def _project_id(request: Request) -> str:
+    project_id: str = request.path_params["project_id"]
+    if not 0 < len(project_id) <= 128 or not project_id.isprintable():
+        raise BadQuery("projectId", "must be 1 to 128 printable characters")
+    return project_id
+
+
+class Api:
+    """The endpoints, bound to one monitor, its cache and its rate limiter."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        s = monitor.settings
+        self.cache = RollupCache(
+            local_ttl=s.local_cache_ttl,
+            redis_url=s.redis_url,
+            redis_ttl=s.cache_ttl,
+            key_prefix=s.redis_key_prefix,
+        )
+
+    def query(self, request: Request, project_id: str, span: TimeRange, now: float) -> Query:
+        return Query(
+            storage=CachedStorage(self.monitor.storage, self.cache, now),
+            settings=self.monitor.settings,
+            project_id=project_id,
+            span=span,
+            now=now,
+            params=request.query_params,
+        )
+
+    def analytics(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        allowed = RANGE_PARAMS | frozenset(endpoint.params)
+
+        async def handle(request: Request) -> Response:
+            now = time.time()
+            try:
+                project_id = _project_id(request)
+                if not principal_of(request).can_see(project_id):
+                    return _forbidden(project_id)
+                _check_params(request, allowed)
+                table = _export_table(request, endpoint.tables)
+                span = parse_range(request.query_params, now)
+                body = await endpoint.compute(self.query(request, project_id, span, now))
+            except BadQuery as exc:
+                return _bad_query(exc)
+            except StorageError as exc:
+                return _storage_unavailable(exc)
+            if table is not None:
+                return csv_response(body[table], f"{project_id}-{table}.csv")
+            return JSONResponse(body)
+
+        return handle
+
+    async def overview(self, request: Request) -> Response:
+        now = time.time()
+        principal = principal_of(request)
+        try:
+            _check_params(request, RANGE_PARAMS)
+            table = _export_table(request, ("projects",))
+            span = parse_range(request.query_params, now)
+            if principal.admin:
+                projects = await self.monitor.storage.projects()
+                projects = sorted(set(projects) | principal.projects) or [
+                    self.monitor.settings.project_id
+                ]
+            else:
+                projects = sorted(principal.projects)
+            rows = [
+                await overview_row(self.query(request, p, span, now))
+                for p in projects[:MAX_OVERVIEW_PROJECTS]
+            ]
+        except BadQuery as exc:
+            return _bad_query(exc)
+        except StorageError as exc:
+            return _storage_unavailable(exc)
+        if table is not None:
+            return csv_response(rows, "overview.csv")
+        return JSONResponse(
+            {
+                "start": iso(span.start),
+                "end": iso(span.end),
+                "resolution": span.resolution,
+                "totalProjects": len(projects),
+                "projects": rows,
+            }
+        )
+
+    async def health(self, request: Request) -> Response:
+        body = await self.monitor.health()
+        body["cache"] = self.cache.stats()
+        return JSONResponse(body, status_code=200 if body["storage"].get("ok") else 503)
+
+    async def summary(self, request: Request) -> Response:
+        now = time.time()
+        principal = principal_of(request)
+        try:
+            projects = await self.monitor.storage.projects() or [self.monitor.settings.project_id]
+            visible = [p for p in projects if principal.can_see(p)]
+            data = [await project_summary(self.monitor, p, now) for p in visible]
+        except StorageError as exc:
+            return _storage_unavailable(exc)
+        return JSONResponse({"windowSeconds": SUMMARY_WINDOW_S, "projects": data})
+
+    async def ingest(self, request: Request) -> Response:
+        settings = self.monitor.settings
+        principal = principal_of(request)
+        try:
+            raw = await _read_body(request, settings.ingest_max_bytes)
+            items = parse_body(raw, max_events=settings.ingest_max_events)
+            events = to_events(
+                items,
+                allowed=principal.can_see,
+                max_age_s=settings.metrics_retention_days * 86_400.0,
+            )
+        except BadBatch as bad:
+            return JSONResponse(bad.body(), status_code=bad.status)
+        try:
+            result = await self.monitor.storage.write(events)
+        except StorageError as exc:
+            return _storage_unavailable(exc)
+        return JSONResponse({"accepted": result.inserted, "duplicates": result.duplicates})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(ENDPOINTS, server=request.scope.get("root_path", "")))
 
 
 def _latency(r: Rollup) -> dict[str, Any]:
@@ -44,33 +339,26 @@ def _latency(r: Rollup) -> dict[str, Any]:
     }
 
 
-def _storage_unavailable(exc: StorageError) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": "storage_unavailable", "message": str(exc)[:300], "details": []}},
-        status_code=503,
-    )
-
-
 async def project_summary(monitor: Monitor, project_id: str, now: float) -> dict[str, Any]:
     # Hour rollups: 25 rows per series for a day, where minutes would be 1,440.
     start = (now - SUMMARY_WINDOW_S) // 3600 * 3600
-    minutes = await monitor.storage.rollups(
+    rows = await monitor.storage.rollups(
         project_id=project_id, resolution="hour", start=start, end=now + 3600
     )
     by_series: dict[str, list[Rollup]] = {}
-    for r in minutes:
+    for r in rows:
         by_series.setdefault(r.series, []).append(r)
     endpoints = []
-    for series, rows in by_series.items():
+    for series, group in by_series.items():
         if series.startswith("api:"):
             method, _, endpoint = series[4:].partition(" ")
-            endpoints.append({"method": method, "endpoint": endpoint, **_latency(combine(rows))})
+            endpoints.append({"method": method, "endpoint": endpoint, **_latency(combine(group))})
     endpoints.sort(key=lambda e: -e["count"])
-    api = combine(r for r in minutes if r.series.startswith("api:"))
+    api = combine(r for r in rows if r.series.startswith("api:"))
 
     def total(prefix: str) -> dict[str, int]:
-        rows = [r for r in minutes if r.series.startswith(prefix)]
-        return {"count": sum(r.count for r in rows), "errors": sum(r.error_count for r in rows)}
+        found = [r for r in rows if r.series.startswith(prefix)]
+        return {"count": sum(r.count for r in found), "errors": sum(r.error_count for r in found)}
 
     recent = await monitor.storage.events("deployment", project_id=project_id, limit=10)
     return {
@@ -78,7 +366,7 @@ async def project_summary(monitor: Monitor, project_id: str, now: float) -> dict
         "api": _latency(api),
         "endpoints": endpoints[:50],
         "deployments": total("deploy:"),
-        "builds": total("build:"),
+        "builds": total("build:clone:"),
         "functions": total("fn:"),
         "domainEvents": total("domain:"),
         "errors": total("error:"),
@@ -92,64 +380,6 @@ async def project_summary(monitor: Monitor, project_id: str, now: float) -> dict
             for e in recent
         ],
     }
-
-
-def create_dashboard(monitor: Monitor) -> ASGIApp:
-    async def health(request: Request) -> JSONResponse:
-        body = await monitor.health()
-        return JSONResponse(body, status_code=200 if body["storage"].get("ok") else 503)
-
-    async def summary(request: Request) -> JSONResponse:
-        now = time.time()
-        try:
-            projects = await monitor.storage.projects() or [monitor.settings.project_id]
-            data = [await project_summary(monitor, p, now) for p in projects]
-        except StorageError as exc:
-            return _storage_unavailable(exc)
-        return JSONResponse({"windowSeconds": SUMMARY_WINDOW_S, "projects": data})
-
-    app = Starlette(
-        routes=[
-            Route("/api/health", health, methods=["GET"]),
-            Route("/api/summary", summary, methods=["GET"]),
-            Route("/api/events", ingest_endpoint(monitor), methods=["POST"]),
-            Route(
-                "/api/deployments/{project_id}",
-                analytics_endpoint(monitor, deployments),
-                methods=["GET"],
-            ),
-            Route(
-                "/api/functions/{project_id}",
-                analytics_endpoint(monitor, functions),
-                methods=["GET"],
-            ),
-        ],
-        exception_handlers={HTTPException: _http_error},
-    )
-    return LocalOnly(app)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    """404s and 405s in the API's own error shape, not Starlette's plain text."""
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(
-        {"error": {"code": code, "message": str(exc.detail), "details": []}},
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
-
-
-def _key_projects(monitor: Monitor, key: str | None) -> set[str] | None:
-    """The projects an ingest key may write; None for a key that is not configured."""
-    if key is None:
-        return {"*"}  # a local request without a key (LocalOnly let it through)
-    found = {
-        project
-        for project, known in monitor.settings.ingest_keys
-        if hmac.compare_digest(known.encode(), key.encode())
-    }
-    return found or None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -166,59 +396,151 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def ingest_endpoint(monitor: Monitor) -> Any:
-    settings = monitor.settings
-
-    async def ingest(request: Request) -> JSONResponse:
-        projects = _key_projects(monitor, ingest_key(request.scope))
-        if projects is None:
-            return JSONResponse(
-                {"error": {"code": "invalid_key", "message": "unknown ingest key", "details": []}},
-                status_code=401,
-            )
-        try:
-            raw = await _read_body(request, settings.ingest_max_bytes)
-            items = parse_body(raw, max_events=settings.ingest_max_events)
-            events = to_events(
-                items,
-                allowed=lambda p: "*" in projects or p in projects,
-                max_age_s=settings.metrics_retention_days * 86_400.0,
-            )
-        except BadBatch as bad:
-            return JSONResponse(bad.body(), status_code=bad.status)
-        try:
-            result = await monitor.storage.write(events)
-        except StorageError as exc:
-            return _storage_unavailable(exc)
-        return JSONResponse({"accepted": result.inserted, "duplicates": result.duplicates})
-
-    return ingest
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404s and 405s in the API's own error shape, not Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
 
-def _bad_query(exc: BadQuery) -> JSONResponse:
-    detail = {"field": exc.field, "message": exc.message}
-    return JSONResponse(
-        {"error": {"code": "invalid_query", "message": str(exc), "details": [detail]}},
-        status_code=422,
-    )
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("asgimon: the analytics API failed on %s", request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "the analytics API failed; see the server log")
 
 
-def analytics_endpoint(
-    monitor: Monitor, compute: Callable[[Storage, str, TimeRange], Awaitable[dict[str, Any]]]
-) -> Any:
-    """A GET endpoint for one project and a time range, answered by ``compute``."""
+INGEST_PATH = "/api/events"
 
-    async def endpoint(request: Request) -> JSONResponse:
-        project_id = request.path_params["project_id"]
-        if len(project_id) > 128 or not project_id.isprintable():
-            return _bad_query(BadQuery("projectId", "must be 1 to 128 printable characters"))
-        try:
-            span = parse_range(request.query_params)
-        except BadQuery as exc:
-            return _bad_query(exc)
-        try:
-            return JSONResponse(await compute(monitor.storage, project_id, span))
-        except StorageError as exc:
-            return _storage_unavailable(exc)
 
-    return endpoint
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class Guard:
+    """Decides who is asking, refuses strangers, and applies the API's rate limit.
+
+    With no auth configured (no JWT key, no hook), only loopback clients without proxy
+    headers are answered, as an admin, and everyone else gets a 404 that does not tell them
+    anything is mounted here; ingest keys still work for ``POST /api/events``. With auth
+    configured, every request needs credentials, loopback included: behind a reverse proxy
+    every visitor is loopback.
+    """
+
+    def __init__(self, app: ASGIApp, authn: Authenticator, throttle: ApiThrottle | None) -> None:
+        self.app = app
+        self.authn = authn
+        self.throttle = throttle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refusal, principal = await self._principal(scope)
+        if principal is None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                assert refusal is not None
+                await refusal(scope, receive, send)
+            return
+        ingest = scope["type"] == "http" and _route_path(scope) == INGEST_PATH
+        if principal.ingest_only and not (ingest and scope.get("method") == "POST"):
+            # As to a stranger: the key opens ingestion and nothing else.
+            await error_response(404, "not_found", "Not Found")(scope, receive, send)
+            return
+        verdict: Verdict | None = None
+        if self.throttle is not None and scope["type"] == "http":
+            verdict = await self.throttle.check(self._limit_key(scope, principal))
+            if verdict is not None and not verdict.allowed:
+                await error_response(
+                    429,
+                    "rate_limited",
+                    "too many requests to the analytics API",
+                    headers=verdict.headers(),
+                )(scope, receive, send)
+                return
+        scope = {**scope, PRINCIPAL: principal}
+        if verdict is None:
+            await self.app(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
+
+        async def send_with_limits(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+    async def _principal(self, scope: Scope) -> tuple[Response | None, Principal | None]:
+        token = presented_token(scope)
+        if token is not None:
+            keyed = self.authn.ingest_principal(token)
+            if keyed is not None:
+                return None, keyed
+        if self.authn.configured:
+            try:
+                principal = await self.authn.principal(Request(scope), token)
+            except AuthError as exc:
+                return self._unauthorized("invalid_token", str(exc)), None
+            if principal is None:
+                return self._unauthorized("unauthorized", "credentials are required"), None
+            return None, principal
+        if token is not None and _route_path(scope) == INGEST_PATH:
+            return self._unauthorized("invalid_key", "unknown ingest key"), None
+        if local_request(scope):
+            return None, Principal("local", admin=True)
+        return error_response(404, "not_found", "Not Found"), None
+
+    @staticmethod
+    def _unauthorized(code: str, message: str) -> Response:
+        return error_response(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+    @staticmethod
+    def _limit_key(scope: Scope, principal: Principal) -> str:
+        if principal.subject == "local":
+            client = scope.get("client")
+            return "addr:" + (client[0] if client else "-")
+        if principal.ingest_only:
+            return "key:" + ",".join(sorted(principal.projects))
+        return "sub:" + principal.subject
+
+
+class DashboardApp:
+    """The mounted ASGI app, with what it holds open (Redis clients) to close at shutdown."""
+
+    def __init__(self, monitor: Monitor, auth: AuthHook | None = None) -> None:
+        s = monitor.settings
+        self.api = Api(monitor)
+        self.throttle = (
+            ApiThrottle(s.api_rate_limit, redis_url=s.redis_url, key_prefix=s.redis_key_prefix)
+            if s.api_rate_limit
+            else None
+        )
+        api = self.api
+        routes = [
+            Route("/api/health", api.health, methods=["GET"]),
+            Route("/api/summary", api.summary, methods=["GET"]),
+            Route("/api/overview", api.overview, methods=["GET"]),
+            Route("/api/openapi.json", api.openapi, methods=["GET"]),
+            Route(INGEST_PATH, api.ingest, methods=["POST"]),
+        ]
+        routes += [Route(e.path, api.analytics(e), methods=["GET"]) for e in ENDPOINTS.values()]
+        self.routes = routes
+        inner = Starlette(
+            routes=routes,
+            exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        )
+        self.app = Guard(inner, Authenticator(s, auth), self.throttle)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    async def aclose(self) -> None:
+        await self.api.cache.close()
+
+
+def create_dashboard(monitor: Monitor, auth: AuthHook | None = None) -> DashboardApp:
+    return DashboardApp(monitor, auth)

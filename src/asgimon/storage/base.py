@@ -69,6 +69,19 @@ class Storage(Protocol):
         """Rollups whose bucket starts in ``[start, end)``, oldest first."""
         ...
 
+    async def totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        windows: Sequence[tuple[float, float]],
+        series_prefix: str = "",
+    ) -> list[Rollup]:
+        """Counts and sums (no histogram) of the rollups in each ``[start, end)`` window,
+        one per window, in order: the before/after figures around many deployments in one
+        round trip."""
+        ...
+
     async def projects(self) -> list[str]:
         """Every project that has recorded anything, sorted."""
         ...
@@ -94,3 +107,34 @@ class Storage(Protocol):
         """Claim one period of a periodic job: True for exactly one caller per period,
         across every process sharing this store."""
         ...
+
+
+async def totals_by_scan(
+    storage: Storage,
+    *,
+    project_id: str,
+    resolution: str,
+    windows: Sequence[tuple[float, float]],
+    series_prefix: str = "",
+) -> list[Rollup]:
+    """:meth:`Storage.totals` for backends without server-side sums: one covering read."""
+    if not windows:
+        return []
+    rows = await storage.rollups(
+        project_id=project_id,
+        resolution=resolution,
+        start=min(lo for lo, _ in windows),
+        end=max(hi for _, hi in windows),
+        series_prefix=series_prefix,
+    )
+    out = []
+    for lo, hi in windows:
+        total = Rollup(project_id, series_prefix + "*", resolution, int(lo))
+        for r in rows:
+            if lo <= r.bucket_start < hi:
+                total.count += r.count
+                total.error_count += r.error_count
+                total.value_count += r.value_count
+                total.value_sum += r.value_sum
+        out.append(total)
+    return out

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from asgimon.events import Event
 from asgimon.rollups import RESOLUTIONS, Rollup, aggregate
 
-from .base import KINDS, WriteResult
+from .base import KINDS, WriteResult, totals_by_scan
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -114,6 +114,22 @@ class MemoryStorage:
         ]
         found.sort(key=lambda r: (r.bucket_start, r.series))
         return found
+
+    async def totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        windows: Sequence[tuple[float, float]],
+        series_prefix: str = "",
+    ) -> list[Rollup]:
+        return await totals_by_scan(
+            self,
+            project_id=project_id,
+            resolution=resolution,
+            windows=windows,
+            series_prefix=series_prefix,
+        )
 
     async def projects(self) -> list[str]:
         return sorted({key[0] for key in self._rollups})

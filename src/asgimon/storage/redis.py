@@ -33,7 +33,7 @@ from asgimon import histogram
 from asgimon.errors import StorageError, StorageRejected, StorageUnavailable
 from asgimon.events import EVENT_TYPES, Event
 from asgimon.rollups import RESOLUTIONS, Rollup
-from asgimon.storage.base import WriteResult
+from asgimon.storage.base import WriteResult, totals_by_scan
 
 try:
     import redis.asyncio as aioredis
@@ -307,6 +307,22 @@ class RedisStorage:
                 _apply(r, name, raw)
             out.extend(sorted(by_series.values(), key=lambda r: r.series))
         return out
+
+    async def totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        windows: Sequence[tuple[float, float]],
+        series_prefix: str = "",
+    ) -> list[Rollup]:
+        return await totals_by_scan(
+            self,
+            project_id=project_id,
+            resolution=resolution,
+            windows=windows,
+            series_prefix=series_prefix,
+        )
 
     async def projects(self) -> list[str]:
         found: list[str] = await self._call(self._redis().zrange(f"{self.prefix}:projects", 0, -1))

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, func, literal_column, select, tuple_, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
@@ -363,15 +363,7 @@ class SQLStorage:
         series_prefix: str = "",
     ) -> list[Rollup]:
         t = s.rollups
-        cond = [
-            t.c.project_id == project_id,
-            t.c.resolution == resolution,
-            t.c.bucket_start >= math.ceil(start),
-            t.c.bucket_start < int(end) + (0 if end == int(end) else 1),
-        ]
-        if series_prefix:
-            escaped = series_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            cond.append(t.c.series.like(escaped + "%", escape="\\"))
+        cond = _rollup_range(project_id, resolution, start, end, series_prefix)
         stmt = select(t).where(*cond).order_by(t.c.bucket_start, t.c.series)
         return [
             Rollup(
@@ -389,6 +381,41 @@ class SQLStorage:
             )
             for r in await self._fetch(stmt)
         ]
+
+    async def totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        windows: Sequence[tuple[float, float]],
+        series_prefix: str = "",
+    ) -> list[Rollup]:
+        if not windows:
+            return []
+        t = s.rollups
+        parts = [
+            select(
+                literal_column(str(i)).label("w"),
+                func.coalesce(func.sum(t.c["count"]), 0).label("n"),
+                func.coalesce(func.sum(t.c.error_count), 0).label("e"),
+                func.coalesce(func.sum(t.c.value_count), 0).label("vn"),
+                func.coalesce(func.sum(t.c.value_sum), 0.0).label("vs"),
+            ).where(*_rollup_range(project_id, resolution, lo, hi, series_prefix))
+            for i, (lo, hi) in enumerate(windows)
+        ]
+        rows: dict[int, Any] = {}
+        # SQLite caps a compound SELECT at 500 terms.
+        for i in range(0, len(parts), 200):
+            rows.update((r.w, r) for r in await self._fetch(union_all(*parts[i : i + 200])))
+        out = []
+        for i, (lo, _) in enumerate(windows):
+            total = Rollup(project_id, series_prefix + "*", resolution, int(lo))
+            r = rows.get(i)
+            if r is not None:
+                total.count, total.error_count = int(r.n), int(r.e)
+                total.value_count, total.value_sum = int(r.vn), float(r.vs)
+            out.append(total)
+        return out
 
     async def projects(self) -> list[str]:
         t = s.rollups
@@ -484,3 +511,19 @@ class SQLStorage:
         except Exception as exc:
             raise classify(exc) from exc
         return won
+
+
+def _rollup_range(
+    project_id: str, resolution: str, start: float, end: float, series_prefix: str
+) -> list[Any]:
+    t = s.rollups
+    cond = [
+        t.c.project_id == project_id,
+        t.c.resolution == resolution,
+        t.c.bucket_start >= math.ceil(start),
+        t.c.bucket_start < int(end) + (0 if end == int(end) else 1),
+    ]
+    if series_prefix:
+        escaped = series_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        cond.append(t.c.series.like(escaped + "%", escape="\\"))
+    return cond

@@ -1,0 +1,124 @@
+"""``GET /api/builds/{projectId}``: build durations, phases, outcomes and frameworks.
+
+Build events are phases (clone, install, build, optimize, upload) sharing a deployment id.
+The rollups count phase runs per ``build:{phase}:{framework}``. A build is counted once, by
+its ``clone`` phase, which every build starts with; a build stops at its first failed phase,
+so each failed build is exactly one failed phase run. A build's duration is the sum of its
+phases, so the average build time is all phase time over the number of builds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgimon import histogram
+from asgimon.events import BuildEvent
+from asgimon.rollups import Rollup
+
+from .common import group, header, iso, ratio, trend
+from .query import Query
+
+RECENT_PHASES = 500
+PHASES = ("clone", "install", "build", "optimize", "upload")
+FIRST_PHASE = PHASES[0]
+
+
+def _parts(series: str) -> tuple[str, str]:
+    phase, _, framework = series.removeprefix("build:").partition(":")
+    return phase, ("unknown" if framework in ("", "-") else framework)
+
+
+async def builds(q: Query) -> dict[str, Any]:
+    span = q.span
+    rows = await q.storage.rollups(
+        project_id=q.project_id,
+        resolution=span.resolution,
+        start=span.start,
+        end=span.end,
+        series_prefix="build:",
+    )
+    starts = [r for r in rows if _parts(r.series)[0] == FIRST_PHASE]
+    total = sum(r.count for r in starts)
+    failed = sum(r.error_count for r in rows)
+    phase_time = sum(r.value_sum for r in rows)
+    per_phase = group(rows, lambda r: _parts(r.series)[0])
+    per_framework = group(starts, lambda r: _parts(r.series)[1])
+    order = {p: i for i, p in enumerate(PHASES)}
+
+    def trend_point(r: Rollup) -> dict[str, Any]:
+        # ``r`` merges every phase of one bucket; builds are its clone runs.
+        return {"builds": r.count, "failures": r.error_count, "avgDuration": r.avg}
+
+    by_bucket: dict[int, Rollup] = {}
+    for r in rows:
+        point = by_bucket.setdefault(
+            r.bucket_start, Rollup(q.project_id, "*", r.resolution, r.bucket_start)
+        )
+        if _parts(r.series)[0] == FIRST_PHASE:
+            point.count += r.count
+        point.error_count += r.error_count
+        point.value_sum += r.value_sum
+    for point in by_bucket.values():
+        point.value_count = point.count  # avg = all phase time / builds in that bucket
+    recent = await q.storage.events(
+        "build", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT_PHASES
+    )
+    return {
+        **header(q.project_id, span),
+        "totalBuilds": total,
+        "successRate": ratio(total - failed, total),
+        "failureRate": ratio(failed, total),
+        "avgDuration": phase_time / total if total else None,
+        "durationTrend": trend(by_bucket.values(), span, trend_point),
+        "phaseDurations": [
+            {"phase": phase, **_phase(r)}
+            for phase, r in sorted(per_phase.items(), key=lambda kv: order.get(kv[0], 99))
+        ],
+        "frameworkUsage": [
+            {"framework": f, "count": r.count, "share": ratio(r.count, total)}
+            for f, r in per_framework.items()
+        ],
+        "builds": _builds([ev for ev in recent if isinstance(ev, BuildEvent)]),
+    }
+
+
+def _phase(r: Rollup) -> dict[str, Any]:
+    p50, p95 = histogram.quantiles(r.hist, (0.5, 0.95))
+    return {
+        "count": r.count,
+        "failures": r.error_count,
+        "avgDuration": r.avg,
+        "p50Duration": p50,
+        "p95Duration": p95,
+    }
+
+
+def _builds(phases: list[BuildEvent]) -> list[dict[str, Any]]:
+    """The most recent builds, one row per deployment, assembled from their phase events."""
+    by_deployment: dict[str, list[BuildEvent]] = {}
+    for ev in phases:  # newest first, so dict order is newest build first
+        by_deployment.setdefault(ev.deployment_id, []).append(ev)
+    out = []
+    for deployment_id, evs in by_deployment.items():
+        evs.sort(key=lambda e: e.start_time)
+        out.append(
+            {
+                "deploymentId": deployment_id,
+                "framework": next((e.framework for e in evs if e.framework), None),
+                "status": "failure" if any(e.status == "failure" for e in evs) else "success",
+                "startTime": iso(evs[0].start_time),
+                "endTime": iso(max(e.end_time for e in evs)),
+                "durationMs": sum(e.duration_ms for e in evs),
+                "assetCount": next(
+                    (e.asset_count for e in reversed(evs) if e.asset_count is not None), None
+                ),
+                "totalSizeBytes": next(
+                    (e.total_size_bytes for e in reversed(evs) if e.total_size_bytes is not None),
+                    None,
+                ),
+                "phases": [
+                    {"phase": e.phase, "status": e.status, "durationMs": e.duration_ms} for e in evs
+                ],
+            }
+        )
+    return out

@@ -1,0 +1,246 @@
+"""Caching of rollups for the analytics API: in process, then in Redis.
+
+Only *closed* buckets are cached: those that ended more than :data:`SETTLE_S` ago, which the
+recorder has long written. The open bucket (this hour, or today) is read from storage on
+every request, and so are the lists of recent events, so real-time figures are never stale.
+What can be stale is a closed bucket that changes after it was cached: events ingested
+with old timestamps, a recorder backlog older than ``SETTLE_S``, a purge. That staleness is
+bounded by the TTL: ``ANALYTICS_LOCAL_CACHE_TTL`` (5 minutes) in process and
+``ANALYTICS_CACHE_TTL`` (1 hour) in Redis.
+
+Keys carry the project id, the resolution, the series prefix and the closed span, and
+the API authorises the caller for the project before it reads anything, so an entry is
+only ever served to principals who may see that project. A Redis failure falls back to
+storage; it never fails a request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from asgimon import histogram
+from asgimon.events import Event
+from asgimon.rollups import RESOLUTIONS, Rollup
+from asgimon.storage.base import Storage
+
+log = logging.getLogger("asgimon.dashboard")
+
+SETTLE_S = 120
+LOCAL_MAX_ENTRIES = 256
+REDIS_TIMEOUT_S = 0.25
+
+
+def _encode(rows: list[Rollup]) -> str:
+    return json.dumps(
+        [
+            [
+                r.series,
+                r.bucket_start,
+                r.count,
+                r.error_count,
+                r.value_count,
+                r.value_sum,
+                r.value_min,
+                r.value_max,
+                histogram.dumps(r.hist),
+            ]
+            for r in rows
+        ],
+        separators=(",", ":"),
+    )
+
+
+def _decode(project_id: str, resolution: str, text: str | bytes) -> list[Rollup]:
+    return [
+        Rollup(
+            project_id,
+            series,
+            resolution,
+            bucket,
+            count,
+            errors,
+            vn,
+            vs,
+            lo,
+            hi,
+            histogram.loads(h),
+        )
+        for series, bucket, count, errors, vn, vs, lo, hi, h in json.loads(text)
+    ]
+
+
+class RollupCache:
+    """Closed-bucket rollups, cached in a bounded in-process LRU and optionally in Redis."""
+
+    def __init__(
+        self,
+        *,
+        local_ttl: float,
+        redis_url: str | None = None,
+        redis_ttl: int = 3600,
+        key_prefix: str = "asgimon",
+    ) -> None:
+        self.local_ttl = local_ttl
+        self.redis_ttl = redis_ttl
+        self.key_prefix = key_prefix
+        self._local: OrderedDict[str, tuple[float, list[Rollup]]] = OrderedDict()
+        self._redis: Any = None
+        if redis_url and redis_ttl > 0:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(
+                redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+            )
+        self.hits = {"local": 0, "redis": 0}
+        self.misses = 0
+        self.failures = 0
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def clear(self) -> None:
+        self._local.clear()
+
+    async def get(self, key: str, project_id: str, resolution: str) -> list[Rollup] | None:
+        now = time.monotonic()
+        found = self._local.get(key)
+        if found is not None and found[0] > now:
+            self._local.move_to_end(key)
+            self.hits["local"] += 1
+            return found[1]
+        if self._redis is not None:
+            try:
+                raw = await self._redis.get(f"{self.key_prefix}:cache:{key}")
+            except Exception as exc:  # a cache outage costs speed, never an answer
+                self._failed(exc)
+                raw = None
+            if raw is not None:
+                rows = _decode(project_id, resolution, raw)
+                self._remember(key, rows)
+                self.hits["redis"] += 1
+                return rows
+        self.misses += 1
+        return None
+
+    async def put(self, key: str, rows: list[Rollup]) -> None:
+        self._remember(key, rows)
+        if self._redis is not None:
+            try:
+                await self._redis.set(
+                    f"{self.key_prefix}:cache:{key}", _encode(rows), ex=self.redis_ttl
+                )
+            except Exception as exc:
+                self._failed(exc)
+
+    def _remember(self, key: str, rows: list[Rollup]) -> None:
+        if self.local_ttl <= 0:
+            return
+        self._local[key] = (time.monotonic() + self.local_ttl, rows)
+        self._local.move_to_end(key)
+        while len(self._local) > LOCAL_MAX_ENTRIES:
+            self._local.popitem(last=False)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 1000 == 0:
+            log.warning("analytics cache unavailable (%d failures): %r", self.failures, exc)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "entries": len(self._local),
+            "hits": dict(self.hits),
+            "misses": self.misses,
+            "failures": self.failures,
+            "redis": self._redis is not None,
+        }
+
+
+class CachedStorage:
+    """A storage whose :meth:`rollups` serves closed buckets from a :class:`RollupCache`.
+
+    Raw events and totals are read through, uncached.
+    """
+
+    def __init__(self, storage: Storage, cache: RollupCache, now: float | None = None) -> None:
+        self._storage = storage
+        self._cache = cache
+        self._now = now
+
+    async def events(
+        self,
+        kind: str,
+        *,
+        project_id: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        return await self._storage.events(
+            kind, project_id=project_id, start=start, end=end, limit=limit
+        )
+
+    async def projects(self) -> list[str]:
+        return await self._storage.projects()
+
+    async def rollups(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str = "",
+    ) -> list[Rollup]:
+        now = time.time() if self._now is None else self._now
+        width = RESOLUTIONS[resolution]
+        closed_end = min(end, (now - SETTLE_S) // width * width)
+        if closed_end <= start or resolution == "minute":
+            return await self._storage.rollups(
+                project_id=project_id,
+                resolution=resolution,
+                start=start,
+                end=end,
+                series_prefix=series_prefix,
+            )
+        key = json.dumps([project_id, resolution, series_prefix, start, closed_end])
+        closed = await self._cache.get(key, project_id, resolution)
+        if closed is None:
+            closed = await self._storage.rollups(
+                project_id=project_id,
+                resolution=resolution,
+                start=start,
+                end=closed_end,
+                series_prefix=series_prefix,
+            )
+            await self._cache.put(key, closed)
+        if closed_end >= end:
+            return list(closed)
+        live = await self._storage.rollups(
+            project_id=project_id,
+            resolution=resolution,
+            start=closed_end,
+            end=end,
+            series_prefix=series_prefix,
+        )
+        return [*closed, *live]
+
+    async def totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        windows: Sequence[tuple[float, float]],
+        series_prefix: str = "",
+    ) -> list[Rollup]:
+        return await self._storage.totals(
+            project_id=project_id,
+            resolution=resolution,
+            windows=windows,
+            series_prefix=series_prefix,
+        )

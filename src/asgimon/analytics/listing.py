@@ -1,0 +1,38 @@
+"""``GET /api/events/{projectId}?kind=…``: the raw events of one kind, newest first."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from asgimon.events import EVENT_TYPES, Event
+
+from .common import header, iso
+from .query import Query
+
+MAX_LIMIT = 1000
+TIME_FIELDS = frozenset({"timestamp", "start_time", "end_time", "expires_at"})
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def to_json(ev: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": ev.kind}
+    for f in dataclasses.fields(ev):
+        value = getattr(ev, f.name)
+        if f.name in TIME_FIELDS and value is not None:
+            value = iso(value)
+        out[camel(f.name)] = value
+    return out
+
+
+async def events(q: Query) -> dict[str, Any]:
+    kind = q.choice_param("kind", tuple(EVENT_TYPES), "api_call") or "api_call"
+    limit = q.int_param("limit", 100, 1, MAX_LIMIT)
+    found = await q.storage.events(
+        kind, project_id=q.project_id, start=q.span.start, end=q.span.end, limit=limit
+    )
+    return {**header(q.project_id, q.span), "kind": kind, "events": [to_json(e) for e in found]}

@@ -1,0 +1,78 @@
+"""``GET /api/performance/{projectId}``: latency, errors and Apdex per API endpoint.
+
+Apdex (``T`` = ``ANALYTICS_APDEX_THRESHOLD_MS``) is ``(satisfied + tolerating / 2) / n``,
+satisfied meaning at most ``T`` and tolerating at most ``4T``, counted from the latency
+histogram, so within the histogram's 1 % resolution of the threshold. It scores latency
+only: a fast 500 counts as satisfied (the error rate sits beside it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgimon import histogram
+from asgimon.rollups import Rollup, combine
+
+from .common import group, header, latency, ratio, trend
+from .query import Query
+
+SORTS = ("count", "avg", "p95", "errorRate", "apdex")
+
+
+def apdex(r: Rollup, threshold_ms: float) -> float | None:
+    if not r.value_count:
+        return None
+    satisfied = histogram.count_at_most(r.hist, threshold_ms)
+    tolerating = histogram.count_at_most(r.hist, 4 * threshold_ms) - satisfied
+    return (satisfied + tolerating / 2) / r.value_count
+
+
+def endpoint_of(series: str) -> tuple[str, str]:
+    method, _, endpoint = series.removeprefix("api:").partition(" ")
+    return method, endpoint
+
+
+async def api_rows(q: Query) -> list[Rollup]:
+    return await q.storage.rollups(
+        project_id=q.project_id,
+        resolution=q.span.resolution,
+        start=q.span.start,
+        end=q.span.end,
+        series_prefix="api:",
+    )
+
+
+async def performance(q: Query) -> dict[str, Any]:
+    threshold = q.settings.apdex_threshold_ms
+    sort = q.choice_param("sort", SORTS, "count") or "count"
+    rows = await api_rows(q)
+    endpoints = []
+    for series, r in group(rows, lambda r: r.series).items():
+        method, endpoint = endpoint_of(series)
+        endpoints.append(
+            {"endpoint": endpoint, "method": method, **latency(r), "apdex": apdex(r, threshold)}
+        )
+    # Worst first for the latency figures and errors, busiest first for count, lowest Apdex first.
+    endpoints.sort(key=lambda e: e["endpoint"] + " " + e["method"])
+    if sort == "apdex":
+        endpoints.sort(key=lambda e: 2.0 if e["apdex"] is None else e["apdex"])
+    else:
+        endpoints.sort(key=lambda e: -(e[sort] or 0))
+    total = combine(rows)
+    return {
+        **header(q.project_id, q.span),
+        "apdexThresholdMs": threshold,
+        "requests": total.count,
+        "errorRate": ratio(total.error_count, total.count),
+        "avgLatency": total.avg,
+        "p50Latency": total.quantile(0.5),
+        "p95Latency": total.quantile(0.95),
+        "p99Latency": total.quantile(0.99),
+        "apdex": apdex(total, threshold),
+        "latencyTrend": trend(rows, q.span, _trend_point),
+        "endpoints": endpoints,
+    }
+
+
+def _trend_point(r: Rollup) -> dict[str, Any]:
+    return {"count": r.count, "errors": r.error_count, "avg": r.avg, "p95": r.quantile(0.95)}

@@ -1,0 +1,75 @@
+"""What an analytics computation is given: the store, the project, the range and the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from asgimon.events import Event
+from asgimon.rollups import Rollup
+from asgimon.settings import Settings
+
+from .ranges import BadQuery, TimeRange
+
+
+class Reader(Protocol):
+    """The reads analytics need: a :class:`~asgimon.storage.base.Storage`, or a cache over one."""
+
+    async def events(
+        self,
+        kind: str,
+        *,
+        project_id: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 1000,
+    ) -> list[Event]: ...
+
+    async def rollups(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str = "",
+    ) -> list[Rollup]: ...
+
+    async def totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        windows: Sequence[tuple[float, float]],
+        series_prefix: str = "",
+    ) -> list[Rollup]: ...
+
+    async def projects(self) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    storage: Reader
+    settings: Settings
+    project_id: str
+    span: TimeRange
+    now: float
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def int_param(self, name: str, default: int, low: int, high: int) -> int:
+        """An integer query parameter within ``[low, high]``; :class:`BadQuery` otherwise."""
+        raw = self.params.get(name)
+        if raw is None:
+            return default
+        if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+            raise BadQuery(name, f"must be an integer from {low} to {high}")
+        return int(raw)
+
+    def choice_param(self, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        raw = self.params.get(name)
+        if raw is None:
+            return default
+        if raw not in choices:
+            raise BadQuery(name, "must be one of " + ", ".join(choices))
+        return raw

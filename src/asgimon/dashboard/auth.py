@@ -1,0 +1,145 @@
+"""Who is asking: a principal from an ingest key, the host app's hook or a JWT.
+
+A principal sees only its projects; an admin sees all. An ingest key's principal may only
+write events (``POST /api/events``) for the projects the key is bound to.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from starlette.requests import Request
+from starlette.types import Scope
+
+from asgimon.settings import Settings
+
+MAX_TOKEN_BYTES = 8192
+MAX_CLAIMED_PROJECTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: a subject, the projects it may see, and whether it is an admin."""
+
+    subject: str
+    projects: frozenset[str] = frozenset()
+    admin: bool = False
+    ingest_only: bool = False
+
+    def can_see(self, project_id: str) -> bool:
+        return self.admin or project_id in self.projects
+
+
+AuthHook = Callable[[Request], "Principal | Awaitable[Principal | None] | None"]
+"""The host app's way in: given the request, the principal, or None for a stranger."""
+
+
+class AuthError(Exception):
+    """Credentials were presented and are wrong: a 401 with this message."""
+
+
+def presented_token(scope: Scope) -> str | None:
+    """The credential a request presents (``Authorization: Bearer …`` or the ingest header)."""
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
+        if name == b"x-asgimon-ingest-key":
+            return value.decode("latin-1").strip()
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return None
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, hook: AuthHook | None = None) -> None:
+        self.settings = settings
+        self.hook = hook
+        self._key: Any = settings.jwt_secret or settings.jwt_public_key
+        if settings.jwt_public_key is not None:
+            try:
+                from cryptography.hazmat.primitives.serialization import load_pem_public_key
+            except ImportError as exc:
+                raise RuntimeError(
+                    "RS256 tokens need the cryptography package: pip install 'asgimon[rsa]'"
+                ) from exc
+            self._key = load_pem_public_key(settings.jwt_public_key.encode())
+
+    @property
+    def configured(self) -> bool:
+        """Whether anything beyond loopback-only access is set up."""
+        return self.hook is not None or self.settings.jwt_configured
+
+    def ingest_principal(self, token: str) -> Principal | None:
+        projects = {
+            project
+            for project, known in self.settings.ingest_keys
+            if hmac.compare_digest(known.encode(), token.encode())
+        }
+        if not projects:
+            return None
+        return Principal(
+            subject="ingest-key",
+            projects=frozenset(projects),
+            admin="*" in projects,
+            ingest_only=True,
+        )
+
+    async def principal(self, request: Request, token: str | None) -> Principal | None:
+        if self.hook is not None:
+            found = self.hook(request)
+            if inspect.isawaitable(found):
+                found = await found
+            if found is not None:
+                if not isinstance(found, Principal):
+                    raise TypeError(f"the auth hook returned {type(found).__name__}, not Principal")
+                return found
+        if token is not None and self.settings.jwt_configured:
+            return self.decode(token)
+        return None
+
+    def decode(self, token: str) -> Principal:
+        s = self.settings
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError("the token is too long")
+        required = ["exp", "sub"]
+        if s.jwt_audience is not None:
+            required.append("aud")
+        if s.jwt_issuer is not None:
+            required.append("iss")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[s.jwt_pinned_algorithm],
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                leeway=s.jwt_leeway,
+                options={"require": required},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        return principal_from_claims(claims)
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """``sub``; ``projects`` (a list of project ids); ``admin: true`` or ``role: "admin"``."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise AuthError("invalid token: sub must be a non-empty string")
+    projects = claims.get("projects", [])
+    if (
+        not isinstance(projects, list)
+        or len(projects) > MAX_CLAIMED_PROJECTS
+        or not all(isinstance(p, str) and p for p in projects)
+    ):
+        raise AuthError("invalid token: projects must be a list of project ids")
+    admin = claims.get("admin") is True or claims.get("role") == "admin"
+    return Principal(subject=subject, projects=frozenset(projects), admin=admin)

@@ -1,0 +1,58 @@
+"""CSV export of any list an endpoint answers (``?format=csv&table=…``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from starlette.responses import Response
+
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def flatten(row: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested objects become dotted columns; nested lists a JSON cell."""
+    for key, value in row.items():
+        name = prefix + key
+        if isinstance(value, Mapping):
+            yield from flatten(value, name + ".")
+        elif isinstance(value, list):
+            yield name, json.dumps(value, separators=(",", ":"))
+        else:
+            yield name, value
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    flat = [dict(flatten(r)) for r in rows]
+    columns: dict[str, None] = {}
+    for r in flat:
+        columns.update(dict.fromkeys(r))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(list(columns))
+    for r in flat:
+        writer.writerow([_cell(r.get(c)) for c in columns])
+    return out.getvalue()
+
+
+def csv_response(rows: Sequence[Mapping[str, Any]], filename: str) -> Response:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    return Response(
+        to_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{safe}"'},
+    )

@@ -1,0 +1,457 @@
+"""The OpenAPI 3.0 document of the JSON API, served at ``{mount}/api/openapi.json``.
+
+Built from the same endpoint table the app routes from, with every response object closed
+(``additionalProperties: false``), so a field added to an answer without its schema fails
+the schema tests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from asgimon.analytics.ranges import RANGES
+from asgimon.events import BUILD_PHASES, DEPLOYMENT_TYPES, DOMAIN_TYPES, FUNCTION_STATUSES, OUTCOMES
+
+from .ingest import COMMON, KINDS, REQUIRED, _flag, _instant, _integer, _number
+
+if TYPE_CHECKING:
+    from .app import Endpoint
+
+Schema = dict[str, Any]
+
+INT: Schema = {"type": "integer", "minimum": 0}
+N: Schema = {"type": "number"}
+NN: Schema = {"type": "number", "nullable": True}
+OUTCOME: Schema = {"type": "string", "enum": ["success", "failure"]}
+RATE: Schema = {"type": "number", "minimum": 0, "maximum": 1}
+S: Schema = {"type": "string"}
+SN: Schema = {"type": "string", "nullable": True}
+T: Schema = {"type": "string", "format": "date-time"}
+B: Schema = {"type": "boolean"}
+
+
+def obj(**props: Schema) -> Schema:
+    return {
+        "type": "object",
+        "required": list(props),
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def nullable(schema: Schema) -> Schema:
+    return {**schema, "nullable": True}
+
+
+def arr(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+HEADER = {
+    "projectId": S,
+    "start": T,
+    "end": T,
+    "resolution": {"type": "string", "enum": ["hour", "day"]},
+}
+LATENCY = {
+    "count": INT,
+    "errors": INT,
+    "errorRate": RATE,
+    "avg": NN,
+    "p50": NN,
+    "p95": NN,
+    "p99": NN,
+}
+HEADLINE = {
+    "totalDeployments": INT,
+    "successRate": RATE,
+    "avgBuildTime": NN,
+    "totalBuilds": INT,
+    "totalFunctionInvocations": INT,
+    "functionErrorRate": RATE,
+    "totalErrors": INT,
+    "totalApiCalls": INT,
+    "apiErrorRate": RATE,
+    "avgApiLatency": NN,
+    "p95ApiLatency": NN,
+}
+IMPACT_SIDE = obj(
+    apiCalls=INT,
+    avgLatency=NN,
+    errorRate=RATE,
+    invocations=INT,
+    functionErrorRate=RATE,
+    avgExecutionTime=NN,
+)
+DEPLOYMENT = obj(
+    id=S,
+    deploymentId=S,
+    type=S,
+    status=SN,
+    durationMs=NN,
+    framework=SN,
+    timestamp=T,
+    impact=nullable(
+        obj(
+            windowSeconds=INT,
+            resolution={"type": "string", "enum": ["minute", "hour"]},
+            before=IMPACT_SIDE,
+            after=IMPACT_SIDE,
+            afterComplete=B,
+            pivot=T,
+        )
+    ),
+)
+RECENT_DEPLOYMENT = obj(
+    id=S, deploymentId=S, type=S, status=SN, durationMs=NN, framework=SN, timestamp=T
+)
+GROUP = obj(fingerprint=S, type=S, severity=S, count=INT, firstSeen=T, lastSeen=T, message=SN)
+FUNCTION_FIGURES = {
+    "invocations": INT,
+    "errors": INT,
+    "errorRate": RATE,
+    "avgExecutionTime": NN,
+    "p50ExecutionTime": NN,
+    "p95ExecutionTime": NN,
+    "p99ExecutionTime": NN,
+}
+SHARE = {"count": INT, "share": RATE}
+
+RESPONSES: dict[str, Schema] = {
+    "dashboard": obj(
+        **HEADER,
+        **HEADLINE,
+        recentDeployments=arr(RECENT_DEPLOYMENT),
+        topErrors=arr(GROUP),
+        deploymentTrend=arr(obj(time=T, count=INT, failures=INT)),
+    ),
+    "deployments": obj(
+        **HEADER,
+        totalDeployments=INT,
+        successRate=RATE,
+        failureRate=RATE,
+        avgDuration=NN,
+        p50Duration=NN,
+        p95Duration=NN,
+        p99Duration=NN,
+        deploymentsByDate=arr(obj(date={"type": "string", "format": "date"}, count=INT)),
+        deploymentsByStatus=arr(
+            obj(status={"type": "string", "enum": ["success", "failure"]}, count=INT)
+        ),
+        frameworkDistribution=arr(obj(framework=S, **SHARE)),
+        deploymentTrend=arr(obj(time=T, count=INT, failures=INT, avgDuration=NN)),
+        deployments=arr(DEPLOYMENT),
+    ),
+    "functions": obj(
+        **HEADER,
+        totalInvocations=INT,
+        invocationRate=N,
+        avgExecutionTime=NN,
+        p50ExecutionTime=NN,
+        p95ExecutionTime=NN,
+        p99ExecutionTime=NN,
+        errorRate=RATE,
+        invocationsByFunction=arr(obj(functionId=S, count=INT)),
+        errorsByFunction=arr(obj(functionId=S, count=INT)),
+        executionTimeDistribution=arr(obj(fromMs=N, toMs=NN, count=INT)),
+        invocationTrend=arr(obj(time=T, invocations=INT, errors=INT, avgExecutionTime=NN)),
+        functions=arr(obj(functionId=S, **FUNCTION_FIGURES)),
+    ),
+    "builds": obj(
+        **HEADER,
+        totalBuilds=INT,
+        successRate=RATE,
+        failureRate=RATE,
+        avgDuration=NN,
+        durationTrend=arr(obj(time=T, builds=INT, failures=INT, avgDuration=NN)),
+        phaseDurations=arr(
+            obj(phase=S, count=INT, failures=INT, avgDuration=NN, p50Duration=NN, p95Duration=NN)
+        ),
+        frameworkUsage=arr(obj(framework=S, **SHARE)),
+        builds=arr(
+            obj(
+                deploymentId=S,
+                framework=SN,
+                status={"type": "string", "enum": ["success", "failure"]},
+                startTime=T,
+                endTime=T,
+                durationMs=N,
+                assetCount=nullable(INT),
+                totalSizeBytes=nullable(INT),
+                phases=arr(obj(phase=S, status=S, durationMs=N)),
+            )
+        ),
+    ),
+    "errors": obj(
+        **HEADER,
+        totalErrors=INT,
+        errorsByType=arr(obj(type=S, count=INT)),
+        errorsBySeverity=arr(obj(severity=S, count=INT)),
+        errorTrend=arr(obj(time=T, count=INT)),
+        recentErrors=arr(
+            obj(
+                id=S,
+                fingerprint=S,
+                type=S,
+                message=S,
+                severity=S,
+                handled=B,
+                endpoint=SN,
+                method=SN,
+                deploymentId=SN,
+                timestamp=T,
+            )
+        ),
+        groups=arr(GROUP),
+    ),
+    "performance": obj(
+        **HEADER,
+        apdexThresholdMs=N,
+        requests=INT,
+        errorRate=RATE,
+        avgLatency=NN,
+        p50Latency=NN,
+        p95Latency=NN,
+        p99Latency=NN,
+        apdex=nullable(RATE),
+        latencyTrend=arr(obj(time=T, count=INT, errors=INT, avg=NN, p95=NN)),
+        endpoints=arr(obj(endpoint=S, method=S, **LATENCY, apdex=nullable(RATE))),
+    ),
+    "events": obj(
+        **HEADER,
+        kind=S,
+        events=arr({"type": "object", "required": ["kind", "id", "projectId", "timestamp"]}),
+    ),
+}
+
+OVERVIEW = obj(
+    start=T,
+    end=T,
+    resolution={"type": "string", "enum": ["hour", "day"]},
+    totalProjects=INT,
+    projects=arr(obj(projectId=S, **HEADLINE)),
+)
+
+ERROR = obj(
+    error=obj(
+        code=S,
+        message=S,
+        details=arr({"type": "object", "properties": {"field": S, "message": S}}),
+    )
+)
+
+_CONVERTER_SCHEMAS: dict[Any, Schema] = {
+    _number: {"type": "number"},
+    _integer: {"type": "integer"},
+    _flag: {"type": "boolean"},
+    _instant: {"type": "string", "format": "date-time"},
+}
+_CHOICES = {
+    ("deployment", "type"): DEPLOYMENT_TYPES,
+    ("deployment", "status"): OUTCOMES,
+    ("build", "phase"): BUILD_PHASES,
+    ("build", "status"): OUTCOMES,
+    ("function", "status"): FUNCTION_STATUSES,
+    ("domain", "type"): DOMAIN_TYPES,
+}
+
+
+def _event_schema(kind: str) -> Schema:
+    _, fields = KINDS[kind]
+    props: dict[str, Schema] = {
+        "kind": {"type": "string", "enum": [kind]},
+        "id": {"type": "string", "format": "uuid"},
+        "projectId": {"type": "string", "minLength": 1, "maxLength": 128},
+        "timestamp": T,
+    }
+    for name, (_, convert) in fields.items():
+        schema = dict(_CONVERTER_SCHEMAS.get(convert, {"type": "string"}))
+        if (kind, name) in _CHOICES:
+            schema["enum"] = sorted(_CHOICES[(kind, name)])
+        props[name] = schema
+    if kind == "function":
+        props["error"] = obj(type=S, message=S)
+        props["error"]["required"] = ["type"]
+    assert set(COMMON) <= set(props)
+    return {
+        "type": "object",
+        "required": ["kind", "id", "projectId", "timestamp", *REQUIRED[kind]],
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def _error_responses(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "The body is not JSON",
+        401: "Credentials are missing or wrong",
+        403: "The caller may not see or write this project",
+        404: "Not found, or not answered to this client",
+        413: "The batch or body is too large",
+        422: "A parameter or field is wrong; details name it",
+        429: "The API's rate limit was reached (Retry-After says when to retry)",
+        503: "Storage is unavailable",
+    }
+    return {
+        str(c): {"description": text[c], "content": {"application/json": {"schema": ref("Error")}}}
+        for c in codes
+    }
+
+
+def _range_params() -> list[Schema]:
+    return [
+        {
+            "name": "range",
+            "in": "query",
+            "schema": {"type": "string", "enum": list(RANGES), "default": "7d"},
+            "description": "A range ending now; or give start and end instead",
+        },
+        {"name": "start", "in": "query", "schema": T, "description": "ISO 8601 with offset"},
+        {"name": "end", "in": "query", "schema": T, "description": "ISO 8601 with offset"},
+        {
+            "name": "format",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+        },
+    ]
+
+
+def _extra_param(name: str, description: str) -> Schema:
+    from asgimon.analytics.listing import MAX_LIMIT
+    from asgimon.analytics.performance import SORTS
+    from asgimon.events import EVENT_TYPES
+
+    schemas: dict[str, Schema] = {
+        "sort": {"type": "string", "enum": list(SORTS)},
+        "kind": {"type": "string", "enum": list(EVENT_TYPES)},
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    }
+    return {"name": name, "in": "query", "schema": schemas[name], "description": description}
+
+
+def _get(summary: str, response: Schema, params: list[Schema], tables: tuple[str, ...]) -> Schema:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [
+                *params,
+                {
+                    "name": "table",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": list(tables)},
+                    "description": "With format=csv: the list to export (default "
+                    + tables[0]
+                    + ")",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": response},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **_error_responses(401, 403, 404, 422, 429, 503),
+            },
+        }
+    }
+
+
+def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema:
+    project_param = {
+        "name": "project_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+    paths: dict[str, Schema] = {}
+    for name, e in endpoints.items():
+        params = [project_param, *_range_params()]
+        params += [_extra_param(p, d) for p, d in e.params.items()]
+        paths[e.path] = _get(e.summary, RESPONSES[name], params, e.tables)
+    paths["/api/overview"] = _get(
+        "Headline figures of every project the caller may see",
+        OVERVIEW,
+        _range_params(),
+        ("projects",),
+    )
+    paths["/api/health"] = {
+        "get": {
+            "summary": "Recorder, storage, periodic jobs and cache state",
+            "responses": {
+                "200": {
+                    "description": "Healthy or degraded",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "503": {
+                    "description": "Storage is unavailable",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                **_error_responses(401, 404, 429),
+            },
+        }
+    }
+    paths["/api/summary"] = {
+        "get": {
+            "summary": "The last 24 hours of every project the caller may see, from hour rollups",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                **_error_responses(401, 404, 429, 503),
+            },
+        }
+    }
+    paths["/api/events"] = {
+        "post": {
+            "summary": "Ingest a batch of domain events (idempotent on event id)",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": obj(
+                            events=arr({"oneOf": [ref(f"{k.title()}Event") for k in KINDS]})
+                        )
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Stored: how many were new and how many already stored",
+                    "content": {"application/json": {"schema": obj(accepted=INT, duplicates=INT)}},
+                },
+                **_error_responses(400, 401, 403, 404, 413, 422, 429, 503),
+            },
+        }
+    }
+    paths["/api/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                **_error_responses(401, 404, 429),
+            },
+        }
+    }
+    schemas: dict[str, Schema] = {"Error": ERROR}
+    schemas.update({f"{k.title()}Event": _event_schema(k) for k in KINDS})
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "asgimon analytics API", "version": "1"},
+        "servers": [{"url": server or "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

@@ -1,0 +1,88 @@
+"""The analytics API's own rate limit (``ANALYTICS_API_RATE_LIMIT``), on the ``limits`` library.
+
+Counted per principal (an ingest key, a token's subject), else per client address, with a
+sliding-window counter in memory, or in Redis when ``ANALYTICS_REDIS_URL`` is set so every
+worker shares the count. If the counter's store fails or is slow the request is let through:
+a broken limiter must not take the dashboard down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+log = logging.getLogger("asgimon.dashboard")
+
+TIMEOUT_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int
+
+    def headers(self) -> dict[str, str]:
+        out = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(max(1, self.reset_s))
+        return out
+
+
+class ApiThrottle:
+    def __init__(self, rate: str, *, redis_url: str | None = None, key_prefix: str = "asgimon"):
+        self.items: list[RateLimitItem] = parse_many(rate)
+        storage: Storage
+        if redis_url:
+            storage = RedisStorage(
+                "async+" + redis_url,
+                implementation="redispy",
+                key_prefix=f"{key_prefix}:api-limit",
+                wrap_exceptions=True,
+                socket_timeout=TIMEOUT_S,
+                socket_connect_timeout=TIMEOUT_S,
+            )
+        else:
+            storage = MemoryStorage()
+        self.limiter = SlidingWindowCounterRateLimiter(storage)
+        self.failures = 0
+
+    async def check(self, key: str) -> Verdict | None:
+        """The verdict of the tightest limit, or None when the store failed (let through)."""
+        try:
+            return await asyncio.wait_for(self._check(key), TIMEOUT_S * 2)
+        except Exception as exc:  # the limiter must never fail a request
+            self.failures += 1
+            if self.failures == 1 or self.failures % 1000 == 0:
+                log.warning("API rate limiter unavailable (%d failures): %r", self.failures, exc)
+            return None
+
+    async def _check(self, key: str) -> Verdict:
+        tightest: Verdict | None = None
+        for item in self.items:
+            allowed = await self.limiter.hit(item, "api", key)
+            stats = await self.limiter.get_window_stats(item, "api", key)
+            verdict = Verdict(
+                allowed=allowed,
+                limit=item.amount,
+                remaining=max(0, stats.remaining),
+                reset_s=max(0, math.ceil(stats.reset_time - time.time())),
+            )
+            if not allowed:
+                return verdict
+            if tightest is None or verdict.remaining < tightest.remaining:
+                tightest = verdict
+        assert tightest is not None
+        return tightest
