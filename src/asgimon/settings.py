@@ -393,10 +393,12 @@ class Settings:
             raise ConfigError(
                 "ANALYTICS_JWT_PUBLIC_KEY", "(set)", "unset while ANALYTICS_JWT_SECRET is set"
             )
-        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
-            # Shorter HMAC keys can be brute-forced offline from one captured token.
-            raise ConfigError("ANALYTICS_JWT_SECRET", "(hidden)", "at least 32 bytes")
         algorithm = self.jwt_algorithm
+        if self.jwt_secret is not None:
+            # A key shorter than the hash can be brute-forced offline from one captured token.
+            need = int((algorithm or "HS256")[2:]) // 8
+            if len(self.jwt_secret.encode()) < need:
+                raise ConfigError("ANALYTICS_JWT_SECRET", "(hidden)", f"at least {need} bytes")
         if algorithm is None:
             return
         if algorithm.startswith("HS") and self.jwt_secret is None:

@@ -485,6 +485,9 @@ class Guard:
                 principal = await self.authn.principal(Request(scope), token)
             except AuthError as exc:
                 return self._unauthorized("invalid_token", str(exc)), None
+            except Exception:  # the host's hook failed: refuse, without a 500 of ours
+                log.exception("asgimon: the auth hook failed")
+                return error_response(503, "auth_unavailable", "the auth hook failed"), None
             if principal is None:
                 return self._unauthorized("unauthorized", "credentials are required"), None
             return None, principal
@@ -540,6 +543,8 @@ class DashboardApp:
 
     async def aclose(self) -> None:
         await self.api.cache.close()
+        if self.throttle is not None:
+            await self.throttle.aclose()
 
 
 def create_dashboard(monitor: Monitor, auth: AuthHook | None = None) -> DashboardApp:

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -45,19 +46,29 @@ class ApiThrottle:
     def __init__(self, rate: str, *, redis_url: str | None = None, key_prefix: str = "asgimon"):
         self.items: list[RateLimitItem] = parse_many(rate)
         storage: Storage
+        self._pool: Any = None
         if redis_url:
+            import redis.asyncio as aioredis
+
+            # Our own pool, so that closing the dashboard closes its connections.
+            self._pool = aioredis.ConnectionPool.from_url(
+                redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
+            )
             storage = RedisStorage(
                 "async+" + redis_url,
                 implementation="redispy",
                 key_prefix=f"{key_prefix}:api-limit",
                 wrap_exceptions=True,
-                socket_timeout=TIMEOUT_S,
-                socket_connect_timeout=TIMEOUT_S,
+                connection_pool=self._pool,
             )
         else:
             storage = MemoryStorage()
         self.limiter = SlidingWindowCounterRateLimiter(storage)
         self.failures = 0
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
 
     async def check(self, key: str) -> Verdict | None:
         """The verdict of the tightest limit, or None when the store failed (let through)."""

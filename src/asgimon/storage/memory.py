@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -113,7 +114,8 @@ class MemoryStorage:
             and r.series.startswith(series_prefix)
         ]
         found.sort(key=lambda r: (r.bucket_start, r.series))
-        return found
+        # Copies: a caller that keeps them (a cache) must not see later writes merge in.
+        return [dataclasses.replace(r, hist=dict(r.hist)) for r in found]
 
     async def totals(
         self,

@@ -1,0 +1,321 @@
+"""Who may read the analytics API: JWTs (HS256, RS256), a host hook, loopback; and a tenant
+matrix generated from the route table: no principal ever reads or writes another's project."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+from asgimon import ApiCall, ConfigError, DeploymentEvent, ErrorEvent, MemoryStorage, Monitor
+from asgimon.dashboard.auth import Principal
+from asgimon.settings import Settings
+
+SECRET = "a-secret-of-at-least-thirty-two-bytes"
+NOW = time.time()
+MARK_A, MARK_B = "/only-in-tenant-a", "/only-in-tenant-b"
+
+
+def token(claims: dict[str, Any], key: Any = SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode({"exp": NOW + 600, **claims}, key, algorithm=algorithm)
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {value}"}
+
+
+def client(monitor: Monitor, host: str = "203.0.113.9") -> httpx.AsyncClient:
+    """A remote client by default: with auth configured, where it comes from does not matter."""
+    transport = httpx.ASGITransport(monitor.wrap(Starlette()), client=(host, 4000))
+    return httpx.AsyncClient(transport=transport, base_url="http://analytics.example")
+
+
+async def tenant_data(storage: MemoryStorage) -> None:
+    events = []
+    for project, mark in (("tenant-a", MARK_A), ("tenant-b", MARK_B)):
+        events += [
+            ApiCall(
+                project_id=project,
+                timestamp=NOW - 3600,
+                endpoint=mark,
+                duration_ms=12.0,
+                total_ms=12.0,
+            ),
+            DeploymentEvent(
+                project_id=project,
+                timestamp=NOW - 1800,
+                deployment_id="dep" + mark.replace("/", "-"),
+                type="completed",
+                status="success",
+                framework="fw" + mark.replace("/", "-"),
+            ),
+            ErrorEvent(
+                project_id=project,
+                timestamp=NOW - 900,
+                error_type="Err" + mark.replace("/", "_"),
+                message="boom " + mark,
+                fingerprint=uuid.uuid4().hex,
+            ),
+        ]
+    await storage.write(events)
+
+
+@pytest.fixture
+async def monitor() -> Monitor:
+    storage = MemoryStorage()
+    await tenant_data(storage)
+    return Monitor(storage=storage, jwt_secret=SECRET, api_rate_limit=None)
+
+
+# -- JWT ---------------------------------------------------------------------------------
+
+
+async def test_a_token_opens_its_projects_and_only_those(monitor: Monitor) -> None:
+    async with client(monitor) as c:
+        mine = await c.get(
+            "/analytics/api/performance/tenant-a",
+            headers=bearer(token({"sub": "alice", "projects": ["tenant-a"]})),
+        )
+        theirs = await c.get(
+            "/analytics/api/performance/tenant-b",
+            headers=bearer(token({"sub": "alice", "projects": ["tenant-a"]})),
+        )
+    assert mine.status_code == 200
+    assert [e["endpoint"] for e in mine.json()["endpoints"]] == [MARK_A]
+    assert theirs.status_code == 403
+    assert theirs.json()["error"]["code"] == "forbidden_project"
+    assert MARK_B not in theirs.text
+
+
+async def test_an_admin_token_sees_every_project(monitor: Monitor) -> None:
+    async with client(monitor) as c:
+        response = await c.get(
+            "/analytics/api/overview", headers=bearer(token({"sub": "ops", "admin": True}))
+        )
+        by_role = await c.get(
+            "/analytics/api/performance/tenant-b",
+            headers=bearer(token({"sub": "ops", "role": "admin"})),
+        )
+    assert [p["projectId"] for p in response.json()["projects"]] == ["tenant-a", "tenant-b"]
+    assert by_role.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("credentials", "message"),
+    [
+        (None, "credentials are required"),
+        ("not-a-jwt", "invalid token"),
+        (jwt.encode({"sub": "x", "exp": NOW - 3600}, SECRET), "expired"),
+        (jwt.encode({"sub": "x"}, SECRET), 'the "exp" claim'),
+        (jwt.encode({"exp": NOW + 60}, SECRET), 'the "sub" claim'),
+        (jwt.encode({"sub": "x", "exp": NOW + 60}, SECRET + "-other"), "Signature"),
+        (jwt.encode({"sub": "x", "exp": NOW + 60}, SECRET * 2, algorithm="HS512"), "alg value"),
+        (jwt.encode({"sub": "x", "exp": NOW + 60}, "", algorithm="none"), "alg value"),
+        (jwt.encode({"sub": "x", "exp": NOW + 60, "projects": "tenant-a"}, SECRET), "projects"),
+        ("x" * 9000, "too long"),
+    ],
+)
+async def test_bad_credentials_are_a_401_saying_why(
+    monitor: Monitor, credentials: str | None, message: str
+) -> None:
+    headers = bearer(credentials) if credentials is not None else {}
+    async with client(monitor) as c:
+        response = await c.get("/analytics/api/dashboard/tenant-a", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert message in response.json()["error"]["message"]
+    assert MARK_A not in response.text
+
+
+async def test_loopback_needs_credentials_once_auth_is_configured(monitor: Monitor) -> None:
+    """Behind a reverse proxy every visitor is loopback: it must not mean admin."""
+    transport = httpx.ASGITransport(monitor.wrap(Starlette()), client=("127.0.0.1", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+        response = await c.get("/analytics/api/overview")
+    assert response.status_code == 401
+
+
+async def test_audience_and_issuer_are_checked_when_configured() -> None:
+    monitor = Monitor(
+        storage=MemoryStorage(),
+        jwt_secret=SECRET,
+        jwt_audience="asgimon",
+        jwt_issuer="https://id.example",
+        api_rate_limit=None,
+    )
+    good = {"sub": "a", "admin": True, "aud": "asgimon", "iss": "https://id.example"}
+    async with client(monitor) as c:
+        ok = await c.get("/analytics/api/overview", headers=bearer(token(good)))
+        wrong_aud = await c.get(
+            "/analytics/api/overview", headers=bearer(token({**good, "aud": "other"}))
+        )
+        no_iss = await c.get(
+            "/analytics/api/overview",
+            headers=bearer(token({k: v for k, v in good.items() if k != "iss"})),
+        )
+    assert ok.status_code == 200
+    assert (wrong_aud.status_code, no_iss.status_code) == (401, 401)
+    assert "Audience" in wrong_aud.json()["error"]["message"]
+
+
+def hs256_by_hand(claims: dict[str, Any], key: bytes) -> str:
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = part(json.dumps(claims).encode())
+    signature = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{part(signature)}"
+
+
+def rsa_keys() -> tuple[Any, str]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+async def test_rs256_tokens_verify_with_the_public_key() -> None:
+    private, public = rsa_keys()
+    monitor = Monitor(storage=MemoryStorage(), jwt_public_key=public, api_rate_limit=None)
+    claims = {"sub": "a", "projects": ["p"]}
+    # The classic confusion: the public key (which is public) used as an HMAC secret.
+    forged = hs256_by_hand({"exp": NOW + 60, **claims}, public.encode())
+    async with client(monitor) as c:
+        ok = await c.get(
+            "/analytics/api/dashboard/p", headers=bearer(token(claims, private, "RS256"))
+        )
+        confused = await c.get("/analytics/api/dashboard/p", headers=bearer(forged))
+    assert ok.status_code == 200
+    assert confused.status_code == 401
+
+
+def test_jwt_settings_fail_at_start_up_naming_the_variable(tmp_path: Any) -> None:
+    with pytest.raises(ConfigError, match="ANALYTICS_JWT_SECRET"):
+        Settings(jwt_secret="short")
+    _, public = rsa_keys()
+    with pytest.raises(ConfigError, match="ANALYTICS_JWT_PUBLIC_KEY"):
+        Settings(jwt_secret=SECRET, jwt_public_key=public)
+    with pytest.raises(ConfigError, match="ANALYTICS_JWT_ALGORITHM"):
+        Settings(jwt_secret=SECRET, jwt_algorithm="RS256")
+    with pytest.raises(ConfigError, match="ANALYTICS_JWT_PUBLIC_KEY"):
+        Settings.from_env({"ANALYTICS_JWT_PUBLIC_KEY": str(tmp_path / "missing.pem")})
+    key_file = tmp_path / "key.pem"
+    key_file.write_text(public)
+    assert Settings.from_env({"ANALYTICS_JWT_PUBLIC_KEY": str(key_file)}).jwt_public_key == (
+        public.strip()
+    )
+
+
+# -- the host's hook ---------------------------------------------------------------------
+
+
+async def test_a_host_hook_decides_the_principal() -> None:
+    async def hook(request: Request) -> Principal | None:
+        user = request.headers.get("x-user")
+        return Principal(user, projects=frozenset({"tenant-a"})) if user else None
+
+    storage = MemoryStorage()
+    await tenant_data(storage)
+    monitor = Monitor(storage=storage, auth=hook, api_rate_limit=None)
+    async with client(monitor) as c:
+        mine = await c.get("/analytics/api/errors/tenant-a", headers={"x-user": "alice"})
+        theirs = await c.get("/analytics/api/errors/tenant-b", headers={"x-user": "alice"})
+        nobody = await c.get("/analytics/api/errors/tenant-a")
+    assert mine.status_code == 200
+    assert mine.json()["totalErrors"] == 1
+    assert (theirs.status_code, nobody.status_code) == (403, 401)
+
+
+async def test_a_failing_hook_refuses_without_a_500() -> None:
+    def hook(request: Request) -> Principal | None:
+        raise RuntimeError("identity provider down")
+
+    monitor = Monitor(storage=MemoryStorage(), auth=hook, api_rate_limit=None)
+    async with client(monitor) as c:
+        response = await c.get("/analytics/api/overview")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "auth_unavailable"
+
+
+# -- the tenant matrix -------------------------------------------------------------------
+
+INGEST_BODY = {
+    "events": [
+        {
+            "kind": "deployment",
+            "id": "",
+            "projectId": "",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "deploymentId": "cross",
+            "type": "started",
+        }
+    ]
+}
+
+
+def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | None]]:
+    """Every (method, path, body) a route answers, aimed at ``project`` where it takes one."""
+    assert route.methods is not None
+    params = set(route.param_convertors)
+    assert params <= {"project_id"}, f"{route.path}: the matrix does not know {params}"
+    path = "/analytics" + route.path.replace("{project_id}", project)
+    out: list[tuple[str, str, bytes | None]] = []
+    for method in sorted(route.methods - {"HEAD"}):
+        if method == "GET":
+            out.append((method, path, None))
+            if "{project_id}" in route.path or route.path == "/api/overview":
+                out.append((method, path + "?format=csv", None))
+                out.append((method, path + "?range=90d", None))
+        elif method == "POST":
+            body = json.loads(json.dumps(INGEST_BODY))
+            body["events"][0]["id"] = str(uuid.uuid4())
+            body["events"][0]["projectId"] = project
+            out.append((method, path, json.dumps(body).encode()))
+        else:
+            pytest.fail(f"the tenant matrix has no request for {method} {route.path}")
+    return out
+
+
+async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) -> None:
+    routes = [r for r in monitor.dashboard.routes if isinstance(r, Route)]
+    assert len(routes) == len(monitor.dashboard.routes)
+    alice = bearer(token({"sub": "alice", "projects": ["tenant-a"]}))
+    before = await monitor.storage.count("deployment", project_id="tenant-b")
+    exercised = set()
+    async with client(monitor) as c:
+        for route in routes:
+            for target in ("tenant-a", "tenant-b"):
+                for method, path, body in requests_for(route, target):
+                    exercised.add((method, route.path))
+                    response = await c.request(method, path, headers=alice, content=body)
+                    where = f"{method} {path}"
+                    assert response.status_code < 500, where
+                    assert MARK_B not in response.text, where
+                    assert "tenant-b" not in response.text or response.status_code == 403, where
+                    if target == "tenant-b" and "{project_id}" in route.path:
+                        assert response.status_code == 403, where
+                    if target == "tenant-b" and method == "POST":
+                        assert response.status_code == 403, where
+                    if target == "tenant-a" and ("{project_id}" in route.path or body):
+                        assert response.status_code == 200, where
+    assert await monitor.storage.count("deployment", project_id="tenant-b") == before
+    # Every route and method of the app was aimed at both tenants.
+    assert exercised == {(m, r.path) for r in routes for m in (r.methods or set()) if m != "HEAD"}
