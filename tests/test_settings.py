@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,9 @@ def test_every_field_has_an_environment_variable() -> None:
     names = Settings.env_names()
     assert len(names) == len(dataclasses.fields(Settings))
     assert len(set(names.values())) == len(names)
+
+
+def test_every_variable_is_documented() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    missing = [env for env in Settings.env_names().values() if f"`{env}`" not in docs]
+    assert missing == []
