@@ -208,6 +208,39 @@ async def test_rollups_filter_by_series_prefix_literally(storage: Storage) -> No
     assert sorted(await series("fn:")) == ["fn:a%", "fn:a_b", "fn:axb"]
 
 
+async def test_totals_sum_each_window_in_one_call(storage: Storage) -> None:
+    rng = random.Random(3)
+    calls = [
+        ApiCall(
+            project_id="p1",
+            timestamp=T0 + rng.uniform(0, 6 * 3600),
+            endpoint=rng.choice(["/a", "/b_c"]),
+            status=rng.choice([200, 503]),
+            duration_ms=rng.uniform(1, 500),
+            total_ms=1.0,
+        )
+        for _ in range(300)
+    ]
+    fns = [FunctionInvocation(project_id="p1", timestamp=T0 + 60, function_id="f", duration_ms=2)]
+    await storage.write([*calls, *fns])
+    windows = [(T0 + h * 1800, T0 + h * 1800 + 2700) for h in range(12)] + [(T0 - 600, T0)]
+    for resolution in ("minute", "hour"):
+        got = await storage.totals(
+            project_id="p1", resolution=resolution, windows=windows, series_prefix="api:"
+        )
+        assert len(got) == len(windows)
+        width = 60 if resolution == "minute" else 3600
+        for (lo, hi), total in zip(windows, got, strict=True):
+            inside = [c for c in calls if lo <= c.timestamp // width * width < hi]
+            assert total.count == len(inside)
+            assert total.error_count == sum(c.status >= 500 for c in inside)
+            assert total.value_count == len(inside)
+            assert total.value_sum == pytest.approx(sum(c.duration_ms for c in inside))
+    everything = await storage.totals(project_id="p1", resolution="day", windows=[(T0, T0 + 86400)])
+    assert everything[0].count == len(calls) + len(fns)
+    assert await storage.totals(project_id="p1", resolution="day", windows=[]) == []
+
+
 async def test_only_completed_deployments_feed_rollups(storage: Storage) -> None:
     await storage.write(
         [

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, literal_column, select, tuple_, union_all
+from sqlalchemy import TextClause, delete, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
@@ -305,11 +305,11 @@ class SQLStorage:
 
     # -- reads -------------------------------------------------------------------------
 
-    async def _fetch(self, stmt: Any) -> list[Row[Any]]:
+    async def _fetch(self, stmt: Any, params: Mapping[str, Any] | None = None) -> list[Row[Any]]:
         _, reader = self._open()
         try:
             async with self._in_use(reader), reader.connect() as conn:
-                return list(await conn.execute(stmt))
+                return list(await conn.execute(stmt, params))
         except Exception as exc:
             raise classify(exc) from exc
 
@@ -392,21 +392,18 @@ class SQLStorage:
     ) -> list[Rollup]:
         if not windows:
             return []
-        t = s.rollups
-        parts = [
-            select(
-                literal_column(str(i)).label("w"),
-                func.coalesce(func.sum(t.c["count"]), 0).label("n"),
-                func.coalesce(func.sum(t.c.error_count), 0).label("e"),
-                func.coalesce(func.sum(t.c.value_count), 0).label("vn"),
-                func.coalesce(func.sum(t.c.value_sum), 0.0).label("vs"),
-            ).where(*_rollup_range(project_id, resolution, lo, hi, series_prefix))
-            for i, (lo, hi) in enumerate(windows)
-        ]
         rows: dict[int, Any] = {}
         # SQLite caps a compound SELECT at 500 terms.
-        for i in range(0, len(parts), 200):
-            rows.update((r.w, r) for r in await self._fetch(union_all(*parts[i : i + 200])))
+        for first in range(0, len(windows), 200):
+            chunk = windows[first : first + 200]
+            params: dict[str, Any] = {"p": project_id, "r": resolution}
+            if series_prefix:
+                params["like"] = _like_prefix(series_prefix)
+            for i, (lo, hi) in enumerate(chunk):
+                params[f"lo{i}"] = math.ceil(lo)
+                params[f"hi{i}"] = int(hi) + (0 if hi == int(hi) else 1)
+            stmt = _totals_sql(len(chunk), bool(series_prefix))
+            rows.update((first + r.w, r) for r in await self._fetch(stmt, params))
         out = []
         for i, (lo, _) in enumerate(windows):
             total = Rollup(project_id, series_prefix + "*", resolution, int(lo))
@@ -524,6 +521,23 @@ def _rollup_range(
         t.c.bucket_start < int(end) + (0 if end == int(end) else 1),
     ]
     if series_prefix:
-        escaped = series_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        cond.append(t.c.series.like(escaped + "%", escape="\\"))
+        cond.append(t.c.series.like(_like_prefix(series_prefix), escape="\\"))
     return cond
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+@functools.lru_cache(maxsize=256)
+def _totals_sql(windows: int, prefixed: bool) -> TextClause:
+    """Sums per window in one round trip, as text: building the same expression with
+    SQLAlchemy's constructs costs more than running it."""
+    part = (
+        'SELECT {i} AS w, COALESCE(SUM("count"), 0) AS n, COALESCE(SUM(error_count), 0) AS e,'
+        " COALESCE(SUM(value_count), 0) AS vn, COALESCE(SUM(value_sum), 0) AS vs"
+        f" FROM {s.rollups.name} WHERE project_id = :p AND resolution = :r"
+        " AND bucket_start >= :lo{i} AND bucket_start < :hi{i}"
+        + (" AND series LIKE :like ESCAPE '\\'" if prefixed else "")
+    )
+    return text(" UNION ALL ".join(part.format(i=i) for i in range(windows)))
