@@ -94,3 +94,26 @@ def test_rollups_add_up_at_every_resolution(rows: list[tuple[int, float, bool]])
         )
         assert total.value_max == max(ms for _, ms, _ in rows)
         assert close(total.quantile(0.95), exact([ms for _, ms, _ in rows], 0.95))
+
+
+@given(st.lists(samples, min_size=1, max_size=6), st.lists(latencies, max_size=50))
+@settings(max_examples=200, deadline=None)
+def test_packed_histograms_read_exactly_like_dicts(
+    parts: list[list[float]], loose: list[float]
+) -> None:
+    """Closed buckets are read packed: merging and reading them must change nothing at all."""
+    hists = [histogram.from_values(p) for p in parts]
+    packed = histogram.Packed()
+    for h in hists:
+        packed.add(histogram.Packed.from_bytes(histogram.Packed.from_hist(h).to_bytes()))
+    merged = histogram.merged(hists)
+    assert packed.to_hist() == merged
+    assert packed.quantiles(QS) == histogram.quantiles(merged, QS)
+    for threshold in (0.0, 0.5, 20.0, 500.0, 2000.0, 1e9):
+        assert packed.count_at_most(threshold) == histogram.count_at_most(merged, threshold)
+    # A rollup holding both a packed part and a dict part (a closed and an open bucket).
+    mixed = Rollup("p", "s", "day", 0, hist=histogram.from_values(loose), packed=packed.copy())
+    whole = histogram.merged([merged, histogram.from_values(loose)])
+    assert mixed.full_hist() == whole
+    assert mixed.quantiles(QS) == histogram.quantiles(whole, QS)
+    assert mixed.count_at_most(500.0) == histogram.count_at_most(whole, 500.0)

@@ -30,7 +30,7 @@ DAY = 86_400.0
 
 
 def make_v1(path: Path) -> None:
-    """A database as version 1 left it: every table but the job claims."""
+    """A database as version 1 left it: no job claims, no packed histograms."""
     import asyncio
 
     async def create() -> None:
@@ -41,6 +41,7 @@ def make_v1(path: Path) -> None:
     asyncio.run(create())
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE asgimon_job_claims")
+        db.execute("ALTER TABLE asgimon_rollups DROP COLUMN hist_packed")
         db.execute("UPDATE asgimon_schema_version SET version = 1")
 
 
@@ -65,10 +66,11 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
 
     done = asgimon_cli("db", "upgrade", env=env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"upgraded": [2]}
+    assert json.loads(done.stdout) == {"upgraded": [2, 3]}
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (3,)
         assert conn.execute("SELECT count(*) FROM asgimon_job_claims").fetchone() == (0,)
+        assert conn.execute("SELECT count(hist_packed) FROM asgimon_rollups").fetchone() == (0,)
 
     again = asgimon_cli("db", "upgrade", env=env)
     assert json.loads(again.stdout) == {"upgraded": []}

@@ -18,8 +18,9 @@ from asgimon import (
     Event,
     FunctionInvocation,
     Storage,
+    histogram,
 )
-from asgimon.rollups import combine
+from asgimon.rollups import Rollup, combine
 
 T0 = float(1_790_000_000 // 86400 * 86400)  # a UTC day boundary, so bucket counts are exact
 
@@ -241,7 +242,71 @@ async def test_totals_sum_each_window_in_one_call(storage: Storage) -> None:
     assert await storage.totals(project_id="p1", resolution="day", windows=[]) == []
 
 
-async def test_only_completed_deployments_feed_rollups(storage: Storage) -> None:
+async def test_compaction_changes_no_figure_and_a_late_event_still_counts(
+    storage: Storage,
+) -> None:
+    rng = random.Random(11)
+
+    def calls(n: int, start: float, span: float) -> list[Event]:
+        return [
+            ApiCall(
+                project_id="p1",
+                timestamp=start + rng.uniform(0, span),
+                endpoint=rng.choice(["/a", "/b"]),
+                duration_ms=rng.choice([0.0, rng.lognormvariate(3, 1.5)]),
+                total_ms=1.0,
+            )
+            for _ in range(n)
+        ]
+
+    written = calls(400, T0, 2 * 86400)
+    await storage.write(written)
+
+    async def snapshot(resolution: str) -> list[tuple[object, ...]]:
+        rows = await storage.rollups(
+            project_id="p1", resolution=resolution, start=T0, end=T0 + 3 * 86400
+        )
+        return [
+            (
+                r.series,
+                r.bucket_start,
+                r.count,
+                r.full_hist(),
+                r.quantiles((0.0, 0.5, 0.95, 1.0)),
+                r.count_at_most(20.0),
+            )
+            for r in rows
+        ]
+
+    before = {res: await snapshot(res) for res in ("hour", "day")}
+    packed = await storage.compact(before=T0 + 3 * 86400)
+    assert {res: await snapshot(res) for res in ("hour", "day")} == before
+    assert await storage.compact(before=T0 + 3 * 86400) == 0  # nothing left to pack
+    if packed:  # the SQL stores: every closed hour and day row was packed
+        assert packed == len(before["hour"]) + len(before["day"])
+        rows = await storage.rollups(project_id="p1", resolution="day", start=T0, end=T0 + 1)
+        assert all(r.packed is not None and r.hist == {} for r in rows)
+
+    late = calls(50, T0, 3600)
+    await storage.write(late)
+    day = await storage.rollups(project_id="p1", resolution="day", start=T0, end=T0 + 1)
+    everything = written + late
+    first_day = [e for e in everything if e.timestamp < T0 + 86400]
+    assert sum(r.count for r in day) == len(first_day)
+    merged = combine(day)
+    assert (
+        merged.full_hist()
+        == combine(
+            Rollup("p1", "x", "day", 0, hist=histogram.from_values([e.value() or 0.0]))
+            for e in first_day
+        ).full_hist()
+    )
+    await storage.compact(before=T0 + 3 * 86400)
+    again = await storage.rollups(project_id="p1", resolution="day", start=T0, end=T0 + 1)
+    assert combine(again).full_hist() == merged.full_hist()
+
+
+async def test_only_completed_deployments_feed_the_deployment_rollups(storage: Storage) -> None:
     await storage.write(
         [
             DeploymentEvent(project_id="p1", timestamp=T0, deployment_id="d", type="started"),
@@ -255,8 +320,16 @@ async def test_only_completed_deployments_feed_rollups(storage: Storage) -> None
             ),
         ]
     )
-    [row] = await storage.rollups(project_id="p1", resolution="hour", start=T0, end=T0 + 3600)
+    [row] = await storage.rollups(
+        project_id="p1", resolution="hour", start=T0, end=T0 + 3600, series_prefix="deploy:"
+    )
     assert (row.series, row.count, row.error_count, row.value_count) == ("deploy:vite", 1, 1, 0)
+    # The other steps count apart, so that a project with only those is still known.
+    [step] = await storage.rollups(
+        project_id="p1", resolution="hour", start=T0, end=T0 + 3600, series_prefix="deploystep:"
+    )
+    assert (step.series, step.count, step.error_count) == ("deploystep:started", 1, 0)
+    assert await storage.projects() == ["p1"]
 
 
 async def test_projects_and_health(storage: Storage) -> None:

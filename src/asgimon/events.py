@@ -152,16 +152,18 @@ class DeploymentEvent(Event):
         c.number("duration_ms", self.duration_ms, high=MAX_DURATION_MS)
         c.text("framework", self.framework, max_len=MAX_NAME, required=False)
 
-    def series(self) -> str | None:
+    def series(self) -> str:
+        # Only completed deployments count in the deployment figures; the other steps have
+        # their own series, so that a project with nothing else is still a known project.
         if self.type != "completed":
-            return None
+            return f"deploystep:{self.type}"
         return f"deploy:{self.framework or '-'}"
 
     def value(self) -> float | None:
-        return self.duration_ms
+        return self.duration_ms if self.type == "completed" else None
 
     def is_error(self) -> bool:
-        return self.status == "failure"
+        return self.type == "completed" and self.status == "failure"
 
 
 @dataclass(slots=True, kw_only=True)

@@ -13,9 +13,13 @@ definition the tests compare against.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
+import struct
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 GAMMA = 1.02
 RELATIVE_ACCURACY = (GAMMA - 1) / (GAMMA + 1)
@@ -103,3 +107,102 @@ def loads(text: str | bytes | None) -> Histogram:
         return {}
     raw = json.loads(text)
     return {int(i): int(c) for i, c in raw.items()}
+
+
+SLOT_BYTES = 8
+
+
+@dataclass(slots=True)
+class Packed:
+    """A histogram as one integer: bin ``base + j`` counts in bits ``[64j, 64j + 64)``.
+
+    Adding histograms is then one integer addition, done at C speed whatever the number of
+    bins, where a dict merge costs a Python step per bin. Reading a month of day rollups for
+    fifty endpoints is 1,500 histograms of a few hundred bins: as dicts that is ~0.3 s of
+    decoding and merging, packed a few milliseconds. The SQL stores keep each closed bucket's
+    histogram packed beside its JSON form (``hist_packed``, as :meth:`to_bytes`). ``zero``
+    counts ``ZERO_BIN``.
+    """
+
+    base: int = 0
+    value: int = 0
+    zero: int = 0
+
+    @classmethod
+    def from_hist(cls, hist: Mapping[int, int]) -> Packed:
+        zero = hist.get(ZERO_BIN, 0)
+        bins = [i for i in hist if i != ZERO_BIN]
+        if not bins:
+            return cls(zero=zero)
+        base = min(bins)
+        value = 0
+        for i in bins:
+            value += hist[i] << (64 * (i - base))
+        return cls(base, value, zero)
+
+    def copy(self) -> Packed:
+        return Packed(self.base, self.value, self.zero)
+
+    def add(self, other: Packed) -> None:
+        self.zero += other.zero
+        if not other.value:
+            return
+        if not self.value:
+            self.base, self.value = other.base, other.value
+            return
+        if other.base < self.base:
+            self.value <<= 64 * (self.base - other.base)
+            self.base = other.base
+        self.value += other.value << (64 * (other.base - self.base))
+
+    def counts(self) -> list[int]:
+        """Counts of bins ``base, base + 1, …`` (``zero`` apart)."""
+        if not self.value:
+            return []
+        slots = (self.value.bit_length() + 63) // 64
+        return memoryview(self.value.to_bytes(slots * SLOT_BYTES, "little")).cast("Q").tolist()
+
+    def to_hist(self) -> Histogram:
+        out: Histogram = {ZERO_BIN: self.zero} if self.zero else {}
+        for j, c in enumerate(self.counts()):
+            if c:
+                out[self.base + j] = c
+        return out
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        """As :func:`quantiles` on the same histogram, by bisection of the running counts."""
+        wanted = list(qs)
+        running = list(itertools.accumulate(self.counts()))
+        n = self.zero + (running[-1] if running else 0)
+        if n == 0:
+            return [None] * len(wanted)
+        out: list[float | None] = []
+        for q in wanted:
+            if not 0.0 <= q <= 1.0:
+                raise ValueError(f"quantile {q!r} is outside [0, 1]")
+            rank = math.floor(q * (n - 1))
+            if rank < self.zero:
+                out.append(0.0)
+            else:
+                out.append(bin_value(self.base + bisect.bisect_right(running, rank - self.zero)))
+        return out
+
+    def count_at_most(self, threshold: float) -> int:
+        limit = bin_index(threshold)
+        if limit == ZERO_BIN or limit < self.base or not self.value:
+            return self.zero
+        counts = self.counts()
+        return self.zero + sum(counts[: limit - self.base + 1])
+
+    def to_bytes(self) -> bytes:
+        """``zero`` and ``base`` (8 bytes each), then the integer, little-endian."""
+        body = self.value.to_bytes((self.value.bit_length() + 7) // 8, "little")
+        return _HEADER.pack(self.zero, self.base) + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Packed:
+        zero, base = _HEADER.unpack_from(data)
+        return cls(base, int.from_bytes(memoryview(data)[_HEADER.size :], "little"), zero)
+
+
+_HEADER = struct.Struct("<qq")

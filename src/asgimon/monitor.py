@@ -30,6 +30,7 @@ from .tracking import Tracker, build_phase_tracker, function_tracker
 if TYPE_CHECKING:
     from .dashboard.app import DashboardApp
 
+COMPACT_SETTLE_S = 120.0
 log = logging.getLogger("asgimon")
 
 Timestamp = datetime | float | int | None
@@ -113,6 +114,7 @@ class Monitor:
         )
         self.scheduler = Scheduler(storage)
         self.scheduler.every("purge", settings.purge_interval, self.purge)
+        self.scheduler.every("compact", settings.compact_interval, self.compact)
         self._last_purge: tuple[float, float] | None = None
         self.in_flight = 0
         self.started = False
@@ -463,6 +465,14 @@ class Monitor:
             before=retention.cutoffs(self.settings, now),
             batch_size=self.settings.purge_batch_size,
         )
+
+    async def compact(self) -> int:
+        """Pack the histograms of closed hour and day buckets, for fast reads over long ranges.
+
+        Runs once per ``ANALYTICS_COMPACT_INTERVAL`` on one worker; buckets that ended in the
+        last two minutes wait for the next run. Returns how many rollup rows were packed.
+        """
+        return await self.storage.compact(before=time.time() - COMPACT_SETTLE_S)
 
     async def forget_user(self, user_id: str) -> dict[str, int]:
         """Delete every record carrying ``user_id`` (API calls, errors), for privacy requests.

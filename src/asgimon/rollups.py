@@ -34,6 +34,9 @@ class Rollup:
     value_min: float | None = None
     value_max: float | None = None
     hist: histogram.Histogram = field(default_factory=dict)
+    # Read from a closed bucket, the histogram may come packed: the whole histogram is then
+    # ``hist`` and ``packed`` together (see :class:`~asgimon.histogram.Packed`).
+    packed: histogram.Packed | None = None
 
     @property
     def key(self) -> RollupKey:
@@ -71,9 +74,40 @@ class Rollup:
         ):
             self.value_max = other.value_max
         histogram.merge_into(self.hist, other.hist)
+        if other.packed is not None:
+            if self.packed is None:
+                self.packed = other.packed.copy()
+            else:
+                self.packed.add(other.packed)
+
+    def _packed_whole(self) -> histogram.Packed | None:
+        if self.packed is None:
+            return None
+        if not self.hist:
+            return self.packed
+        whole = histogram.Packed.from_hist(self.hist)
+        whole.add(self.packed)
+        return whole
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        whole = self._packed_whole()
+        return histogram.quantiles(self.hist, qs) if whole is None else whole.quantiles(qs)
 
     def quantile(self, q: float) -> float | None:
-        return histogram.quantile(self.hist, q)
+        return self.quantiles((q,))[0]
+
+    def count_at_most(self, threshold: float) -> int:
+        """How many values were at most ``threshold``, to bin accuracy (Apdex)."""
+        whole = self._packed_whole()
+        if whole is None:
+            return histogram.count_at_most(self.hist, threshold)
+        return whole.count_at_most(threshold)
+
+    def full_hist(self) -> histogram.Histogram:
+        """The whole histogram as a dict, packed part included."""
+        if self.packed is None:
+            return self.hist
+        return histogram.merged([self.hist, self.packed.to_hist()])
 
 
 def bucket_start(ts: float, resolution: str) -> int:

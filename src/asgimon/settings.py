@@ -300,6 +300,9 @@ class Settings:
     purge_interval: float = _setting(
         "ANALYTICS_PURGE_INTERVAL", 3600.0, float, _float_between(1, 7 * 86_400)
     )
+    compact_interval: float = _setting(
+        "ANALYTICS_COMPACT_INTERVAL", 300.0, float, _float_between(1.0, 7 * 86_400.0)
+    )
     purge_batch_size: int = _setting("ANALYTICS_PURGE_BATCH_SIZE", 5000, int, _int_at_least(1))
     error_tracking_enabled: bool = _setting("ERROR_TRACKING_ENABLED", True, _parse_bool, _BOOL)
     error_log_retention_days: int = _setting("ERROR_LOG_RETENTION_DAYS", 30, int, _int_at_least(1))

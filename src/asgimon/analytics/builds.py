@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgimon import histogram
 from asgimon.events import BuildEvent
 from asgimon.rollups import Rollup
 
@@ -83,7 +82,7 @@ async def builds(q: Query) -> dict[str, Any]:
 
 
 def _phase(r: Rollup) -> dict[str, Any]:
-    p50, p95 = histogram.quantiles(r.hist, (0.5, 0.95))
+    p50, p95 = r.quantiles((0.5, 0.95))
     return {
         "count": r.count,
         "failures": r.error_count,

@@ -16,6 +16,7 @@ storage; it never fails a request.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -35,6 +36,14 @@ LOCAL_MAX_ENTRIES = 256
 REDIS_TIMEOUT_S = 0.25
 
 
+def _packed(r: Rollup) -> str | None:
+    return None if r.packed is None else base64.b64encode(r.packed.to_bytes()).decode()
+
+
+def _unpacked(text: str | None) -> histogram.Packed | None:
+    return None if text is None else histogram.Packed.from_bytes(base64.b64decode(text))
+
+
 def _encode(rows: list[Rollup]) -> str:
     return json.dumps(
         [
@@ -48,6 +57,7 @@ def _encode(rows: list[Rollup]) -> str:
                 r.value_min,
                 r.value_max,
                 histogram.dumps(r.hist),
+                _packed(r),
             ]
             for r in rows
         ],
@@ -69,8 +79,9 @@ def _decode(project_id: str, resolution: str, text: str | bytes) -> list[Rollup]
             lo,
             hi,
             histogram.loads(h),
+            _unpacked(packed),
         )
-        for series, bucket, count, errors, vn, vs, lo, hi, h in json.loads(text)
+        for series, bucket, count, errors, vn, vs, lo, hi, h, packed in json.loads(text)
     ]
 
 

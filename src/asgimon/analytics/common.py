@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from asgimon import histogram
 from asgimon.rollups import Rollup
 
 from .ranges import TimeRange
@@ -56,7 +55,7 @@ def trend(
 
 def latency(r: Rollup) -> dict[str, Any]:
     """Count, error rate, average and percentiles (ms) of one merged rollup."""
-    p50, p95, p99 = histogram.quantiles(r.hist, (0.5, 0.95, 0.99))
+    p50, p95, p99 = r.quantiles((0.5, 0.95, 0.99))
     return {
         "count": r.count,
         "errors": r.error_count,

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from asgimon import histogram
 from asgimon.events import DeploymentEvent
-from asgimon.rollups import Rollup
+from asgimon.rollups import Rollup, combine
 
 from .common import day, header, iso, ratio, trend
 from .query import Query
@@ -38,12 +37,10 @@ async def deployments(q: Query) -> dict[str, Any]:
     timed = sum(r.value_count for r in rows)
     by_date: Counter[str] = Counter()
     by_framework: Counter[str] = Counter()
-    hist: histogram.Histogram = {}
     for r in rows:
         by_date[day(r.bucket_start)] += r.count
         by_framework[framework_of(r.series)] += r.count
-        histogram.merge_into(hist, r.hist)
-    p50, p95, p99 = histogram.quantiles(hist, (0.5, 0.95, 0.99))
+    p50, p95, p99 = combine(rows).quantiles((0.5, 0.95, 0.99))
     recent = await q.storage.events(
         "deployment", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT
     )

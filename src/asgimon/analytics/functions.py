@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgimon import histogram
 from asgimon.rollups import Rollup, combine
 
 from .common import header, ratio, trend
@@ -14,19 +13,19 @@ from .query import Query
 EDGES_MS = (10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0)
 
 
-def _distribution(hist: dict[int, int]) -> list[dict[str, Any]]:
+def _distribution(r: Rollup) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     below = 0
     for lo, hi in zip((0.0, *EDGES_MS), EDGES_MS, strict=False):
-        upto = histogram.count_at_most(hist, hi)
+        upto = r.count_at_most(hi)
         out.append({"fromMs": lo, "toMs": hi, "count": upto - below})
         below = upto
-    out.append({"fromMs": EDGES_MS[-1], "toMs": None, "count": sum(hist.values()) - below})
+    out.append({"fromMs": EDGES_MS[-1], "toMs": None, "count": r.value_count - below})
     return out
 
 
 def _figures(r: Rollup) -> dict[str, Any]:
-    p50, p95, p99 = histogram.quantiles(r.hist, (0.5, 0.95, 0.99))
+    p50, p95, p99 = r.quantiles((0.5, 0.95, 0.99))
     return {
         "invocations": r.count,
         "errors": r.error_count,
@@ -65,7 +64,7 @@ async def functions(q: Query) -> dict[str, Any]:
         "errorRate": overall["errorRate"],
         "invocationsByFunction": [{"functionId": f, "count": r.count} for f, r in merged.items()],
         "errorsByFunction": [{"functionId": f, "count": r.error_count} for f, r in merged.items()],
-        "executionTimeDistribution": _distribution(total.hist),
+        "executionTimeDistribution": _distribution(total),
         "invocationTrend": trend(rows, span, _trend_point),
         "functions": [{"functionId": f, **_figures(r)} for f, r in merged.items()],
     }

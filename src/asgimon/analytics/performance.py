@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgimon import histogram
 from asgimon.rollups import Rollup, combine
 
 from .common import group, header, latency, ratio, trend
@@ -22,8 +21,8 @@ SORTS = ("count", "avg", "p95", "errorRate", "apdex")
 def apdex(r: Rollup, threshold_ms: float) -> float | None:
     if not r.value_count:
         return None
-    satisfied = histogram.count_at_most(r.hist, threshold_ms)
-    tolerating = histogram.count_at_most(r.hist, 4 * threshold_ms) - satisfied
+    satisfied = r.count_at_most(threshold_ms)
+    tolerating = r.count_at_most(4 * threshold_ms) - satisfied
     return (satisfied + tolerating / 2) / r.value_count
 
 

@@ -20,7 +20,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from asgimon import histogram
 from asgimon.analytics.builds import builds
 from asgimon.analytics.cache import CachedStorage, RollupCache
 from asgimon.analytics.common import iso
@@ -327,7 +326,7 @@ class Api:
 
 
 def _latency(r: Rollup) -> dict[str, Any]:
-    p50, p95, p99 = histogram.quantiles(r.hist, (0.5, 0.95, 0.99))
+    p50, p95, p99 = r.quantiles((0.5, 0.95, 0.99))
     return {
         "count": r.count,
         "errors": r.error_count,

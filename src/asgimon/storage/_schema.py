@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PREFIX = "asgimon_"
 
 metadata = MetaData()
@@ -138,6 +139,9 @@ rollups = Table(
     Column("value_min", Float),
     Column("value_max", Float),
     Column("hist", Text, nullable=False),
+    # The histogram packed for fast reads (asgimon.histogram.Packed), written for closed
+    # hour and day buckets by the compaction job; any later merge into the row clears it.
+    Column("hist_packed", LargeBinary),
     PrimaryKeyConstraint("project_id", "resolution", "series", "bucket_start"),
 )
 Index(
@@ -177,6 +181,16 @@ def _v2_job_claims(conn: Connection) -> None:
     job_claims.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_job_claims}
+def _v3_packed_histograms(conn: Connection) -> None:
+    """Version 3: closed buckets' histograms kept packed beside the JSON, for fast reads."""
+    table = conn.dialect.identifier_preparer.format_table(rollups)
+    kind = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN hist_packed {kind}")
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v2_job_claims,
+    3: _v3_packed_histograms,
+}
 """Version N's migration takes a database from N - 1 to N. A fresh database is created at
 the latest version directly."""

@@ -135,5 +135,6 @@ def rollup_upsert(insert: Any, dialect: str) -> Any:
                 _pick("asgimon_rollups.value_max", "excluded.value_max", ">")
             ),
             "hist": literal_column(merge),
+            "hist_packed": None,
         },
     )

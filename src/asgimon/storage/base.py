@@ -99,6 +99,11 @@ class Storage(Protocol):
         """
         ...
 
+    async def compact(self, *, before: float, batch_size: int = 2000) -> int:
+        """Prepare hour and day buckets that ended before ``before`` for fast reads (the SQL
+        stores pack their histograms); how many rows changed. Others have nothing to do."""
+        ...
+
     async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
         """Delete every record carrying this user id; rows deleted per kind."""
         ...

@@ -155,6 +155,9 @@ class MemoryStorage:
                 deleted[key] = _drop(table, doomed_ev)
         return deleted
 
+    async def compact(self, *, before: float, batch_size: int = 2000) -> int:
+        return 0
+
     async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
         deleted: dict[str, int] = {}
         for kind in ("api_call", "error"):

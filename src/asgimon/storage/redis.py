@@ -374,6 +374,9 @@ class RedisStorage:
             await self._call(r.zrem(index, bucket))
         return total
 
+    async def compact(self, *, before: float, batch_size: int = 2000) -> int:
+        return 0
+
     async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
         r = self._redis()
         key = f"{self.prefix}:usr:{user_id}"

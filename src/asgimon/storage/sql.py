@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import TextClause, delete, func, select, text, tuple_
+from sqlalchemy import TextClause, bindparam, case, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
@@ -364,7 +364,11 @@ class SQLStorage:
     ) -> list[Rollup]:
         t = s.rollups
         cond = _rollup_range(project_id, resolution, start, end, series_prefix)
-        stmt = select(t).where(*cond).order_by(t.c.bucket_start, t.c.series)
+        # A packed histogram is read instead of the JSON one, never both.
+        json_hist = case((t.c.hist_packed.is_(None), t.c.hist), else_=None).label("hist")
+        columns = [c for c in t.c if c.name != "hist"]
+        stmt = select(*columns, json_hist).where(*cond).order_by(t.c.bucket_start, t.c.series)
+        loads, from_bytes = histogram.loads, histogram.Packed.from_bytes
         return [
             Rollup(
                 project_id=r.project_id,
@@ -377,7 +381,8 @@ class SQLStorage:
                 value_sum=r.value_sum,
                 value_min=r.value_min,
                 value_max=r.value_max,
-                hist=histogram.loads(r.hist),
+                hist=loads(r.hist) if r.hist_packed is None else {},
+                packed=None if r.hist_packed is None else from_bytes(r.hist_packed),
             )
             for r in await self._fetch(stmt)
         ]
@@ -413,6 +418,72 @@ class SQLStorage:
                 total.value_count, total.value_sum = int(r.vn), float(r.vs)
             out.append(total)
         return out
+
+    async def compact(self, *, before: float, batch_size: int = 2000) -> int:
+        """Pack the histograms of hour and day buckets that ended before ``before``.
+
+        Each row is read, packed in Python and written back only if its JSON histogram is
+        still the one that was read, so a merge racing the compaction wins. Returns how many
+        rows were packed.
+        """
+        t = s.rollups
+        packed_total = 0
+        for project_id in await self.projects():
+            for resolution in ("hour", "day"):
+                width = RESOLUTIONS[resolution]
+                after = -(2**62)
+                while True:
+                    stmt = (
+                        select(t.c.series, t.c.bucket_start, t.c.hist)
+                        .where(
+                            t.c.project_id == project_id,
+                            t.c.resolution == resolution,
+                            t.c.bucket_start > after,
+                            t.c.bucket_start < int(before) - width,
+                            t.c.hist_packed.is_(None),
+                        )
+                        .order_by(t.c.bucket_start)
+                        .limit(batch_size)
+                    )
+                    rows = await self._fetch(stmt)
+                    if rows:
+                        packed_total += await self._write_packed(project_id, resolution, rows)
+                    if len(rows) < batch_size:
+                        break
+                    # Packed rows leave the set, so the last bucket's other series come next.
+                    after = rows[-1].bucket_start - 1
+        return packed_total
+
+    async def _write_packed(self, project_id: str, resolution: str, rows: list[Row[Any]]) -> int:
+        t = s.rollups
+        stmt = (
+            update(t)
+            .where(
+                t.c.project_id == project_id,
+                t.c.resolution == resolution,
+                t.c.series == bindparam("s"),
+                t.c.bucket_start == bindparam("b"),
+                t.c.hist == bindparam("h"),
+                t.c.hist_packed.is_(None),
+            )
+            .values(hist_packed=bindparam("p"))
+        )
+        params = [
+            {
+                "s": r.series,
+                "b": r.bucket_start,
+                "h": r.hist,
+                "p": histogram.Packed.from_hist(histogram.loads(r.hist)).to_bytes(),
+            }
+            for r in rows
+        ]
+        writer = await self._writable()
+        try:
+            async with self._in_use(writer), writer.begin() as conn:
+                await conn.execute(stmt, params)
+        except Exception as exc:
+            raise classify(exc) from exc
+        return len(params)
 
     async def projects(self) -> list[str]:
         t = s.rollups
