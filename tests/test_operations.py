@@ -77,6 +77,29 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
     assert asgimon_cli("check", env=env).returncode == 0
 
 
+def test_db_compact_packs_closed_buckets(tmp_path: Path) -> None:
+    import asyncio
+
+    db = tmp_path / "compact.db"
+    url = f"sqlite:///{db}"
+
+    async def write() -> None:
+        storage = SQLStorage(url)
+        await storage.start()
+        old = (time.time() - 3 * DAY) // 3600 * 3600  # twenty seconds into one hour
+        await storage.write(
+            [ApiCall(timestamp=old + i, duration_ms=float(i), total_ms=1.0) for i in range(20)]
+        )
+        await storage.close()
+
+    asyncio.run(write())
+    done = asgimon_cli("db", "compact", env={"ANALYTICS_STORAGE_URL": url})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"packed": 2}  # its hour and its day
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(hist_packed) FROM asgimon_rollups").fetchone() == (2,)
+
+
 async def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     storage = SQLStorage(f"sqlite:///{db}")

@@ -2,6 +2,7 @@
 
 asgimon check                  validate the settings, reach storage, print the health
 asgimon db upgrade             bring the database schema to this version
+asgimon db compact             pack closed buckets' histograms now (e.g. after a bulk load)
 asgimon purge                  delete what retention no longer keeps, now
 asgimon forget --user ID       delete every record carrying a user id
 """
@@ -51,6 +52,16 @@ async def _upgrade(monitor: Monitor) -> int:
     return 0
 
 
+async def _compact(monitor: Monitor) -> int:
+    try:
+        await monitor.storage.start()
+        packed = await monitor.compact()
+    finally:
+        await monitor.storage.close()
+    _print({"packed": packed})
+    return 0
+
+
 async def _purge(monitor: Monitor) -> int:
     try:
         await monitor.storage.start()
@@ -78,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="validate the settings from the environment, reach storage")
     db = commands.add_parser("db", help="database schema")
-    db.add_argument("action", choices=["upgrade"])
+    db.add_argument("action", choices=["upgrade", "compact"])
     commands.add_parser("purge", help="delete what retention no longer keeps")
     forget = commands.add_parser("forget", help="delete every record carrying a user id")
     forget.add_argument("--user", required=True, help="the user id to erase")
@@ -88,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(_check(monitor))
         if args.command == "db":
-            return asyncio.run(_upgrade(monitor))
+            return asyncio.run(_upgrade(monitor) if args.action == "upgrade" else _compact(monitor))
         if args.command == "purge":
             return asyncio.run(_purge(monitor))
         return asyncio.run(_forget(monitor, args.user))
