@@ -46,6 +46,8 @@ def test_ranges_default_to_seven_days_widened_to_whole_days() -> None:
         ({"start": "2026-11-01T00:00:00", "end": "2026-11-02T00:00:00Z"}, "start"),
         ({"start": "2026-11-02T00:00:00Z", "end": "2026-11-01T00:00:00Z"}, "end"),
         ({"start": "2020-01-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}, "end"),
+        ({"start": "0001-01-01T00:30:00+01:00", "end": "0001-01-02T00:00:00+01:00"}, "start"),
+        ({"start": "9999-12-31T20:00:00-05:00", "end": "9999-12-31T22:00:00-05:00"}, "start"),
     ],
 )
 def test_bad_ranges_name_their_field(query: dict[str, str], field: str) -> None:
@@ -143,3 +145,21 @@ async def test_a_bad_query_is_a_422_naming_the_field(storage: Storage) -> None:
     assert response.json()["error"]["details"] == [
         {"field": "range", "message": "must be one of 1h, 24h, 7d, 30d, 90d"}
     ]
+
+
+async def test_a_csv_export_of_a_project_with_any_name_is_served(storage: Storage) -> None:
+    await storage.write(
+        [
+            DeploymentEvent(
+                project_id="项目",
+                timestamp=NOW - 60,
+                deployment_id="d",
+                type="completed",
+                status="success",
+            )
+        ]
+    )
+    response = await get(Monitor(storage=storage), "/analytics/api/deployments/项目?format=csv")
+    assert response.status_code == 200
+    assert 'filename="__-deployments.csv"' in response.headers["content-disposition"]
+    assert response.text.count("\r\n") == 2  # the header and the one deployment

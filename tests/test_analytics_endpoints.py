@@ -1092,10 +1092,13 @@ async def test_events_listing(storage: Storage) -> None:
 
 
 def flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested objects become dotted columns; lists stay whole, as JSON text."""
+    """Nested objects become dotted columns; lists and an error's free-form context stay
+    whole, as JSON text."""
     out: dict[str, Any] = {}
     for key, value in row.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and key == "context":
+            out[prefix + key] = json.dumps(value, separators=(",", ":"))
+        elif isinstance(value, Mapping):
             out.update(flatten(value, f"{prefix}{key}."))
         elif isinstance(value, list):
             out[prefix + key] = json.dumps(value, separators=(",", ":"))

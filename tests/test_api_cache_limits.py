@@ -3,12 +3,12 @@ its own rate limit (per principal, shared through Redis, failing open)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
 
 import httpx
-import jwt
 import pytest
 from starlette.applications import Starlette
 
@@ -16,8 +16,8 @@ from asgimon import ApiCall, ConfigError, MemoryStorage, Monitor, Storage
 from asgimon.settings import Settings
 
 from .conftest import REDIS_URL, redis_prefix
+from .tokens import JWT_SETTINGS, mint
 
-SECRET = "cache-and-limit-tests-secret-32-bytes!"
 HOUR = 3600
 
 
@@ -78,9 +78,9 @@ async def test_entries_are_per_project_and_never_cross_tenants() -> None:
     storage = MemoryStorage()
     old = time.time() // HOUR * HOUR - 5 * HOUR
     await storage.write([call("a", old), call("b", old), call("b", old + 1)])
-    monitor = Monitor(storage=storage, jwt_secret=SECRET, api_rate_limit=None)
-    alice = jwt.encode({"sub": "alice", "projects": ["a"], "exp": time.time() + 60}, SECRET)
-    bob = jwt.encode({"sub": "bob", "projects": ["b"], "exp": time.time() + 60}, SECRET)
+    monitor = Monitor(storage=storage, api_rate_limit=None, **JWT_SETTINGS)
+    alice = mint({"sub": "alice", "projects": ["a"]})
+    bob = mint({"sub": "bob", "projects": ["b"]})
     transport = httpx.ASGITransport(monitor.wrap(Starlette()), client=("198.51.100.1", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://x") as c:
         path = "/analytics/api/performance/{}?range=24h"
@@ -147,11 +147,8 @@ async def test_past_the_limit_a_429_with_retry_after_and_headers() -> None:
 
 
 async def test_each_principal_has_its_own_budget() -> None:
-    monitor = Monitor(storage=MemoryStorage(), jwt_secret=SECRET, api_rate_limit="2/minute")
-    tokens = {
-        who: jwt.encode({"sub": who, "admin": True, "exp": time.time() + 60}, SECRET)
-        for who in ("alice", "bob")
-    }
+    monitor = Monitor(storage=MemoryStorage(), api_rate_limit="2/minute", **JWT_SETTINGS)
+    tokens = {who: mint({"sub": who, "admin": True}) for who in ("alice", "bob")}
     async with local(monitor) as c:
 
         async def get(who: str) -> int:
@@ -179,3 +176,53 @@ def test_a_bad_limit_fails_at_start_up() -> None:
     with pytest.raises(ConfigError, match="ANALYTICS_API_RATE_LIMIT"):
         Settings.from_env({"ANALYTICS_API_RATE_LIMIT": "lots"})
     assert Settings.from_env({"ANALYTICS_API_RATE_LIMIT": ""}).api_rate_limit is None
+
+
+async def test_two_stores_sharing_one_redis_never_share_entries(prefix: str) -> None:
+    """Staging and production on one Redis, both with the default project id."""
+    old = time.time() // HOUR * HOUR - 5 * HOUR
+    prod, staging = MemoryStorage(), MemoryStorage()
+    await prod.write([call("default", old)])
+    settings = Settings(redis_url=REDIS_URL, redis_key_prefix=prefix, api_rate_limit=None)
+    first, second = Monitor(settings, storage=prod), Monitor(settings, storage=staging)
+    async with local(first) as c:
+        assert await requests_count(c, "default") == 1
+    async with local(second) as c:
+        assert await requests_count(c, "default") == 0
+    await first.dashboard.aclose()
+    await second.dashboard.aclose()
+
+
+async def test_a_hung_redis_costs_a_few_timeouts_then_nothing() -> None:
+    """A server that accepts and never answers: the breaker stops asking after five."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    storage = MemoryStorage()
+    await storage.write([call("p", time.time() // HOUR * HOUR - 5 * HOUR)])
+    monitor = Monitor(
+        storage=storage,
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        api_rate_limit="100/minute",
+        local_cache_ttl=0,
+    )
+    took = []
+    async with local(monitor) as c:
+        for _ in range(12):
+            started = time.perf_counter()
+            assert await requests_count(c, "p") == 1
+            took.append(time.perf_counter() - started)
+    assert sum(took) < 3.0
+    assert max(took[-4:]) < 0.1  # the breakers are open: no waiting at all
+    assert monitor.dashboard.api.cache.stats()["redisCircuitOpen"]
+    assert monitor.dashboard.throttle is not None
+    assert monitor.dashboard.throttle.breaker.is_open
+    await monitor.dashboard.aclose()
+    for writer in accepted:
+        writer.close()
+    server.close()
+    await server.wait_closed()

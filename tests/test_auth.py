@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -25,17 +24,14 @@ from asgimon import ApiCall, ConfigError, DeploymentEvent, ErrorEvent, MemorySto
 from asgimon.dashboard.auth import Principal
 from asgimon.settings import Settings
 
-SECRET = "a-secret-of-at-least-thirty-two-bytes"
+from .tokens import AUDIENCE, ISSUER, JWT_SETTINGS, SECRET, bearer, claims, mint
+
 NOW = time.time()
 MARK_A, MARK_B = "/only-in-tenant-a", "/only-in-tenant-b"
 
 
-def token(claims: dict[str, Any], key: Any = SECRET, algorithm: str = "HS256") -> str:
-    return jwt.encode({"exp": NOW + 600, **claims}, key, algorithm=algorithm)
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {value}"}
+def token(extra: dict[str, Any], key: Any = SECRET, algorithm: str = "HS256") -> str:
+    return mint(extra, key, algorithm)
 
 
 def client(monitor: Monitor, host: str = "203.0.113.9") -> httpx.AsyncClient:
@@ -78,7 +74,7 @@ async def tenant_data(storage: MemoryStorage) -> None:
 async def monitor() -> Monitor:
     storage = MemoryStorage()
     await tenant_data(storage)
-    return Monitor(storage=storage, jwt_secret=SECRET, api_rate_limit=None)
+    return Monitor(storage=storage, api_rate_limit=None, **JWT_SETTINGS)
 
 
 # -- JWT ---------------------------------------------------------------------------------
@@ -119,13 +115,18 @@ async def test_an_admin_token_sees_every_project(monitor: Monitor) -> None:
     [
         (None, "credentials are required"),
         ("not-a-jwt", "invalid token"),
-        (jwt.encode({"sub": "x", "exp": NOW - 3600}, SECRET), "expired"),
-        (jwt.encode({"sub": "x"}, SECRET), 'the "exp" claim'),
-        (jwt.encode({"exp": NOW + 60}, SECRET), 'the "sub" claim'),
-        (jwt.encode({"sub": "x", "exp": NOW + 60}, SECRET + "-other"), "Signature"),
-        (jwt.encode({"sub": "x", "exp": NOW + 60}, SECRET * 2, algorithm="HS512"), "alg value"),
-        (jwt.encode({"sub": "x", "exp": NOW + 60}, "", algorithm="none"), "alg value"),
-        (jwt.encode({"sub": "x", "exp": NOW + 60, "projects": "tenant-a"}, SECRET), "projects"),
+        (mint({"sub": "x", "exp": NOW - 3600}), "expired"),
+        (mint({"sub": "x", "exp": None}), 'the "exp" claim'),
+        (mint({"sub": "x", "iat": None}), 'the "iat" claim'),
+        (mint({"sub": "x", "aud": None}), 'the "aud" claim'),
+        (mint({"sub": "x", "iss": None}), 'the "iss" claim'),
+        (mint({}), 'the "sub" claim'),
+        (mint({"sub": "x", "aud": "another-service"}), "Audience"),
+        (mint({"sub": "x", "iss": "https://elsewhere"}), "issuer"),
+        (mint({"sub": "x"}, SECRET + "-other"), "Signature"),
+        (mint({"sub": "x"}, SECRET * 2, algorithm="HS512"), "alg value"),
+        (mint({"sub": "x"}, "", algorithm="none"), "alg value"),
+        (mint({"sub": "x", "projects": "tenant-a"}), "projects"),
         ("x" * 9000, "too long"),
     ],
 )
@@ -141,35 +142,25 @@ async def test_bad_credentials_are_a_401_saying_why(
     assert MARK_A not in response.text
 
 
+async def test_health_details_are_for_admins(monitor: Monitor) -> None:
+    async with client(monitor) as c:
+        tenant = await c.get(
+            "/analytics/api/health",
+            headers=bearer(token({"sub": "alice", "projects": ["tenant-a"]})),
+        )
+        admin = await c.get(
+            "/analytics/api/health", headers=bearer(token({"sub": "ops", "admin": True}))
+        )
+    assert tenant.json() == {"status": "ok"}
+    assert {"recorder", "storage", "cache"} <= set(admin.json())
+
+
 async def test_loopback_needs_credentials_once_auth_is_configured(monitor: Monitor) -> None:
     """Behind a reverse proxy every visitor is loopback: it must not mean admin."""
     transport = httpx.ASGITransport(monitor.wrap(Starlette()), client=("127.0.0.1", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         response = await c.get("/analytics/api/overview")
     assert response.status_code == 401
-
-
-async def test_audience_and_issuer_are_checked_when_configured() -> None:
-    monitor = Monitor(
-        storage=MemoryStorage(),
-        jwt_secret=SECRET,
-        jwt_audience="asgimon",
-        jwt_issuer="https://id.example",
-        api_rate_limit=None,
-    )
-    good = {"sub": "a", "admin": True, "aud": "asgimon", "iss": "https://id.example"}
-    async with client(monitor) as c:
-        ok = await c.get("/analytics/api/overview", headers=bearer(token(good)))
-        wrong_aud = await c.get(
-            "/analytics/api/overview", headers=bearer(token({**good, "aud": "other"}))
-        )
-        no_iss = await c.get(
-            "/analytics/api/overview",
-            headers=bearer(token({k: v for k, v in good.items() if k != "iss"})),
-        )
-    assert ok.status_code == 200
-    assert (wrong_aud.status_code, no_iss.status_code) == (401, 401)
-    assert "Audience" in wrong_aud.json()["error"]["message"]
 
 
 def hs256_by_hand(claims: dict[str, Any], key: bytes) -> str:
@@ -180,6 +171,12 @@ def hs256_by_hand(claims: dict[str, Any], key: bytes) -> str:
     body = part(json.dumps(claims).encode())
     signature = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{part(signature)}"
+
+
+def ec_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def rsa_keys() -> tuple[Any, str]:
@@ -194,13 +191,19 @@ def rsa_keys() -> tuple[Any, str]:
 
 async def test_rs256_tokens_verify_with_the_public_key() -> None:
     private, public = rsa_keys()
-    monitor = Monitor(storage=MemoryStorage(), jwt_public_key=public, api_rate_limit=None)
-    claims = {"sub": "a", "projects": ["p"]}
+    monitor = Monitor(
+        storage=MemoryStorage(),
+        jwt_public_key=public,
+        jwt_audience=AUDIENCE,
+        jwt_issuer=ISSUER,
+        api_rate_limit=None,
+    )
+    wanted = {"sub": "a", "projects": ["p"]}
     # The classic confusion: the public key (which is public) used as an HMAC secret.
-    forged = hs256_by_hand({"exp": NOW + 60, **claims}, public.encode())
+    forged = hs256_by_hand(claims(**wanted), public.encode())
     async with client(monitor) as c:
         ok = await c.get(
-            "/analytics/api/dashboard/p", headers=bearer(token(claims, private, "RS256"))
+            "/analytics/api/dashboard/p", headers=bearer(token(wanted, private, "RS256"))
         )
         confused = await c.get("/analytics/api/dashboard/p", headers=bearer(forged))
     assert ok.status_code == 200
@@ -208,20 +211,36 @@ async def test_rs256_tokens_verify_with_the_public_key() -> None:
 
 
 def test_jwt_settings_fail_at_start_up_naming_the_variable(tmp_path: Any) -> None:
-    with pytest.raises(ConfigError, match="ANALYTICS_JWT_SECRET"):
-        Settings(jwt_secret="short")
+    named: dict[str, Any] = {"jwt_audience": AUDIENCE, "jwt_issuer": ISSUER}
+    with pytest.raises(ConfigError, match="ANALYTICS_JWT_SECRET='\\(hidden\\)'"):
+        Settings(jwt_secret="short", **named)
+    with pytest.raises(ConfigError, match="ANALYTICS_JWT_AUDIENCE"):
+        Settings(jwt_secret=SECRET, jwt_issuer=ISSUER)
+    with pytest.raises(ConfigError, match="ANALYTICS_JWT_ISSUER"):
+        Settings(jwt_secret=SECRET, jwt_audience=AUDIENCE)
     _, public = rsa_keys()
     with pytest.raises(ConfigError, match="ANALYTICS_JWT_PUBLIC_KEY"):
-        Settings(jwt_secret=SECRET, jwt_public_key=public)
+        Settings(jwt_secret=SECRET, jwt_public_key=public, **named)
     with pytest.raises(ConfigError, match="ANALYTICS_JWT_ALGORITHM"):
-        Settings(jwt_secret=SECRET, jwt_algorithm="RS256")
+        Settings(jwt_secret=SECRET, jwt_algorithm="RS256", **named)
     with pytest.raises(ConfigError, match="ANALYTICS_JWT_PUBLIC_KEY"):
         Settings.from_env({"ANALYTICS_JWT_PUBLIC_KEY": str(tmp_path / "missing.pem")})
     key_file = tmp_path / "key.pem"
     key_file.write_text(public)
-    assert Settings.from_env({"ANALYTICS_JWT_PUBLIC_KEY": str(key_file)}).jwt_public_key == (
-        public.strip()
+    env = {
+        "ANALYTICS_JWT_PUBLIC_KEY": str(key_file),
+        "ANALYTICS_JWT_AUDIENCE": AUDIENCE,
+        "ANALYTICS_JWT_ISSUER": ISSUER,
+    }
+    assert Settings.from_env(env).jwt_public_key == public.strip()
+    ec = (
+        ec_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
     )
+    with pytest.raises(ConfigError, match="an RSA public key"):
+        _ = Monitor(storage=MemoryStorage(), jwt_public_key=ec, **named).dashboard
 
 
 # -- the host's hook ---------------------------------------------------------------------
@@ -305,7 +324,8 @@ async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) 
             for target in ("tenant-a", "tenant-b"):
                 for method, path, body in requests_for(route, target):
                     exercised.add((method, route.path))
-                    response = await c.request(method, path, headers=alice, content=body)
+                    headers = {**alice, "content-type": "application/json"}
+                    response = await c.request(method, path, headers=headers, content=body)
                     where = f"{method} {path}"
                     assert response.status_code < 500, where
                     assert MARK_B not in response.text, where

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,40 @@ def test_the_overhead_benchmark_runs_and_balances_its_ledger(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.exists()
     assert "asgimon-memory" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_query_benchmark_runs_at_a_tiny_size_and_prints_its_table(tmp_path: Path) -> None:
+    db = tmp_path / "query.db"
+    out = tmp_path / "query.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/query.py",
+            "--api-calls",
+            "2000",
+            "--domain-events",
+            "500",
+            "--backends",
+            "sqlite",
+            "--requests",
+            "3",
+            "--sqlite-path",
+            str(db),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| endpoint | backend | cold median ms | cold p95 ms | warm median ms" in done.stdout
+    for name in ("dashboard", "overview", "events (api_call)", "performance CSV"):
+        assert f"| {name} | sqlite |" in done.stdout
+    result = json.loads(out.read_text())
+    assert [ld["inserted"] for ld in result["loads"]] == [2500]
+    assert len(result["rows"]) == 9
+    assert all(r["requests"] == 3 for r in result["rows"])
+    assert not db.exists()  # without --reuse the store is deleted at the end

@@ -32,6 +32,15 @@ async def test_loopback_clients_are_answered(host: str) -> None:
         assert await status_of(monitor, host, []) == 200
 
 
+async def test_http_1_0_from_loopback_is_a_proxy_not_a_local_user() -> None:
+    """nginx's default proxy_pass speaks HTTP/1.0 and adds no forwarding header."""
+    async with Monitor(storage=MemoryStorage()) as monitor:
+        scope = http_scope("/analytics/api/health", headers=[(b"host", b"127.0.0.1:8000")])
+        scope["http_version"] = "1.0"
+        sent = await run(monitor.wrap(Starlette()), scope, [{"type": "http.request", "body": b""}])
+        assert sent[0]["status"] == 404
+
+
 @pytest.mark.parametrize(
     "host", ["10.0.0.5", "192.168.1.2", "8.8.8.8", "::ffff:10.1.1.1", "", "localhost"]
 )

@@ -103,7 +103,9 @@ def client(monitor: Monitor, host: str = "203.0.113.9") -> httpx.AsyncClient:
 async def post(
     monitor: Monitor, body: Any, key: str | None = KEY_A, host: str = "203.0.113.9"
 ) -> httpx.Response:
-    headers = {"authorization": f"Bearer {key}"} if key else {}
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with client(monitor, host) as c:
         return await c.post("/analytics/api/events", content=content, headers=headers)
@@ -309,3 +311,49 @@ async def test_any_batch_is_stored_whole_or_refused_cleanly(batch: list[dict[str
         assert body["error"]["details"]
         assert all(d["field"].startswith("events[") for d in body["error"]["details"])
         assert await stored(monitor.storage) == 0
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_not_sent_as_json_is_a_415_and_stores_nothing(
+    monitor: Monitor, content_type: str | None
+) -> None:
+    """A cross-site page can send text/plain or a form without a CORS preflight; not JSON."""
+    headers = {"authorization": f"Bearer {KEY_A}"}
+    if content_type:
+        headers["content-type"] = content_type
+    async with client(monitor) as c:
+        response = await c.post(
+            "/analytics/api/events",
+            content=json.dumps({"events": [deployment()]}).encode(),
+            headers=headers,
+        )
+    assert response.status_code == 415
+    assert response.json()["error"]["details"][0]["field"] == "Content-Type"
+    assert await stored(monitor.storage) == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"sec-fetch-site": "cross-site"},
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+    ],
+)
+async def test_a_browser_page_from_another_site_is_not_local(
+    monitor: Monitor, extra: dict[str, str]
+) -> None:
+    """Loopback and Host are what a page in a local browser sends too (CSRF)."""
+    headers = {"content-type": "application/json", **extra}
+    async with client(monitor, host="127.0.0.1") as c:
+        response = await c.post(
+            "http://localhost/analytics/api/events",
+            content=json.dumps({"events": [deployment()]}).encode(),
+            headers=headers,
+        )
+        same_site = await c.get(
+            "http://localhost/analytics/api/health", headers={"origin": "http://localhost"}
+        )
+    assert response.status_code == 404
+    assert same_site.status_code == 200
+    assert await stored(monitor.storage) == 0

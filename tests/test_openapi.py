@@ -8,7 +8,6 @@ import random
 import time
 from typing import Any
 
-import jwt
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
@@ -25,7 +24,8 @@ from asgimon.events import (
     FunctionInvocation,
 )
 
-SECRET = "openapi-test-secret-of-at-least-32-bytes"
+from .tokens import JWT_SETTINGS, mint
+
 NOW = time.time()
 
 
@@ -85,8 +85,8 @@ def history() -> list[Event]:
 def _schema() -> schemathesis.BaseSchema:
     storage = MemoryStorage()
     asyncio.run(storage.write(history()))
-    monitor = Monitor(storage=storage, jwt_secret=SECRET, api_rate_limit=None)
-    token = jwt.encode({"sub": "ops", "admin": True, "exp": NOW + 86_400}, SECRET)
+    monitor = Monitor(storage=storage, api_rate_limit=None, **JWT_SETTINGS)
+    token = mint({"sub": "ops", "admin": True, "exp": int(NOW) + 86_400})
     auth = {"Authorization": f"Bearer {token}"}
     return schemathesis.openapi.from_asgi(
         "/analytics/api/openapi.json",

@@ -42,6 +42,13 @@ def make_v1(path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE asgimon_job_claims")
         db.execute("ALTER TABLE asgimon_rollups DROP COLUMN hist_packed")
+        old_series = [("build:clone", 3, 1), ("error:high", 2, 2), ("api:GET /", 5, 0)]
+        db.executemany(
+            "INSERT INTO asgimon_rollups (project_id, resolution, series, bucket_start,"
+            " count, error_count, value_count, value_sum, hist)"
+            " VALUES ('p', 'day', ?, 0, ?, ?, 0, 0, '{}')",
+            old_series,
+        )
         db.execute("UPDATE asgimon_schema_version SET version = 1")
 
 
@@ -71,6 +78,8 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
         assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (3,)
         assert conn.execute("SELECT count(*) FROM asgimon_job_claims").fetchone() == (0,)
         assert conn.execute("SELECT count(hist_packed) FROM asgimon_rollups").fetchone() == (0,)
+        renamed = conn.execute("SELECT series FROM asgimon_rollups ORDER BY series").fetchall()
+        assert renamed == [("api:GET /",), ("build:clone:-",), ("error:high:-:unknown",)]
 
     again = asgimon_cli("db", "upgrade", env=env)
     assert json.loads(again.stdout) == {"upgraded": []}

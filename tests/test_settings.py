@@ -36,6 +36,8 @@ def test_every_seed_variable_is_read() -> None:
         "ANALYTICS_REDIS_URL": "redis://127.0.0.1:6379/0",
         "RATE_LIMIT_BURST": "0",
         "ANALYTICS_JWT_SECRET": "s3cret-s3cret-s3cret-s3cret-s3cret",
+        "ANALYTICS_JWT_AUDIENCE": "asgimon",
+        "ANALYTICS_JWT_ISSUER": "https://id.example",
         "ALERTS_SMTP_URL": "smtp://127.0.0.1:25",
     }
     s = Settings.from_env(env)
@@ -128,3 +130,10 @@ def test_every_variable_is_documented() -> None:
     docs = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     missing = [env for env in Settings.env_names().values() if f"`{env}`" not in docs]
     assert missing == []
+
+
+def test_secrets_are_never_printed_in_a_start_up_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ANALYTICS_INGEST_KEYS": "prod=0123456789abcdef-real-key,x=short"})
+    assert "real-key" not in str(info.value)
+    assert "ANALYTICS_INGEST_KEYS='(hidden)'" in str(info.value)

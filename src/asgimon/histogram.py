@@ -13,11 +13,13 @@ definition the tests compare against.
 
 from __future__ import annotations
 
+import array
 import bisect
 import itertools
 import json
 import math
 import struct
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -160,7 +162,10 @@ class Packed:
         if not self.value:
             return []
         slots = (self.value.bit_length() + 63) // 64
-        return memoryview(self.value.to_bytes(slots * SLOT_BYTES, "little")).cast("Q").tolist()
+        words = array.array("Q", self.value.to_bytes(slots * SLOT_BYTES, "little"))
+        if sys.byteorder == "big":
+            words.byteswap()
+        return words.tolist()
 
     def to_hist(self) -> Histogram:
         out: Histogram = {ZERO_BIN: self.zero} if self.zero else {}

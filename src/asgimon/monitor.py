@@ -171,7 +171,10 @@ class Monitor:
         try:
             async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
                 if "dashboard" in self.__dict__:
-                    await self.dashboard.aclose()
+                    try:
+                        await self.dashboard.aclose()
+                    except Exception as exc:
+                        log.warning("asgimon: closing the dashboard's clients failed: %r", exc)
                 await self.storage.close()
         except Exception as exc:
             log.warning("asgimon: closing storage failed: %r", exc)

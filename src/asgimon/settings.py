@@ -167,6 +167,14 @@ def _is_paths(v: Any) -> bool:
     )
 
 
+SECRET_FIELDS = frozenset({"jwt_secret", "ingest_keys"})
+
+
+def _shown(field_name: str, value: Any) -> Any:
+    """A value for an error message: secrets are never printed (logs travel far)."""
+    return "(hidden)" if field_name in SECRET_FIELDS else value
+
+
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512")
 
 
@@ -380,7 +388,7 @@ class Settings:
             value = getattr(self, f.name)
             check, allowed = f.metadata["check"]
             if not check(value):
-                raise ConfigError(f.metadata["env"], value, allowed)
+                raise ConfigError(f.metadata["env"], _shown(f.name, value), allowed)
         self._check_jwt()
         # The purge finds projects through their daily rollups: those must outlive raw data.
         longest_raw = max(self.metrics_retention_days, self.error_log_retention_days)
@@ -392,6 +400,14 @@ class Settings:
             )
 
     def _check_jwt(self) -> None:
+        if self.jwt_configured:
+            # A token minted for another service by the same issuer must not open this one.
+            for name, value in (
+                ("ANALYTICS_JWT_AUDIENCE", self.jwt_audience),
+                ("ANALYTICS_JWT_ISSUER", self.jwt_issuer),
+            ):
+                if value is None:
+                    raise ConfigError(name, "", "set whenever a JWT secret or public key is")
         if self.jwt_secret is not None and self.jwt_public_key is not None:
             raise ConfigError(
                 "ANALYTICS_JWT_PUBLIC_KEY", "(set)", "unset while ANALYTICS_JWT_SECRET is set"
@@ -433,9 +449,9 @@ class Settings:
             try:
                 value = f.metadata["parse"](raw)
             except ValueError:
-                raise ConfigError(name, raw, allowed) from None
+                raise ConfigError(name, _shown(f.name, raw), allowed) from None
             if not check(value):
-                raise ConfigError(name, raw, allowed)
+                raise ConfigError(name, _shown(f.name, raw), allowed)
             values[f.name] = value
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:

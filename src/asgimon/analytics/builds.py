@@ -27,6 +27,10 @@ def _parts(series: str) -> tuple[str, str]:
     return phase, ("unknown" if framework in ("", "-") else framework)
 
 
+def is_build_start(series: str) -> bool:
+    return series.startswith("build:") and _parts(series)[0] == FIRST_PHASE
+
+
 async def builds(q: Query) -> dict[str, Any]:
     span = q.span
     rows = await q.storage.rollups(
@@ -36,9 +40,11 @@ async def builds(q: Query) -> dict[str, Any]:
         end=span.end,
         series_prefix="build:",
     )
-    starts = [r for r in rows if _parts(r.series)[0] == FIRST_PHASE]
+    starts = [r for r in rows if is_build_start(r.series)]
     total = sum(r.count for r in starts)
-    failed = sum(r.error_count for r in rows)
+    # A retried phase can fail twice in one build, and a build begun before the range can
+    # fail inside it: a rate stays a rate.
+    failed = min(total, sum(r.error_count for r in rows))
     phase_time = sum(r.value_sum for r in rows)
     per_phase = group(rows, lambda r: _parts(r.series)[0])
     per_framework = group(starts, lambda r: _parts(r.series)[1])
@@ -53,7 +59,7 @@ async def builds(q: Query) -> dict[str, Any]:
         point = by_bucket.setdefault(
             r.bucket_start, Rollup(q.project_id, "*", r.resolution, r.bucket_start)
         )
-        if _parts(r.series)[0] == FIRST_PHASE:
+        if is_build_start(r.series):
             point.count += r.count
         point.error_count += r.error_count
         point.value_sum += r.value_sum

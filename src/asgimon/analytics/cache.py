@@ -8,15 +8,17 @@ with old timestamps, a recorder backlog older than ``SETTLE_S``, a purge. That s
 bounded by the TTL: ``ANALYTICS_LOCAL_CACHE_TTL`` (5 minutes) in process and
 ``ANALYTICS_CACHE_TTL`` (1 hour) in Redis.
 
-Keys carry the project id, the resolution, the series prefix and the closed span, and
-the API authorises the caller for the project before it reads anything, so an entry is
-only ever served to principals who may see that project. A Redis failure falls back to
-storage; it never fails a request.
+Keys carry the store's identity, the project id, the resolution, the series prefix and the
+closed span, and the API authorises the caller for the project before it reads anything, so
+an entry is only ever served to principals who may see that project, of that store. Redis
+calls time out after 100 ms and a circuit breaker stops trying after five failures in a
+row, so a Redis outage costs speed only, briefly, and never fails a request.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from asgimon import histogram
+from asgimon.breaker import CircuitBreaker
 from asgimon.events import Event
 from asgimon.rollups import RESOLUTIONS, Rollup
 from asgimon.storage.base import Storage
@@ -33,7 +36,10 @@ log = logging.getLogger("asgimon.dashboard")
 
 SETTLE_S = 120
 LOCAL_MAX_ENTRIES = 256
-REDIS_TIMEOUT_S = 0.25
+LOCAL_MAX_ROWS = 200_000  # about 100 MB of rollups at worst, packed far less
+MAX_ENTRY_ROWS = 50_000
+REDIS_TIMEOUT_S = 0.1
+FORMAT = "v1"  # in every Redis key: a new encoding never reads an old one
 
 
 def _packed(r: Rollup) -> str | None:
@@ -86,20 +92,27 @@ def _decode(project_id: str, resolution: str, text: str | bytes) -> list[Rollup]
 
 
 class RollupCache:
-    """Closed-bucket rollups, cached in a bounded in-process LRU and optionally in Redis."""
+    """Closed-bucket rollups, cached in a bounded in-process LRU and optionally in Redis.
+
+    ``scope`` names the store (see :func:`~asgimon.storage.base.storage_identity`): two
+    apps sharing one Redis, each with its own database, never see each other's entries.
+    """
 
     def __init__(
         self,
         *,
         local_ttl: float,
+        scope: str,
         redis_url: str | None = None,
         redis_ttl: int = 3600,
         key_prefix: str = "asgimon",
     ) -> None:
         self.local_ttl = local_ttl
         self.redis_ttl = redis_ttl
-        self.key_prefix = key_prefix
+        digest = hashlib.sha256(scope.encode()).hexdigest()[:16]
+        self.key_prefix = f"{key_prefix}:cache:{FORMAT}:{digest}:"
         self._local: OrderedDict[str, tuple[float, list[Rollup]]] = OrderedDict()
+        self._local_rows = 0
         self._redis: Any = None
         if redis_url and redis_ttl > 0:
             import redis.asyncio as aioredis
@@ -107,6 +120,7 @@ class RollupCache:
             self._redis = aioredis.Redis.from_url(
                 redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
             )
+        self.breaker = CircuitBreaker()
         self.hits = {"local": 0, "redis": 0}
         self.misses = 0
         self.failures = 0
@@ -117,6 +131,7 @@ class RollupCache:
 
     def clear(self) -> None:
         self._local.clear()
+        self._local_rows = 0
 
     async def get(self, key: str, project_id: str, resolution: str) -> list[Rollup] | None:
         now = time.monotonic()
@@ -125,50 +140,64 @@ class RollupCache:
             self._local.move_to_end(key)
             self.hits["local"] += 1
             return found[1]
-        if self._redis is not None:
+        if self._redis is not None and self.breaker.allow():
+            name = self.key_prefix + key
             try:
-                raw = await self._redis.get(f"{self.key_prefix}:cache:{key}")
-            except Exception as exc:  # a cache outage costs speed, never an answer
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    raw, left_ms = await pipe.get(name).pttl(name).execute()
+                rows = None if raw is None else _decode(project_id, resolution, raw)
+            except Exception as exc:  # a cache outage, or a bad entry, costs speed only
                 self._failed(exc)
-                raw = None
-            if raw is not None:
-                rows = _decode(project_id, resolution, raw)
-                self._remember(key, rows)
-                self.hits["redis"] += 1
-                return rows
+            else:
+                self.breaker.success()
+                if rows is not None:
+                    # Never kept locally past the moment it leaves Redis.
+                    self._remember(key, rows, max(0, left_ms) / 1000)
+                    self.hits["redis"] += 1
+                    return rows
         self.misses += 1
         return None
 
     async def put(self, key: str, rows: list[Rollup]) -> None:
-        self._remember(key, rows)
-        if self._redis is not None:
+        if len(rows) > MAX_ENTRY_ROWS:
+            return  # a huge range: cheaper to read again than to hold
+        self._remember(key, rows, self.local_ttl)
+        if self._redis is not None and self.breaker.allow():
             try:
-                await self._redis.set(
-                    f"{self.key_prefix}:cache:{key}", _encode(rows), ex=self.redis_ttl
-                )
+                await self._redis.set(self.key_prefix + key, _encode(rows), ex=self.redis_ttl)
             except Exception as exc:
                 self._failed(exc)
+            else:
+                self.breaker.success()
 
-    def _remember(self, key: str, rows: list[Rollup]) -> None:
-        if self.local_ttl <= 0:
+    def _remember(self, key: str, rows: list[Rollup], ttl: float) -> None:
+        ttl = min(ttl, self.local_ttl)
+        if ttl <= 0:
             return
-        self._local[key] = (time.monotonic() + self.local_ttl, rows)
-        self._local.move_to_end(key)
-        while len(self._local) > LOCAL_MAX_ENTRIES:
-            self._local.popitem(last=False)
+        old = self._local.pop(key, None)
+        if old is not None:
+            self._local_rows -= len(old[1])
+        self._local[key] = (time.monotonic() + ttl, rows)
+        self._local_rows += len(rows)
+        while len(self._local) > LOCAL_MAX_ENTRIES or self._local_rows > LOCAL_MAX_ROWS:
+            _, (_, dropped) = self._local.popitem(last=False)
+            self._local_rows -= len(dropped)
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
+        self.breaker.failure()
         if self.failures == 1 or self.failures % 1000 == 0:
             log.warning("analytics cache unavailable (%d failures): %r", self.failures, exc)
 
     def stats(self) -> dict[str, Any]:
         return {
             "entries": len(self._local),
+            "rows": self._local_rows,
             "hits": dict(self.hits),
             "misses": self.misses,
             "failures": self.failures,
             "redis": self._redis is not None,
+            "redisCircuitOpen": self.breaker.is_open,
         }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from asgimon.events import DeploymentEvent
 from asgimon.rollups import Rollup, combine
 
-from .builds import FIRST_PHASE
+from .builds import is_build_start
 from .common import header, iso, ratio, trend
 from .errors import error_figures
 from .query import Query
@@ -31,7 +31,7 @@ def headline(rows: list[Rollup]) -> dict[str, Any]:
     deploys = combine(parts["deploy"])
     api = combine(parts["api"])
     fn = combine(parts["fn"])
-    builds = sum(r.count for r in parts["build"] if r.series.startswith(f"build:{FIRST_PHASE}:"))
+    builds = sum(r.count for r in parts["build"] if is_build_start(r.series))
     return {
         "totalDeployments": deploys.count,
         "successRate": ratio(deploys.count - deploys.error_count, deploys.count),

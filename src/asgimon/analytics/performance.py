@@ -2,8 +2,8 @@
 
 Apdex (``T`` = ``ANALYTICS_APDEX_THRESHOLD_MS``) is ``(satisfied + tolerating / 2) / n``,
 satisfied meaning at most ``T`` and tolerating at most ``4T``, counted from the latency
-histogram, so within the histogram's 1 % resolution of the threshold. It scores latency
-only: a fast 500 counts as satisfied (the error rate sits beside it).
+histogram, so a value up to one 2 %-wide bin above the threshold may count as within it.
+It scores latency only: a fast 500 counts as satisfied (the error rate sits beside it).
 """
 
 from __future__ import annotations

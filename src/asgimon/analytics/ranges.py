@@ -17,6 +17,7 @@ RANGES = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400, "90d"
 DEFAULT_RANGE = "7d"
 MAX_SPAN_S = 366 * 86_400
 HOURLY_UP_TO_S = 2 * 86_400
+EARLIEST, LATEST = 0.0, 221_845_392_000.0  # 1970-01-01 and 9000-01-01, so widening stays valid
 
 
 class BadQuery(ValueError):
@@ -46,7 +47,10 @@ def _instant(field: str, raw: str) -> float:
         raise BadQuery(field, "must be an ISO 8601 timestamp with a UTC offset") from None
     if parsed.tzinfo is None:
         raise BadQuery(field, "must carry a UTC offset (e.g. 2026-11-27T10:00:00Z)")
-    return parsed.timestamp()
+    ts = parsed.timestamp()
+    if not EARLIEST <= ts <= LATEST:
+        raise BadQuery(field, "must be between 1970 and 9000")
+    return ts
 
 
 def parse_range(query: Mapping[str, str], now: float | None = None) -> TimeRange:

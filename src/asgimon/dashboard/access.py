@@ -56,6 +56,9 @@ def local_request(scope: Scope) -> bool:
     client = scope.get("client")
     if not client or not is_loopback(client[0]):
         return False
+    if scope.get("http_version") == "1.0":
+        # What nginx's proxy_pass speaks by default, with no forwarding header at all.
+        return False
     host_ok = False
     for name, value in scope.get("headers", ()):
         if name in PROXY_HEADERS:
@@ -63,3 +66,16 @@ def local_request(scope: Scope) -> bool:
         if name == b"host":
             host_ok = is_loopback_host(value)
     return host_ok
+
+
+def cross_site(scope: Scope) -> bool:
+    """A browser says the request comes from another site (a page the user visits)."""
+    host = origin = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"sec-fetch-site" and value.strip().lower() == b"cross-site":
+            return True
+        if name == b"host":
+            host = value.strip().lower()
+        elif name == b"origin":
+            origin = value.strip().lower()
+    return bool(origin) and origin.partition(b"://")[2] != host

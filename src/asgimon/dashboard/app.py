@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from asgimon.analytics.builds import builds
+from asgimon.analytics.builds import builds, is_build_start
 from asgimon.analytics.cache import CachedStorage, RollupCache
 from asgimon.analytics.common import iso
 from asgimon.analytics.dashboard import dashboard, overview_row
@@ -35,8 +35,9 @@ from asgimon.analytics.ranges import BadQuery, TimeRange, parse_range
 from asgimon.errors import StorageError
 from asgimon.events import EVENT_TYPES
 from asgimon.rollups import Rollup, combine
+from asgimon.storage.base import storage_identity
 
-from .access import local_request
+from .access import cross_site, local_request
 from .auth import Authenticator, AuthError, AuthHook, Principal, presented_token
 from .export import csv_response
 from .ingest import BadBatch, parse_body, to_events
@@ -52,6 +53,8 @@ SUMMARY_WINDOW_S = 24 * 3600
 RANGE_PARAMS = frozenset({"range", "start", "end", "format", "table"})
 MAX_OVERVIEW_PROJECTS = 500
 PRINCIPAL = "asgimon.principal"
+LOCAL = Principal("local", admin=True)
+"""Who a loopback client is when no auth is configured."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +154,9 @@ def error_response(
 
 
 def _storage_unavailable(exc: StorageError) -> JSONResponse:
-    return error_response(503, "storage_unavailable", str(exc)[:300])
+    # The driver's words (hosts, ports) stay in the server log.
+    log.warning("asgimon: the analytics API could not read storage: %s", exc)
+    return error_response(503, "storage_unavailable", "storage is unavailable; retry later")
 
 
 def _bad_query(exc: BadQuery) -> JSONResponse:
@@ -214,6 +219,7 @@ class Api:
         s = monitor.settings
         self.cache = RollupCache(
             local_ttl=s.local_cache_ttl,
+            scope=storage_identity(monitor.storage),
             redis_url=s.redis_url,
             redis_ttl=s.cache_ttl,
             key_prefix=s.redis_key_prefix,
@@ -288,8 +294,12 @@ class Api:
 
     async def health(self, request: Request) -> Response:
         body = await self.monitor.health()
+        status = 200 if body["storage"].get("ok") else 503
+        if not principal_of(request).admin:
+            # The recorder, jobs and errors are the operator's, not any one tenant's.
+            return JSONResponse({"status": body["status"]}, status_code=status)
         body["cache"] = self.cache.stats()
-        return JSONResponse(body, status_code=200 if body["storage"].get("ok") else 503)
+        return JSONResponse(body, status_code=status)
 
     async def summary(self, request: Request) -> Response:
         now = time.time()
@@ -305,6 +315,11 @@ class Api:
     async def ingest(self, request: Request) -> Response:
         settings = self.monitor.settings
         principal = principal_of(request)
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            # Also what makes a cross-site form or no-cors fetch need a CORS preflight.
+            detail = {"field": "Content-Type", "message": "must be application/json"}
+            return error_response(415, "unsupported_media_type", detail["message"], [detail])
         try:
             raw = await _read_body(request, settings.ingest_max_bytes)
             items = parse_body(raw, max_events=settings.ingest_max_events)
@@ -365,7 +380,10 @@ async def project_summary(monitor: Monitor, project_id: str, now: float) -> dict
         "api": _latency(api),
         "endpoints": endpoints[:50],
         "deployments": total("deploy:"),
-        "builds": total("build:clone:"),
+        "builds": {
+            "count": sum(r.count for r in rows if is_build_start(r.series)),
+            "errors": sum(r.error_count for r in rows if r.series.startswith("build:")),
+        },
         "functions": total("fn:"),
         "domainEvents": total("domain:"),
         "errors": total("error:"),
@@ -484,16 +502,17 @@ class Guard:
                 principal = await self.authn.principal(Request(scope), token)
             except AuthError as exc:
                 return self._unauthorized("invalid_token", str(exc)), None
-            except Exception:  # the host's hook failed: refuse, without a 500 of ours
-                log.exception("asgimon: the auth hook failed")
-                return error_response(503, "auth_unavailable", "the auth hook failed"), None
+            except Exception:  # the host's hook (or a key) failed: refuse, without a 500
+                log.exception("asgimon: authentication failed unexpectedly")
+                message = "authentication failed; see the server log"
+                return error_response(503, "auth_unavailable", message), None
             if principal is None:
                 return self._unauthorized("unauthorized", "credentials are required"), None
             return None, principal
         if token is not None and _route_path(scope) == INGEST_PATH:
             return self._unauthorized("invalid_key", "unknown ingest key"), None
-        if local_request(scope):
-            return None, Principal("local", admin=True)
+        if local_request(scope) and not cross_site(scope):
+            return None, LOCAL
         return error_response(404, "not_found", "Not Found"), None
 
     @staticmethod
@@ -502,7 +521,7 @@ class Guard:
 
     @staticmethod
     def _limit_key(scope: Scope, principal: Principal) -> str:
-        if principal.subject == "local":
+        if principal is LOCAL:
             client = scope.get("client")
             return "addr:" + (client[0] if client else "-")
         if principal.ingest_only:
@@ -541,9 +560,11 @@ class DashboardApp:
         await self.app(scope, receive, send)
 
     async def aclose(self) -> None:
-        await self.api.cache.close()
-        if self.throttle is not None:
-            await self.throttle.aclose()
+        try:
+            await self.api.cache.close()
+        finally:
+            if self.throttle is not None:
+                await self.throttle.aclose()
 
 
 def create_dashboard(monitor: Monitor, auth: AuthHook | None = None) -> DashboardApp:

@@ -16,6 +16,7 @@ import jwt
 from starlette.requests import Request
 from starlette.types import Scope
 
+from asgimon.errors import ConfigError
 from asgimon.settings import Settings
 
 MAX_TOKEN_BYTES = 8192
@@ -63,12 +64,18 @@ class Authenticator:
         self._key: Any = settings.jwt_secret or settings.jwt_public_key
         if settings.jwt_public_key is not None:
             try:
+                from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
                 from cryptography.hazmat.primitives.serialization import load_pem_public_key
             except ImportError as exc:
                 raise RuntimeError(
                     "RS256 tokens need the cryptography package: pip install 'asgimon[rsa]'"
                 ) from exc
-            self._key = load_pem_public_key(settings.jwt_public_key.encode())
+            try:
+                self._key = load_pem_public_key(settings.jwt_public_key.encode())
+            except (ValueError, TypeError):
+                self._key = None
+            if not isinstance(self._key, RSAPublicKey):
+                raise ConfigError("ANALYTICS_JWT_PUBLIC_KEY", "(key)", "an RSA public key in PEM")
 
     @property
     def configured(self) -> bool:
@@ -107,11 +114,7 @@ class Authenticator:
         s = self.settings
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError("the token is too long")
-        required = ["exp", "sub"]
-        if s.jwt_audience is not None:
-            required.append("aud")
-        if s.jwt_issuer is not None:
-            required.append("iss")
+        required = ["exp", "iat", "sub", "aud", "iss"]
         try:
             claims = jwt.decode(
                 token,
@@ -130,7 +133,8 @@ class Authenticator:
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
-    """``sub``; ``projects`` (a list of project ids); ``admin: true`` or ``role: "admin"``."""
+    """``sub``; ``projects`` (a list of project ids); ``admin: true`` or ``role: "admin"``
+    (the audience is checked first, so these are claims minted for this API)."""
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise AuthError("invalid token: sub must be a non-empty string")

@@ -14,11 +14,18 @@ from starlette.responses import Response
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+FREE_FORM = frozenset({"context"})
+"""Objects whose keys the data decides (an error's context): one JSON cell, not a column per
+key, or a thousand distinct keys would make a thousand columns."""
+
+
 def flatten(row: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Nested objects become dotted columns; nested lists a JSON cell."""
+    """Nested objects become dotted columns; nested lists and free-form objects a JSON cell."""
     for key, value in row.items():
         name = prefix + key
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and key in FREE_FORM:
+            yield name, json.dumps(value, separators=(",", ":"), default=str)
+        elif isinstance(value, Mapping):
             yield from flatten(value, name + ".")
         elif isinstance(value, list):
             yield name, json.dumps(value, separators=(",", ":"))
@@ -50,7 +57,7 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def csv_response(rows: Sequence[Mapping[str, Any]], filename: str) -> Response:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in filename)
     return Response(
         to_csv(rows),
         media_type="text/csv; charset=utf-8",

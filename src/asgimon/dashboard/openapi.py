@@ -292,6 +292,7 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         403: "The caller may not see or write this project",
         404: "Not found, or not answered to this client",
         413: "The batch or body is too large",
+        415: "The body is not sent as application/json",
         422: "A parameter or field is wrong; details name it",
         429: "The API's rate limit was reached (Retry-After says when to retry)",
         503: "Storage is unavailable",
@@ -426,7 +427,7 @@ def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema
                     "description": "Stored: how many were new and how many already stored",
                     "content": {"application/json": {"schema": obj(accepted=INT, duplicates=INT)}},
                 },
-                **_error_responses(400, 401, 403, 404, 413, 422, 429, 503),
+                **_error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
             },
         }
     }

@@ -2,8 +2,9 @@
 
 Counted per principal (an ingest key, a token's subject), else per client address, with a
 sliding-window counter in memory, or in Redis when ``ANALYTICS_REDIS_URL`` is set so every
-worker shares the count. If the counter's store fails or is slow the request is let through:
-a broken limiter must not take the dashboard down with it.
+worker shares the count. If the counter's store fails or is slow (100 ms) the request is let
+through, and after five failures in a row a circuit breaker stops asking it for a while: a
+broken limiter must not take the dashboard down with it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from asgimon.breaker import CircuitBreaker
+
 log = logging.getLogger("asgimon.dashboard")
 
-TIMEOUT_S = 0.25
+TIMEOUT_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,9 @@ class ApiThrottle:
             self._pool = aioredis.ConnectionPool.from_url(
                 redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
             )
+            scheme, _, rest = redis_url.partition("://")
             storage = RedisStorage(
-                "async+" + redis_url,
+                {"unix": "async+redis+unix"}.get(scheme, "async+" + scheme) + "://" + rest,
                 implementation="redispy",
                 key_prefix=f"{key_prefix}:api-limit",
                 wrap_exceptions=True,
@@ -64,6 +68,7 @@ class ApiThrottle:
         else:
             storage = MemoryStorage()
         self.limiter = SlidingWindowCounterRateLimiter(storage)
+        self.breaker = CircuitBreaker()
         self.failures = 0
 
     async def aclose(self) -> None:
@@ -72,13 +77,18 @@ class ApiThrottle:
 
     async def check(self, key: str) -> Verdict | None:
         """The verdict of the tightest limit, or None when the store failed (let through)."""
+        if not self.breaker.allow():
+            return None
         try:
-            return await asyncio.wait_for(self._check(key), TIMEOUT_S * 2)
+            verdict = await asyncio.wait_for(self._check(key), TIMEOUT_S * 2)
         except Exception as exc:  # the limiter must never fail a request
             self.failures += 1
+            self.breaker.failure()
             if self.failures == 1 or self.failures % 1000 == 0:
                 log.warning("API rate limiter unavailable (%d failures): %r", self.failures, exc)
             return None
+        self.breaker.success()
+        return verdict
 
     async def _check(self, key: str) -> Verdict:
         tightest: Verdict | None = None

@@ -182,10 +182,20 @@ def _v2_job_claims(conn: Connection) -> None:
 
 
 def _v3_packed_histograms(conn: Connection) -> None:
-    """Version 3: closed buckets' histograms kept packed beside the JSON, for fast reads."""
+    """Version 3: closed buckets' histograms kept packed beside the JSON, for fast reads;
+    build and error series renamed to the parts the analytics API breaks them down by."""
     table = conn.dialect.identifier_preparer.format_table(rollups)
     kind = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
     conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN hist_packed {kind}")
+    # The series that gained parts: builds by framework, errors by group and type.
+    conn.exec_driver_sql(
+        f"UPDATE {table} SET series = series || ':-' "
+        "WHERE series LIKE 'build:%' AND series NOT LIKE 'build:%:%'"
+    )
+    conn.exec_driver_sql(
+        f"UPDATE {table} SET series = series || ':-:unknown' "
+        "WHERE series LIKE 'error:%' AND series NOT LIKE 'error:%:%'"
+    )
 
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -112,6 +113,16 @@ class Storage(Protocol):
         """Claim one period of a periodic job: True for exactly one caller per period,
         across every process sharing this store."""
         ...
+
+
+def storage_identity(storage: object) -> str:
+    """A stable name for the data a store holds (its URL without password, its schema or
+    prefix), so that caches shared between processes never mix two stores' data. A store
+    without one (in memory) is unique to its process."""
+    identity = getattr(storage, "identity", None)
+    if isinstance(identity, str):
+        return identity
+    return f"{type(storage).__name__}:{os.getpid()}:{id(storage)}"
 
 
 async def totals_by_scan(

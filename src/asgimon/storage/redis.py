@@ -159,6 +159,12 @@ class RedisStorage:
         self._client: aioredis.Redis | None = None
         self._script: Any = None
 
+    @property
+    def identity(self) -> str:
+        """Which store this is, for keys shared with other processes (no password)."""
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}#{self.prefix}"
+
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
             self._client = aioredis.Redis.from_url(

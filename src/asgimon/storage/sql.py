@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import TextClause, bindparam, case, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Row, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -45,6 +45,8 @@ log = logging.getLogger("asgimon.storage")
 
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
 CLOSE_WAIT_S = 5.0
+COMPACTION_LOOKBACK_S = 2 * 86_400
+FULL_COMPACTION_EVERY_S = 86_400.0
 
 
 class SQLStorage:
@@ -83,6 +85,8 @@ class SQLStorage:
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self._start_lock = asyncio.Lock()
         self._schema_ready = False
+        self._packed_upto: dict[tuple[str, str], int] = {}
+        self._full_compaction_at = 0.0
         self._file_id: tuple[int, int] | None = None
         self._busy = 0
         self._reset_reason: str | None = None
@@ -104,6 +108,12 @@ class SQLStorage:
     async def start(self) -> None:
         """Connect and make sure the schema is there (creating it in a new database)."""
         await self._writable()
+
+    @property
+    def identity(self) -> str:
+        """Which database this is, for keys shared with other processes (no password)."""
+        url = make_url(self.url).render_as_string(hide_password=True)
+        return f"{url}#{self.schema or ''}"
 
     def _open(self) -> tuple[AsyncEngine, AsyncEngine]:
         """The engines, created on first use; connections are made lazily by the pool."""
@@ -425,13 +435,20 @@ class SQLStorage:
         Each row is read, packed in Python and written back only if its JSON histogram is
         still the one that was read, so a merge racing the compaction wins. Returns how many
         rows were packed.
+
+        A run looks back two days from where the last one finished, where late events
+        land; once a day it looks at everything again.
         """
         t = s.rollups
         packed_total = 0
+        full = time.monotonic() >= self._full_compaction_at
+        if full:
+            self._full_compaction_at = time.monotonic() + FULL_COMPACTION_EVERY_S
         for project_id in await self.projects():
             for resolution in ("hour", "day"):
                 width = RESOLUTIONS[resolution]
-                after = -(2**62)
+                done = self._packed_upto.get((project_id, resolution))
+                after = -(2**62) if full or done is None else done - COMPACTION_LOOKBACK_S
                 while True:
                     stmt = (
                         select(t.c.series, t.c.bucket_start, t.c.hist)
@@ -452,6 +469,7 @@ class SQLStorage:
                         break
                     # Packed rows leave the set, so the last bucket's other series come next.
                     after = rows[-1].bucket_start - 1
+                self._packed_upto[(project_id, resolution)] = int(before) - width
         return packed_total
 
     async def _write_packed(self, project_id: str, resolution: str, rows: list[Row[Any]]) -> int:
