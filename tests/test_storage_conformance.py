@@ -170,12 +170,18 @@ async def test_rollups_sum_count_errors_and_extremes_at_each_resolution(storage:
     for i in range(0, len(calls), 700):
         await storage.write(calls[i : i + 700])
     durations = sorted(c.duration_ms for c in calls)
-    for resolution, rows_expected in (("minute", 120), ("hour", 2), ("day", 1)):
+    cases = [
+        (resolution, series, rows_expected)
+        for resolution, rows_expected in (("minute", 120), ("hour", 2), ("day", 1))
+        # The endpoint's own series, and the project's total over every endpoint.
+        for series in ("api:GET /a", "all:api")
+    ]
+    for resolution, series, rows_expected in cases:
         rows = await storage.rollups(
-            project_id="p1", resolution=resolution, start=T0, end=T0 + 86400
+            project_id="p1", resolution=resolution, start=T0, end=T0 + 86400, series_prefix=series
         )
         assert len(rows) == rows_expected
-        assert all(r.series == "api:GET /a" for r in rows)
+        assert all(r.series == series for r in rows)
         total = combine(rows)
         assert total.count == 3000
         assert total.error_count == sum(1 for c in calls if c.status >= 500)
@@ -227,7 +233,7 @@ async def test_totals_sum_each_window_in_one_call(storage: Storage) -> None:
     windows = [(T0 + h * 1800, T0 + h * 1800 + 2700) for h in range(12)] + [(T0 - 600, T0)]
     for resolution in ("minute", "hour"):
         got = await storage.totals(
-            project_id="p1", resolution=resolution, windows=windows, series_prefix="api:"
+            project_id="p1", resolution=resolution, windows=windows, series="all:api"
         )
         assert len(got) == len(windows)
         width = 60 if resolution == "minute" else 3600
@@ -237,9 +243,59 @@ async def test_totals_sum_each_window_in_one_call(storage: Storage) -> None:
             assert total.error_count == sum(c.status >= 500 for c in inside)
             assert total.value_count == len(inside)
             assert total.value_sum == pytest.approx(sum(c.duration_ms for c in inside))
-    everything = await storage.totals(project_id="p1", resolution="day", windows=[(T0, T0 + 86400)])
-    assert everything[0].count == len(calls) + len(fns)
-    assert await storage.totals(project_id="p1", resolution="day", windows=[]) == []
+    day = [(T0, T0 + 86400)]
+    [functions] = await storage.totals(
+        project_id="p1", resolution="day", windows=day, series="all:fn"
+    )
+    assert functions.count == len(fns)
+    [one] = await storage.totals(
+        project_id="p1", resolution="day", windows=day, series="api:GET /a"
+    )
+    assert one.count == sum(c.endpoint == "/a" for c in calls)
+    assert (
+        await storage.totals(project_id="p1", resolution="day", windows=[], series="all:api") == []
+    )
+
+
+async def test_series_totals_sum_each_series_over_a_range(storage: Storage) -> None:
+    rng = random.Random(5)
+    calls = [
+        ApiCall(
+            project_id="p1",
+            timestamp=T0 + rng.uniform(0, 3 * 86400),
+            endpoint=rng.choice(["/a", "/b"]),
+            status=rng.choice([200, 500]),
+            duration_ms=rng.uniform(1, 100),
+            total_ms=1.0,
+        )
+        for _ in range(200)
+    ]
+    await storage.write(calls)
+    got = await storage.series_totals(
+        project_id="p1", resolution="hour", start=T0, end=T0 + 2 * 86400, series_prefix="api:"
+    )
+    assert [t.series for t in got] == ["api:GET /a", "api:GET /b"]
+    for t in got:
+        inside = [
+            c for c in calls if f"api:GET {c.endpoint}" == t.series and c.timestamp < T0 + 2 * 86400
+        ]
+        assert (t.count, t.error_count, t.value_count) == (
+            len(inside),
+            sum(c.status >= 500 for c in inside),
+            len(inside),
+        )
+        assert t.value_sum == pytest.approx(sum(c.duration_ms for c in inside))
+        hours = [int(c.timestamp // 3600 * 3600) for c in inside]
+        assert (t.first_bucket, t.last_bucket) == (min(hours), max(hours))
+    both = await storage.series_totals(
+        project_id="p1",
+        resolution="day",
+        start=T0,
+        end=T0 + 3 * 86400,
+        series_prefix=("all:api", "api:GET /b"),
+    )
+    assert [t.series for t in both] == ["all:api", "api:GET /b"]
+    assert both[0].count == len(calls)
 
 
 async def test_compaction_changes_no_figure_and_a_late_event_still_counts(
@@ -289,7 +345,9 @@ async def test_compaction_changes_no_figure_and_a_late_event_still_counts(
 
     late = calls(50, T0, 3600)
     await storage.write(late)
-    day = await storage.rollups(project_id="p1", resolution="day", start=T0, end=T0 + 1)
+    day = await storage.rollups(
+        project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix="api:"
+    )
     everything = written + late
     first_day = [e for e in everything if e.timestamp < T0 + 86400]
     assert sum(r.count for r in day) == len(first_day)
@@ -302,7 +360,9 @@ async def test_compaction_changes_no_figure_and_a_late_event_still_counts(
         ).full_hist()
     )
     await storage.compact(before=T0 + 3 * 86400)
-    again = await storage.rollups(project_id="p1", resolution="day", start=T0, end=T0 + 1)
+    again = await storage.rollups(
+        project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix="api:"
+    )
     assert combine(again).full_hist() == merged.full_hist()
 
 

@@ -75,6 +75,11 @@ class Event:
     def series(self) -> str | None:
         return None
 
+    def rollup_series(self) -> tuple[str, ...]:
+        """Every series the event adds to: its own, and for API calls the project's total."""
+        own = self.series()
+        return () if own is None else (own,)
+
     def value(self) -> float | None:
         return None
 
@@ -123,6 +128,11 @@ class ApiCall(Event):
 
     def series(self) -> str:
         return f"api:{self.method} {self.endpoint}"
+
+    def rollup_series(self) -> tuple[str, ...]:
+        # The total over every endpoint, kept as its own series: headline figures over a
+        # month then read one row a day, not one per endpoint.
+        return (f"api:{self.method} {self.endpoint}", API_TOTAL)
 
     def value(self) -> float:
         return self.duration_ms
@@ -239,6 +249,9 @@ class FunctionInvocation(Event):
     def series(self) -> str:
         return f"fn:{self.function_id}"
 
+    def rollup_series(self) -> tuple[str, ...]:
+        return (f"fn:{self.function_id}", FUNCTION_TOTAL)
+
     def value(self) -> float:
         return self.duration_ms
 
@@ -309,12 +322,20 @@ class ErrorEvent(Event):
         # ``error:{severity}:{fingerprint}:{type}`` (fingerprints hold no colon).
         return f"error:{self.severity}:{self.fingerprint}:{self.error_type}"
 
+    def rollup_series(self) -> tuple[str, ...]:
+        return (self.series(), ERROR_TOTAL)
+
     def is_error(self) -> bool:
         return True
 
     def size_hint(self) -> int:
         return 300 + len(self.message) + len(self.stack) + 64 * len(self.context)
 
+
+API_TOTAL = "all:api"
+FUNCTION_TOTAL = "all:fn"
+ERROR_TOTAL = "all:error"
+"""The series every API call, function invocation and error of a project also adds to."""
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls

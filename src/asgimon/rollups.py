@@ -119,15 +119,14 @@ def aggregate(events: Iterable[Event]) -> list[Rollup]:
     """Every rollup delta a batch of events contributes, at all three resolutions."""
     minutes: dict[tuple[str, str, int], Rollup] = {}
     for ev in events:
-        series = ev.series()
-        if series is None:
-            continue
         start = int(ev.timestamp // 60) * 60
-        mkey = (ev.project_id, series, start)
-        r = minutes.get(mkey)
-        if r is None:
-            r = minutes[mkey] = Rollup(ev.project_id, series, "minute", start)
-        r.add(ev.value(), ev.is_error())
+        value, error = ev.value(), ev.is_error()
+        for series in ev.rollup_series():
+            mkey = (ev.project_id, series, start)
+            r = minutes.get(mkey)
+            if r is None:
+                r = minutes[mkey] = Rollup(ev.project_id, series, "minute", start)
+            r.add(value, error)
     out = list(minutes.values())
     for resolution in ("hour", "day"):
         coarse: dict[RollupKey, Rollup] = {}

@@ -30,7 +30,7 @@ from asgimon import histogram
 from asgimon.breaker import CircuitBreaker
 from asgimon.events import Event
 from asgimon.rollups import RESOLUTIONS, Rollup
-from asgimon.storage.base import Storage
+from asgimon.storage.base import SeriesTotal, Storage
 
 log = logging.getLogger("asgimon.dashboard")
 
@@ -228,6 +228,23 @@ class CachedStorage:
     async def projects(self) -> list[str]:
         return await self._storage.projects()
 
+    async def series_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[SeriesTotal]:
+        return await self._storage.series_totals(
+            project_id=project_id,
+            resolution=resolution,
+            start=start,
+            end=end,
+            series_prefix=series_prefix,
+        )
+
     async def rollups(
         self,
         *,
@@ -235,7 +252,7 @@ class CachedStorage:
         resolution: str,
         start: float,
         end: float,
-        series_prefix: str = "",
+        series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]:
         now = time.time() if self._now is None else self._now
         width = RESOLUTIONS[resolution]
@@ -276,11 +293,11 @@ class CachedStorage:
         project_id: str,
         resolution: str,
         windows: Sequence[tuple[float, float]],
-        series_prefix: str = "",
+        series: str,
     ) -> list[Rollup]:
         return await self._storage.totals(
             project_id=project_id,
             resolution=resolution,
             windows=windows,
-            series_prefix=series_prefix,
+            series=series,
         )

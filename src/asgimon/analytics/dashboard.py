@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgimon.events import DeploymentEvent
+from asgimon.events import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL, DeploymentEvent
 from asgimon.rollups import Rollup, combine
+from asgimon.storage.base import SeriesTotal
 
 from .builds import is_build_start
 from .common import header, iso, ratio, trend
@@ -16,30 +17,47 @@ TOP_ERRORS = 10
 RECENT_DEPLOYMENTS = 10
 
 
-def _split(rows: list[Rollup]) -> dict[str, list[Rollup]]:
-    out: dict[str, list[Rollup]] = {p: [] for p in ("api", "deploy", "build", "fn", "error")}
-    for r in rows:
-        family = r.series.partition(":")[0]
-        if family in out:
-            out[family].append(r)
-    return out
+# Totals, not one series per endpoint or function: a month of headline figures is a few
+# hundred rows, whatever the number of endpoints.
+HEADLINE_SERIES = (API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL, "deploy:")
 
 
-def headline(rows: list[Rollup]) -> dict[str, Any]:
-    """The figures the dashboard and the overview share, from all of a project's rollups."""
-    parts = _split(rows)
-    deploys = combine(parts["deploy"])
-    api = combine(parts["api"])
-    fn = combine(parts["fn"])
-    builds = sum(r.count for r in parts["build"] if is_build_start(r.series))
+async def headline_parts(q: Query) -> tuple[list[Rollup], list[SeriesTotal]]:
+    """The rows of :data:`HEADLINE_SERIES`, and the build phases summed per series."""
+    span = q.span
+    rows = await q.storage.rollups(
+        project_id=q.project_id,
+        resolution=span.resolution,
+        start=span.start,
+        end=span.end,
+        series_prefix=HEADLINE_SERIES,
+    )
+    builds = await q.storage.series_totals(
+        project_id=q.project_id,
+        resolution=span.resolution,
+        start=span.start,
+        end=span.end,
+        series_prefix="build:",
+    )
+    return rows, builds
+
+
+def headline(rows: list[Rollup], phases: list[SeriesTotal]) -> dict[str, Any]:
+    """The figures the dashboard and the overview share."""
+    api = combine(r for r in rows if r.series == API_TOTAL)
+    deploys = sum(r.count for r in rows if r.series.startswith("deploy:"))
+    failed = sum(r.error_count for r in rows if r.series.startswith("deploy:"))
+    fn = sum(r.count for r in rows if r.series == FUNCTION_TOTAL)
+    fn_errors = sum(r.error_count for r in rows if r.series == FUNCTION_TOTAL)
+    builds = sum(t.count for t in phases if is_build_start(t.series))
     return {
-        "totalDeployments": deploys.count,
-        "successRate": ratio(deploys.count - deploys.error_count, deploys.count),
-        "avgBuildTime": (sum(r.value_sum for r in parts["build"]) / builds) if builds else None,
+        "totalDeployments": deploys,
+        "successRate": ratio(deploys - failed, deploys),
+        "avgBuildTime": (sum(t.value_sum for t in phases) / builds) if builds else None,
         "totalBuilds": builds,
-        "totalFunctionInvocations": fn.count,
-        "functionErrorRate": ratio(fn.error_count, fn.count),
-        "totalErrors": sum(r.count for r in parts["error"]),
+        "totalFunctionInvocations": fn,
+        "functionErrorRate": ratio(fn_errors, fn),
+        "totalErrors": sum(r.count for r in rows if r.series == ERROR_TOTAL),
         "totalApiCalls": api.count,
         "apiErrorRate": ratio(api.error_count, api.count),
         "avgApiLatency": api.avg,
@@ -47,16 +65,9 @@ def headline(rows: list[Rollup]) -> dict[str, Any]:
     }
 
 
-async def _all_rows(q: Query) -> list[Rollup]:
-    return await q.storage.rollups(
-        project_id=q.project_id, resolution=q.span.resolution, start=q.span.start, end=q.span.end
-    )
-
-
 async def dashboard(q: Query) -> dict[str, Any]:
-    rows = await _all_rows(q)
-    parts = _split(rows)
-    _, groups, _ = await error_figures(q, parts["error"])
+    rows, phases = await headline_parts(q)
+    _, groups, _ = await error_figures(q)
     recent = await q.storage.events(
         "deployment",
         project_id=q.project_id,
@@ -66,7 +77,7 @@ async def dashboard(q: Query) -> dict[str, Any]:
     )
     return {
         **header(q.project_id, q.span),
-        **headline(rows),
+        **headline(rows, phases),
         "recentDeployments": [
             {
                 "id": ev.id,
@@ -82,10 +93,12 @@ async def dashboard(q: Query) -> dict[str, Any]:
         ],
         "topErrors": groups[:TOP_ERRORS],
         "deploymentTrend": trend(
-            parts["deploy"], q.span, lambda r: {"count": r.count, "failures": r.error_count}
+            [r for r in rows if r.series.startswith("deploy:")],
+            q.span,
+            lambda r: {"count": r.count, "failures": r.error_count},
         ),
     }
 
 
 async def overview_row(q: Query) -> dict[str, Any]:
-    return {"projectId": q.project_id, **headline(await _all_rows(q))}
+    return {"projectId": q.project_id, **headline(*await headline_parts(q))}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from asgimon.events import DeploymentEvent
+from asgimon.events import API_TOTAL, FUNCTION_TOTAL, DeploymentEvent
 from asgimon.rollups import Rollup, combine
 
 from .common import day, header, iso, ratio, trend
@@ -124,10 +124,10 @@ async def _add_impact(
     for resolution, items in by_resolution.items():
         windows = [w for _, lo, mid, hi in items for w in ((lo, mid), (mid, hi))]
         api = await q.storage.totals(
-            project_id=q.project_id, resolution=resolution, windows=windows, series_prefix="api:"
+            project_id=q.project_id, resolution=resolution, windows=windows, series=API_TOTAL
         )
         fn = await q.storage.totals(
-            project_id=q.project_id, resolution=resolution, windows=windows, series_prefix="fn:"
+            project_id=q.project_id, resolution=resolution, windows=windows, series=FUNCTION_TOTAL
         )
         for i, (row, _lo, mid, hi) in enumerate(items):
             row["impact"] = {

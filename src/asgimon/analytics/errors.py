@@ -1,8 +1,9 @@
 """``GET /api/errors/{projectId}``: error counts by type, severity and group, and their trend.
 
-Counts come from the ``error:{severity}:{fingerprint}:{type}`` rollups, so they are exact
-over any range; a group's message and last occurrence come from the most recent raw error
-events, for the groups found among them.
+Counts come from the ``error:{severity}:{fingerprint}:{type}`` rollups, summed per group by
+the store, and the trend from the project's ``all:error`` total, so they are exact over any
+range; a group's message and last occurrence come from the most recent raw error events,
+for the groups found among them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from asgimon.events import ErrorEvent
-from asgimon.rollups import Rollup
+from asgimon.events import ERROR_TOTAL, ErrorEvent
+from asgimon.storage.base import SeriesTotal
 
 from .common import header, iso, trend
 from .query import Query
@@ -28,18 +29,17 @@ def parts(series: str) -> tuple[str, str, str]:
 
 
 async def error_figures(
-    q: Query, rows: list[Rollup] | None = None
-) -> tuple[list[Rollup], list[dict[str, Any]], list[ErrorEvent]]:
-    """The rows, the groups (largest first) and the recent events of a range."""
+    q: Query,
+) -> tuple[list[SeriesTotal], list[dict[str, Any]], list[ErrorEvent]]:
+    """Each group's totals, the groups (largest first) and the recent events of a range."""
     span = q.span
-    if rows is None:
-        rows = await q.storage.rollups(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix="error:",
-        )
+    totals = await q.storage.series_totals(
+        project_id=q.project_id,
+        resolution=span.resolution,
+        start=span.start,
+        end=span.end,
+        series_prefix="error:",
+    )
     recent = [
         ev
         for ev in await q.storage.events(
@@ -50,43 +50,43 @@ async def error_figures(
     latest: dict[str, ErrorEvent] = {}
     for ev in recent:
         latest.setdefault(ev.fingerprint, ev)
-    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for r in rows:
-        key = parts(r.series)
-        g = groups.get(key)
-        if g is None:
-            g = groups[key] = {
-                "fingerprint": key[1],
-                "type": key[2],
-                "severity": key[0],
-                "count": 0,
-                "firstSeen": iso(r.bucket_start),
-                "lastSeen": iso(r.bucket_start),
-                "message": None,
+    groups: list[dict[str, Any]] = []
+    for t in totals:
+        severity, fingerprint, error_type = parts(t.series)
+        last = latest.get(fingerprint)
+        groups.append(
+            {
+                "fingerprint": fingerprint,
+                "type": error_type,
+                "severity": severity,
+                "count": t.count,
+                "firstSeen": iso(t.first_bucket),
+                "lastSeen": iso(t.last_bucket if last is None else last.timestamp),
+                "message": None if last is None else last.message,
             }
-        g["count"] += r.count
-        g["firstSeen"] = min(g["firstSeen"], iso(r.bucket_start))
-        g["lastSeen"] = max(g["lastSeen"], iso(r.bucket_start))
-    for g in groups.values():
-        last = latest.get(g["fingerprint"])
-        if last is not None:
-            g["message"] = last.message
-            g["lastSeen"] = iso(last.timestamp)
-    ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["fingerprint"], g["severity"]))
-    return rows, ordered, recent
+        )
+    groups.sort(key=lambda g: (-g["count"], g["fingerprint"], g["severity"]))
+    return totals, groups, recent
 
 
 async def errors(q: Query) -> dict[str, Any]:
-    rows, groups, recent = await error_figures(q)
+    totals, groups, recent = await error_figures(q)
     by_type: Counter[str] = Counter()
     by_severity: Counter[str] = Counter()
-    for r in rows:
-        severity, _, error_type = parts(r.series)
-        by_type[error_type] += r.count
-        by_severity[severity] += r.count
+    for t in totals:
+        severity, _, error_type = parts(t.series)
+        by_type[error_type] += t.count
+        by_severity[severity] += t.count
+    trend_rows = await q.storage.rollups(
+        project_id=q.project_id,
+        resolution=q.span.resolution,
+        start=q.span.start,
+        end=q.span.end,
+        series_prefix=ERROR_TOTAL,
+    )
     return {
         **header(q.project_id, q.span),
-        "totalErrors": sum(r.count for r in rows),
+        "totalErrors": sum(t.count for t in totals),
         "errorsByType": [
             {"type": t, "count": c}
             for t, c in sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -94,7 +94,7 @@ async def errors(q: Query) -> dict[str, Any]:
         "errorsBySeverity": [
             {"severity": s, "count": by_severity.get(s, 0)} for s in SEVERITY_ORDER
         ],
-        "errorTrend": trend(rows, q.span, lambda r: {"count": r.count}),
+        "errorTrend": trend(trend_rows, q.span, lambda r: {"count": r.count}),
         "recentErrors": [recent_error(ev) for ev in recent],
         "groups": groups,
     }

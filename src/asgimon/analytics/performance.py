@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgimon.events import API_TOTAL
 from asgimon.rollups import Rollup, combine
 
 from .common import group, header, latency, ratio, trend
@@ -45,6 +46,13 @@ async def performance(q: Query) -> dict[str, Any]:
     threshold = q.settings.apdex_threshold_ms
     sort = q.choice_param("sort", SORTS, "count") or "count"
     rows = await api_rows(q)
+    totals = await q.storage.rollups(
+        project_id=q.project_id,
+        resolution=q.span.resolution,
+        start=q.span.start,
+        end=q.span.end,
+        series_prefix=API_TOTAL,
+    )
     endpoints = []
     for series, r in group(rows, lambda r: r.series).items():
         method, endpoint = endpoint_of(series)
@@ -57,7 +65,7 @@ async def performance(q: Query) -> dict[str, Any]:
         endpoints.sort(key=lambda e: 2.0 if e["apdex"] is None else e["apdex"])
     else:
         endpoints.sort(key=lambda e: -(e[sort] or 0))
-    total = combine(rows)
+    total = combine(totals)
     return {
         **header(q.project_id, q.span),
         "apdexThresholdMs": threshold,
@@ -68,7 +76,7 @@ async def performance(q: Query) -> dict[str, Any]:
         "p95Latency": total.quantile(0.95),
         "p99Latency": total.quantile(0.99),
         "apdex": apdex(total, threshold),
-        "latencyTrend": trend(rows, q.span, _trend_point),
+        "latencyTrend": trend(totals, q.span, _trend_point),
         "endpoints": endpoints,
     }
 

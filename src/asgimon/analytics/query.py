@@ -9,6 +9,7 @@ from typing import Protocol
 from asgimon.events import Event
 from asgimon.rollups import Rollup
 from asgimon.settings import Settings
+from asgimon.storage.base import SeriesTotal
 
 from .ranges import BadQuery, TimeRange
 
@@ -33,7 +34,7 @@ class Reader(Protocol):
         resolution: str,
         start: float,
         end: float,
-        series_prefix: str = "",
+        series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]: ...
 
     async def totals(
@@ -42,8 +43,18 @@ class Reader(Protocol):
         project_id: str,
         resolution: str,
         windows: Sequence[tuple[float, float]],
-        series_prefix: str = "",
+        series: str,
     ) -> list[Rollup]: ...
+
+    async def series_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[SeriesTotal]: ...
 
     async def projects(self) -> list[str]: ...
 

@@ -21,6 +21,19 @@ class WriteResult:
     duplicates: int
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesTotal:
+    """One series summed over a range: counts and sums, and its first and last bucket."""
+
+    series: str
+    count: int
+    error_count: int
+    value_count: int
+    value_sum: float
+    first_bucket: int
+    last_bucket: int
+
+
 @runtime_checkable
 class Storage(Protocol):
     """Where events and rollups live.
@@ -65,9 +78,10 @@ class Storage(Protocol):
         resolution: str,
         start: float,
         end: float,
-        series_prefix: str = "",
+        series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]:
-        """Rollups whose bucket starts in ``[start, end)``, oldest first."""
+        """Rollups whose bucket starts in ``[start, end)``, oldest first; with a prefix (or a
+        tuple of them), only the series starting with one."""
         ...
 
     async def totals(
@@ -76,11 +90,24 @@ class Storage(Protocol):
         project_id: str,
         resolution: str,
         windows: Sequence[tuple[float, float]],
-        series_prefix: str = "",
+        series: str,
     ) -> list[Rollup]:
-        """Counts and sums (no histogram) of the rollups in each ``[start, end)`` window,
-        one per window, in order: the before/after figures around many deployments in one
-        round trip."""
+        """Counts and sums (no histogram) of one series in each ``[start, end)`` window, one
+        per window, in order: the before/after figures around many deployments in one round
+        trip (of the project's totals, e.g. ``all:api``)."""
+        ...
+
+    async def series_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[SeriesTotal]:
+        """Each series' rollups in ``[start, end)`` summed (no histogram), sorted by series:
+        error groups or build phases over a month without reading every bucket."""
         ...
 
     async def projects(self) -> list[str]:
@@ -131,7 +158,7 @@ async def totals_by_scan(
     project_id: str,
     resolution: str,
     windows: Sequence[tuple[float, float]],
-    series_prefix: str = "",
+    series: str,
 ) -> list[Rollup]:
     """:meth:`Storage.totals` for backends without server-side sums: one covering read."""
     if not windows:
@@ -141,16 +168,48 @@ async def totals_by_scan(
         resolution=resolution,
         start=min(lo for lo, _ in windows),
         end=max(hi for _, hi in windows),
-        series_prefix=series_prefix,
+        series_prefix=series,
     )
     out = []
     for lo, hi in windows:
-        total = Rollup(project_id, series_prefix + "*", resolution, int(lo))
+        total = Rollup(project_id, series, resolution, int(lo))
         for r in rows:
-            if lo <= r.bucket_start < hi:
+            if r.series == series and lo <= r.bucket_start < hi:
                 total.count += r.count
                 total.error_count += r.error_count
                 total.value_count += r.value_count
                 total.value_sum += r.value_sum
         out.append(total)
     return out
+
+
+async def series_totals_by_scan(
+    storage: Storage,
+    *,
+    project_id: str,
+    resolution: str,
+    start: float,
+    end: float,
+    series_prefix: str | tuple[str, ...] = "",
+) -> list[SeriesTotal]:
+    """:meth:`Storage.series_totals` for backends without server-side sums."""
+    rows = await storage.rollups(
+        project_id=project_id,
+        resolution=resolution,
+        start=start,
+        end=end,
+        series_prefix=series_prefix,
+    )
+    sums: dict[str, list[Any]] = {}
+    for r in rows:
+        acc = sums.get(r.series)
+        if acc is None:
+            sums[r.series] = [0, 0, 0, 0.0, r.bucket_start, r.bucket_start]
+            acc = sums[r.series]
+        acc[0] += r.count
+        acc[1] += r.error_count
+        acc[2] += r.value_count
+        acc[3] += r.value_sum
+        acc[4] = min(acc[4], r.bucket_start)
+        acc[5] = max(acc[5], r.bucket_start)
+    return [SeriesTotal(series, *acc) for series, acc in sorted(sums.items())]

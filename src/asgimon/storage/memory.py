@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from asgimon.events import Event
 from asgimon.rollups import RESOLUTIONS, Rollup, aggregate
 
-from .base import KINDS, WriteResult, totals_by_scan
+from .base import KINDS, SeriesTotal, WriteResult, series_totals_by_scan, totals_by_scan
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -103,7 +103,7 @@ class MemoryStorage:
         resolution: str,
         start: float,
         end: float,
-        series_prefix: str = "",
+        series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]:
         found = [
             r
@@ -123,13 +123,31 @@ class MemoryStorage:
         project_id: str,
         resolution: str,
         windows: Sequence[tuple[float, float]],
-        series_prefix: str = "",
+        series: str,
     ) -> list[Rollup]:
         return await totals_by_scan(
             self,
             project_id=project_id,
             resolution=resolution,
             windows=windows,
+            series=series,
+        )
+
+    async def series_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[SeriesTotal]:
+        return await series_totals_by_scan(
+            self,
+            project_id=project_id,
+            resolution=resolution,
+            start=start,
+            end=end,
             series_prefix=series_prefix,
         )
 

@@ -33,7 +33,12 @@ from asgimon import histogram
 from asgimon.errors import StorageError, StorageRejected, StorageUnavailable
 from asgimon.events import EVENT_TYPES, Event
 from asgimon.rollups import RESOLUTIONS, Rollup
-from asgimon.storage.base import WriteResult, totals_by_scan
+from asgimon.storage.base import (
+    SeriesTotal,
+    WriteResult,
+    series_totals_by_scan,
+    totals_by_scan,
+)
 
 try:
     import redis.asyncio as aioredis
@@ -65,7 +70,7 @@ local now = tonumber(ARGV[3])
 local inserted = 0
 for i = 4, #ARGV, 10 do
   local id, project, kind, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local member, series, value = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local member, serieslist, value = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local err, bin, user = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
   -- The project's length makes the key unambiguous whatever the project and id contain.
   local seen = p .. ":seen:" .. string.len(project) .. ":" .. project .. ":" .. id
@@ -83,7 +88,7 @@ for i = 4, #ARGV, 10 do
       redis.call("SADD", uk, cjson.encode({kind, zk, member}))
       redis.call("EXPIRE", uk, ttl)
     end
-    if series ~= "" then
+    for series in string.gmatch(serieslist, "[^\\30]+") do
       for res, width in pairs(widths) do
         local bucket = string.format("%d", math.floor(ts / width) * width)
         local hk = p .. ":ru:" .. project .. ":" .. res .. ":" .. bucket
@@ -219,7 +224,7 @@ class RedisStorage:
             ev.kind,
             repr(float(ev.timestamp)),
             member,
-            ev.series() or "",
+            "\x1e".join(ev.rollup_series()),
             "" if value is None else repr(float(value)),
             "1" if ev.is_error() else "0",
             "" if value is None else histogram.bin_index(value),
@@ -290,7 +295,7 @@ class RedisStorage:
         resolution: str,
         start: float,
         end: float,
-        series_prefix: str = "",
+        series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]:
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown resolution {resolution!r}")
@@ -320,13 +325,31 @@ class RedisStorage:
         project_id: str,
         resolution: str,
         windows: Sequence[tuple[float, float]],
-        series_prefix: str = "",
+        series: str,
     ) -> list[Rollup]:
         return await totals_by_scan(
             self,
             project_id=project_id,
             resolution=resolution,
             windows=windows,
+            series=series,
+        )
+
+    async def series_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[SeriesTotal]:
+        return await series_totals_by_scan(
+            self,
+            project_id=project_id,
+            resolution=resolution,
+            start=start,
+            end=end,
             series_prefix=series_prefix,
         )
 

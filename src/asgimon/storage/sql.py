@@ -18,9 +18,9 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import TextClause, bindparam, case, delete, func, select, text, tuple_, update
+from sqlalchemy import TextClause, bindparam, case, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,7 +39,7 @@ from ._sql_engine import OnConnect, make_engine, normalise_url, rollup_upsert, s
 from ._sql_errors import classify
 from ._sql_migrate import prepare_schema
 from ._sql_rows import from_row, rollup_row, to_row, us
-from .base import WriteResult
+from .base import SeriesTotal, WriteResult
 
 log = logging.getLogger("asgimon.storage")
 
@@ -370,31 +370,58 @@ class SQLStorage:
         resolution: str,
         start: float,
         end: float,
-        series_prefix: str = "",
+        series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]:
         t = s.rollups
         cond = _rollup_range(project_id, resolution, start, end, series_prefix)
         # A packed histogram is read instead of the JSON one, never both.
-        json_hist = case((t.c.hist_packed.is_(None), t.c.hist), else_=None).label("hist")
-        columns = [c for c in t.c if c.name != "hist"]
-        stmt = select(*columns, json_hist).where(*cond).order_by(t.c.bucket_start, t.c.series)
+        json_hist = case((t.c.hist_packed.is_(None), t.c.hist), else_=None)
+        stmt = (
+            select(
+                t.c.series,
+                t.c.bucket_start,
+                t.c["count"],
+                t.c.error_count,
+                t.c.value_count,
+                t.c.value_sum,
+                t.c.value_min,
+                t.c.value_max,
+                t.c.hist_packed,
+                json_hist,
+            )
+            .where(*cond)
+            .order_by(t.c.bucket_start, t.c.series)
+        )
         loads, from_bytes = histogram.loads, histogram.Packed.from_bytes
+        # Plain tuples: a month of a busy project is thousands of rows, and attribute access
+        # on each row cost more than the query.
         return [
             Rollup(
-                project_id=r.project_id,
-                series=r.series,
-                resolution=r.resolution,
-                bucket_start=r.bucket_start,
-                count=r._mapping["count"],
-                error_count=r.error_count,
-                value_count=r.value_count,
-                value_sum=r.value_sum,
-                value_min=r.value_min,
-                value_max=r.value_max,
-                hist=loads(r.hist) if r.hist_packed is None else {},
-                packed=None if r.hist_packed is None else from_bytes(r.hist_packed),
+                project_id,
+                series,
+                resolution,
+                bucket,
+                count,
+                errors,
+                value_count,
+                value_sum,
+                value_min,
+                value_max,
+                {} if packed is not None else loads(hist),
+                None if packed is None else from_bytes(packed),
             )
-            for r in await self._fetch(stmt)
+            for (
+                series,
+                bucket,
+                count,
+                errors,
+                value_count,
+                value_sum,
+                value_min,
+                value_max,
+                packed,
+                hist,
+            ) in cast("list[tuple[Any, ...]]", await self._fetch(stmt))
         ]
 
     async def totals(
@@ -403,7 +430,7 @@ class SQLStorage:
         project_id: str,
         resolution: str,
         windows: Sequence[tuple[float, float]],
-        series_prefix: str = "",
+        series: str,
     ) -> list[Rollup]:
         if not windows:
             return []
@@ -411,23 +438,52 @@ class SQLStorage:
         # SQLite caps a compound SELECT at 500 terms.
         for first in range(0, len(windows), 200):
             chunk = windows[first : first + 200]
-            params: dict[str, Any] = {"p": project_id, "r": resolution}
-            if series_prefix:
-                params["like"] = _like_prefix(series_prefix)
+            params: dict[str, Any] = {"p": project_id, "r": resolution, "s": series}
             for i, (lo, hi) in enumerate(chunk):
                 params[f"lo{i}"] = math.ceil(lo)
                 params[f"hi{i}"] = int(hi) + (0 if hi == int(hi) else 1)
-            stmt = _totals_sql(len(chunk), bool(series_prefix))
+            stmt = _totals_sql(len(chunk))
             rows.update((first + r.w, r) for r in await self._fetch(stmt, params))
         out = []
         for i, (lo, _) in enumerate(windows):
-            total = Rollup(project_id, series_prefix + "*", resolution, int(lo))
+            total = Rollup(project_id, series, resolution, int(lo))
             r = rows.get(i)
             if r is not None:
                 total.count, total.error_count = int(r.n), int(r.e)
                 total.value_count, total.value_sum = int(r.vn), float(r.vs)
             out.append(total)
         return out
+
+    async def series_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[SeriesTotal]:
+        t = s.rollups
+        stmt = (
+            select(
+                t.c.series,
+                func.sum(t.c["count"]),
+                func.sum(t.c.error_count),
+                func.sum(t.c.value_count),
+                func.sum(t.c.value_sum),
+                func.min(t.c.bucket_start),
+                func.max(t.c.bucket_start),
+            )
+            .where(*_rollup_range(project_id, resolution, start, end, series_prefix))
+            .group_by(t.c.series)
+            .order_by(t.c.series)
+        )
+        return [
+            SeriesTotal(series, int(n), int(e), int(vn), float(vs), int(lo), int(hi))
+            for series, n, e, vn, vs, lo, hi in cast(
+                "list[tuple[Any, ...]]", await self._fetch(stmt)
+            )
+        ]
 
     async def compact(self, *, before: float, batch_size: int = 2000) -> int:
         """Pack the histograms of hour and day buckets that ended before ``before``.
@@ -600,7 +656,7 @@ class SQLStorage:
 
 
 def _rollup_range(
-    project_id: str, resolution: str, start: float, end: float, series_prefix: str
+    project_id: str, resolution: str, start: float, end: float, series_prefix: str | tuple[str, ...]
 ) -> list[Any]:
     t = s.rollups
     cond = [
@@ -609,8 +665,10 @@ def _rollup_range(
         t.c.bucket_start >= math.ceil(start),
         t.c.bucket_start < int(end) + (0 if end == int(end) else 1),
     ]
-    if series_prefix:
-        cond.append(t.c.series.like(_like_prefix(series_prefix), escape="\\"))
+    prefixes = (series_prefix,) if isinstance(series_prefix, str) else series_prefix
+    if any(prefixes):
+        likes = [t.c.series.like(_like_prefix(p), escape="\\") for p in prefixes]
+        cond.append(or_(*likes))
     return cond
 
 
@@ -619,14 +677,13 @@ def _like_prefix(prefix: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _totals_sql(windows: int, prefixed: bool) -> TextClause:
+def _totals_sql(windows: int) -> TextClause:
     """Sums per window in one round trip, as text: building the same expression with
     SQLAlchemy's constructs costs more than running it."""
     part = (
         'SELECT {i} AS w, COALESCE(SUM("count"), 0) AS n, COALESCE(SUM(error_count), 0) AS e,'
         " COALESCE(SUM(value_count), 0) AS vn, COALESCE(SUM(value_sum), 0) AS vs"
-        f" FROM {s.rollups.name} WHERE project_id = :p AND resolution = :r"
+        f" FROM {s.rollups.name} WHERE project_id = :p AND resolution = :r AND series = :s"
         " AND bucket_start >= :lo{i} AND bucket_start < :hi{i}"
-        + (" AND series LIKE :like ESCAPE '\\'" if prefixed else "")
     )
     return text(" UNION ALL ".join(part.format(i=i) for i in range(windows)))
