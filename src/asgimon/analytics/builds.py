@@ -9,6 +9,7 @@ phases, so the average build time is all phase time over the number of builds.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from asgimon.events import BuildEvent
@@ -33,12 +34,18 @@ def is_build_start(series: str) -> bool:
 
 async def builds(q: Query) -> dict[str, Any]:
     span = q.span
-    rows = await q.storage.rollups(
-        project_id=q.project_id,
-        resolution=span.resolution,
-        start=span.start,
-        end=span.end,
-        series_prefix="build:",
+    # Independent reads run together: each is a round trip, and a pool serves them at once.
+    rows, recent = await asyncio.gather(
+        q.storage.rollups(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix="build:",
+        ),
+        q.storage.events(
+            "build", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT_PHASES
+        ),
     )
     starts = [r for r in rows if is_build_start(r.series)]
     total = sum(r.count for r in starts)
@@ -65,9 +72,6 @@ async def builds(q: Query) -> dict[str, Any]:
         point.value_sum += r.value_sum
     for point in by_bucket.values():
         point.value_count = point.count  # avg = all phase time / builds in that bucket
-    recent = await q.storage.events(
-        "build", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT_PHASES
-    )
     return {
         **header(q.project_id, span),
         "totalBuilds": total,

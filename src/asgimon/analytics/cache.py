@@ -17,6 +17,7 @@ row, so a Redis outage costs speed only, briefly, and never fails a request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -266,25 +267,38 @@ class CachedStorage:
                 series_prefix=series_prefix,
             )
         key = json.dumps([project_id, resolution, series_prefix, start, closed_end])
-        closed = await self._cache.get(key, project_id, resolution)
-        if closed is None:
-            closed = await self._storage.rollups(
-                project_id=project_id,
-                resolution=resolution,
-                start=start,
-                end=closed_end,
-                series_prefix=series_prefix,
+        closed: list[Rollup] | None = None
+        live: list[Rollup] = []
+        cached = await self._cache.get(key, project_id, resolution)
+        reads = []
+        if cached is None:
+            reads.append(
+                self._storage.rollups(
+                    project_id=project_id,
+                    resolution=resolution,
+                    start=start,
+                    end=closed_end,
+                    series_prefix=series_prefix,
+                )
             )
+        if closed_end < end:
+            reads.append(
+                self._storage.rollups(
+                    project_id=project_id,
+                    resolution=resolution,
+                    start=closed_end,
+                    end=end,
+                    series_prefix=series_prefix,
+                )
+            )
+        found = await asyncio.gather(*reads)
+        if cached is None:
+            closed = found[0]
             await self._cache.put(key, closed)
-        if closed_end >= end:
-            return list(closed)
-        live = await self._storage.rollups(
-            project_id=project_id,
-            resolution=resolution,
-            start=closed_end,
-            end=end,
-            series_prefix=series_prefix,
-        )
+        else:
+            closed = cached
+        if closed_end < end:
+            live = found[-1]
         return [*closed, *live]
 
     async def totals(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from asgimon.events import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL, DeploymentEvent
@@ -25,21 +26,22 @@ HEADLINE_SERIES = (API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL, "deploy:")
 async def headline_parts(q: Query) -> tuple[list[Rollup], list[SeriesTotal]]:
     """The rows of :data:`HEADLINE_SERIES`, and the build phases summed per series."""
     span = q.span
-    rows = await q.storage.rollups(
-        project_id=q.project_id,
-        resolution=span.resolution,
-        start=span.start,
-        end=span.end,
-        series_prefix=HEADLINE_SERIES,
+    return await asyncio.gather(
+        q.storage.rollups(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix=HEADLINE_SERIES,
+        ),
+        q.storage.series_totals(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix="build:",
+        ),
     )
-    builds = await q.storage.series_totals(
-        project_id=q.project_id,
-        resolution=span.resolution,
-        start=span.start,
-        end=span.end,
-        series_prefix="build:",
-    )
-    return rows, builds
 
 
 def headline(rows: list[Rollup], phases: list[SeriesTotal]) -> dict[str, Any]:
@@ -66,14 +68,16 @@ def headline(rows: list[Rollup], phases: list[SeriesTotal]) -> dict[str, Any]:
 
 
 async def dashboard(q: Query) -> dict[str, Any]:
-    rows, phases = await headline_parts(q)
-    _, groups, _ = await error_figures(q)
-    recent = await q.storage.events(
-        "deployment",
-        project_id=q.project_id,
-        start=q.span.start,
-        end=q.span.end,
-        limit=RECENT_DEPLOYMENTS,
+    (rows, phases), (_, groups, _), recent = await asyncio.gather(
+        headline_parts(q),
+        error_figures(q),
+        q.storage.events(
+            "deployment",
+            project_id=q.project_id,
+            start=q.span.start,
+            end=q.span.end,
+            limit=RECENT_DEPLOYMENTS,
+        ),
     )
     return {
         **header(q.project_id, q.span),

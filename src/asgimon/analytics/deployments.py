@@ -3,6 +3,7 @@ and for each recent deployment the API and functions in the hour before and afte
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -25,12 +26,17 @@ def framework_of(series: str) -> str:
 async def deployments(q: Query) -> dict[str, Any]:
     """Completed deployments from the ``deploy:{framework}`` rollups; the latest events raw."""
     span = q.span
-    rows = await q.storage.rollups(
-        project_id=q.project_id,
-        resolution=span.resolution,
-        start=span.start,
-        end=span.end,
-        series_prefix="deploy:",
+    rows, recent = await asyncio.gather(
+        q.storage.rollups(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix="deploy:",
+        ),
+        q.storage.events(
+            "deployment", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT
+        ),
     )
     total = sum(r.count for r in rows)
     failed = sum(r.error_count for r in rows)
@@ -41,9 +47,6 @@ async def deployments(q: Query) -> dict[str, Any]:
         by_date[day(r.bucket_start)] += r.count
         by_framework[framework_of(r.series)] += r.count
     p50, p95, p99 = combine(rows).quantiles((0.5, 0.95, 0.99))
-    recent = await q.storage.events(
-        "deployment", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT
-    )
     listed = [_deployment(ev) for ev in recent if isinstance(ev, DeploymentEvent)]
     await _add_impact(q, listed, [ev for ev in recent if isinstance(ev, DeploymentEvent)])
     return {
@@ -123,11 +126,16 @@ async def _add_impact(
         by_resolution.setdefault(resolution, []).append((row, before[0], before[1], after[1]))
     for resolution, items in by_resolution.items():
         windows = [w for _, lo, mid, hi in items for w in ((lo, mid), (mid, hi))]
-        api = await q.storage.totals(
-            project_id=q.project_id, resolution=resolution, windows=windows, series=API_TOTAL
-        )
-        fn = await q.storage.totals(
-            project_id=q.project_id, resolution=resolution, windows=windows, series=FUNCTION_TOTAL
+        api, fn = await asyncio.gather(
+            q.storage.totals(
+                project_id=q.project_id, resolution=resolution, windows=windows, series=API_TOTAL
+            ),
+            q.storage.totals(
+                project_id=q.project_id,
+                resolution=resolution,
+                windows=windows,
+                series=FUNCTION_TOTAL,
+            ),
         )
         for i, (row, _lo, mid, hi) in enumerate(items):
             row["impact"] = {

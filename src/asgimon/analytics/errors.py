@@ -8,6 +8,7 @@ for the groups found among them.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -33,20 +34,19 @@ async def error_figures(
 ) -> tuple[list[SeriesTotal], list[dict[str, Any]], list[ErrorEvent]]:
     """Each group's totals, the groups (largest first) and the recent events of a range."""
     span = q.span
-    totals = await q.storage.series_totals(
-        project_id=q.project_id,
-        resolution=span.resolution,
-        start=span.start,
-        end=span.end,
-        series_prefix="error:",
-    )
-    recent = [
-        ev
-        for ev in await q.storage.events(
+    totals, found = await asyncio.gather(
+        q.storage.series_totals(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix="error:",
+        ),
+        q.storage.events(
             "error", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT
-        )
-        if isinstance(ev, ErrorEvent)
-    ]
+        ),
+    )
+    recent = [ev for ev in found if isinstance(ev, ErrorEvent)]
     latest: dict[str, ErrorEvent] = {}
     for ev in recent:
         latest.setdefault(ev.fingerprint, ev)
@@ -70,20 +70,22 @@ async def error_figures(
 
 
 async def errors(q: Query) -> dict[str, Any]:
-    totals, groups, recent = await error_figures(q)
+    (totals, groups, recent), trend_rows = await asyncio.gather(
+        error_figures(q),
+        q.storage.rollups(
+            project_id=q.project_id,
+            resolution=q.span.resolution,
+            start=q.span.start,
+            end=q.span.end,
+            series_prefix=ERROR_TOTAL,
+        ),
+    )
     by_type: Counter[str] = Counter()
     by_severity: Counter[str] = Counter()
     for t in totals:
         severity, _, error_type = parts(t.series)
         by_type[error_type] += t.count
         by_severity[severity] += t.count
-    trend_rows = await q.storage.rollups(
-        project_id=q.project_id,
-        resolution=q.span.resolution,
-        start=q.span.start,
-        end=q.span.end,
-        series_prefix=ERROR_TOTAL,
-    )
     return {
         **header(q.project_id, q.span),
         "totalErrors": sum(t.count for t in totals),

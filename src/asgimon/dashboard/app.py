@@ -7,6 +7,7 @@ and the tenant-isolation tests are generated from the same table.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,7 @@ log = logging.getLogger("asgimon.dashboard")
 SUMMARY_WINDOW_S = 24 * 3600
 RANGE_PARAMS = frozenset({"range", "start", "end", "format", "table"})
 MAX_OVERVIEW_PROJECTS = 500
+OVERVIEW_CONCURRENCY = 2
 PRINCIPAL = "asgimon.principal"
 LOCAL = Principal("local", admin=True)
 """Who a loopback client is when no auth is configured."""
@@ -272,10 +274,15 @@ class Api:
                 ]
             else:
                 projects = sorted(principal.projects)
-            rows = [
-                await overview_row(self.query(request, p, span, now))
-                for p in projects[:MAX_OVERVIEW_PROJECTS]
-            ]
+            # A few projects at a time: each is a round trip, and the pool has a few
+            # connections (the writer's among them on PostgreSQL).
+            gate = asyncio.Semaphore(OVERVIEW_CONCURRENCY)
+
+            async def row(project: str) -> dict[str, Any]:
+                async with gate:
+                    return await overview_row(self.query(request, project, span, now))
+
+            rows = list(await asyncio.gather(*(row(p) for p in projects[:MAX_OVERVIEW_PROJECTS])))
         except BadQuery as exc:
             return _bad_query(exc)
         except StorageError as exc:
