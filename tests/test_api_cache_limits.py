@@ -226,3 +226,19 @@ async def test_a_hung_redis_costs_a_few_timeouts_then_nothing() -> None:
         writer.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_an_address_that_keeps_failing_to_authenticate_is_slowed() -> None:
+    """Guessing tokens, or hammering the host's auth hook, is rate limited too."""
+    calls = 0
+
+    def hook(request: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    monitor = Monitor(storage=MemoryStorage(), auth=hook, api_rate_limit="3/minute")
+    transport = httpx.ASGITransport(monitor.wrap(Starlette()), client=("198.51.100.7", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as c:
+        statuses = [(await c.get("/analytics/api/overview")).status_code for _ in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    assert calls == 3  # the hook was not asked again once the address was out of tries

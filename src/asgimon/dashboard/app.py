@@ -436,6 +436,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 INGEST_PATH = "/api/events"
 
 
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "-"
+
+
 def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -461,8 +466,18 @@ class Guard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        failures_key = "refused:" + _client_address(scope)
+        if self.throttle is not None and await self.throttle.exhausted(failures_key):
+            # An address that keeps failing to authenticate waits before the next try
+            # reaches a JWT check or the host's hook.
+            await error_response(
+                429, "rate_limited", "too many refused requests from this address"
+            )(scope, receive, send)
+            return
         refusal, principal = await self._principal(scope)
         if principal is None:
+            if self.throttle is not None and refusal is not None and refusal.status_code == 401:
+                await self.throttle.check(failures_key)
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             else:
@@ -529,8 +544,7 @@ class Guard:
     @staticmethod
     def _limit_key(scope: Scope, principal: Principal) -> str:
         if principal is LOCAL:
-            client = scope.get("client")
-            return "addr:" + (client[0] if client else "-")
+            return "addr:" + _client_address(scope)
         if principal.ingest_only:
             return "key:" + ",".join(sorted(principal.projects))
         return "sub:" + principal.subject

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -25,6 +26,7 @@ from asgimon.breaker import CircuitBreaker
 log = logging.getLogger("asgimon.dashboard")
 
 TIMEOUT_S = 0.1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +79,19 @@ class ApiThrottle:
 
     async def check(self, key: str) -> Verdict | None:
         """The verdict of the tightest limit, or None when the store failed (let through)."""
+        return await self._guarded(self._check(key))
+
+    async def exhausted(self, key: str) -> bool:
+        """Whether ``key`` has no request left, without spending one (False on failure)."""
+        return await self._guarded(self._exhausted(key)) is True
+
+    async def _guarded(self, call: Coroutine[Any, Any, T]) -> T | None:
+        """The call's answer; None when the store fails, is slow or its breaker is open."""
         if not self.breaker.allow():
+            call.close()
             return None
         try:
-            verdict = await asyncio.wait_for(self._check(key), TIMEOUT_S * 2)
+            answer = await asyncio.wait_for(call, TIMEOUT_S * 2)
         except Exception as exc:  # the limiter must never fail a request
             self.failures += 1
             self.breaker.failure()
@@ -88,7 +99,13 @@ class ApiThrottle:
                 log.warning("API rate limiter unavailable (%d failures): %r", self.failures, exc)
             return None
         self.breaker.success()
-        return verdict
+        return answer
+
+    async def _exhausted(self, key: str) -> bool:
+        for item in self.items:
+            if not await self.limiter.test(item, "api", key):
+                return True
+        return False
 
     async def _check(self, key: str) -> Verdict:
         tightest: Verdict | None = None
