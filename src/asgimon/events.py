@@ -336,6 +336,7 @@ API_TOTAL = "all:api"
 FUNCTION_TOTAL = "all:fn"
 ERROR_TOTAL = "all:error"
 """The series every API call, function invocation and error of a project also adds to."""
+TOTAL_SERIES = frozenset({API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL})
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls

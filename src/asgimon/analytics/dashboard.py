@@ -20,19 +20,27 @@ RECENT_DEPLOYMENTS = 10
 
 # Totals, not one series per endpoint or function: a month of headline figures is a few
 # hundred rows, whatever the number of endpoints.
-HEADLINE_SERIES = (API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL, "deploy:")
+HEADLINE_SERIES = (API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL)
 
 
 async def headline_parts(q: Query) -> tuple[list[Rollup], list[SeriesTotal]]:
-    """The rows of :data:`HEADLINE_SERIES`, and the build phases summed per series."""
+    """The rows of :data:`HEADLINE_SERIES` and of completed deployments, and the build
+    phases summed per series."""
     span = q.span
-    return await asyncio.gather(
+    totals, deploys, phases = await asyncio.gather(
         q.storage.rollups(
             project_id=q.project_id,
             resolution=span.resolution,
             start=span.start,
             end=span.end,
             series_prefix=HEADLINE_SERIES,
+        ),
+        q.storage.rollups(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix="deploy:",
         ),
         q.storage.series_totals(
             project_id=q.project_id,
@@ -42,6 +50,7 @@ async def headline_parts(q: Query) -> tuple[list[Rollup], list[SeriesTotal]]:
             series_prefix="build:",
         ),
     )
+    return [*totals, *deploys], phases
 
 
 def headline(rows: list[Rollup], phases: list[SeriesTotal]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from asgimon.errors import (
     SchemaVersionError,
     StorageUnavailable,
 )
-from asgimon.events import Event
+from asgimon.events import TOTAL_SERIES, Event
 from asgimon.rollups import RESOLUTIONS, Rollup, aggregate
 
 from . import _schema as s
@@ -560,9 +560,9 @@ class SQLStorage:
         return len(params)
 
     async def projects(self) -> list[str]:
-        t = s.rollups
-        stmt = select(t.c.project_id).where(t.c.resolution == "day").distinct()
-        return sorted(r[0] for r in await self._fetch(stmt))
+        # A loose index scan: one index seek per project, where DISTINCT read every rollup
+        # row (0.2 s at ten million calls).
+        return [r[0] for r in await self._fetch(_PROJECTS_SQL)]
 
     async def health(self) -> dict[str, Any]:
         await self._fetch(select(1))
@@ -667,9 +667,27 @@ def _rollup_range(
     ]
     prefixes = (series_prefix,) if isinstance(series_prefix, str) else series_prefix
     if any(prefixes):
-        likes = [t.c.series.like(_like_prefix(p), escape="\\") for p in prefixes]
-        cond.append(or_(*likes))
+        # A project total is a whole series, and equality lets the primary key find it
+        # (series, then bucket) where a LIKE would filter every series of the range.
+        exact = [p for p in prefixes if p in TOTAL_SERIES]
+        likes = [
+            t.c.series.like(_like_prefix(p), escape="\\") for p in prefixes if p not in TOTAL_SERIES
+        ]
+        if exact and not likes:
+            cond.append(t.c.series.in_(exact))
+        else:
+            cond.append(or_(*likes, *([t.c.series.in_(exact)] if exact else [])))
     return cond
+
+
+_PROJECTS_SQL = text(
+    f"WITH RECURSIVE p(id) AS ("
+    f" SELECT MIN(project_id) FROM {s.rollups.name}"
+    f" UNION ALL"
+    f" SELECT (SELECT MIN(project_id) FROM {s.rollups.name} WHERE project_id > p.id)"
+    f" FROM p WHERE p.id IS NOT NULL"
+    f") SELECT id FROM p WHERE id IS NOT NULL ORDER BY id"
+)
 
 
 def _like_prefix(prefix: str) -> str:
