@@ -21,7 +21,7 @@ import math
 import struct
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 GAMMA = 1.02
 RELATIVE_ACCURACY = (GAMMA - 1) / (GAMMA + 1)
@@ -129,6 +129,8 @@ class Packed:
     base: int = 0
     value: int = 0
     zero: int = 0
+    # Running counts, computed once for the several reads of one merged histogram.
+    _running: list[int] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_hist(cls, hist: Mapping[int, int]) -> Packed:
@@ -146,6 +148,7 @@ class Packed:
         return Packed(self.base, self.value, self.zero)
 
     def add(self, other: Packed) -> None:
+        self._running = None
         self.zero += other.zero
         if not other.value:
             return
@@ -177,7 +180,7 @@ class Packed:
     def quantiles(self, qs: Iterable[float]) -> list[float | None]:
         """As :func:`quantiles` on the same histogram, by bisection of the running counts."""
         wanted = list(qs)
-        running = list(itertools.accumulate(self.counts()))
+        running = self.running()
         n = self.zero + (running[-1] if running else 0)
         if n == 0:
             return [None] * len(wanted)
@@ -192,12 +195,18 @@ class Packed:
                 out.append(bin_value(self.base + bisect.bisect_right(running, rank - self.zero)))
         return out
 
+    def running(self) -> list[int]:
+        """Counts of bins ``base`` up to each bin, cumulative."""
+        if self._running is None:
+            self._running = list(itertools.accumulate(self.counts()))
+        return self._running
+
     def count_at_most(self, threshold: float) -> int:
         limit = bin_index(threshold)
         if limit == ZERO_BIN or limit < self.base or not self.value:
             return self.zero
-        counts = self.counts()
-        return self.zero + sum(counts[: limit - self.base + 1])
+        running = self.running()
+        return self.zero + running[min(limit - self.base, len(running) - 1)]
 
     def to_bytes(self) -> bytes:
         """``zero`` and ``base`` (8 bytes each), then the integer, little-endian."""

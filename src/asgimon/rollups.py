@@ -83,11 +83,12 @@ class Rollup:
     def _packed_whole(self) -> histogram.Packed | None:
         if self.packed is None:
             return None
-        if not self.hist:
-            return self.packed
-        whole = histogram.Packed.from_hist(self.hist)
-        whole.add(self.packed)
-        return whole
+        if self.hist:
+            # Folded once, for the several reads that follow; the same histogram still.
+            whole = histogram.Packed.from_hist(self.hist)
+            whole.add(self.packed)
+            self.packed, self.hist = whole, {}
+        return self.packed
 
     def quantiles(self, qs: Iterable[float]) -> list[float | None]:
         whole = self._packed_whole()
