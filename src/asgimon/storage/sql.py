@@ -319,7 +319,7 @@ class SQLStorage:
         _, reader = self._open()
         try:
             async with self._in_use(reader), reader.connect() as conn:
-                return list(await conn.execute(stmt, params))
+                return list((await conn.execute(stmt, params)).fetchall())
         except Exception as exc:
             raise classify(exc) from exc
 
