@@ -152,64 +152,73 @@ def storage_identity(storage: object) -> str:
     return f"{type(storage).__name__}:{os.getpid()}:{id(storage)}"
 
 
-async def totals_by_scan(
-    storage: Storage,
-    *,
-    project_id: str,
-    resolution: str,
-    windows: Sequence[tuple[float, float]],
-    series: str,
-) -> list[Rollup]:
-    """:meth:`Storage.totals` for backends without server-side sums: one covering read."""
-    if not windows:
-        return []
-    rows = await storage.rollups(
-        project_id=project_id,
-        resolution=resolution,
-        start=min(lo for lo, _ in windows),
-        end=max(hi for _, hi in windows),
-        series_prefix=series,
-    )
-    out = []
-    for lo, hi in windows:
-        total = Rollup(project_id, series, resolution, int(lo))
+class SumsByScan:
+    """:meth:`Storage.totals` and :meth:`Storage.series_totals` for backends without
+    server-side sums: computed from one covering :meth:`Storage.rollups` read."""
+
+    async def rollups(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]:
+        raise NotImplementedError
+
+    async def totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        windows: Sequence[tuple[float, float]],
+        series: str,
+    ) -> list[Rollup]:
+        if not windows:
+            return []
+        rows = await self.rollups(
+            project_id=project_id,
+            resolution=resolution,
+            start=min(lo for lo, _ in windows),
+            end=max(hi for _, hi in windows),
+            series_prefix=series,
+        )
+        out = []
+        for lo, hi in windows:
+            total = Rollup(project_id, series, resolution, int(lo))
+            for r in rows:
+                if r.series == series and lo <= r.bucket_start < hi:
+                    total.count += r.count
+                    total.error_count += r.error_count
+                    total.value_count += r.value_count
+                    total.value_sum += r.value_sum
+            out.append(total)
+        return out
+
+    async def series_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[SeriesTotal]:
+        rows = await self.rollups(
+            project_id=project_id,
+            resolution=resolution,
+            start=start,
+            end=end,
+            series_prefix=series_prefix,
+        )
+        sums: dict[str, list[Any]] = {}
         for r in rows:
-            if r.series == series and lo <= r.bucket_start < hi:
-                total.count += r.count
-                total.error_count += r.error_count
-                total.value_count += r.value_count
-                total.value_sum += r.value_sum
-        out.append(total)
-    return out
-
-
-async def series_totals_by_scan(
-    storage: Storage,
-    *,
-    project_id: str,
-    resolution: str,
-    start: float,
-    end: float,
-    series_prefix: str | tuple[str, ...] = "",
-) -> list[SeriesTotal]:
-    """:meth:`Storage.series_totals` for backends without server-side sums."""
-    rows = await storage.rollups(
-        project_id=project_id,
-        resolution=resolution,
-        start=start,
-        end=end,
-        series_prefix=series_prefix,
-    )
-    sums: dict[str, list[Any]] = {}
-    for r in rows:
-        acc = sums.get(r.series)
-        if acc is None:
-            sums[r.series] = [0, 0, 0, 0.0, r.bucket_start, r.bucket_start]
-            acc = sums[r.series]
-        acc[0] += r.count
-        acc[1] += r.error_count
-        acc[2] += r.value_count
-        acc[3] += r.value_sum
-        acc[4] = min(acc[4], r.bucket_start)
-        acc[5] = max(acc[5], r.bucket_start)
-    return [SeriesTotal(series, *acc) for series, acc in sorted(sums.items())]
+            acc = sums.setdefault(r.series, [0, 0, 0, 0.0, r.bucket_start, r.bucket_start])
+            acc[0] += r.count
+            acc[1] += r.error_count
+            acc[2] += r.value_count
+            acc[3] += r.value_sum
+            acc[4] = min(acc[4], r.bucket_start)
+            acc[5] = max(acc[5], r.bucket_start)
+        return [SeriesTotal(series, *acc) for series, acc in sorted(sums.items())]

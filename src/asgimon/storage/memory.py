@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from asgimon.events import Event
 from asgimon.rollups import RESOLUTIONS, Rollup, aggregate
 
-from .base import KINDS, SeriesTotal, WriteResult, series_totals_by_scan, totals_by_scan
+from .base import KINDS, SumsByScan, WriteResult
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -25,7 +25,7 @@ def _in_range(ts: float, start: float | None, end: float | None) -> bool:
     return (start is None or ts >= start) and (end is None or ts < end)
 
 
-class MemoryStorage:
+class MemoryStorage(SumsByScan):
     """Keeps everything in dicts, for tests and demos. Not shared between processes.
 
     >>> storage = MemoryStorage()
@@ -116,40 +116,6 @@ class MemoryStorage:
         found.sort(key=lambda r: (r.bucket_start, r.series))
         # Copies: a caller that keeps them (a cache) must not see later writes merge in.
         return [dataclasses.replace(r, hist=dict(r.hist)) for r in found]
-
-    async def totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        windows: Sequence[tuple[float, float]],
-        series: str,
-    ) -> list[Rollup]:
-        return await totals_by_scan(
-            self,
-            project_id=project_id,
-            resolution=resolution,
-            windows=windows,
-            series=series,
-        )
-
-    async def series_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
-    ) -> list[SeriesTotal]:
-        return await series_totals_by_scan(
-            self,
-            project_id=project_id,
-            resolution=resolution,
-            start=start,
-            end=end,
-            series_prefix=series_prefix,
-        )
 
     async def projects(self) -> list[str]:
         return sorted({key[0] for key in self._rollups})

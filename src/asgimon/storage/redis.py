@@ -33,12 +33,7 @@ from asgimon import histogram
 from asgimon.errors import StorageError, StorageRejected, StorageUnavailable
 from asgimon.events import EVENT_TYPES, Event
 from asgimon.rollups import RESOLUTIONS, Rollup
-from asgimon.storage.base import (
-    SeriesTotal,
-    WriteResult,
-    series_totals_by_scan,
-    totals_by_scan,
-)
+from asgimon.storage.base import SumsByScan, WriteResult
 
 try:
     import redis.asyncio as aioredis
@@ -143,7 +138,7 @@ def _decode(member: str | bytes) -> Event:
     return EVENT_TYPES[kind](**data)
 
 
-class RedisStorage:
+class RedisStorage(SumsByScan):
     """Events and rollups in Redis for a real-time window (24 h by default).
 
     >>> storage = RedisStorage("redis://127.0.0.1:6379/0")     # pip install 'asgimon[redis]'
@@ -318,40 +313,6 @@ class RedisStorage:
                 _apply(r, name, raw)
             out.extend(sorted(by_series.values(), key=lambda r: r.series))
         return out
-
-    async def totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        windows: Sequence[tuple[float, float]],
-        series: str,
-    ) -> list[Rollup]:
-        return await totals_by_scan(
-            self,
-            project_id=project_id,
-            resolution=resolution,
-            windows=windows,
-            series=series,
-        )
-
-    async def series_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
-    ) -> list[SeriesTotal]:
-        return await series_totals_by_scan(
-            self,
-            project_id=project_id,
-            resolution=resolution,
-            start=start,
-            end=end,
-            series_prefix=series_prefix,
-        )
 
     async def projects(self) -> list[str]:
         found: list[str] = await self._call(self._redis().zrange(f"{self.prefix}:projects", 0, -1))
