@@ -258,47 +258,26 @@ class CachedStorage:
         now = time.time() if self._now is None else self._now
         width = RESOLUTIONS[resolution]
         closed_end = min(end, (now - SETTLE_S) // width * width)
-        if closed_end <= start or resolution == "minute":
+
+        async def read(lo: float, hi: float) -> list[Rollup]:
+            if hi <= lo:
+                return []
             return await self._storage.rollups(
                 project_id=project_id,
                 resolution=resolution,
-                start=start,
-                end=end,
+                start=lo,
+                end=hi,
                 series_prefix=series_prefix,
             )
+
+        if closed_end <= start or resolution == "minute":
+            return await read(start, end)
         key = json.dumps([project_id, resolution, series_prefix, start, closed_end])
-        closed: list[Rollup] | None = None
-        live: list[Rollup] = []
         cached = await self._cache.get(key, project_id, resolution)
-        reads = []
-        if cached is None:
-            reads.append(
-                self._storage.rollups(
-                    project_id=project_id,
-                    resolution=resolution,
-                    start=start,
-                    end=closed_end,
-                    series_prefix=series_prefix,
-                )
-            )
-        if closed_end < end:
-            reads.append(
-                self._storage.rollups(
-                    project_id=project_id,
-                    resolution=resolution,
-                    start=closed_end,
-                    end=end,
-                    series_prefix=series_prefix,
-                )
-            )
-        found = await asyncio.gather(*reads)
-        if cached is None:
-            closed = found[0]
-            await self._cache.put(key, closed)
-        else:
-            closed = cached
-        if closed_end < end:
-            live = found[-1]
+        if cached is not None:
+            return [*cached, *await read(closed_end, end)]
+        closed, live = await asyncio.gather(read(start, closed_end), read(closed_end, end))
+        await self._cache.put(key, closed)
         return [*closed, *live]
 
     async def totals(
