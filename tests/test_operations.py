@@ -26,6 +26,8 @@ from asgimon.scheduler import Scheduler
 from asgimon.storage._schema import SCHEMA_VERSION
 from asgimon.storage.sql import SQLStorage
 
+from .conftest import PG_URL, pg_schema
+
 DAY = 86_400.0
 
 
@@ -73,9 +75,9 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
 
     done = asgimon_cli("db", "upgrade", env=env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"upgraded": [2, 3]}
+    assert json.loads(done.stdout) == {"upgraded": [2, 3, 4]}
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (3,)
+        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (4,)
         assert conn.execute("SELECT count(*) FROM asgimon_job_claims").fetchone() == (0,)
         assert conn.execute("SELECT count(hist_packed) FROM asgimon_rollups").fetchone() == (0,)
         renamed = conn.execute("SELECT series FROM asgimon_rollups ORDER BY series").fetchall()
@@ -84,6 +86,48 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
     again = asgimon_cli("db", "upgrade", env=env)
     assert json.loads(again.stdout) == {"upgraded": []}
     assert asgimon_cli("check", env=env).returncode == 0
+
+
+async def test_postgres_upgrade_orders_series_by_bytes() -> None:
+    """Version 4 gives the series column the "C" collation: under a locale's collation a
+    series prefix is neither a LIKE the index can serve nor a byte range."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    async for schema in pg_schema():
+        storage = SQLStorage(PG_URL, schema=schema)
+        await storage.start()
+        await storage.write([ApiCall(project_id="p", timestamp=time.time(), endpoint="/a")])
+        await storage.close()
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            table = f"{schema}.asgimon_rollups"
+            await conn.execute(
+                f'ALTER TABLE {table} ALTER COLUMN series TYPE VARCHAR(512) COLLATE "default"'
+            )
+            await conn.execute(f"UPDATE {schema}.asgimon_schema_version SET version = 3")
+            with pytest.raises(SchemaVersionError, match="asgimon db upgrade"):
+                await SQLStorage(PG_URL, schema=schema).start()
+
+            upgraded = SQLStorage(PG_URL, schema=schema)
+            assert await upgraded.upgrade() == [4]
+            collation = await conn.fetchval(
+                "SELECT collation_name FROM information_schema.columns WHERE table_schema = $1"
+                " AND table_name = 'asgimon_rollups' AND column_name = 'series'",
+                schema,
+            )
+            assert collation == "C"
+            await upgraded.start()
+            rows = await upgraded.rollups(
+                project_id="p",
+                resolution="day",
+                start=0,
+                end=time.time() + DAY,
+                series_prefix="api:",
+            )
+            await upgraded.close()
+            assert [(r.series, r.count) for r in rows] == [("api:GET /a", 1)]
+        finally:
+            await conn.close()
 
 
 def test_db_compact_packs_closed_buckets(tmp_path: Path) -> None:

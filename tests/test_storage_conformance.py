@@ -215,6 +215,27 @@ async def test_rollups_filter_by_series_prefix_literally(storage: Storage) -> No
     assert sorted(await series("fn:")) == ["fn:a%", "fn:a_b", "fn:axb"]
 
 
+async def test_a_series_prefix_ends_where_the_prefix_ends(storage: Storage) -> None:
+    # Neighbours of "fn:a:" in byte order and in a locale's order, where punctuation and
+    # case weigh less than letters.
+    ids = ["a", "a:", "a:b", "a:é", "a:\U0001f600", "a;", "a;b", "a9", "aB", "A:b", "a:\uffff"]
+    await storage.write(
+        [
+            FunctionInvocation(project_id="p1", timestamp=T0, function_id=f, duration_ms=1.0)
+            for f in ids
+        ]
+    )
+    rows = await storage.rollups(
+        project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix="fn:a:"
+    )
+    inside = ["fn:a:", "fn:a:b", "fn:a:é", "fn:a:\U0001f600", "fn:a:\uffff"]
+    assert sorted(r.series for r in rows) == sorted(inside)
+    totals = await storage.series_totals(
+        project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix=("fn:a;", "fn:a:")
+    )
+    assert sorted(t.series for t in totals) == sorted([*inside, "fn:a;", "fn:a;b"])
+
+
 async def test_totals_sum_each_window_in_one_call(storage: Storage) -> None:
     rng = random.Random(3)
     calls = [
@@ -296,6 +317,73 @@ async def test_series_totals_sum_each_series_over_a_range(storage: Storage) -> N
     )
     assert [t.series for t in both] == ["all:api", "api:GET /b"]
     assert both[0].count == len(calls)
+
+
+async def test_series_rollups_merge_each_series_packed_or_not(storage: Storage) -> None:
+    rng = random.Random(5)
+
+    def calls(n: int, start: float, span: float) -> list[ApiCall]:
+        return [
+            ApiCall(
+                project_id="p1",
+                timestamp=start + rng.uniform(0, span),
+                endpoint=rng.choice(["/a", "/b", "/c"]),
+                status=rng.choice([200, 200, 503]),
+                duration_ms=rng.choice([0.0, rng.lognormvariate(3, 1.5)]),
+                total_ms=1.0,
+            )
+            for _ in range(n)
+        ]
+
+    written = calls(300, T0, 3 * 86400)
+    await storage.write(written)
+    await storage.compact(before=T0 + 2 * 86400)  # the first day packed (SQL stores)
+    late = calls(30, T0, 3600)  # unpacks some of the first day's rows again
+    await storage.write(late)
+    everything = written + late
+
+    for resolution, width in (("hour", 3600), ("day", 86400)):
+        got = await storage.series_rollups(
+            project_id="p1",
+            resolution=resolution,
+            start=T0,
+            end=T0 + 3 * 86400,
+            series_prefix="api:",
+        )
+        assert [r.series for r in got] == ["api:GET /a", "api:GET /b", "api:GET /c"]
+        for r in got:
+            mine = [c for c in everything if f"api:GET {c.endpoint}" == r.series]
+            expected = Rollup("p1", r.series, resolution, 0)
+            for c in mine:
+                expected.add(c.duration_ms, c.status >= 500)
+            assert r.bucket_start == min(int(c.timestamp // width * width) for c in mine)
+            assert (r.count, r.error_count, r.value_count) == (
+                expected.count,
+                expected.error_count,
+                expected.value_count,
+            )
+            assert r.value_sum == pytest.approx(expected.value_sum)
+            assert (r.value_min, r.value_max) == (expected.value_min, expected.value_max)
+            assert r.full_hist() == expected.hist
+            qs = (0.0, 0.5, 0.95, 0.99, 1.0)
+            assert r.quantiles(qs) == expected.quantiles(qs)
+            assert r.count_at_most(20.0) == expected.count_at_most(20.0)
+
+    total = await storage.series_rollups(
+        project_id="p1",
+        resolution="day",
+        start=T0 + 86400,
+        end=T0 + 3 * 86400,
+        series_prefix=("all:api",),
+    )
+    later = [c for c in everything if c.timestamp >= T0 + 86400]
+    assert [(r.series, r.count) for r in total] == [("all:api", len(later))]
+    assert (
+        await storage.series_rollups(
+            project_id="nobody", resolution="day", start=T0, end=T0 + 3 * 86400
+        )
+        == []
+    )
 
 
 async def test_compaction_changes_no_figure_and_a_late_event_still_counts(

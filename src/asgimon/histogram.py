@@ -148,17 +148,25 @@ class Packed:
         return Packed(self.base, self.value, self.zero)
 
     def add(self, other: Packed) -> None:
+        self._add(other.base, other.value, other.zero)
+
+    def add_bytes(self, data: bytes) -> None:
+        """Add a histogram stored as :meth:`to_bytes`, without making a :class:`Packed` of it."""
+        zero, base = _HEADER.unpack_from(data)
+        self._add(base, int.from_bytes(memoryview(data)[_HEADER.size :], "little"), zero)
+
+    def _add(self, base: int, value: int, zero: int) -> None:
         self._running = None
-        self.zero += other.zero
-        if not other.value:
+        self.zero += zero
+        if not value:
             return
         if not self.value:
-            self.base, self.value = other.base, other.value
+            self.base, self.value = base, value
             return
-        if other.base < self.base:
-            self.value <<= 64 * (self.base - other.base)
-            self.base = other.base
-        self.value += other.value << (64 * (other.base - self.base))
+        if base < self.base:
+            self.value <<= 64 * (self.base - base)
+            self.base = base
+        self.value += value << (64 * (base - self.base))
 
     def counts(self) -> list[int]:
         """Counts of bins ``base, base + 1, …`` (``zero`` apart)."""

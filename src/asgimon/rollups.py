@@ -111,6 +111,20 @@ class Rollup:
         return histogram.merged([self.hist, self.packed.to_hist()])
 
 
+def merge_per_series(rows: Iterable[Rollup]) -> list[Rollup]:
+    """One rollup per series, merging its buckets, sorted by series; ``bucket_start`` is
+    the series' first bucket. The rows given are not changed."""
+    out: dict[str, Rollup] = {}
+    for r in rows:
+        into = out.get(r.series)
+        if into is None:
+            into = out[r.series] = Rollup(r.project_id, r.series, r.resolution, r.bucket_start)
+        elif r.bucket_start < into.bucket_start:
+            into.bucket_start = r.bucket_start
+        into.merge(r)
+    return [out[series] for series in sorted(out)]
+
+
 def bucket_start(ts: float, resolution: str) -> int:
     width = RESOLUTIONS[resolution]
     return int(ts // width) * width

@@ -26,10 +26,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PREFIX = "asgimon_"
 
 metadata = MetaData()
+
+SERIES_TYPE = String(512).with_variant(String(512, collation="C"), "postgresql")
 
 
 def _event_table(name: str, *columns: Column[object], indexes: tuple[str, ...] = ()) -> Table:
@@ -130,7 +132,10 @@ rollups = Table(
     metadata,
     Column("project_id", String(128), nullable=False),
     Column("resolution", String(8), nullable=False),
-    Column("series", String(512), nullable=False),
+    # Byte order, so a series prefix is a range of the primary key. SQLite compares text
+    # bytewise already; PostgreSQL's default collation is the database's locale, under
+    # which neither ``LIKE 'x:%'`` nor ``>= 'x:' AND < 'x;'`` can use the index.
+    Column("series", SERIES_TYPE, nullable=False),
     Column("bucket_start", BigInteger, nullable=False),
     Column("count", BigInteger, nullable=False),
     Column("error_count", BigInteger, nullable=False),
@@ -198,9 +203,20 @@ def _v3_packed_histograms(conn: Connection) -> None:
     )
 
 
+def _v4_series_byte_order(conn: Connection) -> None:
+    """Version 4: the rollups' series compared byte by byte, so a prefix is a key range."""
+    if conn.dialect.name == "postgresql":
+        table = conn.dialect.identifier_preparer.format_table(rollups)
+        # Rewrites the table and rebuilds its indexes, under an exclusive lock.
+        conn.exec_driver_sql(
+            f'ALTER TABLE {table} ALTER COLUMN series TYPE VARCHAR(512) COLLATE "C"'
+        )
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_job_claims,
     3: _v3_packed_histograms,
+    4: _v4_series_byte_order,
 }
 """Version N's migration takes a database from N - 1 to N. A fresh database is created at
 the latest version directly."""

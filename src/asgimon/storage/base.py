@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from asgimon.events import Event
-from asgimon.rollups import Rollup
+from asgimon.rollups import Rollup, merge_per_series
 
 KINDS = ("api_call", "deployment", "build", "function", "domain", "error")
 
@@ -110,6 +110,20 @@ class Storage(Protocol):
         error groups or build phases over a month without reading every bucket."""
         ...
 
+    async def series_rollups(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]:
+        """Each series' rollups in ``[start, end)`` merged into one, histogram included,
+        sorted by series (``bucket_start``: its first bucket): latency per endpoint over a
+        month without a :class:`Rollup` per endpoint and day."""
+        ...
+
     async def projects(self) -> list[str]:
         """Every project that has recorded anything, sorted."""
         ...
@@ -153,8 +167,9 @@ def storage_identity(storage: object) -> str:
 
 
 class SumsByScan:
-    """:meth:`Storage.totals` and :meth:`Storage.series_totals` for backends without
-    server-side sums: computed from one covering :meth:`Storage.rollups` read."""
+    """:meth:`Storage.totals`, :meth:`Storage.series_totals` and
+    :meth:`Storage.series_rollups` for backends without server-side sums: computed from one
+    covering :meth:`Storage.rollups` read."""
 
     async def rollups(
         self,
@@ -222,3 +237,21 @@ class SumsByScan:
             acc[4] = min(acc[4], r.bucket_start)
             acc[5] = max(acc[5], r.bucket_start)
         return [SeriesTotal(series, *acc) for series, acc in sorted(sums.items())]
+
+    async def series_rollups(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]:
+        rows = await self.rollups(
+            project_id=project_id,
+            resolution=resolution,
+            start=start,
+            end=end,
+            series_prefix=series_prefix,
+        )
+        return merge_per_series(rows)
