@@ -643,13 +643,17 @@ class TracedSQLStorage(SQLStorage):
         name = f"series_totals({kw['resolution']}, {prefix_name(kw.get('series_prefix'))})"
         return await self._timed(name, super().series_totals(*args, **kw))
 
+    async def series_rollups(self, *args: Any, **kw: Any) -> Any:
+        name = f"series_rollups({kw['resolution']}, {prefix_name(kw.get('series_prefix'))})"
+        return await self._timed(name, super().series_rollups(*args, **kw))
+
     async def events(self, kind: str, *args: Any, **kw: Any) -> Any:
         name = f"events({kind}, limit {kw.get('limit', 1000)})"
         return await self._timed(name, super().events(kind, *args, **kw))
 
     async def totals(self, *args: Any, **kw: Any) -> Any:
-        prefix = prefix_name(kw.get("series_prefix"))
-        name = f"totals({kw['resolution']}, {prefix}, {len(kw['windows'])} windows)"
+        series = prefix_name(kw.get("series"))
+        name = f"totals({kw['resolution']}, {series}, {len(kw['windows'])} windows)"
         return await self._timed(name, super().totals(*args, **kw))
 
     async def projects(self) -> list[str]:

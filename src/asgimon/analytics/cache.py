@@ -22,15 +22,16 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from asgimon import histogram
 from asgimon.breaker import CircuitBreaker
 from asgimon.events import Event
-from asgimon.rollups import RESOLUTIONS, Rollup
+from asgimon.rollups import RESOLUTIONS, Rollup, merge_per_series
 from asgimon.storage.base import SeriesTotal, Storage
 
 log = logging.getLogger("asgimon.dashboard")
@@ -255,14 +256,65 @@ class CachedStorage:
         end: float,
         series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]:
+        read, closed_end = self._reader(
+            self._storage.rollups, project_id, resolution, end, series_prefix
+        )
+        if closed_end <= start:
+            return await read(start, end)
+        key = json.dumps([project_id, resolution, series_prefix, start, closed_end])
+        cached = await self._cache.get(key, project_id, resolution)
+        if cached is not None:
+            return [*cached, *await read(closed_end, end)]
+        # One read for the whole range: a second round trip for the open buckets costs more
+        # than splitting the rows here.
+        rows = await read(start, end)
+        await self._cache.put(key, [r for r in rows if r.bucket_start < closed_end])
+        return rows
+
+    async def series_rollups(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]:
+        read, closed_end = self._reader(
+            self._storage.series_rollups, project_id, resolution, end, series_prefix
+        )
+        if closed_end <= start:
+            return await read(start, end)
+        # The closed buckets merged: a row per series to keep, not one per series and bucket.
+        key = json.dumps(["merged", project_id, resolution, series_prefix, start, closed_end])
+        cached = await self._cache.get(key, project_id, resolution)
+        if cached is None:
+            closed, live = await asyncio.gather(read(start, closed_end), read(closed_end, end))
+            await self._cache.put(key, closed)
+        else:
+            closed, live = cached, await read(closed_end, end)
+        return merge_per_series([*closed, *live]) if live else closed
+
+    def _reader(
+        self,
+        method: Callable[..., Awaitable[list[Rollup]]],
+        project_id: str,
+        resolution: str,
+        end: float,
+        series_prefix: str | tuple[str, ...],
+    ) -> tuple[Callable[[float, float], Awaitable[list[Rollup]]], float]:
+        """A read of ``[lo, hi)`` through ``method``, and where the closed buckets of a range
+        ending at ``end`` end (minute buckets are never cached: ``-inf``)."""
         now = time.time() if self._now is None else self._now
         width = RESOLUTIONS[resolution]
-        closed_end = min(end, (now - SETTLE_S) // width * width)
+        closed_end = (
+            -math.inf if resolution == "minute" else min(end, (now - SETTLE_S) // width * width)
+        )
 
         async def read(lo: float, hi: float) -> list[Rollup]:
             if hi <= lo:
                 return []
-            return await self._storage.rollups(
+            return await method(
                 project_id=project_id,
                 resolution=resolution,
                 start=lo,
@@ -270,15 +322,7 @@ class CachedStorage:
                 series_prefix=series_prefix,
             )
 
-        if closed_end <= start or resolution == "minute":
-            return await read(start, end)
-        key = json.dumps([project_id, resolution, series_prefix, start, closed_end])
-        cached = await self._cache.get(key, project_id, resolution)
-        if cached is not None:
-            return [*cached, *await read(closed_end, end)]
-        closed, live = await asyncio.gather(read(start, closed_end), read(closed_end, end))
-        await self._cache.put(key, closed)
-        return [*closed, *live]
+        return read, closed_end
 
     async def totals(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from asgimon.events import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL, DeploymentEvent
@@ -23,52 +24,50 @@ RECENT_DEPLOYMENTS = 10
 HEADLINE_SERIES = (API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL)
 
 
-async def headline_parts(q: Query) -> tuple[list[Rollup], list[SeriesTotal]]:
-    """The rows of :data:`HEADLINE_SERIES` and of completed deployments, and the build
-    phases summed per series."""
+def _read_totals(q: Query) -> Awaitable[list[Rollup]]:
     span = q.span
-    totals, deploys, phases = await asyncio.gather(
-        q.storage.rollups(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix=HEADLINE_SERIES,
-        ),
-        q.storage.rollups(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix="deploy:",
-        ),
-        q.storage.series_totals(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix="build:",
-        ),
+    return q.storage.rollups(
+        project_id=q.project_id,
+        resolution=span.resolution,
+        start=span.start,
+        end=span.end,
+        series_prefix=HEADLINE_SERIES,
     )
-    return [*totals, *deploys], phases
 
 
-def headline(rows: list[Rollup], phases: list[SeriesTotal]) -> dict[str, Any]:
-    """The figures the dashboard and the overview share."""
-    api = combine(r for r in rows if r.series == API_TOTAL)
-    deploys = sum(r.count for r in rows if r.series.startswith("deploy:"))
-    failed = sum(r.error_count for r in rows if r.series.startswith("deploy:"))
-    fn = sum(r.count for r in rows if r.series == FUNCTION_TOTAL)
-    fn_errors = sum(r.error_count for r in rows if r.series == FUNCTION_TOTAL)
+def _read_series_totals(q: Query, prefix: str | tuple[str, ...]) -> Awaitable[list[SeriesTotal]]:
+    span = q.span
+    return q.storage.series_totals(
+        project_id=q.project_id,
+        resolution=span.resolution,
+        start=span.start,
+        end=span.end,
+        series_prefix=prefix,
+    )
+
+
+def headline(
+    totals: list[Rollup],
+    deploys: Sequence[Rollup | SeriesTotal],
+    phases: Sequence[SeriesTotal],
+) -> dict[str, Any]:
+    """The figures the dashboard and the overview share, from the rows of
+    :data:`HEADLINE_SERIES`, the completed deployments' series (per bucket or summed) and
+    the build phases summed per series."""
+    api = combine(r for r in totals if r.series == API_TOTAL)
+    deployments = sum(r.count for r in deploys)
+    failed = sum(r.error_count for r in deploys)
+    fn = sum(r.count for r in totals if r.series == FUNCTION_TOTAL)
+    fn_errors = sum(r.error_count for r in totals if r.series == FUNCTION_TOTAL)
     builds = sum(t.count for t in phases if is_build_start(t.series))
     return {
-        "totalDeployments": deploys,
-        "successRate": ratio(deploys - failed, deploys),
+        "totalDeployments": deployments,
+        "successRate": ratio(deployments - failed, deployments),
         "avgBuildTime": (sum(t.value_sum for t in phases) / builds) if builds else None,
         "totalBuilds": builds,
         "totalFunctionInvocations": fn,
         "functionErrorRate": ratio(fn_errors, fn),
-        "totalErrors": sum(r.count for r in rows if r.series == ERROR_TOTAL),
+        "totalErrors": sum(r.count for r in totals if r.series == ERROR_TOTAL),
         "totalApiCalls": api.count,
         "apiErrorRate": ratio(api.error_count, api.count),
         "avgApiLatency": api.avg,
@@ -77,20 +76,30 @@ def headline(rows: list[Rollup], phases: list[SeriesTotal]) -> dict[str, Any]:
 
 
 async def dashboard(q: Query) -> dict[str, Any]:
-    (rows, phases), (_, groups, _), recent = await asyncio.gather(
-        headline_parts(q),
+    span = q.span
+    totals, deploys, phases, (_, groups, _), recent = await asyncio.gather(
+        _read_totals(q),
+        # Per bucket: the deployment trend needs them.
+        q.storage.rollups(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix="deploy:",
+        ),
+        _read_series_totals(q, "build:"),
         error_figures(q),
         q.storage.events(
             "deployment",
             project_id=q.project_id,
-            start=q.span.start,
-            end=q.span.end,
+            start=span.start,
+            end=span.end,
             limit=RECENT_DEPLOYMENTS,
         ),
     )
     return {
         **header(q.project_id, q.span),
-        **headline(rows, phases),
+        **headline(totals, deploys, phases),
         "recentDeployments": [
             {
                 "id": ev.id,
@@ -106,12 +115,18 @@ async def dashboard(q: Query) -> dict[str, Any]:
         ],
         "topErrors": groups[:TOP_ERRORS],
         "deploymentTrend": trend(
-            [r for r in rows if r.series.startswith("deploy:")],
-            q.span,
+            deploys,
+            span,
             lambda r: {"count": r.count, "failures": r.error_count},
         ),
     }
 
 
 async def overview_row(q: Query) -> dict[str, Any]:
-    return {"projectId": q.project_id, **headline(*await headline_parts(q))}
+    """A project's headline in two reads: an overview makes these for every project."""
+    totals, summed = await asyncio.gather(
+        _read_totals(q), _read_series_totals(q, ("deploy:", "build:"))
+    )
+    deploys = [t for t in summed if t.series.startswith("deploy:")]
+    phases = [t for t in summed if t.series.startswith("build:")]
+    return {"projectId": q.project_id, **headline(totals, deploys, phases)}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgimon.events import FUNCTION_TOTAL
 from asgimon.rollups import Rollup, combine
 
-from .common import header, ratio, trend
+from .common import header, per_series_and_total, ratio, trend
 from .query import Query
 
 # Upper edges (ms) of the execution-time distribution; the last bucket is open.
@@ -38,20 +39,12 @@ def _figures(r: Rollup) -> dict[str, Any]:
 
 
 async def functions(q: Query) -> dict[str, Any]:
-    """Everything from the ``fn:{function_id}`` rollups."""
+    """Per function from the ``fn:{function_id}`` rollups, each merged over the range; the
+    totals and the trend from the project's ``all:fn`` series."""
     span = q.span
-    rows = await q.storage.rollups(
-        project_id=q.project_id,
-        resolution=span.resolution,
-        start=span.start,
-        end=span.end,
-        series_prefix="fn:",
-    )
-    per_function: dict[str, list[Rollup]] = {}
-    for r in rows:
-        per_function.setdefault(r.series.removeprefix("fn:"), []).append(r)
-    merged = {name: combine(rs) for name, rs in sorted(per_function.items())}
-    total = combine(rows)
+    per_function, totals = await per_series_and_total(q, "fn:", FUNCTION_TOTAL)
+    merged = {r.series.removeprefix("fn:"): r for r in per_function}
+    total = combine(totals)
     overall = _figures(total)
     return {
         **header(q.project_id, span),
@@ -65,7 +58,7 @@ async def functions(q: Query) -> dict[str, Any]:
         "invocationsByFunction": [{"functionId": f, "count": r.count} for f, r in merged.items()],
         "errorsByFunction": [{"functionId": f, "count": r.error_count} for f, r in merged.items()],
         "executionTimeDistribution": _distribution(total),
-        "invocationTrend": trend(rows, span, _trend_point),
+        "invocationTrend": trend(totals, span, _trend_point),
         "functions": [{"functionId": f, **_figures(r)} for f, r in merged.items()],
     }
 

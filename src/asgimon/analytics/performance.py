@@ -8,13 +8,12 @@ It scores latency only: a fast 500 counts as satisfied (the error rate sits besi
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from asgimon.events import API_TOTAL
 from asgimon.rollups import Rollup, combine
 
-from .common import group, header, latency, ratio, trend
+from .common import header, latency, per_series_and_total, ratio, trend
 from .query import Query
 
 SORTS = ("count", "avg", "p95", "errorRate", "apdex")
@@ -33,32 +32,13 @@ def endpoint_of(series: str) -> tuple[str, str]:
     return method, endpoint
 
 
-async def api_rows(q: Query) -> list[Rollup]:
-    return await q.storage.rollups(
-        project_id=q.project_id,
-        resolution=q.span.resolution,
-        start=q.span.start,
-        end=q.span.end,
-        series_prefix="api:",
-    )
-
-
 async def performance(q: Query) -> dict[str, Any]:
     threshold = q.settings.apdex_threshold_ms
     sort = q.choice_param("sort", SORTS, "count") or "count"
-    rows, totals = await asyncio.gather(
-        api_rows(q),
-        q.storage.rollups(
-            project_id=q.project_id,
-            resolution=q.span.resolution,
-            start=q.span.start,
-            end=q.span.end,
-            series_prefix=API_TOTAL,
-        ),
-    )
+    per_endpoint, totals = await per_series_and_total(q, "api:", API_TOTAL)
     endpoints = []
-    for series, r in group(rows, lambda r: r.series).items():
-        method, endpoint = endpoint_of(series)
+    for r in per_endpoint:
+        method, endpoint = endpoint_of(r.series)
         endpoints.append(
             {"endpoint": endpoint, "method": method, **latency(r), "apdex": apdex(r, threshold)}
         )
