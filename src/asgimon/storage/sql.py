@@ -17,21 +17,22 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import (
+    CompoundSelect,
     Select,
     TextClause,
-    and_,
     bindparam,
     case,
     delete,
     func,
-    or_,
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -385,13 +386,11 @@ class SQLStorage:
         end: float,
         series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]:
-        t = s.rollups
-        cond = _rollup_range(project_id, resolution, start, end, series_prefix)
-        stmt = _rollup_columns().where(*cond).order_by(t.c.bucket_start, t.c.series)
+        stmt, params = _rollup_read("rows", project_id, resolution, start, end, series_prefix)
         loads, from_bytes = histogram.loads, histogram.Packed.from_bytes
         # Plain tuples: a month of a busy project is thousands of rows, and attribute access
         # on each row cost more than the query.
-        return [
+        out = [
             Rollup(
                 project_id,
                 series,
@@ -417,8 +416,12 @@ class SQLStorage:
                 value_max,
                 packed,
                 hist,
-            ) in cast("list[tuple[Any, ...]]", await self._fetch(stmt))
+            ) in cast("list[tuple[Any, ...]]", await self._fetch(stmt, params))
         ]
+        # Sorted here: an ORDER BY on the bucket leads SQLite to its bucket index, which
+        # walks every series of the project in the range.
+        out.sort(key=_bucket_then_series)
+        return out
 
     async def series_rollups(
         self,
@@ -429,15 +432,12 @@ class SQLStorage:
         end: float,
         series_prefix: str | tuple[str, ...] = "",
     ) -> list[Rollup]:
-        t = s.rollups
-        cond = _rollup_range(project_id, resolution, start, end, series_prefix)
-        stmt = _rollup_columns().where(*cond).order_by(t.c.series, t.c.bucket_start)
+        stmt, params = _rollup_read("rows", project_id, resolution, start, end, series_prefix)
         loads, merge_into = histogram.loads, histogram.merge_into
-        out: list[Rollup] = []
-        into: Rollup | None = None
-        # Merged as the rows come, in primary-key order: no object per row outlives its
-        # turn, where a Rollup and a Packed per row (1,500 for a month of 50 endpoints)
-        # lived through the request and pushed the collector into full collections.
+        merged: dict[str, Rollup] = {}
+        # Merged as the rows come: no object per row outlives its turn, where a Rollup and
+        # a Packed per row (1,500 for a month of 50 endpoints) lived through the request
+        # and pushed the collector into full collections.
         for (
             series,
             bucket,
@@ -449,10 +449,12 @@ class SQLStorage:
             value_max,
             packed,
             hist,
-        ) in cast("list[tuple[Any, ...]]", await self._fetch(stmt)):
-            if into is None or series != into.series:
-                into = Rollup(project_id, series, resolution, bucket)
-                out.append(into)
+        ) in cast("list[tuple[Any, ...]]", await self._fetch(stmt, params)):
+            into = merged.get(series)
+            if into is None:
+                into = merged[series] = Rollup(project_id, series, resolution, bucket)
+            elif bucket < into.bucket_start:
+                into.bucket_start = bucket
             into.count += count
             into.error_count += errors
             into.value_count += value_count
@@ -467,7 +469,7 @@ class SQLStorage:
                 into.packed = histogram.Packed.from_bytes(packed)
             else:
                 into.packed.add_bytes(packed)
-        return out
+        return [merged[series] for series in sorted(merged)]
 
     async def totals(
         self,
@@ -508,27 +510,14 @@ class SQLStorage:
         end: float,
         series_prefix: str | tuple[str, ...] = "",
     ) -> list[SeriesTotal]:
-        t = s.rollups
-        stmt = (
-            select(
-                t.c.series,
-                func.sum(t.c["count"]),
-                func.sum(t.c.error_count),
-                func.sum(t.c.value_count),
-                func.sum(t.c.value_sum),
-                func.min(t.c.bucket_start),
-                func.max(t.c.bucket_start),
-            )
-            .where(*_rollup_range(project_id, resolution, start, end, series_prefix))
-            .group_by(t.c.series)
-            .order_by(t.c.series)
-        )
-        return [
+        stmt, params = _rollup_read("sums", project_id, resolution, start, end, series_prefix)
+        totals = [
             SeriesTotal(series, int(n), int(e), int(vn), float(vs), int(lo), int(hi))
             for series, n, e, vn, vs, lo, hi in cast(
-                "list[tuple[Any, ...]]", await self._fetch(stmt)
+                "list[tuple[Any, ...]]", await self._fetch(stmt, params)
             )
         ]
+        return sorted(totals, key=attrgetter("series"))
 
     async def compact(self, *, before: float, batch_size: int = 2000) -> int:
         """Pack the histograms of hour and day buckets that ended before ``before``.
@@ -718,32 +707,115 @@ def _rollup_columns() -> Select[Any]:
     )
 
 
-def _rollup_range(
-    project_id: str, resolution: str, start: float, end: float, series_prefix: str | tuple[str, ...]
-) -> list[Any]:
+def _bucket_then_series(r: Rollup) -> tuple[int, str]:
+    return r.bucket_start, r.series
+
+
+def _series_total_columns() -> Select[Any]:
     t = s.rollups
-    cond = [
-        t.c.project_id == project_id,
-        t.c.resolution == resolution,
-        t.c.bucket_start >= math.ceil(start),
-        t.c.bucket_start < int(end) + (0 if end == int(end) else 1),
-    ]
+    return select(
+        t.c.series,
+        func.sum(t.c["count"]),
+        func.sum(t.c.error_count),
+        func.sum(t.c.value_count),
+        func.sum(t.c.value_sum),
+        func.min(t.c.bucket_start),
+        func.max(t.c.bucket_start),
+    ).group_by(t.c.series)
+
+
+_COLUMNS: dict[str, Callable[[], Select[Any]]] = {
+    "rows": _rollup_columns,
+    "sums": _series_total_columns,
+}
+
+
+def _rollup_read(
+    kind: str,
+    project_id: str,
+    resolution: str,
+    start: float,
+    end: float,
+    series_prefix: str | tuple[str, ...],
+) -> tuple[Select[Any] | CompoundSelect[Any], dict[str, Any]]:
+    """A read of the rollups of a range (``kind``: ``rows``, or ``sums`` per series): the
+    statement, made once per shape, and its parameters."""
+    params: dict[str, Any] = {
+        "p": project_id,
+        "r": resolution,
+        "lo": math.ceil(start),
+        "hi": int(end) + (0 if end == int(end) else 1),
+    }
     prefixes = (series_prefix,) if isinstance(series_prefix, str) else series_prefix
-    if prefixes and all(prefixes):  # "" is every series
-        # A project total is a whole series, found by equality. Any other prefix is a range
-        # of the primary key (series, then bucket) in the series' byte order, where a LIKE
-        # would have read every series of the project in the time range.
-        exact = [p for p in prefixes if p in TOTAL_SERIES]
-        ranges = [
-            and_(t.c.series >= p, t.c.series < _after_prefix(p))
-            for p in prefixes
-            if p not in TOTAL_SERIES
-        ]
-        if exact and not ranges:
-            cond.append(t.c.series.in_(exact))
-        else:
-            cond.append(or_(*ranges, *([t.c.series.in_(exact)] if exact else [])))
-    return cond
+    if not prefixes or not all(prefixes):  # "" is every series
+        return _rollup_read_sql(kind, 0, 0), params
+    ranges = sorted(p for p in prefixes if p not in TOTAL_SERIES)
+    # A prefix inside another reads nothing more, and would read its rows twice.
+    ranges = [p for i, p in enumerate(ranges) if not any(p.startswith(q) for q in ranges[:i])]
+    exact = [p for p in prefixes if p in TOTAL_SERIES and not p.startswith(tuple(ranges))]
+    params.update((f"x{i}", series) for i, series in enumerate(exact))
+    for i, prefix in enumerate(ranges):
+        params[f"s{i}"], params[f"e{i}"] = prefix, _after_prefix(prefix)
+    return _rollup_read_sql(kind, len(exact), len(ranges)), params
+
+
+@functools.lru_cache(maxsize=64)
+def _rollup_read_sql(kind: str, exact: int, ranges: int) -> Select[Any] | CompoundSelect[Any]:
+    """One SELECT per kind of series joined by UNION ALL, so each finds its rows through the
+    primary key (an OR of them would not). Made once: building the expression costs more
+    than running it."""
+    t = s.rollups
+    columns = _COLUMNS[kind]
+    common = [
+        t.c.project_id == bindparam("p"),
+        t.c.resolution == bindparam("r"),
+        t.c.bucket_start >= bindparam("lo"),
+        t.c.bucket_start < bindparam("hi"),
+    ]
+    if not exact and not ranges:
+        return columns().where(*common)
+    wanted: list[Any] = [bindparam(f"x{i}") for i in range(exact)]
+    branches = [columns().where(*common, t.c.series.in_(wanted))] if exact else []
+    for i in range(ranges):
+        found = _series_between(bindparam(f"s{i}"), bindparam(f"e{i}"), f"series_{i}")
+        branches.append(columns().where(*common, t.c.series.in_(found)))
+    return branches[0] if len(branches) == 1 else union_all(*branches)
+
+
+def _series_between(first: Any, stop: Any, name: str) -> Select[Any]:
+    """The project's series from ``first`` (inclusive) to ``stop``, by a loose index scan:
+    one seek per series in the primary key ``(project_id, resolution, series,
+    bucket_start)``.
+
+    A read of a series range walks every bucket of every series in it (a year of day
+    buckets, to keep a month), and the index on the bucket every series in the time range:
+    given the series one by one, the database seeks each one's range of buckets. Series
+    compare byte by byte (schema version 4), so a prefix's series lie between the prefix
+    and :func:`_after_prefix`.
+    """
+    t, inner = s.rollups, s.rollups.alias()
+    walk = (
+        select(func.min(t.c.series).label("series"))
+        .where(
+            t.c.project_id == bindparam("p"),
+            t.c.resolution == bindparam("r"),
+            t.c.series >= first,
+            t.c.series < stop,
+        )
+        .cte(name, recursive=True)
+    )
+    following = (
+        select(func.min(inner.c.series))
+        .where(
+            inner.c.project_id == bindparam("p"),
+            inner.c.resolution == bindparam("r"),
+            inner.c.series > walk.c.series,
+            inner.c.series < stop,
+        )
+        .scalar_subquery()
+    )
+    walk = walk.union_all(select(following).where(walk.c.series.is_not(None)))
+    return select(walk.c.series).where(walk.c.series.is_not(None))
 
 
 def _after_prefix(prefix: str) -> str:
