@@ -386,6 +386,57 @@ async def test_series_rollups_merge_each_series_packed_or_not(storage: Storage) 
     )
 
 
+async def test_bucket_totals_sum_the_series_of_each_bucket(storage: Storage) -> None:
+    rng = random.Random(8)
+    calls = [
+        ApiCall(
+            project_id="p1",
+            timestamp=T0 + rng.uniform(0, 3 * 86400),
+            endpoint=rng.choice(["/a", "/b", "/c"]),
+            method=rng.choice(["GET", "POST"]),
+            status=rng.choice([200, 500]),
+            duration_ms=rng.uniform(1, 100),
+            total_ms=1.0,
+        )
+        for _ in range(300)
+    ]
+    await storage.write(calls)
+    await storage.compact(before=T0 + 2 * 86400)
+
+    def expected(prefixes: tuple[str, ...], width: int) -> list[tuple[int, int, int, int]]:
+        sums: dict[int, list[int]] = {}
+        for c in calls:
+            series = f"api:{c.method} {c.endpoint}"
+            if series.startswith(prefixes) and c.timestamp < T0 + 2 * 86400:
+                acc = sums.setdefault(int(c.timestamp // width * width), [0, 0, 0])
+                acc[0] += 1
+                acc[1] += int(c.status >= 500)
+                acc[2] += 1
+        return [(b, acc[0], acc[1], acc[2]) for b, acc in sorted(sums.items())]
+
+    for resolution, width in (("hour", 3600), ("day", 86400)):
+        for prefixes in (("api:GET ",), ("api:GET /a", "api:POST /c"), ("api:",)):
+            got = await storage.bucket_totals(
+                project_id="p1",
+                resolution=resolution,
+                start=T0,
+                end=T0 + 2 * 86400,
+                series_prefix=prefixes,
+            )
+            assert all(r.series == "*" for r in got)
+            assert [(r.bucket_start, r.count, r.error_count, r.value_count) for r in got] == (
+                expected(prefixes, width)
+            ), (resolution, prefixes)
+            for r in got:
+                inside = [
+                    c.duration_ms
+                    for c in calls
+                    if f"api:{c.method} {c.endpoint}".startswith(prefixes)
+                    and int(c.timestamp // width * width) == r.bucket_start
+                ]
+                assert r.value_sum == pytest.approx(sum(inside))
+
+
 async def test_compaction_changes_no_figure_and_a_late_event_still_counts(
     storage: Storage,
 ) -> None:

@@ -35,50 +35,57 @@ def is_build_start(series: str) -> bool:
 async def builds(q: Query) -> dict[str, Any]:
     span = q.span
     # Independent reads run together: each is a round trip, and a pool serves them at once.
-    rows, recent = await asyncio.gather(
-        q.storage.rollups(
+    per_series, phase_runs, build_starts, recent = await asyncio.gather(
+        q.storage.series_rollups(
             project_id=q.project_id,
             resolution=span.resolution,
             start=span.start,
             end=span.end,
             series_prefix="build:",
         ),
+        q.storage.bucket_totals(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix="build:",
+        ),
+        q.storage.bucket_totals(
+            project_id=q.project_id,
+            resolution=span.resolution,
+            start=span.start,
+            end=span.end,
+            series_prefix=f"build:{FIRST_PHASE}:",
+        ),
         q.storage.events(
             "build", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT_PHASES
         ),
     )
-    starts = [r for r in rows if is_build_start(r.series)]
+    starts = [r for r in per_series if is_build_start(r.series)]
     total = sum(r.count for r in starts)
     # A retried phase can fail twice in one build, and a build begun before the range can
     # fail inside it: a rate stays a rate.
-    failed = min(total, sum(r.error_count for r in rows))
-    phase_time = sum(r.value_sum for r in rows)
-    per_phase = group(rows, lambda r: _parts(r.series)[0])
+    failed = min(total, sum(r.error_count for r in per_series))
+    phase_time = sum(r.value_sum for r in per_series)
+    per_phase = group(per_series, lambda r: _parts(r.series)[0])
     per_framework = group(starts, lambda r: _parts(r.series)[1])
     order = {p: i for i, p in enumerate(PHASES)}
 
     def trend_point(r: Rollup) -> dict[str, Any]:
-        # ``r`` merges every phase of one bucket; builds are its clone runs.
+        # ``r`` sums every phase of one bucket; builds are its clone runs.
         return {"builds": r.count, "failures": r.error_count, "avgDuration": r.avg}
 
-    by_bucket: dict[int, Rollup] = {}
-    for r in rows:
-        point = by_bucket.setdefault(
-            r.bucket_start, Rollup(q.project_id, "*", r.resolution, r.bucket_start)
-        )
-        if is_build_start(r.series):
-            point.count += r.count
-        point.error_count += r.error_count
-        point.value_sum += r.value_sum
-    for point in by_bucket.values():
-        point.value_count = point.count  # avg = all phase time / builds in that bucket
+    builds_in = {r.bucket_start: r.count for r in build_starts}
+    for point in phase_runs:
+        # avg = all phase time / builds in that bucket
+        point.count = point.value_count = builds_in.get(point.bucket_start, 0)
     return {
         **header(q.project_id, span),
         "totalBuilds": total,
         "successRate": ratio(total - failed, total),
         "failureRate": ratio(failed, total),
         "avgDuration": phase_time / total if total else None,
-        "durationTrend": trend(by_bucket.values(), span, trend_point),
+        "durationTrend": trend(phase_runs, span, trend_point),
         "phaseDurations": [
             {"phase": phase, **_phase(r)}
             for phase, r in sorted(per_phase.items(), key=lambda kv: order.get(kv[0], 99))

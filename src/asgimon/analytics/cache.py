@@ -204,9 +204,11 @@ class RollupCache:
 
 
 class CachedStorage:
-    """A storage whose :meth:`rollups` serves closed buckets from a :class:`RollupCache`.
+    """A storage whose :meth:`rollups` and :meth:`series_rollups` serve closed buckets from
+    a :class:`RollupCache`.
 
-    Raw events and totals are read through, uncached.
+    Raw events and sums (no histograms: one row per window, series or bucket) are read
+    through, uncached.
     """
 
     def __init__(self, storage: Storage, cache: RollupCache, now: float | None = None) -> None:
@@ -240,6 +242,23 @@ class CachedStorage:
         series_prefix: str | tuple[str, ...] = "",
     ) -> list[SeriesTotal]:
         return await self._storage.series_totals(
+            project_id=project_id,
+            resolution=resolution,
+            start=start,
+            end=end,
+            series_prefix=series_prefix,
+        )
+
+    async def bucket_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]:
+        return await self._storage.bucket_totals(
             project_id=project_id,
             resolution=resolution,
             start=start,

@@ -56,6 +56,16 @@ class Reader(Protocol):
         series_prefix: str | tuple[str, ...] = "",
     ) -> list[SeriesTotal]: ...
 
+    async def bucket_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]: ...
+
     async def series_rollups(
         self,
         *,

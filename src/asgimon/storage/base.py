@@ -110,6 +110,20 @@ class Storage(Protocol):
         error groups or build phases over a month without reading every bucket."""
         ...
 
+    async def bucket_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]:
+        """The series' rollups summed per bucket in ``[start, end)`` (no histogram; series
+        ``*``), oldest first: a trend across many series without a row per series and
+        bucket."""
+        ...
+
     async def series_rollups(
         self,
         *,
@@ -167,9 +181,9 @@ def storage_identity(storage: object) -> str:
 
 
 class SumsByScan:
-    """:meth:`Storage.totals`, :meth:`Storage.series_totals` and
-    :meth:`Storage.series_rollups` for backends without server-side sums: computed from one
-    covering :meth:`Storage.rollups` read."""
+    """:meth:`Storage.totals`, :meth:`Storage.series_totals`, :meth:`Storage.bucket_totals`
+    and :meth:`Storage.series_rollups` for backends without server-side sums: computed from
+    one covering :meth:`Storage.rollups` read."""
 
     async def rollups(
         self,
@@ -237,6 +251,33 @@ class SumsByScan:
             acc[4] = min(acc[4], r.bucket_start)
             acc[5] = max(acc[5], r.bucket_start)
         return [SeriesTotal(series, *acc) for series, acc in sorted(sums.items())]
+
+    async def bucket_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]:
+        rows = await self.rollups(
+            project_id=project_id,
+            resolution=resolution,
+            start=start,
+            end=end,
+            series_prefix=series_prefix,
+        )
+        sums: dict[int, Rollup] = {}
+        for r in rows:
+            total = sums.get(r.bucket_start)
+            if total is None:
+                total = sums[r.bucket_start] = Rollup(project_id, "*", resolution, r.bucket_start)
+            total.count += r.count
+            total.error_count += r.error_count
+            total.value_count += r.value_count
+            total.value_sum += r.value_sum
+        return [sums[b] for b in sorted(sums)]
 
     async def series_rollups(
         self,

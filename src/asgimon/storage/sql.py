@@ -519,6 +519,27 @@ class SQLStorage:
         ]
         return sorted(totals, key=attrgetter("series"))
 
+    async def bucket_totals(
+        self,
+        *,
+        project_id: str,
+        resolution: str,
+        start: float,
+        end: float,
+        series_prefix: str | tuple[str, ...] = "",
+    ) -> list[Rollup]:
+        stmt, params = _rollup_read("buckets", project_id, resolution, start, end, series_prefix)
+        sums: dict[int, Rollup] = {}
+        for bucket, n, e, vn, vs in cast("list[tuple[Any, ...]]", await self._fetch(stmt, params)):
+            total = sums.get(bucket)
+            if total is None:
+                total = sums[bucket] = Rollup(project_id, "*", resolution, int(bucket))
+            total.count += int(n)
+            total.error_count += int(e)
+            total.value_count += int(vn)
+            total.value_sum += float(vs)
+        return [sums[b] for b in sorted(sums)]
+
     async def compact(self, *, before: float, batch_size: int = 2000) -> int:
         """Pack the histograms of hour and day buckets that ended before ``before``.
 
@@ -724,9 +745,17 @@ def _series_total_columns() -> Select[Any]:
     ).group_by(t.c.series)
 
 
+def _bucket_total_columns() -> Select[Any]:
+    t = s.rollups
+    # Summed by the caller: with a GROUP BY on the bucket, SQLite reads through its bucket
+    # index, every series of the project in the range, for the order it gives.
+    return select(t.c.bucket_start, t.c["count"], t.c.error_count, t.c.value_count, t.c.value_sum)
+
+
 _COLUMNS: dict[str, Callable[[], Select[Any]]] = {
     "rows": _rollup_columns,
     "sums": _series_total_columns,
+    "buckets": _bucket_total_columns,
 }
 
 
@@ -738,8 +767,8 @@ def _rollup_read(
     end: float,
     series_prefix: str | tuple[str, ...],
 ) -> tuple[Select[Any] | CompoundSelect[Any], dict[str, Any]]:
-    """A read of the rollups of a range (``kind``: ``rows``, or ``sums`` per series): the
-    statement, made once per shape, and its parameters."""
+    """A read of the rollups of a range (``kind``: ``rows``, ``sums`` per series or
+    ``buckets``, sums per bucket): the statement, made once per shape, and its parameters."""
     params: dict[str, Any] = {
         "p": project_id,
         "r": resolution,
