@@ -325,7 +325,9 @@ async def test_write_lock_held_below_busy_timeout_loses_nothing(
     ("retry_deadline", "expect_drops"),
     [
         pytest.param(20.0, False, id="retried-until-written"),
-        pytest.param(1.0, True, id="deadline-passes-dropped"),
+        # Room for one retry even when a periodic job's claim held the writer for its own
+        # busy timeout first; still half the time the lock is held.
+        pytest.param(1.5, True, id="deadline-passes-dropped"),
     ],
 )
 async def test_write_lock_held_beyond_busy_timeout_is_retried_never_raised(

@@ -207,7 +207,7 @@ def _v4_series_byte_order(conn: Connection) -> None:
     """Version 4: the rollups' series compared byte by byte, so a prefix is a key range."""
     if conn.dialect.name == "postgresql":
         table = conn.dialect.identifier_preparer.format_table(rollups)
-        # Rewrites the table and rebuilds its indexes, under an exclusive lock.
+        # Rebuilds the primary key (not the table: the type stays), under an exclusive lock.
         conn.exec_driver_sql(
             f'ALTER TABLE {table} ALTER COLUMN series TYPE VARCHAR(512) COLLATE "C"'
         )
