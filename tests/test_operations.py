@@ -20,6 +20,7 @@ from asgimon import (
     MemoryStorage,
     Monitor,
     StorageUnavailable,
+    histogram,
 )
 from asgimon.errors import SchemaVersionError
 from asgimon.scheduler import Scheduler
@@ -44,11 +45,19 @@ def make_v1(path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE asgimon_job_claims")
         db.execute("ALTER TABLE asgimon_rollups DROP COLUMN hist_packed")
-        old_series = [("build:clone", 3, 1), ("error:high", 2, 2), ("api:GET /", 5, 0)]
+        old_series = [
+            ("build:clone", 0, 3, 1, 0, 0.0, None, None, "{}"),
+            ("error:high", 0, 2, 2, 0, 0.0, None, None, "{}"),
+            # Two endpoints in one day and one in the next: what version 3's project
+            # totals are summed from.
+            ("api:GET /", 0, 5, 0, 5, 50.0, 2.0, 20.0, histogram.dumps({100: 3, 120: 2})),
+            ("api:POST /a", 0, 2, 1, 2, 30.0, 10.0, 20.0, histogram.dumps({120: 1, 130: 1})),
+            ("api:GET /", 86400, 1, 0, 1, 7.0, 7.0, 7.0, histogram.dumps({110: 1})),
+        ]
         db.executemany(
             "INSERT INTO asgimon_rollups (project_id, resolution, series, bucket_start,"
-            " count, error_count, value_count, value_sum, hist)"
-            " VALUES ('p', 'day', ?, 0, ?, ?, 0, 0, '{}')",
+            " count, error_count, value_count, value_sum, value_min, value_max, hist)"
+            " VALUES ('p', 'day', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             old_series,
         )
         db.execute("UPDATE asgimon_schema_version SET version = 1")
@@ -80,17 +89,53 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
         assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (4,)
         assert conn.execute("SELECT count(*) FROM asgimon_job_claims").fetchone() == (0,)
         assert conn.execute("SELECT count(hist_packed) FROM asgimon_rollups").fetchone() == (0,)
-        renamed = conn.execute("SELECT series FROM asgimon_rollups ORDER BY series").fetchall()
-        assert renamed == [("api:GET /",), ("build:clone:-",), ("error:high:-:unknown",)]
+        renamed = conn.execute(
+            "SELECT DISTINCT series FROM asgimon_rollups ORDER BY series"
+        ).fetchall()
+        assert renamed == [
+            ("all:api",),
+            ("all:error",),
+            ("api:GET /",),
+            ("api:POST /a",),
+            ("build:clone:-",),
+            ("error:high:-:unknown",),
+        ]
+        totals = conn.execute(
+            "SELECT series, bucket_start, count, error_count, value_count, value_sum,"
+            " value_min, value_max, hist FROM asgimon_rollups WHERE series LIKE 'all:%'"
+            " ORDER BY series, bucket_start"
+        ).fetchall()
+        assert [(*t[:8], histogram.loads(t[8])) for t in totals] == [
+            ("all:api", 0, 7, 1, 7, 80.0, 2.0, 20.0, {100: 3, 120: 3, 130: 1}),
+            ("all:api", 86400, 1, 0, 1, 7.0, 7.0, 7.0, {110: 1}),
+            ("all:error", 0, 2, 2, 0, 0.0, None, None, {}),
+        ]
 
     again = asgimon_cli("db", "upgrade", env=env)
     assert json.loads(again.stdout) == {"upgraded": []}
     assert asgimon_cli("check", env=env).returncode == 0
 
 
-async def test_postgres_upgrade_orders_series_by_bytes() -> None:
-    """Version 4 gives the series column the "C" collation: under a locale's collation a
-    series prefix is neither a LIKE the index can serve nor a byte range."""
+async def test_a_version_that_changes_nothing_here_is_applied_at_start(tmp_path: Path) -> None:
+    # Version 4 only changes PostgreSQL: a SQLite database at 3 needs no upgrade step.
+    db = tmp_path / "v3.db"
+    storage = SQLStorage(f"sqlite:///{db}")
+    await storage.start()
+    await storage.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE asgimon_schema_version SET version = 3")
+    storage = SQLStorage(f"sqlite:///{db}")
+    await storage.start()
+    await storage.write([ApiCall(project_id="p", timestamp=time.time(), endpoint="/a")])
+    await storage.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (4,)
+
+
+async def test_postgres_upgrades_from_version_1_and_orders_series_by_bytes() -> None:
+    """Every migration on PostgreSQL; version 4 gives the series column the "C" collation:
+    under a locale's collation a series prefix is neither a LIKE the index can serve nor a
+    byte range."""
     import asyncpg  # type: ignore[import-untyped]
 
     async for schema in pg_schema():
@@ -100,16 +145,21 @@ async def test_postgres_upgrade_orders_series_by_bytes() -> None:
         await storage.close()
         conn = await asyncpg.connect(PG_URL)
         try:
+            # As version 1 left it: no claims, no packed histograms, no project totals, and
+            # the database's collation.
             table = f"{schema}.asgimon_rollups"
+            await conn.execute(f"DROP TABLE {schema}.asgimon_job_claims")
+            await conn.execute(f"ALTER TABLE {table} DROP COLUMN hist_packed")
+            await conn.execute(f"DELETE FROM {table} WHERE series LIKE 'all:%'")
             await conn.execute(
                 f'ALTER TABLE {table} ALTER COLUMN series TYPE VARCHAR(512) COLLATE "default"'
             )
-            await conn.execute(f"UPDATE {schema}.asgimon_schema_version SET version = 3")
+            await conn.execute(f"UPDATE {schema}.asgimon_schema_version SET version = 1")
             with pytest.raises(SchemaVersionError, match="asgimon db upgrade"):
                 await SQLStorage(PG_URL, schema=schema).start()
 
             upgraded = SQLStorage(PG_URL, schema=schema)
-            assert await upgraded.upgrade() == [4]
+            assert await upgraded.upgrade() == [2, 3, 4]
             collation = await conn.fetchval(
                 "SELECT collation_name FROM information_schema.columns WHERE table_schema = $1"
                 " AND table_name = 'asgimon_rollups' AND column_name = 'series'",
@@ -122,10 +172,10 @@ async def test_postgres_upgrade_orders_series_by_bytes() -> None:
                 resolution="day",
                 start=0,
                 end=time.time() + DAY,
-                series_prefix="api:",
+                series_prefix=("api:", "all:api"),
             )
             await upgraded.close()
-            assert [(r.series, r.count) for r in rows] == [("api:GET /a", 1)]
+            assert sorted((r.series, r.count) for r in rows) == [("all:api", 1), ("api:GET /a", 1)]
         finally:
             await conn.close()
 

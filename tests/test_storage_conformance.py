@@ -235,6 +235,40 @@ async def test_a_series_prefix_ends_where_the_prefix_ends(storage: Storage) -> N
     )
     assert sorted(t.series for t in totals) == sorted([*inside, "fn:a;", "fn:a;b"])
 
+    # The last code point has no successor, and a surrogate is no character.
+    edges = ["z\U0010ffff", "z\U0010ffffx", "{", "y\ud7ffq", "y\ue000"]
+    await storage.write(
+        [
+            FunctionInvocation(project_id="p1", timestamp=T0, function_id=f, duration_ms=1.0)
+            for f in edges
+        ]
+    )
+    for prefix, expected in (
+        ("fn:z\U0010ffff", ["fn:z\U0010ffff", "fn:z\U0010ffffx"]),
+        ("fn:y\ud7ff", ["fn:y\ud7ffq"]),
+    ):
+        rows = await storage.rollups(
+            project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix=prefix
+        )
+        assert sorted(r.series for r in rows) == expected, prefix
+
+
+async def test_no_prefix_at_all_reads_no_series(storage: Storage) -> None:
+    await storage.write(one_of_each(T0))
+    for read in (
+        storage.rollups,
+        storage.series_rollups,
+        storage.series_totals,
+        storage.bucket_totals,
+    ):
+        nothing = await read(
+            project_id="p1", resolution="day", start=T0, end=T0 + 86400, series_prefix=()
+        )
+        everything = await read(
+            project_id="p1", resolution="day", start=T0, end=T0 + 86400, series_prefix=("",)
+        )
+        assert (nothing, bool(everything)) == ([], True), read
+
 
 async def test_totals_sum_each_window_in_one_call(storage: Storage) -> None:
     rng = random.Random(3)

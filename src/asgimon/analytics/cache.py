@@ -312,7 +312,8 @@ class CachedStorage:
             await self._cache.put(key, closed)
         else:
             closed, live = cached, await read(closed_end, end)
-        return merge_per_series([*closed, *live]) if live else closed
+        # A new list either way: the cached one is not the caller's to change.
+        return merge_per_series([*closed, *live]) if live else list(closed)
 
     def _reader(
         self,

@@ -8,6 +8,7 @@ Every event table has the primary key ``(project_id, id)``, which makes inserts 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -23,8 +24,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+
+from asgimon.events import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
+from asgimon.histogram import dumps, loads
+from asgimon.rollups import Rollup
 
 SCHEMA_VERSION = 4
 PREFIX = "asgimon_"
@@ -201,6 +208,76 @@ def _v3_packed_histograms(conn: Connection) -> None:
         f"UPDATE {table} SET series = series || ':-:unknown' "
         "WHERE series LIKE 'error:%' AND series NOT LIKE 'error:%:%'"
     )
+    _add_project_totals(conn)
+
+
+def _add_project_totals(conn: Connection) -> None:
+    """The project totals (``all:api``, ``all:fn``, ``all:error``), which version 3 reads
+    for headline figures, summed from the series they total over every bucket before it."""
+    t = rollups
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t)
+    for total, prefix in ((API_TOTAL, "api:"), (FUNCTION_TOTAL, "fn:"), (ERROR_TOTAL, "error:")):
+        of_prefix = t.c.series.like(prefix + "%")
+        pairs = conn.execute(select(t.c.project_id, t.c.resolution).where(of_prefix).distinct())
+        for project, resolution in pairs.all():
+            here = [t.c.project_id == project, t.c.resolution == resolution, of_prefix]
+            after: int | None = None
+            # A few hundred buckets at a time, however large the table.
+            while True:
+                window = [*here] if after is None else [*here, t.c.bucket_start > after]
+                buckets = (
+                    conn.execute(
+                        select(t.c.bucket_start)
+                        .where(*window)
+                        .distinct()
+                        .order_by(t.c.bucket_start)
+                        .limit(500)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not buckets:
+                    break
+                rows = conn.execute(
+                    select(
+                        t.c.bucket_start,
+                        t.c["count"],
+                        t.c.error_count,
+                        t.c.value_count,
+                        t.c.value_sum,
+                        t.c.value_min,
+                        t.c.value_max,
+                        t.c.hist,
+                    ).where(*window, t.c.bucket_start <= buckets[-1])
+                )
+                sums: dict[int, Rollup] = {}
+                for bucket, n, e, vn, vs, lo, hi, hist in rows:
+                    into = sums.get(bucket)
+                    if into is None:
+                        into = sums[bucket] = Rollup(project, total, resolution, bucket)
+                    into.merge(
+                        Rollup(
+                            project, total, resolution, bucket, n, e, vn, vs, lo, hi, loads(hist)
+                        )
+                    )
+                conn.execute(insert.on_conflict_do_nothing(), [_row_of(r) for r in sums.values()])
+                after = buckets[-1]
+
+
+def _row_of(r: Rollup) -> dict[str, Any]:
+    return {
+        "project_id": r.project_id,
+        "resolution": r.resolution,
+        "series": r.series,
+        "bucket_start": r.bucket_start,
+        "count": r.count,
+        "error_count": r.error_count,
+        "value_count": r.value_count,
+        "value_sum": r.value_sum,
+        "value_min": r.value_min,
+        "value_max": r.value_max,
+        "hist": dumps(r.hist),
+    }
 
 
 def _v4_series_byte_order(conn: Connection) -> None:
@@ -220,3 +297,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
 }
 """Version N's migration takes a database from N - 1 to N. A fresh database is created at
 the latest version directly."""
+
+ONLY_ON: dict[int, str] = {4: "postgresql"}
+"""Migrations that change one kind of database only. Where they change nothing they are
+applied at start, without waiting for ``asgimon db upgrade``."""

@@ -28,6 +28,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    false,
     func,
     select,
     text,
@@ -488,7 +489,7 @@ class SQLStorage:
             params: dict[str, Any] = {"p": project_id, "r": resolution, "s": series}
             for i, (lo, hi) in enumerate(chunk):
                 params[f"lo{i}"] = math.ceil(lo)
-                params[f"hi{i}"] = int(hi) + (0 if hi == int(hi) else 1)
+                params[f"hi{i}"] = math.ceil(hi)
             stmt = _totals_sql(len(chunk))
             rows.update((first + r.w, r) for r in await self._fetch(stmt, params))
         out = []
@@ -773,10 +774,12 @@ def _rollup_read(
         "p": project_id,
         "r": resolution,
         "lo": math.ceil(start),
-        "hi": int(end) + (0 if end == int(end) else 1),
+        "hi": math.ceil(end),
     }
     prefixes = (series_prefix,) if isinstance(series_prefix, str) else series_prefix
-    if not prefixes or not all(prefixes):  # "" is every series
+    if not prefixes:  # no prefix at all: no series
+        return _COLUMNS[kind]().where(false()), params
+    if not all(prefixes):  # "" is every series
         return _rollup_read_sql(kind, 0, 0), params
     ranges = sorted(p for p in prefixes if p not in TOTAL_SERIES)
     # A prefix inside another reads nothing more, and would read its rows twice.
@@ -848,8 +851,16 @@ def _series_between(first: Any, stop: Any, name: str) -> Select[Any]:
 
 
 def _after_prefix(prefix: str) -> str:
-    """The least string greater than every string that starts with ``prefix``."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    """The least string greater than every string that starts with ``prefix``, in the byte
+    order of UTF-8 (that of code points)."""
+    # Nothing follows the last code point: the bound comes from the characters before it.
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        raise ValueError(f"series prefix {prefix!r} has no upper bound")
+    following = ord(stem[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are not characters UTF-8 can carry
+        following = 0xE000
+    return stem[:-1] + chr(following)
 
 
 _PROJECTS_SQL = text(
