@@ -8,7 +8,6 @@ Every event table has the primary key ``(project_id, id)``, which makes inserts 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -30,8 +29,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from asgimon.events import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
-from asgimon.histogram import dumps, loads
+from asgimon.histogram import loads
 from asgimon.rollups import Rollup
+
+from ._sql_rows import rollup_row
 
 SCHEMA_VERSION = 4
 PREFIX = "asgimon_"
@@ -260,24 +261,10 @@ def _add_project_totals(conn: Connection) -> None:
                             project, total, resolution, bucket, n, e, vn, vs, lo, hi, loads(hist)
                         )
                     )
-                conn.execute(insert.on_conflict_do_nothing(), [_row_of(r) for r in sums.values()])
+                conn.execute(
+                    insert.on_conflict_do_nothing(), [rollup_row(r) for r in sums.values()]
+                )
                 after = buckets[-1]
-
-
-def _row_of(r: Rollup) -> dict[str, Any]:
-    return {
-        "project_id": r.project_id,
-        "resolution": r.resolution,
-        "series": r.series,
-        "bucket_start": r.bucket_start,
-        "count": r.count,
-        "error_count": r.error_count,
-        "value_count": r.value_count,
-        "value_sum": r.value_sum,
-        "value_min": r.value_min,
-        "value_max": r.value_max,
-        "hist": dumps(r.hist),
-    }
 
 
 def _v4_series_byte_order(conn: Connection) -> None:
