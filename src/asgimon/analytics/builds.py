@@ -36,30 +36,10 @@ async def builds(q: Query) -> dict[str, Any]:
     span = q.span
     # Independent reads run together: each is a round trip, and a pool serves them at once.
     per_series, phase_runs, build_starts, recent = await asyncio.gather(
-        q.storage.series_rollups(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix="build:",
-        ),
-        q.storage.bucket_totals(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix="build:",
-        ),
-        q.storage.bucket_totals(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix=f"build:{FIRST_PHASE}:",
-        ),
-        q.storage.events(
-            "build", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT_PHASES
-        ),
+        q.series_rollups("build:"),
+        q.bucket_totals("build:"),
+        q.bucket_totals(f"build:{FIRST_PHASE}:"),
+        q.events("build", RECENT_PHASES),
     )
     starts = [r for r in per_series if is_build_start(r.series)]
     total = sum(r.count for r in starts)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from asgimon.rollups import Rollup
 
-from .query import Query
 from .ranges import TimeRange
 
 
@@ -79,27 +77,3 @@ def group(rows: Iterable[Rollup], key: Callable[[Rollup], str]) -> dict[str, Rol
             into = out[k] = Rollup(r.project_id, k, r.resolution, 0)
         into.merge(r)
     return dict(sorted(out.items()))
-
-
-async def per_series_and_total(
-    q: Query, prefix: str, total: str
-) -> tuple[list[Rollup], list[Rollup]]:
-    """Each series of ``prefix`` merged over the range (per endpoint, per function), and the
-    rows of the project's ``total`` series per bucket (the trend, the overall figures)."""
-    span = q.span
-    return await asyncio.gather(
-        q.storage.series_rollups(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix=prefix,
-        ),
-        q.storage.rollups(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix=total,
-        ),
-    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from asgimon.events import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL, DeploymentEvent
@@ -22,28 +22,6 @@ RECENT_DEPLOYMENTS = 10
 # Totals, not one series per endpoint or function: a month of headline figures is a few
 # hundred rows, whatever the number of endpoints.
 HEADLINE_SERIES = (API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL)
-
-
-def _read_totals(q: Query) -> Awaitable[list[Rollup]]:
-    span = q.span
-    return q.storage.rollups(
-        project_id=q.project_id,
-        resolution=span.resolution,
-        start=span.start,
-        end=span.end,
-        series_prefix=HEADLINE_SERIES,
-    )
-
-
-def _read_series_totals(q: Query, prefix: str | tuple[str, ...]) -> Awaitable[list[SeriesTotal]]:
-    span = q.span
-    return q.storage.series_totals(
-        project_id=q.project_id,
-        resolution=span.resolution,
-        start=span.start,
-        end=span.end,
-        series_prefix=prefix,
-    )
 
 
 def headline(
@@ -78,24 +56,12 @@ def headline(
 async def dashboard(q: Query) -> dict[str, Any]:
     span = q.span
     totals, deploys, phases, (_, groups, _), recent = await asyncio.gather(
-        _read_totals(q),
+        q.rollups(HEADLINE_SERIES),
         # Per bucket: the deployment trend needs them.
-        q.storage.rollups(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix="deploy:",
-        ),
-        _read_series_totals(q, "build:"),
+        q.rollups("deploy:"),
+        q.series_totals("build:"),
         error_figures(q),
-        q.storage.events(
-            "deployment",
-            project_id=q.project_id,
-            start=span.start,
-            end=span.end,
-            limit=RECENT_DEPLOYMENTS,
-        ),
+        q.events("deployment", RECENT_DEPLOYMENTS),
     )
     return {
         **header(q.project_id, q.span),
@@ -125,7 +91,7 @@ async def dashboard(q: Query) -> dict[str, Any]:
 async def overview_row(q: Query) -> dict[str, Any]:
     """A project's headline in two reads: an overview makes these for every project."""
     totals, summed = await asyncio.gather(
-        _read_totals(q), _read_series_totals(q, ("deploy:", "build:"))
+        q.rollups(HEADLINE_SERIES), q.series_totals(("deploy:", "build:"))
     )
     deploys = [t for t in summed if t.series.startswith("deploy:")]
     phases = [t for t in summed if t.series.startswith("build:")]

@@ -27,16 +27,8 @@ async def deployments(q: Query) -> dict[str, Any]:
     """Completed deployments from the ``deploy:{framework}`` rollups; the latest events raw."""
     span = q.span
     rows, recent = await asyncio.gather(
-        q.storage.rollups(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix="deploy:",
-        ),
-        q.storage.events(
-            "deployment", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT
-        ),
+        q.rollups("deploy:"),
+        q.events("deployment", RECENT),
     )
     total = sum(r.count for r in rows)
     failed = sum(r.error_count for r in rows)

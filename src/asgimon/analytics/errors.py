@@ -33,18 +33,9 @@ async def error_figures(
     q: Query,
 ) -> tuple[list[SeriesTotal], list[dict[str, Any]], list[ErrorEvent]]:
     """Each group's totals, the groups (largest first) and the recent events of a range."""
-    span = q.span
     totals, found = await asyncio.gather(
-        q.storage.series_totals(
-            project_id=q.project_id,
-            resolution=span.resolution,
-            start=span.start,
-            end=span.end,
-            series_prefix="error:",
-        ),
-        q.storage.events(
-            "error", project_id=q.project_id, start=span.start, end=span.end, limit=RECENT
-        ),
+        q.series_totals("error:"),
+        q.events("error", RECENT),
     )
     recent = [ev for ev in found if isinstance(ev, ErrorEvent)]
     latest: dict[str, ErrorEvent] = {}
@@ -72,13 +63,7 @@ async def error_figures(
 async def errors(q: Query) -> dict[str, Any]:
     (totals, groups, recent), trend_rows = await asyncio.gather(
         error_figures(q),
-        q.storage.rollups(
-            project_id=q.project_id,
-            resolution=q.span.resolution,
-            start=q.span.start,
-            end=q.span.end,
-            series_prefix=ERROR_TOTAL,
-        ),
+        q.rollups(ERROR_TOTAL),
     )
     by_type: Counter[str] = Counter()
     by_severity: Counter[str] = Counter()

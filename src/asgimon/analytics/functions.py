@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from asgimon.events import FUNCTION_TOTAL
 from asgimon.rollups import Rollup, combine
 
-from .common import header, per_series_and_total, ratio, trend
+from .common import header, ratio, trend
 from .query import Query
 
 # Upper edges (ms) of the execution-time distribution; the last bucket is open.
@@ -42,7 +43,7 @@ async def functions(q: Query) -> dict[str, Any]:
     """Per function from the ``fn:{function_id}`` rollups, each merged over the range; the
     totals and the trend from the project's ``all:fn`` series."""
     span = q.span
-    per_function, totals = await per_series_and_total(q, "fn:", FUNCTION_TOTAL)
+    per_function, totals = await asyncio.gather(q.series_rollups("fn:"), q.rollups(FUNCTION_TOTAL))
     merged = {r.series.removeprefix("fn:"): r for r in per_function}
     total = combine(totals)
     overall = _figures(total)

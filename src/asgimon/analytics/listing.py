@@ -32,7 +32,5 @@ def to_json(ev: Event) -> dict[str, Any]:
 async def events(q: Query) -> dict[str, Any]:
     kind = q.choice_param("kind", tuple(EVENT_TYPES), "api_call") or "api_call"
     limit = q.int_param("limit", 100, 1, MAX_LIMIT)
-    found = await q.storage.events(
-        kind, project_id=q.project_id, start=q.span.start, end=q.span.end, limit=limit
-    )
+    found = await q.events(kind, limit)
     return {**header(q.project_id, q.span), "kind": kind, "events": [to_json(e) for e in found]}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from asgimon.events import Event
 from asgimon.rollups import Rollup
@@ -104,3 +104,43 @@ class Query:
         if raw not in choices:
             raise BadQuery(name, "must be one of " + ", ".join(choices))
         return raw
+
+    # The reads of this project over this range (the storage's, with those filled in).
+
+    def rollups(self, prefix: str | tuple[str, ...]) -> Awaitable[list[Rollup]]:
+        """Per series and bucket."""
+        return self.storage.rollups(series_prefix=prefix, **self._window())
+
+    def series_rollups(self, prefix: str | tuple[str, ...]) -> Awaitable[list[Rollup]]:
+        """Each series merged over the range."""
+        return self.storage.series_rollups(series_prefix=prefix, **self._window())
+
+    def series_totals(self, prefix: str | tuple[str, ...]) -> Awaitable[list[SeriesTotal]]:
+        """Each series summed over the range, no histogram."""
+        return self.storage.series_totals(series_prefix=prefix, **self._window())
+
+    def bucket_totals(self, prefix: str | tuple[str, ...]) -> Awaitable[list[Rollup]]:
+        """Every series summed per bucket, no histogram."""
+        return self.storage.bucket_totals(series_prefix=prefix, **self._window())
+
+    def events(self, kind: str, limit: int) -> Awaitable[list[Event]]:
+        """The newest raw events of the range."""
+        return self.storage.events(
+            kind, project_id=self.project_id, start=self.span.start, end=self.span.end, limit=limit
+        )
+
+    def _window(self) -> _Window:
+        span = self.span
+        return {
+            "project_id": self.project_id,
+            "resolution": span.resolution,
+            "start": span.start,
+            "end": span.end,
+        }
+
+
+class _Window(TypedDict):
+    project_id: str
+    resolution: str
+    start: float
+    end: float
