@@ -8,6 +8,7 @@ Every event table has the primary key ``(project_id, id)``, which makes inserts 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -222,49 +223,43 @@ def _add_project_totals(conn: Connection) -> None:
         pairs = conn.execute(select(t.c.project_id, t.c.resolution).where(of_prefix).distinct())
         for project, resolution in pairs.all():
             here = [t.c.project_id == project, t.c.resolution == resolution, of_prefix]
-            after: int | None = None
             # A few hundred buckets at a time, however large the table.
-            while True:
-                window = [*here] if after is None else [*here, t.c.bucket_start > after]
-                buckets = (
-                    conn.execute(
-                        select(t.c.bucket_start)
-                        .where(*window)
-                        .distinct()
-                        .order_by(t.c.bucket_start)
-                        .limit(500)
-                    )
-                    .scalars()
-                    .all()
-                )
-                if not buckets:
-                    break
-                rows = conn.execute(
-                    select(
-                        t.c.bucket_start,
-                        t.c["count"],
-                        t.c.error_count,
-                        t.c.value_count,
-                        t.c.value_sum,
-                        t.c.value_min,
-                        t.c.value_max,
-                        t.c.hist,
-                    ).where(*window, t.c.bucket_start <= buckets[-1])
-                )
-                sums: dict[int, Rollup] = {}
-                for bucket, n, e, vn, vs, lo, hi, hist in rows:
-                    into = sums.get(bucket)
-                    if into is None:
-                        into = sums[bucket] = Rollup(project, total, resolution, bucket)
-                    into.merge(
-                        Rollup(
-                            project, total, resolution, bucket, n, e, vn, vs, lo, hi, loads(hist)
-                        )
-                    )
-                conn.execute(
-                    insert.on_conflict_do_nothing(), [rollup_row(r) for r in sums.values()]
-                )
+            after = -(2**62)
+            while buckets := _next_buckets(conn, [*here, t.c.bucket_start > after]):
+                window = [*here, t.c.bucket_start.between(buckets[0], buckets[-1])]
+                summed = _summed(conn, Rollup(project, total, resolution, 0), window)
+                conn.execute(insert.on_conflict_do_nothing(), [rollup_row(r) for r in summed])
                 after = buckets[-1]
+
+
+def _next_buckets(conn: Connection, cond: list[Any]) -> list[int]:
+    stmt = select(rollups.c.bucket_start).where(*cond).distinct()
+    return list(conn.execute(stmt.order_by(rollups.c.bucket_start).limit(500)).scalars())
+
+
+def _summed(conn: Connection, like: Rollup, cond: list[Any]) -> list[Rollup]:
+    """The rollups under ``cond`` merged per bucket, into rollups of ``like``'s series."""
+    t = rollups
+    sums: dict[int, Rollup] = {}
+    stmt = select(
+        t.c.bucket_start,
+        t.c["count"],
+        t.c.error_count,
+        t.c.value_count,
+        t.c.value_sum,
+        t.c.value_min,
+        t.c.value_max,
+        t.c.hist,
+    ).where(*cond)
+    for bucket, *figures, hist in conn.execute(stmt):
+        part = Rollup(like.project_id, like.series, like.resolution, bucket, *figures)
+        part.hist = loads(hist)
+        into = sums.get(bucket)
+        if into is None:
+            sums[bucket] = part
+        else:
+            into.merge(part)
+    return list(sums.values())
 
 
 def _v4_series_byte_order(conn: Connection) -> None:

@@ -52,9 +52,6 @@ def _pick(held: str, new: str, op: str) -> str:
     )
 
 
-SQLITE_READERS = 2
-
-
 def make_engine(
     url: str,
     *,
@@ -89,10 +86,7 @@ def make_engine(
         connect_args={"timeout": busy_timeout, "check_same_thread": False},
         poolclass=AsyncAdaptedQueuePool,
         # One writer connection per process: writers queue here, not on SQLite's lock.
-        # Two readers: each runs in its own thread, which holds the GIL while it turns rows
-        # into tuples, and a request's four reads at once took 20 ms where in turn they
-        # took 14 (two at once: 15).
-        pool_size=1 if writer else min(pool_size, SQLITE_READERS),
+        pool_size=1 if writer else pool_size,
         max_overflow=0,
         # Readers never open a transaction (below), so there is nothing to roll back: each
         # step is a round trip to aiosqlite's thread, and a query took eight of them.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -180,6 +180,23 @@ def storage_identity(storage: object) -> str:
     return f"{type(storage).__name__}:{os.getpid()}:{id(storage)}"
 
 
+def sum_per_bucket(
+    project_id: str, resolution: str, rows: Iterable[tuple[int, int, int, int, float]]
+) -> list[Rollup]:
+    """``(bucket, count, errors, values, value sum)`` rows summed per bucket, oldest first,
+    as :meth:`Storage.bucket_totals` returns them."""
+    sums: dict[int, Rollup] = {}
+    for bucket, n, e, vn, vs in rows:
+        total = sums.get(bucket)
+        if total is None:
+            total = sums[bucket] = Rollup(project_id, "*", resolution, bucket)
+        total.count += n
+        total.error_count += e
+        total.value_count += vn
+        total.value_sum += vs
+    return [sums[b] for b in sorted(sums)]
+
+
 class SumsByScan:
     """:meth:`Storage.totals`, :meth:`Storage.series_totals`, :meth:`Storage.bucket_totals`
     and :meth:`Storage.series_rollups` for backends without server-side sums: computed from
@@ -268,16 +285,11 @@ class SumsByScan:
             end=end,
             series_prefix=series_prefix,
         )
-        sums: dict[int, Rollup] = {}
-        for r in rows:
-            total = sums.get(r.bucket_start)
-            if total is None:
-                total = sums[r.bucket_start] = Rollup(project_id, "*", resolution, r.bucket_start)
-            total.count += r.count
-            total.error_count += r.error_count
-            total.value_count += r.value_count
-            total.value_sum += r.value_sum
-        return [sums[b] for b in sorted(sums)]
+        return sum_per_bucket(
+            project_id,
+            resolution,
+            ((r.bucket_start, r.count, r.error_count, r.value_count, r.value_sum) for r in rows),
+        )
 
     async def series_rollups(
         self,
