@@ -127,6 +127,12 @@ async def test_an_admin_token_sees_every_project(monitor: Monitor) -> None:
         (mint({"sub": "x"}, SECRET * 2, algorithm="HS512"), "alg value"),
         (mint({"sub": "x"}, "", algorithm="none"), "alg value"),
         (mint({"sub": "x", "projects": "tenant-a"}), "projects"),
+        # RFC 7519 NumericDate: a number, never a string (PyJWT alone takes "9999999999").
+        (mint({"sub": "x", "exp": str(int(NOW) + 600)}), "exp must be a number"),
+        (mint({"sub": "x", "iat": str(int(NOW))}), "iat must be a number"),
+        (mint({"sub": "x", "nbf": str(int(NOW) - 60)}), "nbf must be a number"),
+        (mint({"sub": "x", "exp": [int(NOW) + 600]}), "exp"),
+        (mint({"sub": "x", "nbf": True}), "nbf must be a number"),
         ("x" * 9000, "too long"),
     ],
 )
@@ -201,13 +207,22 @@ async def test_rs256_tokens_verify_with_the_public_key() -> None:
     wanted = {"sub": "a", "projects": ["p"]}
     # The classic confusion: the public key (which is public) used as an HMAC secret.
     forged = hs256_by_hand(claims(**wanted), public.encode())
+    stranger, _ = rsa_keys()
     async with client(monitor) as c:
         ok = await c.get(
             "/analytics/api/dashboard/p", headers=bearer(token(wanted, private, "RS256"))
         )
         confused = await c.get("/analytics/api/dashboard/p", headers=bearer(forged))
+        other_key = await c.get(
+            "/analytics/api/dashboard/p", headers=bearer(token(wanted, stranger, "RS256"))
+        )
+        hs256 = await c.get("/analytics/api/dashboard/p", headers=bearer(token(wanted)))
     assert ok.status_code == 200
-    assert confused.status_code == 401
+    for refused in (confused, other_key, hs256):
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "invalid_token"
+    assert "Signature" in other_key.json()["error"]["message"]
+    assert "alg value" in confused.json()["error"]["message"]
 
 
 def test_jwt_settings_fail_at_start_up_naming_the_variable(tmp_path: Any) -> None:

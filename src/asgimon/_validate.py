@@ -18,6 +18,7 @@ DEFAULT_MAX_AGE_S = 91 * 86_400.0
 MAX_DURATION_MS = 30 * 86_400_000.0
 MAX_CONTEXT_BYTES = 16_384
 MAX_CONTEXT_DEPTH = 6
+MAX_PROJECT_ID = 128
 
 
 class Checker:
@@ -80,6 +81,17 @@ class Checker:
         elif not 0 <= value <= high:
             self.fail(name, f"must be between 0 and {high:g}")
 
+    def identifier(
+        self, name: str, value: Any, *, max_len: int, required: bool = True, slash: bool = False
+    ) -> None:
+        """A name data is stored and looked up under: see :func:`identifier_problem`."""
+        before = len(self.errors)
+        self.text(name, value, max_len=max_len, required=required)
+        if len(self.errors) == before and isinstance(value, str) and value:
+            problem = identifier_problem(value, slash=slash)
+            if problem is not None:
+                self.fail(name, problem)
+
     def json_object(self, name: str, value: Any) -> None:
         """A small JSON object: what error context may hold."""
         if not isinstance(value, dict):
@@ -117,6 +129,47 @@ class Checker:
             self.fail(name, "is in the future (timestamp_out_of_range)")
         elif value < oldest:
             self.fail(name, "is older than retention allows (timestamp_out_of_range)")
+
+
+def identifier_problem(value: str, *, slash: bool = False) -> str | None:
+    """Why ``value`` cannot name a project, deployment, function or endpoint; None if it can.
+
+    The write side and the read side both ask this, so whatever is stored can be read back
+    by its name. Refused: control, format and bidi characters (``str.isprintable``: NUL,
+    newline, U+202E, zero-width spaces, lone surrogates), whitespace at either end, ``.``
+    and ``..``, and path separators unless ``slash`` (endpoints are paths).
+    """
+    if not value.isprintable():
+        return "must hold only printable characters (no control, format or bidi characters)"
+    if value != value.strip():
+        return "must not start or end with whitespace"
+    if value in (".", ".."):
+        return "must not be . or .."
+    if not slash and ("/" in value or "\\" in value):
+        return "must not contain / or \\"
+    return None
+
+
+def project_id_problem(value: Any) -> str | None:
+    """Why ``value`` is not a project id (1 to 128 characters, an identifier); None if it is."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_PROJECT_ID:
+        return f"must be 1 to {MAX_PROJECT_ID} characters"
+    return identifier_problem(value)
+
+
+# ISO 8601 needs no more than these; anything else (NUL, a newline after the offset, which
+# ``datetime.fromisoformat`` ignores) is refused before parsing.
+_ISO_CHARS = frozenset("0123456789-:.,+TZWtz ")
+
+
+def iso_instant(raw: str) -> datetime | None:
+    """An ISO 8601 text as a datetime (naive if it has no offset); None if it is not one."""
+    if not 0 < len(raw) <= 64 or not _ISO_CHARS.issuperset(raw):
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        return None
 
 
 def _encodable(value: str) -> bool:

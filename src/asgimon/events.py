@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from ._validate import MAX_DURATION_MS, Checker
+from ._validate import MAX_DURATION_MS, MAX_PROJECT_ID, Checker
 from .errors import InvalidEventError
 
 MAX_ID = 64
@@ -61,8 +61,8 @@ class Event:
     def validate(self, *, now: float | None = None, max_age_s: float | None = None) -> None:
         """Raise :class:`InvalidEventError` naming every bad field; return if all are good."""
         c = Checker()
-        c.text("id", self.id, max_len=MAX_ID)
-        c.text("project_id", self.project_id, max_len=128)
+        c.identifier("id", self.id, max_len=MAX_ID)
+        c.identifier("project_id", self.project_id, max_len=MAX_PROJECT_ID)
         c.timestamp("timestamp", self.timestamp, now=now, max_age_s=max_age_s)
         self._check(c)
         if c.errors:
@@ -154,13 +154,13 @@ class DeploymentEvent(Event):
     framework: str | None = None
 
     def _check(self, c: Checker) -> None:
-        c.text("deployment_id", self.deployment_id, max_len=MAX_ID * 2)
+        c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2)
         c.text("type", self.type, max_len=32, choices=DEPLOYMENT_TYPES)
         c.text(
             "status", self.status, max_len=32, required=self.type == "completed", choices=OUTCOMES
         )
         c.number("duration_ms", self.duration_ms, high=MAX_DURATION_MS)
-        c.text("framework", self.framework, max_len=MAX_NAME, required=False)
+        c.identifier("framework", self.framework, max_len=MAX_NAME, required=False, slash=True)
 
     def series(self) -> str:
         # Only completed deployments count in the deployment figures; the other steps have
@@ -196,7 +196,7 @@ class BuildEvent(Event):
         return max(0.0, (self.end_time - self.start_time) * 1000.0)
 
     def _check(self, c: Checker) -> None:
-        c.text("deployment_id", self.deployment_id, max_len=MAX_ID * 2)
+        c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2)
         c.text("phase", self.phase, max_len=32, choices=BUILD_PHASES)
         c.timestamp("start_time", self.start_time)
         c.timestamp("end_time", self.end_time)
@@ -207,7 +207,7 @@ class BuildEvent(Event):
         ):
             c.fail("end_time", "must not be before start_time")
         c.text("status", self.status, max_len=32, choices=OUTCOMES)
-        c.text("framework", self.framework, max_len=MAX_NAME, required=False)
+        c.identifier("framework", self.framework, max_len=MAX_NAME, required=False, slash=True)
         c.number("asset_count", self.asset_count, high=10**9, integer=True)
         c.number("total_size_bytes", self.total_size_bytes, high=MAX_SIZE_BYTES, integer=True)
 
@@ -237,8 +237,8 @@ class FunctionInvocation(Event):
     error_message: str | None = None
 
     def _check(self, c: Checker) -> None:
-        c.text("function_id", self.function_id, max_len=MAX_ID * 2)
-        c.text("deployment_id", self.deployment_id, max_len=MAX_ID * 2, required=False)
+        c.identifier("function_id", self.function_id, max_len=MAX_ID * 2)
+        c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2, required=False)
         c.text("status", self.status, max_len=32, choices=FUNCTION_STATUSES)
         c.number("duration_ms", self.duration_ms, high=MAX_DURATION_MS, required=True)
         c.flag("cold_start", self.cold_start)
@@ -273,7 +273,7 @@ class DomainEvent(Event):
     expires_at: float | None = None
 
     def _check(self, c: Checker) -> None:
-        c.text("domain", self.domain, max_len=253)
+        c.identifier("domain", self.domain, max_len=253)
         c.text("type", self.type, max_len=32, choices=DOMAIN_TYPES)
         if self.expires_at is not None:
             c.number("expires_at", self.expires_at, high=2**33)
@@ -313,7 +313,9 @@ class ErrorEvent(Event):
             c.fail("fingerprint", "must not contain ':'")
         c.text("severity", self.severity, max_len=16, choices=SEVERITIES)
         c.flag("handled", self.handled)
-        for name in ("endpoint", "method", "request_id", "user_id", "deployment_id"):
+        c.identifier("endpoint", self.endpoint, max_len=MAX_NAME * 2, required=False, slash=True)
+        c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2, required=False)
+        for name in ("method", "request_id", "user_id"):
             c.text(name, getattr(self, name), max_len=MAX_NAME * 2, required=False)
         c.json_object("context", self.context)
 

@@ -18,6 +18,7 @@ from typing import Any
 from limits import parse_many
 from sqlalchemy.engine import make_url
 
+from ._validate import project_id_problem
 from .errors import ConfigError
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -129,8 +130,11 @@ def _is_mount_path(v: Any) -> bool:
     )
 
 
+PROJECT_ID_RULE = "1 to 128 printable characters, no / or \\, no whitespace at either end"
+
+
 def _is_project_id(v: Any) -> bool:
-    return isinstance(v, str) and 0 < len(v) <= 128 and v.isprintable()
+    return project_id_problem(v) is None
 
 
 def _parse_ingest_keys(raw: str) -> tuple[tuple[str, str], ...]:
@@ -257,7 +261,7 @@ class Settings:
         "ANALYTICS_PROJECT_ID",
         "default",
         str.strip,
-        (_is_project_id, "1 to 128 printable characters"),
+        (_is_project_id, PROJECT_ID_RULE),
     )
     exclude_paths: tuple[str, ...] = _setting(
         "ANALYTICS_EXCLUDE_PATHS",

@@ -11,7 +11,8 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+
+from asgimon._validate import iso_instant
 
 RANGES = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400, "90d": 90 * 86_400}
 DEFAULT_RANGE = "7d"
@@ -41,10 +42,9 @@ class TimeRange:
 
 
 def _instant(field: str, raw: str) -> float:
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise BadQuery(field, "must be an ISO 8601 timestamp with a UTC offset") from None
+    parsed = iso_instant(raw)
+    if parsed is None:
+        raise BadQuery(field, "must be an ISO 8601 timestamp with a UTC offset")
     if parsed.tzinfo is None:
         raise BadQuery(field, "must carry a UTC offset (e.g. 2026-11-27T10:00:00Z)")
     ts = parsed.timestamp()

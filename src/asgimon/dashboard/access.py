@@ -14,19 +14,38 @@ import ipaddress
 
 from starlette.types import Scope
 
+# What reverse proxies, load balancers and CDNs add to say who the client is. Any header
+# starting with one of PROXY_PREFIXES counts too (X-Forwarded-Server, -Scheme, -Ssl, ...).
+PROXY_PREFIXES = (b"x-forwarded-", b"x-original-forwarded-", b"x-real-")
 PROXY_HEADERS = frozenset(
     {
         b"forwarded",
         b"via",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-        b"x-real-ip",
+        b"x-forwarded",
         b"x-client-ip",
+        b"client-ip",
+        b"x-cluster-client-ip",
+        b"x-originating-ip",
+        b"x-remote-ip",
+        b"x-remote-addr",
+        b"x-host",
+        b"x-proxyuser-ip",
+        b"x-envoy-external-address",
+        b"x-appengine-user-ip",
+        b"x-azure-clientip",
+        b"x-azure-socketip",
         b"cf-connecting-ip",
+        b"cf-connecting-ipv6",
+        b"cf-pseudo-ipv4",
         b"true-client-ip",
+        b"fastly-client-ip",
+        b"akamai-client-ip",
+        b"x-akamai-client-ip",
+        b"x-vercel-forwarded-for",
+        b"x-vercel-ip",
+        b"fly-client-ip",
+        b"do-connecting-ip",
+        b"x-bluecoat-via",
     }
 )
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -61,11 +80,20 @@ def local_request(scope: Scope) -> bool:
         return False
     host_ok = False
     for name, value in scope.get("headers", ()):
-        if name in PROXY_HEADERS:
+        if is_proxy_header(name):
             return False
         if name == b"host":
             host_ok = is_loopback_host(value)
     return host_ok
+
+
+def is_proxy_header(name: bytes) -> bool:
+    """A header a proxy adds about the client (``name`` lower-case, as ASGI gives it)."""
+    return name in PROXY_HEADERS or name.startswith(PROXY_PREFIXES)
+
+
+def host_count(scope: Scope) -> int:
+    return sum(1 for name, _ in scope.get("headers", ()) if name == b"host")
 
 
 def cross_site(scope: Scope) -> bool:

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from asgimon._validate import project_id_problem
 from asgimon.analytics.builds import builds, is_build_start
 from asgimon.analytics.cache import CachedStorage, RollupCache
 from asgimon.analytics.common import iso
@@ -38,7 +39,7 @@ from asgimon.events import EVENT_TYPES
 from asgimon.rollups import Rollup, combine
 from asgimon.storage.base import storage_identity
 
-from .access import cross_site, local_request
+from .access import cross_site, host_count, local_request
 from .auth import Authenticator, AuthError, AuthHook, Principal, presented_token
 from .export import csv_response
 from .ingest import BadBatch, parse_body, to_events
@@ -208,8 +209,9 @@ def _export_table(request: Request, tables: tuple[str, ...]) -> str | None:
 
 def _project_id(request: Request) -> str:
     project_id: str = request.path_params["project_id"]
-    if not 0 < len(project_id) <= 128 or not project_id.isprintable():
-        raise BadQuery("projectId", "must be 1 to 128 printable characters")
+    problem = project_id_problem(project_id)
+    if problem is not None:
+        raise BadQuery("projectId", problem)
     return project_id
 
 
@@ -226,6 +228,7 @@ class Api:
             redis_ttl=s.cache_ttl,
             key_prefix=s.redis_key_prefix,
         )
+        self.client_disconnects = 0
 
     def query(self, request: Request, project_id: str, span: TimeRange, now: float) -> Query:
         return Query(
@@ -306,6 +309,7 @@ class Api:
             # The recorder, jobs and errors are the operator's, not any one tenant's.
             return JSONResponse({"status": body["status"]}, status_code=status)
         body["cache"] = self.cache.stats()
+        body["ingest"] = {"clientDisconnects": self.client_disconnects}
         return JSONResponse(body, status_code=status)
 
     async def summary(self, request: Request) -> Response:
@@ -327,6 +331,11 @@ class Api:
             # Also what makes a cross-site form or no-cors fetch need a CORS preflight.
             detail = {"field": "Content-Type", "message": "must be application/json"}
             return error_response(415, "unsupported_media_type", detail["message"], [detail])
+        encodings = [e.strip().lower() for e in request.headers.getlist("content-encoding")]
+        if any(e not in ("", "identity") for e in encodings):
+            # Stored as plain text, a compressed body would be noise under a 2xx.
+            detail = {"field": "Content-Encoding", "message": "is not decoded: send plain JSON"}
+            return error_response(415, "unsupported_media_type", detail["message"], [detail])
         try:
             raw = await _read_body(request, settings.ingest_max_bytes)
             items = parse_body(raw, max_events=settings.ingest_max_events)
@@ -337,6 +346,11 @@ class Api:
             )
         except BadBatch as bad:
             return JSONResponse(bad.body(), status_code=bad.status)
+        except ClientDisconnect:
+            # Nothing to answer and nothing to store; one line, not a traceback.
+            self.client_disconnects += 1
+            log.info("asgimon: a client went away before its events body was complete")
+            return Response(status_code=400)
         try:
             result = await self.monitor.storage.write(events)
         except StorageError as exc:
@@ -407,8 +421,8 @@ async def project_summary(monitor: Monitor, project_id: str, now: float) -> dict
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise BadBatch(413, "body_too_large", f"the body is over {limit} bytes", [])
     chunks = []
     size = 0
@@ -465,6 +479,16 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        if host_count(scope) > 1:
+            # Which one a proxy, the guard and the host app each read is anyone's guess.
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            detail = {"field": "Host", "message": "must be sent once"}
+            await error_response(400, "bad_request", "more than one Host header", [detail])(
+                scope, receive, send
+            )
             return
         failures_key = "refused:" + _client_address(scope)
         if self.throttle is not None and await self.throttle.exhausted(failures_key):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from asgimon.settings import Settings
 
 MAX_TOKEN_BYTES = 8192
 MAX_CLAIMED_PROJECTS = 10_000
+NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,18 @@ class Authenticator:
             raise AuthError("the token has expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
+        for name in NUMERIC_DATES:
+            # PyJWT takes "9999999999" for a date; RFC 7519 §2 says NumericDate is a number.
+            value = claims.get(name)
+            if name in claims and not _numeric_date(value):
+                raise AuthError(f"invalid token: {name} must be a number")
         return principal_from_claims(claims)
+
+
+def _numeric_date(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
