@@ -70,6 +70,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from asgimon import ApiCall, AsgimonMiddleware, Event, MemoryStorage, Monitor, Storage, WriteResult
+from asgimon.events import API_TOTAL
 from asgimon.middleware._records import sequential_ids
 from asgimon.storage.redis import RedisStorage
 from asgimon.storage.sql import SQLStorage
@@ -275,9 +276,14 @@ async def stored(t: Target) -> tuple[int, int]:
         rows = await storage.count("api_call", project_id=PROJECT)
         now = time.time()
         days = await storage.rollups(
-            project_id=PROJECT, resolution="day", start=now - 3 * 86_400, end=now + 86_400
+            project_id=PROJECT,
+            resolution="day",
+            start=now - 3 * 86_400,
+            end=now + 86_400,
+            series_prefix=API_TOTAL,
         )
-        return rows, sum(r.count for r in days)
+        # Only the project's total: every call also counts in its endpoint's series.
+        return rows, sum(r.count for r in days if r.series == API_TOTAL)
     finally:
         await storage.close()
 

@@ -1,9 +1,10 @@
 """The Redis store: a real-time window of events and rollups (24 h by default).
 
 Every key expires on its own (``EXPIRE`` from the time it was written), so Redis never
-needs purging to stay bounded. A batch is written by one Lua script, so it is atomic and
-idempotent: an event id already seen (``SET NX``) adds nothing, neither to the event lists
-nor to the rollups.
+needs purging to stay bounded. A batch is written by one Lua script per thousand events, each
+atomic and idempotent: an event id already seen (``SET NX``) adds nothing, neither to the
+event lists nor to the rollups. The script sums the rollups of the new events per series and
+bucket, then reads and writes each rollup hash once.
 
 Layout, under a key prefix (``asgimon`` by default)::
 
@@ -23,10 +24,13 @@ server (or a primary with replicas), not Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import operator
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from asgimon import histogram
@@ -42,7 +46,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("the Redis store needs: pip install 'asgimon[redis]'") from exc
 
 SEP = "\x1f"
-SCRIPT_EVENTS = 250
+# A script blocks every other client of the server while it runs (the rate limiter's too):
+# a thousand events take some 10-25 ms, far under the socket timeout, and the more events per
+# call, the more of their rollup fields are merged before they are written.
+SCRIPT_EVENTS = 1000
+# Events encoded between two yields to the event loop: about a millisecond of Python.
+SLICE_EVENTS = 100
 # Replies that say the server cannot take writes now, not that the data is bad.
 # Replies about someone else's script or the server's state, even if they mention scripts.
 _NOT_OURS = ("BUSY", "NOSCRIPT", "MISCONF", "NOREPLICAS", "OOM", "READONLY", "LOADING")
@@ -58,60 +67,335 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     kind: tuple(f.name for f in dataclasses.fields(cls)) for kind, cls in EVENT_TYPES.items()
 }
 
+# -- members: an event as the JSON object stored in its ZSET ---------------------------------
+
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_json_any: Callable[[Any], str] = _JSON.encode
+if c_make_encoder is not None:
+    # One C encoder for every call: ``json.dumps`` with options builds a new one each time.
+    # No circularity markers (a failed encode would leave stale ones behind): a cycle ends
+    # in RecursionError instead, rejected like any other bad event.
+    _c_encode = c_make_encoder(
+        None, _JSON.default, encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+
+    def _json_any(value: Any) -> str:
+        return "".join(_c_encode(value, 0))
+
+
+def _json_float(value: float) -> str:
+    if value - value != 0.0:  # inf and nan
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    return float.__repr__(value)
+
+
+# Exactly what the JSON encoder writes for these types; anything else goes through it.
+_JSON_SCALAR: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring_ascii,
+    int: int.__repr__,
+    float: _json_float,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda _: "null",
+}
+
+
+def _member_encoder(kind: str) -> Callable[[Event], str]:
+    """What ``json.dumps({field: value, ..., "kind": kind}, separators=(",", ":"),
+    allow_nan=False)`` writes for an event of this kind, its keys written once: ASCII only, so
+    no member holds a newline."""
+    names = _FIELDS[kind]
+    keys = [("," if i else "{") + encode_basestring_ascii(n) + ":" for i, n in enumerate(names)]
+    tail = "," + encode_basestring_ascii("kind") + ":" + encode_basestring_ascii(kind) + "}"
+    template = "%s".join(k.replace("%", "%%") for k in keys) + "%s" + tail.replace("%", "%%")
+    get = operator.attrgetter(*names)
+    scalar, other = _JSON_SCALAR.get, _json_any
+
+    def encode(ev: Event) -> str:
+        return template % tuple([scalar(type(v), other)(v) for v in get(ev)])
+
+    return encode
+
+
+_MEMBER: dict[str, Callable[[Event], str]] = {kind: _member_encoder(kind) for kind in _FIELDS}
+
+
+# -- the write script and its arguments ------------------------------------------------------
+
+# ARGV: prefix, ttl, now; a JSON array [zsets, hashes, groups]; the rows, one flat JSON array
+# of six values per event; the events' members, each ended by a newline (a member is ASCII
+# JSON, so it holds none).
+#
+#   zset   {key, index key, hour, kind}                   the events of one kind, project, hour
+#   hash   {key, index key, bucket}                       the rollups of one project and bucket
+#   group  {seen-key prefix, zset, {series field prefixes}, minute hash, hour hash, day hash,
+#           project}                                      the events of one kind, project,
+#                                                         rollup series and minute
+#   row    id, group (negative for an error), timestamp, user or "", value or false, bin
+#
+# Rollups are summed per group over the events whose SET NX succeeded, so a retried batch or
+# an id repeated inside it adds nothing; each hash is then read once and written once, where
+# one HINCRBY per event and field would take most of the script's time. All in one script: an
+# event is never stored without its rollups, nor its rollups without it.
 _WRITE = """
-local p, ttl = ARGV[1], tonumber(ARGV[2])
-local widths = {minute = 60, hour = 3600, day = 86400}
-local now = tonumber(ARGV[3])
-local inserted = 0
-for i = 4, #ARGV, 10 do
-  local id, project, kind, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local member, serieslist, value = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local err, bin, user = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
-  -- The project's length makes the key unambiguous whatever the project and id contain.
-  local seen = p .. ":seen:" .. string.len(project) .. ":" .. project .. ":" .. id
-  if redis.call("SET", seen, "1", "NX", "EX", ttl) then
+local p, ttl, now = ARGV[1], ARGV[2], ARGV[3]
+local meta = cjson.decode(ARGV[4])
+local zsets, hashes, groups = meta[1], meta[2], meta[3]
+local rows, blob = cjson.decode(ARGV[5]), ARGV[6]
+local call, find, sub, encode, unpack, min = redis.call, string.find, string.sub, cjson.encode,
+  unpack, math.min
+-- unpack() is bounded by Lua's C stack (about 8000 values): long lists go in slices.
+local function each_slice(list, n, size, fn)
+  for a = 1, n, size do fn(a, min(a + size - 1, n)) end
+end
+
+local ng = #groups
+local cnt, errs, nv, sum, lo, hi, bins = {}, {}, {}, {}, {}, {}, {}
+for g = 1, ng do cnt[g], errs[g], nv[g], sum[g] = 0, 0, 0, 0 end
+local zmembers, zcount, users, userkeys = {}, {}, {}, {}
+local inserted, pos = 0, 1
+for i = 1, #rows, 6 do
+  local stop = find(blob, "\\n", pos, true)
+  local g = rows[i + 1]
+  local err = g < 0
+  if err then g = -g end
+  local grp = groups[g]
+  if call("SET", grp[1] .. rows[i], "1", "NX", "EX", ttl) then
     inserted = inserted + 1
-    local hour = string.format("%d", math.floor(ts / 3600) * 3600)
-    local zk = p .. ":ev:" .. kind .. ":" .. project .. ":" .. hour
-    redis.call("ZADD", zk, ts, member)
-    redis.call("EXPIRE", zk, ttl)
-    local zi = p .. ":evi:" .. kind .. ":" .. project
-    redis.call("ZADD", zi, tonumber(hour), hour)
-    redis.call("EXPIRE", zi, ttl)
+    local member = sub(blob, pos, stop - 1)
+    local z = grp[2]
+    local zm, n = zmembers[z], zcount[z]
+    if not zm then zm, n = {}, 0; zmembers[z] = zm end
+    zm[n + 1], zm[n + 2] = rows[i + 2], member
+    zcount[z] = n + 2
+    local user = rows[i + 3]
     if user ~= "" then
       local uk = p .. ":usr:" .. user
-      redis.call("SADD", uk, cjson.encode({kind, zk, member}))
-      redis.call("EXPIRE", uk, ttl)
+      local entries = users[uk]
+      if not entries then entries = {}; users[uk] = entries; userkeys[#userkeys + 1] = uk end
+      local zset = zsets[z]
+      entries[#entries + 1] = encode({zset[4], zset[1], member})
     end
-    for series in string.gmatch(serieslist, "[^\\30]+") do
-      for res, width in pairs(widths) do
-        local bucket = string.format("%d", math.floor(ts / width) * width)
-        local hk = p .. ":ru:" .. project .. ":" .. res .. ":" .. bucket
-        local f = series .. "\\31"
-        redis.call("HINCRBY", hk, f .. "c", 1)
-        if err == "1" then redis.call("HINCRBY", hk, f .. "e", 1) end
-        if value ~= "" then
-          local v = tonumber(value)
-          redis.call("HINCRBY", hk, f .. "n", 1)
-          redis.call("HINCRBYFLOAT", hk, f .. "s", value)
-          local lo = redis.call("HGET", hk, f .. "lo")
-          if not lo or v < tonumber(lo) then redis.call("HSET", hk, f .. "lo", value) end
-          local hi = redis.call("HGET", hk, f .. "hi")
-          if not hi or v > tonumber(hi) then redis.call("HSET", hk, f .. "hi", value) end
-          redis.call("HINCRBY", hk, f .. "b" .. bin, 1)
+    cnt[g] = cnt[g] + 1
+    if err then errs[g] = errs[g] + 1 end
+    local v = rows[i + 4]
+    if v then
+      nv[g] = nv[g] + 1
+      sum[g] = sum[g] + v
+      local l, h = lo[g], hi[g]
+      if not l or v < l then lo[g] = v end
+      if not h or v > h then hi[g] = v end
+      local b = bins[g]
+      if not b then b = {}; bins[g] = b end
+      local k = rows[i + 5]
+      b[k] = (b[k] or 0) + 1
+    end
+  end
+  pos = stop + 1
+end
+
+for z, zm in pairs(zmembers) do
+  local zset = zsets[z]
+  local zk, zi, hour = zset[1], zset[2], zset[3]
+  each_slice(zm, zcount[z], 1000, function(a, b) call("ZADD", zk, unpack(zm, a, b)) end)
+  call("EXPIRE", zk, ttl)
+  call("ZADD", zi, hour, hour)
+  call("EXPIRE", zi, ttl)
+end
+for _, uk in ipairs(userkeys) do
+  local entries = users[uk]
+  each_slice(entries, #entries, 1000, function(a, b) call("SADD", uk, unpack(entries, a, b)) end)
+  call("EXPIRE", uk, ttl)
+end
+
+-- Per hash, each field once: its name, then its delta (kind 0), or the least (1) or greatest
+-- (2) value. A series' fields are named once per group and go to its three hashes.
+local hnames, hvals, hkinds, projects, listed = {}, {}, {}, {}, {}
+for h = 1, #hashes do hnames[h], hvals[h], hkinds[h] = {}, {}, {} end
+for g = 1, ng do
+  local c = cnt[g]
+  if c > 0 then
+    local grp = groups[g]
+    local project = grp[7]
+    if not listed[project] then
+      listed[project] = true
+      projects[#projects + 1] = now
+      projects[#projects + 1] = project
+    end
+    local e, n, b = errs[g], nv[g], bins[g]
+    local fields = grp[3]
+    for s = 1, #fields do
+      local pre = fields[s]
+      local fn, fd, fk = {pre .. "c"}, {c}, {0}
+      if e > 0 then fn[2], fd[2], fk[2] = pre .. "e", e, 0 end
+      if n > 0 then
+        local m = #fn
+        fn[m + 1], fd[m + 1], fk[m + 1] = pre .. "n", n, 0
+        fn[m + 2], fd[m + 2], fk[m + 2] = pre .. "s", sum[g], 0
+        fn[m + 3], fd[m + 3], fk[m + 3] = pre .. "lo", lo[g], 1
+        fn[m + 4], fd[m + 4], fk[m + 4] = pre .. "hi", hi[g], 2
+        m = m + 4
+        for k, count in pairs(b) do
+          m = m + 1
+          fn[m], fd[m], fk[m] = pre .. "b" .. k, count, 0
         end
-        redis.call("EXPIRE", hk, ttl)
-        local ri = p .. ":rui:" .. project .. ":" .. res
-        redis.call("ZADD", ri, tonumber(bucket), bucket)
-        redis.call("EXPIRE", ri, ttl)
+      end
+      for j = 4, 6 do
+        local h = grp[j]
+        local names, vals, kinds = hnames[h], hvals[h], hkinds[h]
+        for q = 1, #fn do
+          local f, d = fn[q], fd[q]
+          local old = vals[f]
+          if old == nil then
+            names[#names + 1] = f
+            vals[f], kinds[f] = d, fk[q]
+          else
+            local k = fk[q]
+            if k == 0 then vals[f] = old + d
+            elseif (k == 1 and d < old) or (k == 2 and d > old) then vals[f] = d end
+          end
+        end
       end
     end
-    redis.call("ZADD", p .. ":projects", now, project)
   end
 end
-redis.call("EXPIRE", p .. ":projects", ttl)
+
+for h = 1, #hashes do
+  local names = hnames[h]
+  if #names > 0 then
+    local vals, kinds = hvals[h], hkinds[h]
+    local hash = hashes[h]
+    local hk, ri, bucket = hash[1], hash[2], hash[3]
+    -- A new bucket has nothing to read back.
+    local exists = call("EXISTS", hk) == 1
+    each_slice(names, #names, 500, function(a, b)
+      local olds = exists and call("HMGET", hk, unpack(names, a, b))
+      local out, m = {}, 0
+      for k = a, b do
+        local f = names[k]
+        local v, old = vals[f], olds and olds[k - a + 1]
+        if old then
+          old = tonumber(old)
+          local kind = kinds[f]
+          if kind == 0 then v = v + old
+          elseif (kind == 1 and v >= old) or (kind == 2 and v <= old) then v = nil end
+        end
+        if v then out[m + 1], out[m + 2], m = f, v, m + 2 end
+      end
+      if m > 0 then call("HSET", hk, unpack(out, 1, m)) end
+    end)
+    call("EXPIRE", hk, ttl)
+    call("ZADD", ri, bucket, bucket)
+    call("EXPIRE", ri, ttl)
+  end
+end
+
+local pk = p .. ":projects"
+each_slice(projects, #projects, 1000, function(a, b) call("ZADD", pk, unpack(projects, a, b)) end)
+call("EXPIRE", pk, ttl)
 return inserted
 """
+
+_WIDTHS = tuple(RESOLUTIONS.items())
+
+
+class _Call:
+    """The arguments of one script call, built a slice of events at a time."""
+
+    __slots__ = (
+        "_gindex",
+        "_hindex",
+        "_zindex",
+        "groups",
+        "hashes",
+        "members",
+        "prefix",
+        "rows",
+        "zsets",
+    )
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.zsets: list[list[str]] = []
+        self.hashes: list[list[str]] = []
+        self.groups: list[list[Any]] = []
+        # Encoded a slice at a time: JSON fragments of the rows, newline-joined members.
+        self.rows: list[str] = []
+        self.members: list[str] = []
+        self._zindex: dict[tuple[str, str, int], int] = {}
+        self._hindex: dict[tuple[str, str, int], int] = {}
+        self._gindex: dict[tuple[str, str, tuple[str, ...], int], int] = {}
+
+    def add(self, events: Sequence[Event]) -> None:
+        """Encode a slice of events; an event that cannot be stored rejects the batch."""
+        gindex = self._gindex
+        rows: list[Any] = []
+        members: list[str] = []
+        bin_index, member = histogram.bin_index, _MEMBER
+        for ev in events:
+            try:
+                kind = ev.kind
+                members.append(member[kind](ev))
+                ts = ev.timestamp
+                key = (kind, ev.project_id, ev.rollup_series(), int(ts // 60) * 60)
+                g = gindex.get(key) or self._group(key)
+                if ev.is_error():
+                    g = -g
+                user = getattr(ev, "user_id", None) or ""
+                value = ev.value()
+                if value is None:
+                    rows += (ev.id, g, ts, user, False, 0)
+                else:
+                    value = float(value)
+                    rows += (ev.id, g, ts, user, value, bin_index(value))
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                raise StorageRejected(f"event {ev.id} cannot be encoded: {exc}") from exc
+        if rows:
+            try:
+                self.rows.append(_JSON.encode(rows)[1:-1])
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise StorageRejected(f"a batch cannot be encoded: {exc}") from exc
+            self.members.append("\n".join(members))
+
+    def _group(self, key: tuple[str, str, tuple[str, ...], int]) -> int:
+        kind, project, series, minute = key
+        p = self.prefix
+        hour = minute // 3600 * 3600
+        zkey = (kind, project, hour)
+        z = self._zindex.get(zkey)
+        if z is None:
+            z = self._zindex[zkey] = len(self.zsets) + 1
+            self.zsets.append(
+                [f"{p}:ev:{kind}:{project}:{hour}", f"{p}:evi:{kind}:{project}", str(hour), kind]
+            )
+        hashes = [self._hash(project, res, minute // width * width) for res, width in _WIDTHS]
+        # The project's length (in bytes, as the key holds it) makes the key unambiguous
+        # whatever the project and id contain.
+        seen = f"{p}:seen:{len(project.encode())}:{project}:"
+        fields = [f"{s}{SEP}" for s in series]
+        self.groups.append([seen, z, fields, *hashes, project])
+        g = self._gindex[key] = len(self.groups)
+        return g
+
+    def _hash(self, project: str, resolution: str, bucket: int) -> int:
+        key = (project, resolution, bucket)
+        h = self._hindex.get(key)
+        if h is None:
+            h = self._hindex[key] = len(self.hashes) + 1
+            p = self.prefix
+            self.hashes.append(
+                [
+                    f"{p}:ru:{project}:{resolution}:{bucket}",
+                    f"{p}:rui:{project}:{resolution}",
+                    str(bucket),
+                ]
+            )
+        return h
+
+    def args(self, ttl: int) -> list[Any]:
+        meta = _JSON.encode([self.zsets, self.hashes, self.groups])
+        rows = "[" + ",".join(self.rows) + "]"
+        members = "\n".join(self.members) + "\n"
+        return [self.prefix, ttl, time.time(), meta, rows, members]
 
 
 def _classify(exc: BaseException) -> StorageError:
@@ -124,12 +408,6 @@ def _classify(exc: BaseException) -> StorageError:
     if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, _UNAVAILABLE) and ours:
         return StorageRejected(message)
     return StorageUnavailable(message)
-
-
-def _encode(ev: Event) -> str:
-    data = {name: getattr(ev, name) for name in _FIELDS[ev.kind]}
-    data["kind"] = ev.kind
-    return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
 def _decode(member: str | bytes) -> Event:
@@ -193,38 +471,23 @@ class RedisStorage(SumsByScan):
 
     async def write(self, events: Sequence[Event]) -> WriteResult:
         # Every event is encoded before anything is sent, so a bad one rejects the batch
-        # before any part of it is stored.
-        encoded = [self._args(ev) for ev in events]
+        # before any part of it is stored. Encoding yields to the loop between slices.
+        calls: list[list[Any]] = []
+        for i in range(0, len(events), SCRIPT_EVENTS):
+            call = _Call(self.prefix)
+            chunk = events[i : i + SCRIPT_EVENTS]
+            for j in range(0, len(chunk), SLICE_EVENTS):
+                if i or j:
+                    await asyncio.sleep(0)
+                call.add(chunk[j : j + SLICE_EVENTS])
+            await asyncio.sleep(0)
+            calls.append(call.args(self.ttl))
+        self._redis()
         inserted = 0
-        # A script blocks every other client of the server while it runs (the rate limiter's
-        # too): a few hundred events per call keep each call short, and under the socket
-        # timeout. Each call is atomic; together they stay idempotent.
-        for i in range(0, len(encoded), SCRIPT_EVENTS):
-            args: list[Any] = [self.prefix, self.ttl, time.time()]
-            for one in encoded[i : i + SCRIPT_EVENTS]:
-                args += one
-            self._redis()
+        # Each call is atomic; together they stay idempotent.
+        for args in calls:
             inserted += int(await self._call(self._script(keys=[], args=args)))
         return WriteResult(inserted=inserted, duplicates=len(events) - inserted)
-
-    def _args(self, ev: Event) -> list[Any]:
-        value = ev.value()
-        try:
-            member = _encode(ev)
-        except (TypeError, ValueError) as exc:
-            raise StorageRejected(f"event {ev.id} cannot be encoded: {exc}") from exc
-        return [
-            ev.id,
-            ev.project_id,
-            ev.kind,
-            repr(float(ev.timestamp)),
-            member,
-            "\x1e".join(ev.rollup_series()),
-            "" if value is None else repr(float(value)),
-            "1" if ev.is_error() else "0",
-            "" if value is None else histogram.bin_index(value),
-            getattr(ev, "user_id", None) or "",
-        ]
 
     # -- reads -------------------------------------------------------------------------
 
