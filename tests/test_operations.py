@@ -344,3 +344,42 @@ def test_daily_rollups_must_outlive_raw_data() -> None:
 
     with pytest.raises(ConfigError, match="ANALYTICS_DAY_ROLLUP_RETENTION_DAYS=30 is invalid"):
         Settings(day_rollup_retention_days=30)
+
+
+class DownClaims(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+        self.down = True
+
+    async def claim(self, job: str, period_start: int, holder: str) -> bool:
+        self.attempts += 1
+        if self.down:
+            raise StorageUnavailable("too many clients already")
+        return await super().claim(job, period_start, holder)
+
+
+async def test_the_scheduler_backs_off_while_storage_refuses_and_resumes_after() -> None:
+    import asyncio
+
+    storage = DownClaims()
+    scheduler = Scheduler(storage, tick=0.05)
+    runs: list[str] = []
+
+    async def purge() -> None:
+        runs.append("purge")
+
+    async def compact() -> None:
+        runs.append("compact")
+
+    scheduler.every("purge", 86_400, purge)
+    scheduler.every("compact", 86_400, compact)
+    await scheduler.start()
+    await asyncio.sleep(1.0)
+    # Once a tick and per job, 1 s would be 40 attempts; backing off from 0.05 s it is 5.
+    assert 3 <= storage.attempts <= 8, storage.attempts
+    assert runs == []
+    storage.down = False
+    await asyncio.sleep(1.8)  # the next knock is at most twice the last wait away
+    await scheduler.stop()
+    assert sorted(runs) == ["compact", "purge"]

@@ -24,6 +24,9 @@ log = logging.getLogger("asgimon.scheduler")
 
 Job = Callable[[], Awaitable[object]]
 _TICK_S = 1.0
+# Storage that cannot be reached is asked again after 1, 2, 4 ... up to 30 s: a worker
+# pool must not knock on a database that refuses connections once a second per job.
+_MAX_BACKOFF_S = 30.0
 MAX_EVERY_S = 7 * 86_400
 
 
@@ -48,6 +51,7 @@ class Scheduler:
         self._jobs: dict[str, _Entry] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._backoff = 0.0
 
     def every(self, name: str, seconds: float, run: Job) -> None:
         """Register ``run`` to happen once per ``seconds`` (at least 1) under ``name``."""
@@ -93,12 +97,21 @@ class Scheduler:
     async def _loop(self) -> None:
         self._stopping.clear()
         while not self._stopping.is_set():
+            reached = True
             for entry in list(self._jobs.values()):
                 if self._stopping.is_set():
                     return
-                await self._maybe_run(entry, time.time())
+                reached = await self._maybe_run(entry, time.time())
+                if not reached:
+                    break
+            if reached:
+                self._backoff = 0.0
+                wait = self._until_next_period()
+            else:
+                self._backoff = min(_MAX_BACKOFF_S, max(self.tick, self._backoff * 2))
+                wait = self._backoff
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._until_next_period())
+                await asyncio.wait_for(self._stopping.wait(), wait)
 
     def _until_next_period(self) -> float:
         """Wake just after the next period begins, so a slow tick never skips a period."""
@@ -106,18 +119,19 @@ class Scheduler:
         starts = [(now // e.every + 1) * e.every for e in self._jobs.values()]
         return max(0.0, min([self.tick, *(start - now + 0.005 for start in starts)]))
 
-    async def _maybe_run(self, entry: _Entry, now: float) -> None:
+    async def _maybe_run(self, entry: _Entry, now: float) -> bool:
+        """Run ``entry`` if its period is new and this worker wins it; False if storage is down."""
         period = int(now // entry.every * entry.every)
         if period <= entry.last_period:
-            return
+            return True
         try:
             won = await self.storage.claim(entry.name, period, self.holder)
-        except Exception as exc:  # storage down: try again on the next tick
+        except Exception as exc:  # storage down: the loop backs off and asks again
             log.warning("asgimon: could not claim %s: %r", entry.name, exc)
-            return
+            return False
         entry.last_period = period
         if not won:
-            return
+            return True
         try:
             await entry.run()
             entry.runs += 1
@@ -125,3 +139,4 @@ class Scheduler:
             entry.failures += 1
             entry.last_error = repr(exc)[:300]
             log.warning("asgimon: periodic job %s failed: %r", entry.name, exc)
+        return True
