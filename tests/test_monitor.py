@@ -244,6 +244,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "errors",
         "events",
         "histogram",
+        "lag",
         "retention",
         "scheduler",
         "middleware",

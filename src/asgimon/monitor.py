@@ -20,6 +20,7 @@ from .dashboard.auth import AuthHook
 from .dashboard.mount import Mounted
 from .errors import InvalidEventError
 from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event, FunctionInvocation
+from .lag import LagProbe
 from .middleware import ApiCallBuilder, AsgimonMiddleware, route_template
 from .recorder import Recorder, RecorderStats
 from .scheduler import Scheduler
@@ -115,6 +116,7 @@ class Monitor:
         self.scheduler = Scheduler(storage)
         self.scheduler.every("purge", settings.purge_interval, self.purge)
         self.scheduler.every("compact", settings.compact_interval, self.compact)
+        self.lag = LagProbe()
         self._last_purge: tuple[float, float] | None = None
         self.in_flight = 0
         self.started = False
@@ -153,6 +155,7 @@ class Monitor:
             log.error("asgimon: storage failed to start, will retry on each flush: %s", exc)
         await self.recorder.start()
         await self.scheduler.start()
+        await self.lag.start()
 
     async def stop(self) -> None:
         """Flush what is queued (within ``shutdown_timeout``) and close storage."""
@@ -166,6 +169,7 @@ class Monitor:
         # a store that hangs must not hold the host's shutdown hostage.
         budget = self.settings.shutdown_timeout
         deadline = time.monotonic() + budget
+        await self.lag.aclose()
         await self.scheduler.stop(timeout=min(0.5, budget / 4))
         await self.recorder.stop(timeout=max(0.0, deadline - time.monotonic() - 0.25))
         try:
@@ -534,4 +538,5 @@ class Monitor:
             },
             "storage": {**storage, "startError": self.storage_error},
             "jobs": self.scheduler.report(),
+            "eventLoop": self.lag.snapshot(),
         }

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._slices import CHECK_EVERY, Slicer, chunks
 from .errors import StorageError, StorageFull, StorageRejected
 from .events import Event
 from .storage.base import Storage
@@ -222,6 +223,9 @@ class Recorder:
                 if self._past_stop():
                     return  # stop() counts what is left; no more attempts past its deadline
                 await self._flush_batch()
+                # A store that never suspends (memory) must not chain batches into one
+                # stretch of the loop.
+                await asyncio.sleep(0)
 
     # -- the background task ---------------------------------------------------------
 
@@ -255,26 +259,38 @@ class Recorder:
             sizes = [self._sizes.popleft() for _ in range(n)]
             self._bytes -= sum(sizes)
             self._in_flight += n
+        slicer = Slicer()
         batch: list[Event] = []
         kept_sizes: list[int] = []
-        for item, size in zip(items, sizes, strict=True):
-            try:
-                batch.append(item if isinstance(item, Event) else self._convert(item))
-                kept_sizes.append(size)
-            except Exception as exc:
-                self._settle([], "internal_error", set(), count=1)
-                self.count_internal_error(exc, "converting a request record")
         settled: set[int] = set()
+        done = 0  # items converted (or dropped) so far
         self._current = (asyncio.current_task(), batch, settled)
         try:
+            # In slices: a thousand request records are milliseconds of Python.
+            for run in chunks(range(n), CHECK_EVERY):
+                for i in run:
+                    item = items[i]
+                    try:
+                        batch.append(item if isinstance(item, Event) else self._convert(item))
+                        kept_sizes.append(sizes[i])
+                    except Exception as exc:
+                        self._settle([], "internal_error", set(), count=1)
+                        self.count_internal_error(exc, "converting a request record")
+                    done = i + 1
+                if slicer.due():
+                    await slicer.pause()
+            slicer.mark()
             await self._write(batch, settled)
         except asyncio.CancelledError:
             back = [
                 (ev, sz) for ev, sz in zip(batch, kept_sizes, strict=True) if id(ev) not in settled
             ]
+            back.extend(zip(items[done:], sizes[done:], strict=True))
             if self._stopped:
                 # stop() has already settled the queue: these are lost to the shutdown.
-                self._settle([ev for ev, _ in back], "shutdown_timeout", settled)
+                if back:
+                    self._settle([], "shutdown_timeout", settled, count=len(back))
+                settled.update(id(ev) for ev, _ in back)
                 raise
             # Put back what is not settled: if the write did commit, the store is idempotent
             # and a later attempt counts those events as duplicates, once.

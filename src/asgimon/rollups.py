@@ -130,30 +130,48 @@ def bucket_start(ts: float, resolution: str) -> int:
     return int(ts // width) * width
 
 
+class Aggregator:
+    """Adds events up into minute rollups a few at a time, so a writer can yield between
+    runs; :meth:`deltas` then derives the hour and day rollups from the minutes."""
+
+    __slots__ = ("_minutes",)
+
+    def __init__(self) -> None:
+        self._minutes: dict[tuple[str, str, int], Rollup] = {}
+
+    def add(self, events: Iterable[Event]) -> None:
+        minutes = self._minutes
+        for ev in events:
+            start = int(ev.timestamp // 60) * 60
+            value, error = ev.value(), ev.is_error()
+            for series in ev.rollup_series():
+                mkey = (ev.project_id, series, start)
+                r = minutes.get(mkey)
+                if r is None:
+                    r = minutes[mkey] = Rollup(ev.project_id, series, "minute", start)
+                r.add(value, error)
+
+    def deltas(self) -> list[Rollup]:
+        """Every rollup delta of the events added, at all three resolutions."""
+        out = list(self._minutes.values())
+        for resolution in ("hour", "day"):
+            coarse: dict[RollupKey, Rollup] = {}
+            for m in self._minutes.values():
+                start = bucket_start(m.bucket_start, resolution)
+                key = (m.project_id, m.series, resolution, start)
+                c = coarse.get(key)
+                if c is None:
+                    c = coarse[key] = Rollup(m.project_id, m.series, resolution, start)
+                c.merge(m)
+            out.extend(coarse.values())
+        return out
+
+
 def aggregate(events: Iterable[Event]) -> list[Rollup]:
     """Every rollup delta a batch of events contributes, at all three resolutions."""
-    minutes: dict[tuple[str, str, int], Rollup] = {}
-    for ev in events:
-        start = int(ev.timestamp // 60) * 60
-        value, error = ev.value(), ev.is_error()
-        for series in ev.rollup_series():
-            mkey = (ev.project_id, series, start)
-            r = minutes.get(mkey)
-            if r is None:
-                r = minutes[mkey] = Rollup(ev.project_id, series, "minute", start)
-            r.add(value, error)
-    out = list(minutes.values())
-    for resolution in ("hour", "day"):
-        coarse: dict[RollupKey, Rollup] = {}
-        for m in minutes.values():
-            start = bucket_start(m.bucket_start, resolution)
-            key = (m.project_id, m.series, resolution, start)
-            c = coarse.get(key)
-            if c is None:
-                c = coarse[key] = Rollup(m.project_id, m.series, resolution, start)
-            c.merge(m)
-        out.extend(coarse.values())
-    return out
+    agg = Aggregator()
+    agg.add(events)
+    return agg.deltas()
 
 
 def combine(rollups: Iterable[Rollup], *, series: str = "*", bucket: int = 0) -> Rollup:

@@ -6,8 +6,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from asgimon._slices import Slicer
 from asgimon.events import Event
-from asgimon.rollups import RESOLUTIONS, Rollup, aggregate
+from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup
 
 from .base import KINDS, SumsByScan, WriteResult
 
@@ -45,21 +46,34 @@ class MemoryStorage(SumsByScan):
         self.closed = True
 
     async def write(self, events: Sequence[Event]) -> WriteResult:
+        # Sliced like the SQL stores' writes: this runs on the host's loop too.
+        slicer = Slicer()
         fresh: list[Event] = []
-        for ev in events:
-            table = self._events[ev.kind]
-            key = (ev.project_id, ev.id)
-            if key in table:
-                continue
-            table[key] = ev
-            fresh.append(ev)
-        for delta in aggregate(fresh):
+        agg = Aggregator()
+
+        def keep(run: Sequence[Event]) -> None:
+            new = []
+            for ev in run:
+                table = self._events[ev.kind]
+                key = (ev.project_id, ev.id)
+                if key not in table:
+                    table[key] = ev
+                    new.append(ev)
+            agg.add(new)
+            fresh.extend(new)
+
+        await slicer.each(keep, events)
+        await slicer.each(self._merge, agg.deltas())
+        slicer.mark()
+        return WriteResult(inserted=len(fresh), duplicates=len(events) - len(fresh))
+
+    def _merge(self, deltas: Sequence[Rollup]) -> None:
+        for delta in deltas:
             held = self._rollups.get(delta.key)
             if held is None:
                 self._rollups[delta.key] = delta
             else:
                 held.merge(delta)
-        return WriteResult(inserted=len(fresh), duplicates=len(events) - len(fresh))
 
     def _select(
         self, kind: str, project_id: str | None, start: float | None, end: float | None
