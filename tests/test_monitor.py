@@ -252,6 +252,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "recorder",
         "rollups",
         "settings",
+        "sinks",
         "storage",
         "tracking",
         "dashboard",

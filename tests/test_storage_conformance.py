@@ -138,6 +138,18 @@ async def test_a_repeat_inside_one_batch_is_a_duplicate(storage: Storage) -> Non
     assert await storage.count("deployment") == 1
 
 
+async def test_a_write_names_the_events_that_were_new(storage: Storage) -> None:
+    # Only these reach the subscribers: a retried batch must not be seen twice.
+    old = one_of_each(T0 + 30)
+    await storage.write(old[:3])
+    new = [ApiCall(project_id="p1", timestamp=T0 + 31, duration_ms=1.0) for _ in range(5)]
+    batch = [new[0], *old, new[1], new[2], new[3], new[4], new[4]]
+    result = await storage.write(batch)
+    assert sorted(ev.id for ev in result.fresh) == sorted(ev.id for ev in [*old[3:], *new])
+    assert len(result.fresh) == result.inserted
+    assert all(any(ev is mine for mine in batch) for ev in result.fresh)
+
+
 async def test_ranges_are_half_open_newest_first_and_limited(storage: Storage) -> None:
     events = [
         DomainEvent(project_id="p1", timestamp=T0 + i, domain=f"d{i}.com", type="added")

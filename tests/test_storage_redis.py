@@ -206,3 +206,16 @@ async def test_writing_a_large_batch_never_holds_the_loop_for_long(store: RedisS
         gc.enable()
     # Encoding 3000 events at once would hold the loop for tens of milliseconds.
     assert max(gaps) < 0.010, f"the loop was held for {max(gaps) * 1000:.1f} ms"
+
+
+@pytest.mark.usefixtures("small_calls")
+async def test_the_new_events_of_a_batch_are_named_across_script_calls(
+    store: RedisStorage,
+) -> None:
+    old = mixed(300, seed=7)
+    await store.write(old[:150])
+    batch = old[:]
+    random.Random(8).shuffle(batch)
+    result = await store.write(batch)
+    assert result.inserted == 150
+    assert {id(ev) for ev in result.fresh} == {id(ev) for ev in old[150:]}

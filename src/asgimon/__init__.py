@@ -31,6 +31,7 @@ from .monitor import Monitor
 from .recorder import Recorder, RecorderStats
 from .rollups import Rollup
 from .settings import Settings
+from .sinks import Sink, Subscription
 from .storage import MemoryStorage, Storage, WriteResult, storage_from_url
 
 __version__ = "0.1.0"
@@ -54,11 +55,13 @@ __all__ = [
     "RecorderStats",
     "Rollup",
     "Settings",
+    "Sink",
     "Storage",
     "StorageError",
     "StorageFull",
     "StorageRejected",
     "StorageUnavailable",
+    "Subscription",
     "WriteResult",
     "storage_from_url",
 ]

@@ -25,6 +25,7 @@ from .middleware import ApiCallBuilder, AsgimonMiddleware, route_template
 from .recorder import Recorder, RecorderStats
 from .scheduler import Scheduler
 from .settings import Settings
+from .sinks import DELIVERY_TIMEOUT_S, MAX_PENDING_EVENTS, Sink, Subscription
 from .storage import Storage, storage_from_url
 from .tracking import Tracker, build_phase_tracker, function_tracker
 
@@ -154,6 +155,7 @@ class Monitor:
             self.storage_error = str(exc)[:500]
             log.error("asgimon: storage failed to start, will retry on each flush: %s", exc)
         await self.recorder.start()
+        await self.recorder.sinks.start()
         await self.scheduler.start()
         await self.lag.start()
 
@@ -174,6 +176,8 @@ class Monitor:
         await self.recorder.stop(timeout=max(0.0, deadline - time.monotonic() - 0.25))
         try:
             async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
+                # What was stored before the end still reaches the subscribers, briefly.
+                await self.recorder.sinks.aclose(min(0.5, max(0.0, deadline - time.monotonic())))
                 if "dashboard" in self.__dict__:
                     try:
                         await self.dashboard.aclose()
@@ -225,6 +229,19 @@ class Monitor:
         return frozenset(exact), tuple(sorted(prefixes))
 
     # -- recording ---------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        sink: Sink,
+        *,
+        name: str | None = None,
+        max_pending: int = MAX_PENDING_EVENTS,
+        timeout: float = DELIVERY_TIMEOUT_S,
+    ) -> Subscription:
+        """Hand ``sink`` every event once stored, however it came (see :mod:`asgimon.sinks`)."""
+        return self.recorder.sinks.subscribe(
+            sink, name=name, max_pending=max_pending, timeout=timeout
+        )
 
     def record(self, event: Event) -> Event:
         """Validate and queue an event of any kind; raises :class:`InvalidEventError` if bad."""
@@ -539,4 +556,5 @@ class Monitor:
             "storage": {**storage, "startError": self.storage_error},
             "jobs": self.scheduler.report(),
             "eventLoop": self.lag.snapshot(),
+            "sinks": self.recorder.sinks.report(),
         }

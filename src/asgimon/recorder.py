@@ -15,14 +15,15 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._slices import CHECK_EVERY, Slicer, chunks
 from .errors import StorageError, StorageFull, StorageRejected
 from .events import Event
-from .storage.base import Storage
+from .sinks import Fanout
+from .storage.base import Storage, WriteResult
 
 log = logging.getLogger("asgimon.recorder")
 
@@ -87,6 +88,8 @@ class Recorder:
         self.retry_backoff_max = retry_backoff_max
         self.retry_deadline = retry_deadline
         self._convert = convert
+        self.sinks = Fanout()
+        """Who receives each stored batch's new events: see :mod:`asgimon.sinks`."""
         self._queue: deque[Any] = deque()
         self._sizes: deque[int] = deque()
         self._bytes = 0
@@ -339,6 +342,7 @@ class Recorder:
                 return
             self._failing = False
             self._backoff = self._first_backoff
+            self._publish(result)
             # Events stop() already gave up on (a write that finished after all) stay counted
             # where they are: each event is in exactly one column of the ledger.
             open_ = sum(1 for ev in batch if id(ev) not in settled)
@@ -350,6 +354,22 @@ class Recorder:
                 self._batches += 1
             settled.update(map(id, batch))
             return
+
+    async def write_through(self, events: Sequence[Event]) -> WriteResult:
+        """Store ``events`` now, past the queue, and hand the new ones to the subscribers.
+
+        For callers that answer only once their events are stored (``POST /api/events``):
+        a failure is raised to them, not retried, and they are not in the queue's ledger.
+        """
+        result = await self.storage.write(events)
+        self._publish(result)
+        return result
+
+    def _publish(self, result: WriteResult) -> None:
+        try:
+            self.sinks.publish(result.fresh)
+        except Exception as exc:  # the ledger and the write stand whatever a subscriber does
+            self.count_internal_error(exc, "handing stored events to subscribers")
 
     async def _bisect(self, batch: list[Event], exc: StorageRejected, settled: set[int]) -> None:
         """Find the poison events by halving, so only they are dropped."""

@@ -352,7 +352,7 @@ class Api:
             log.info("asgimon: a client went away before its events body was complete")
             return Response(status_code=400)
         try:
-            result = await self.monitor.storage.write(events)
+            result = await self.monitor.recorder.write_through(events)
         except StorageError as exc:
             return _storage_unavailable(exc)
         return JSONResponse({"accepted": result.inserted, "duplicates": result.duplicates})

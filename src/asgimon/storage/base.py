@@ -15,10 +15,15 @@ KINDS = ("api_call", "deployment", "build", "function", "domain", "error")
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """How many events of a batch were new, and how many were already stored."""
+    """How many events of a batch were new, and how many were already stored.
+
+    ``fresh`` holds the new events themselves (``len(fresh) == inserted``): they, and only
+    they, are handed to the recorder's subscribers, so a retried batch is never seen twice.
+    """
 
     inserted: int
     duplicates: int
+    fresh: Sequence[Event] = ()
 
 
 @dataclass(frozen=True, slots=True)

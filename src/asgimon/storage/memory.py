@@ -65,7 +65,7 @@ class MemoryStorage(SumsByScan):
         await slicer.each(keep, events)
         await slicer.each(self._merge, agg.deltas())
         slicer.mark()
-        return WriteResult(inserted=len(fresh), duplicates=len(events) - len(fresh))
+        return WriteResult(len(fresh), len(events) - len(fresh), fresh)
 
     def _merge(self, deltas: Sequence[Rollup]) -> None:
         for delta in deltas:

@@ -152,7 +152,7 @@ local ng = #groups
 local cnt, errs, nv, sum, lo, hi, bins = {}, {}, {}, {}, {}, {}, {}
 for g = 1, ng do cnt[g], errs[g], nv[g], sum[g] = 0, 0, 0, 0 end
 local zmembers, zcount, users, userkeys = {}, {}, {}, {}
-local inserted, pos = 0, 1
+local fresh, pos = {}, 1
 for i = 1, #rows, 6 do
   local stop = find(blob, "\\n", pos, true)
   local g = rows[i + 1]
@@ -160,7 +160,7 @@ for i = 1, #rows, 6 do
   if err then g = -g end
   local grp = groups[g]
   if call("SET", grp[1] .. rows[i], "1", "NX", "EX", ttl) then
-    inserted = inserted + 1
+    fresh[#fresh + 1] = (i - 1) / 6
     local member = sub(blob, pos, stop - 1)
     local z = grp[2]
     local zm, n = zmembers[z], zcount[z]
@@ -292,7 +292,7 @@ end
 local pk = p .. ":projects"
 each_slice(projects, #projects, 1000, function(a, b) call("ZADD", pk, unpack(projects, a, b)) end)
 call("EXPIRE", pk, ttl)
-return inserted
+return fresh
 """
 
 _WIDTHS = tuple(RESOLUTIONS.items())
@@ -483,11 +483,14 @@ class RedisStorage(SumsByScan):
             await asyncio.sleep(0)
             calls.append(call.args(self.ttl))
         self._redis()
-        inserted = 0
-        # Each call is atomic; together they stay idempotent.
-        for args in calls:
-            inserted += int(await self._call(self._script(keys=[], args=args)))
-        return WriteResult(inserted=inserted, duplicates=len(events) - inserted)
+        fresh: list[Event] = []
+        # Each call is atomic; together they stay idempotent. Each answers the positions
+        # (in its own slice of the batch) of the events that were new.
+        for n, args in enumerate(calls):
+            first = n * SCRIPT_EVENTS
+            new = await self._call(self._script(keys=[], args=args))
+            fresh.extend(events[first + int(i)] for i in new)
+        return WriteResult(len(fresh), len(events) - len(fresh), fresh)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -275,7 +275,7 @@ class SQLStorage:
         except Exception as exc:
             raise classify(exc) from exc
         await self._maybe_checkpoint()
-        return WriteResult(inserted=len(fresh), duplicates=len(events) - len(fresh))
+        return WriteResult(len(fresh), len(events) - len(fresh), fresh)
 
     async def _execute_in_runs(
         self, conn: AsyncConnection, stmt: Any, rows: list[dict[str, Any]], slicer: Slicer
