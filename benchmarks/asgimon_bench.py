@@ -3,6 +3,19 @@
     PYTHONPATH=path/to/asgimon/benchmarks .venv/bin/python peerbench.py --mode ab \\
         --extra asgimon=asgimon_bench:wrap --md results/ab_asgimon.md
 
+Over HTTP (uvicorn + wrk, req/s and p99), asgimon on each store beside the bare app, the
+hand-written timer and the Prometheus instrumentator, in one run:
+
+    PYTHONPATH=path/to/asgimon/benchmarks .venv/bin/python peerbench.py --mode http \
+        --variants starlette,raw-asgi-timing,pfi-starlette --rounds-http 3 --duration 8 \
+        --extra asgimon-memory=asgimon_bench:wrap_memory \
+        --extra asgimon-sqlite=asgimon_bench:wrap_sqlite \
+        --extra asgimon-postgresql=asgimon_bench:wrap_postgresql
+
+Each server process writes its ``/api/health`` figures at shutdown (the recorder's ledger and
+``eventLoop``: timer lag, the writer's longest stretch, the longest GC pause) to
+``$ASGIMON_BENCH_REPORTS/<label>-<pid>.json`` when that variable names a directory.
+
 ``wrap(app)`` returns the bare Starlette app behind asgimon's middleware on a MemoryStorage;
 the harness drives the lifespan, which starts the monitor and its flush task, and shuts it
 down (draining the queue) before it reads ``peerbench_probe``.
@@ -17,11 +30,23 @@ request path; ``benchmarks/overhead.py`` times the flush too.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import json
+import os
+import tempfile
+import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from starlette.types import ASGIApp
 
-from asgimon import AsgimonMiddleware, MemoryStorage, Monitor
+from asgimon import AsgimonMiddleware, MemoryStorage, Monitor, Storage
+from asgimon.storage.sql import SQLStorage
+
+PG_URL = os.environ.get("ASGIMON_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 class ProbedMiddleware(AsgimonMiddleware):
@@ -43,3 +68,49 @@ def wrap(app: ASGIApp) -> ASGIApp:
     wrapped = ProbedMiddleware(app, monitor=monitor)
     wrapped.peerbench_probe = probe
     return wrapped
+
+
+def _served(label: str, storage: Storage, app: ASGIApp) -> ASGIApp:
+    """``app`` behind the whole of asgimon (``Monitor.wrap``), reporting at shutdown."""
+    monitor = Monitor(storage=storage)
+    reports = os.environ.get("ASGIMON_BENCH_REPORTS")
+    if reports:
+        stop = monitor.stop
+
+        async def stop_and_report() -> None:
+            health = await monitor.health()
+            await stop()
+            stats = monitor.stats()
+            health["recorder"].update(written=stats.written, pending=stats.pending)
+            out = Path(reports, f"{label}-{os.getpid()}.json")
+            out.write_text(json.dumps(health))  # noqa: ASYNC240 -- once, as the server exits
+
+        monitor.stop = stop_and_report  # type: ignore[method-assign]
+    return monitor.wrap(app)
+
+
+def wrap_memory(app: ASGIApp) -> ASGIApp:
+    """asgimon on a MemoryStorage, over HTTP (``wrap`` is the in-process flavour)."""
+    return _served("memory", MemoryStorage(), app)
+
+
+def wrap_sqlite(app: ASGIApp) -> ASGIApp:
+    """asgimon on its default store, a SQLite file (fresh, in a temp directory)."""
+    path = Path(tempfile.mkdtemp(prefix="asgimon-bench-"), "asgimon.db")
+    return _served("sqlite", SQLStorage(f"sqlite:///{path}"), app)
+
+
+async def _pg(sql: str) -> None:
+    conn: Any = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def wrap_postgresql(app: ASGIApp) -> ASGIApp:
+    """asgimon on PostgreSQL, in a schema of its own that is dropped when the server exits."""
+    schema = f"asgimon_bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg(f'CREATE SCHEMA "{schema}"'))
+    atexit.register(lambda: asyncio.run(_pg(f'DROP SCHEMA "{schema}" CASCADE')))
+    return _served("postgresql", SQLStorage(PG_URL, schema=schema), app)

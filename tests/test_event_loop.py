@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from asgimon import Monitor, _slices
+from asgimon import Monitor, _heap, _slices
 from asgimon.lag import Longest
 from asgimon.recorder import API_CALL_SIZE
 from asgimon.storage.memory import MemoryStorage
@@ -151,3 +151,21 @@ async def test_health_reports_how_long_the_loop_was_held() -> None:
     assert loop["lagP99Ms"] <= loop["lagMaxMs"]
     assert loop["gcLongestMs"] is not None
     assert loop["gcLongestMs"] > 0
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_the_start_up_heap_is_frozen_once_unless_turned_off(
+    freeze: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_heap, "_frozen", False)
+    startup: list[list[int]] = [[] for _ in range(1000)]  # what an app holds once it has started
+    before = gc.get_freeze_count()
+    async with Monitor(storage=MemoryStorage(), gc_freeze=freeze) as monitor:
+        frozen = (await monitor.health())["eventLoop"]["gcFrozenObjects"]
+        async with Monitor(storage=MemoryStorage(), gc_freeze=freeze):
+            again = gc.get_freeze_count()
+    if freeze:
+        assert frozen >= before + len(startup)
+        assert again == frozen  # a second monitor in the process freezes nothing more
+    else:
+        assert frozen == before

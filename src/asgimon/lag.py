@@ -119,4 +119,5 @@ class LagProbe:
             "lagMaxMs": _ms(lags[-1] if lags else None),
             "ownLongestMs": _ms(OWN_WORK.longest()),
             "gcLongestMs": _ms(GC_PAUSES.longest()),
+            "gcFrozenObjects": gc.get_freeze_count(),
         }

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Scope
 
 from . import retention
+from ._heap import freeze_startup_heap
 from ._validate import to_epoch
 from .capture import error_event
 from .dashboard.auth import AuthHook
@@ -103,6 +104,7 @@ class Monitor:
         self.project_resolver = project_resolver
         self.route_resolver = route_resolver
         self.auth = auth
+        self.api_calls = ApiCallBuilder(settings.max_endpoints, settings.project_id)
         self.recorder = Recorder(
             storage,
             max_events=settings.queue_max_events,
@@ -112,7 +114,7 @@ class Monitor:
             shutdown_timeout=settings.shutdown_timeout,
             retry_backoff_max=settings.retry_backoff_max,
             retry_deadline=settings.retry_deadline,
-            convert=ApiCallBuilder(settings.max_endpoints, settings.project_id),
+            convert=self.api_calls,
         )
         self.scheduler = Scheduler(storage)
         self.scheduler.every("purge", settings.purge_interval, self.purge)
@@ -158,6 +160,8 @@ class Monitor:
         await self.recorder.sinks.start()
         await self.scheduler.start()
         await self.lag.start()
+        if self.settings.gc_freeze:
+            freeze_startup_heap()
 
     async def stop(self) -> None:
         """Flush what is queued (within ``shutdown_timeout``) and close storage."""

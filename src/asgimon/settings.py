@@ -275,6 +275,7 @@ class Settings:
         "ANALYTICS_QUEUE_MAX_BYTES", 64 * 1024 * 1024, int, _int_at_least(1024)
     )
     batch_size: int = _setting("ANALYTICS_BATCH_SIZE", 5000, int, _int_at_least(1))
+    gc_freeze: bool = _setting("ANALYTICS_GC_FREEZE", True, _parse_bool, _BOOL)
     flush_interval: float = _setting(
         "ANALYTICS_FLUSH_INTERVAL", 1.0, float, _float_between(0.001, 60)
     )

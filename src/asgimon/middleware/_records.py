@@ -31,7 +31,7 @@ class RawRequest(NamedTuple):
     project_id: str | None  # from a project_resolver, None for the default project
     method: str
     endpoint: str | None  # from a route_resolver, else worked out from ``route``
-    route: Any  # scope["route"] as the router left it
+    route: Any  # scope["route"] as the router left it, or its id in the builder's routes
     root0: str  # root_path when the request arrived
     root_end: str  # root_path when the app returned (mounts add their prefix)
     status: int
@@ -41,7 +41,8 @@ class RawRequest(NamedTuple):
     end: float
     wall: float  # time.time() at the start
     response_bytes: int
-    headers: Any  # scope["headers"], parsed in the background
+    content_length: bytes | None  # the request's header values, parsed in the background
+    request_id: bytes | None
     user: Any  # scope["user"] or a user_resolver's answer
 
 
@@ -78,20 +79,14 @@ def user_id_of(user: Any) -> str | None:
     return None
 
 
-def _headers_of(headers: Any) -> tuple[int | None, str | None]:
-    length: int | None = None
-    request_id: str | None = None
-    for name, value in headers or ():
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                length = None
-            if length is not None and not 0 <= length <= MAX_SIZE:
-                length = None
-        elif name == b"x-request-id":
-            request_id = clean_text(value.decode("latin-1"), 200)
-    return length, request_id
+def _length(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        return None
+    return length if 0 <= length <= MAX_SIZE else None
 
 
 class ApiCallBuilder:
@@ -103,6 +98,10 @@ class ApiCallBuilder:
         self.max_endpoints = max_endpoints
         self.default_project = default_project
         self._seen: dict[str, set[str]] = {}
+        # The middleware queues a route by its id (see AsgimonMiddleware._record) and keeps
+        # the route itself here; route objects live as long as the app.
+        self.routes: dict[int, Any] = {}
+        self.max_routes = 10 * max_endpoints
         # Route objects live as long as the app, so (route, mount prefix) is a stable key.
         self._templates: dict[tuple[int, str, str], str] = {}
         self._make_id = make_id or sequential_ids()
@@ -119,12 +118,15 @@ class ApiCallBuilder:
     def _endpoint(self, raw: RawRequest) -> str:
         if raw.endpoint is not None:
             return raw.endpoint
-        if raw.route is None:
+        route = raw.route
+        if route is None:
             return UNMATCHED
-        key = (id(raw.route), raw.root0, raw.root_end)
+        if type(route) is int:
+            route = self.routes.get(route)
+        key = (id(route), raw.root0, raw.root_end)
         endpoint = self._templates.get(key)
         if endpoint is None:
-            endpoint = route_template(raw.route, raw.root0, raw.root_end)
+            endpoint = route_template(route, raw.root0, raw.root_end)
             if len(self._templates) < 10 * self.max_endpoints:
                 self._templates[key] = endpoint
         return endpoint
@@ -136,7 +138,7 @@ class ApiCallBuilder:
         if isinstance(raw.project_id, str) and raw.project_id:
             project_id = clean_text(raw.project_id, 128)
         endpoint = self._capped(project_id, clean_text(self._endpoint(raw), 400))
-        request_bytes, request_id = _headers_of(raw.headers)
+        request_id = raw.request_id
         user = raw.user
         if isinstance(user, int):
             user = str(user)
@@ -153,8 +155,8 @@ class ApiCallBuilder:
             duration_ms=((raw.complete or end) - t0) * 1000.0,
             ttfb_ms=(raw.first - t0) * 1000.0 if raw.first else None,
             total_ms=(end - t0) * 1000.0,
-            request_bytes=request_bytes,
+            request_bytes=_length(raw.content_length),
             response_bytes=min(raw.response_bytes, MAX_SIZE),
             user_id=clean_text(user, 200) if user else None,
-            request_id=request_id,
+            request_id=clean_text(request_id.decode("latin-1"), 200) if request_id else None,
         )
