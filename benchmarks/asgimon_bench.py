@@ -70,9 +70,9 @@ def wrap(app: ASGIApp) -> ASGIApp:
     return wrapped
 
 
-def _served(label: str, storage: Storage, app: ASGIApp) -> ASGIApp:
+def _served(label: str, storage: Storage, app: ASGIApp, **settings: Any) -> ASGIApp:
     """``app`` behind the whole of asgimon (``Monitor.wrap``), reporting at shutdown."""
-    monitor = Monitor(storage=storage)
+    monitor = Monitor(storage=storage, **settings)
     reports = os.environ.get("ASGIMON_BENCH_REPORTS")
     if reports:
         stop = monitor.stop
@@ -114,3 +114,10 @@ def wrap_postgresql(app: ASGIApp) -> ASGIApp:
     asyncio.run(_pg(f'CREATE SCHEMA "{schema}"'))
     atexit.register(lambda: asyncio.run(_pg(f'DROP SCHEMA "{schema}" CASCADE')))
     return _served("postgresql", SQLStorage(PG_URL, schema=schema), app)
+
+
+def wrap_sqlite_unfrozen(app: ASGIApp) -> ASGIApp:
+    """The SQLite default with ``gc_freeze=False``: what the start-up heap's freeze buys."""
+    path = Path(tempfile.mkdtemp(prefix="asgimon-bench-"), "asgimon.db")
+    monitor_storage = SQLStorage(f"sqlite:///{path}")
+    return _served("sqlite-unfrozen", monitor_storage, app, gc_freeze=False)
