@@ -62,3 +62,30 @@ def test_the_query_benchmark_runs_at_a_tiny_size_and_prints_its_table(tmp_path: 
     assert len(result["rows"]) == 9
     assert all(r["requests"] == 3 for r in result["rows"])
     assert not db.exists()  # without --reuse the store is deleted at the end
+
+
+@pytest.mark.slow
+def test_the_http_benchmark_serves_each_quick_variant_and_reads_asgimons_health(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "http.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/http_load.py", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {"bare", "asgimon-memory", "asgimon-sqlite"}
+    assert all(r["rps_median"] > 0 for r in rows.values())
+    for run in result["runs"]:
+        if not run["variant"].startswith("asgimon"):
+            continue
+        assert run["recorder"]["written"] > 0, run
+        assert run["recorder"]["droppedTotal"] == 0, run
+        assert run["eventLoop"]["samples"] > 0, run
+        assert run["after_shutdown"]["pending"] == 0, run
+    assert "| asgimon-sqlite |" in done.stdout

@@ -159,9 +159,9 @@ class Monitor:
         await self.recorder.start()
         await self.recorder.sinks.start()
         await self.scheduler.start()
-        await self.lag.start()
         if self.settings.gc_freeze:
-            freeze_startup_heap()
+            freeze_startup_heap()  # before the probe: its one collection is start-up, not load
+        await self.lag.start()
 
     async def stop(self) -> None:
         """Flush what is queued (within ``shutdown_timeout``) and close storage."""
