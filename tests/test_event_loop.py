@@ -132,9 +132,10 @@ async def test_a_burst_of_50k_requests_is_written_without_holding_the_loop(
     assert stats.dropped_total == 0
     longest = own.longest()
     assert longest is not None
-    # The writer's own stretches stay near its 0.5 ms slice; the timer's worst delay also
-    # holds the test's own puts and the scheduler's ticks, hence the wider bound.
-    assert longest < 0.005, f"the writer held the loop {longest * 1000:.1f} ms"
+    # The writer slices at 0.5 ms; a stretch also holds whatever interrupts it (a young
+    # collection, the driver's thread holding the GIL for up to its 5 ms switch interval),
+    # so the bound is generous: an unsliced batch is 20 ms and more.
+    assert longest < 0.010, f"the writer held the loop {longest * 1000:.1f} ms"
     assert ticker.worst < 0.020, f"a 1 ms timer fired {ticker.worst * 1000:.1f} ms late"
 
 
