@@ -12,7 +12,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian packages the suite drives: wrk loads the HTTP benchmark's smoke test.
+TOOLS := $(VENV)/.tools
+$(TOOLS): $(STAMP)
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	touch $(TOOLS)
+
+install: $(STAMP) $(TOOLS)
 
 demo: $(STAMP)
 	$(PY) -m examples.fastapi_app
@@ -26,7 +32,7 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(TOOLS)
 	$(PY) -m pytest
 
 test: check pytest
