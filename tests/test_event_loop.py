@@ -170,3 +170,33 @@ async def test_the_start_up_heap_is_frozen_once_unless_turned_off(
         assert again == frozen  # a second monitor in the process freezes nothing more
     else:
         assert frozen == before
+
+
+async def test_a_memory_write_cancelled_at_a_yield_stores_nothing() -> None:
+    from asgimon import ApiCall
+
+    storage = MemoryStorage()
+    now = time.time()
+    batch = [ApiCall(timestamp=now, duration_ms=float(i), total_ms=1.0) for i in range(20_000)]
+    write = asyncio.ensure_future(storage.write(batch))
+    for _ in range(3):  # into the slices, past the first yields
+        await asyncio.sleep(0)
+    assert not write.done()
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert await storage.count("api_call") == 0
+    assert (
+        await storage.rollups(project_id="default", resolution="day", start=0, end=now + 86_400)
+        == []
+    )
+    retried = await storage.write(batch)
+    assert retried.inserted == len(batch)
+    [day] = [
+        r
+        for r in await storage.rollups(
+            project_id="default", resolution="day", start=0, end=now + 86_400
+        )
+        if r.series == "all:api"
+    ]
+    assert day.count == len(batch)

@@ -383,3 +383,27 @@ async def test_the_scheduler_backs_off_while_storage_refuses_and_resumes_after()
     await asyncio.sleep(1.8)  # the next knock is at most twice the last wait away
     await scheduler.stop()
     assert sorted(runs) == ["compact", "purge"]
+
+
+class OneBadJob(MemoryStorage):
+    async def claim(self, job: str, period_start: int, holder: str) -> bool:
+        if job == "broken":
+            raise ValueError("job name too long for the claims table")
+        return await super().claim(job, period_start, holder)
+
+
+async def test_a_job_whose_claim_always_fails_does_not_starve_the_others() -> None:
+    import asyncio
+
+    scheduler = Scheduler(OneBadJob(), tick=0.05)
+    runs: list[str] = []
+
+    async def purge() -> None:
+        runs.append("purge")
+
+    scheduler.every("broken", 86_400, purge)
+    scheduler.every("purge", 86_400, purge)
+    await scheduler.start()
+    await asyncio.sleep(0.3)
+    await scheduler.stop()
+    assert runs == ["purge"]

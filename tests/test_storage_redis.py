@@ -9,11 +9,12 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from asgimon import ApiCall, DeploymentEvent, Event, FunctionInvocation
-from asgimon.errors import StorageRejected
+from asgimon.errors import StorageRejected, StorageUnavailable
 from asgimon.rollups import RESOLUTIONS, Rollup, RollupKey, aggregate
 from asgimon.storage import redis as redis_store
 from asgimon.storage.redis import RedisStorage
@@ -219,3 +220,30 @@ async def test_the_new_events_of_a_batch_are_named_across_script_calls(
     result = await store.write(batch)
     assert result.inserted == 150
     assert {id(ev) for ev in result.fresh} == {id(ev) for ev in old[150:]}
+
+
+async def test_events_stored_before_a_failed_script_call_are_named_on_the_error(
+    store: RedisStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch spans several script calls; if the third fails, the first two are stored
+    # and the retry will find them: the error says which were new, for the subscribers.
+    monkeypatch.setattr(redis_store, "SCRIPT_EVENTS", 100)
+    real = store._call
+    calls = 0
+
+    async def third_fails(op: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            op.close()
+            raise StorageUnavailable("connection reset")
+        return await real(op)
+
+    monkeypatch.setattr(store, "_call", third_fails)
+    events = mixed(450, seed=11)
+    with pytest.raises(StorageUnavailable) as failed:
+        await store.write(events)
+    assert {id(ev) for ev in failed.value.stored} == {id(ev) for ev in events[:200]}
+    monkeypatch.setattr(store, "_call", real)
+    again = await store.write(events)
+    assert {id(ev) for ev in again.fresh} == {id(ev) for ev in events[200:]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class AsgimonError(Exception):
@@ -46,9 +47,15 @@ class InvalidEventError(AsgimonError, ValueError):
 
 
 class StorageError(AsgimonError):
-    """A storage backend failed. Driver errors are wrapped in one of the subclasses."""
+    """A storage backend failed. Driver errors are wrapped in one of the subclasses.
+
+    ``stored`` names events a write did store before it failed (a store whose batch is not
+    one transaction, Redis): they are handed to the subscribers, since the retry will find
+    them already there.
+    """
 
     reason = "storage_unavailable"
+    stored: tuple[Any, ...] = ()
 
 
 class StorageUnavailable(StorageError):

@@ -5,7 +5,9 @@ Three figures over the last minute, because they answer different questions:
 * **lag**: how late a timer set for every :data:`INTERVAL_S` fires. It is what a request in
   flight waits, whoever holds the loop (the host's handlers, the server, asgimon).
 * **own work**: the longest stretch asgimon's background writer ran without yielding,
-  measured by the writer itself at each yield (see :mod:`asgimon._slices`).
+  measured by the writer itself at each yield (see :mod:`asgimon._slices`). What a driver
+  call does on the loop before it suspends (SQLAlchemy binding up to 250 rows) is not in
+  it; the lag figures see it.
 * **gc**: the longest garbage-collection pause in the process; a full collection walks every
   object the process holds, and the loop waits for it like for any other work.
 """
@@ -45,7 +47,8 @@ class Longest:
 
     def longest(self) -> float | None:
         cutoff = monotonic() - WINDOW_S
-        found = [d for t, d in self._seconds if t > cutoff]
+        # Copied in one C call: a collection in another thread may note() meanwhile.
+        found = [d for t, d in tuple(self._seconds) if t > cutoff]
         return max(found) if found else None
 
 
@@ -92,8 +95,7 @@ class LagProbe:
         if task is None:
             return
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task})  # a cancel of this caller still propagates
         _gc_users -= 1
         if _gc_users == 0:
             with contextlib.suppress(ValueError):
@@ -110,7 +112,7 @@ class LagProbe:
 
     def snapshot(self) -> dict[str, Any]:
         cutoff = monotonic() - WINDOW_S
-        lags = sorted(lag for t, lag in self._samples if t > cutoff)
+        lags = sorted(lag for t, lag in tuple(self._samples) if t > cutoff)
         p99 = lags[min(len(lags) - 1, math.ceil(0.99 * len(lags)) - 1)] if lags else None
         return {
             "windowS": WINDOW_S,

@@ -326,6 +326,8 @@ class Recorder:
                 await self._bisect(batch, exc, settled)
                 return
             except StorageError as exc:
+                if exc.stored:
+                    self._publish(WriteResult(len(exc.stored), 0, exc.stored))
                 self._failing = True
                 self._note_error(exc)
                 out_of_time = time.monotonic() + self._backoff - started > self.retry_deadline

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .errors import StorageUnavailable
 from .storage.base import Storage
 
 log = logging.getLogger("asgimon.scheduler")
@@ -126,9 +127,11 @@ class Scheduler:
             return True
         try:
             won = await self.storage.claim(entry.name, period, self.holder)
-        except Exception as exc:  # storage down: the loop backs off and asks again
+        except Exception as exc:
             log.warning("asgimon: could not claim %s: %r", entry.name, exc)
-            return False
+            # Storage down: the loop backs off and asks again. Any other failure is this
+            # job's own and must not keep the other jobs from running.
+            return not isinstance(exc, StorageUnavailable)
         entry.last_period = period
         if not won:
             return True

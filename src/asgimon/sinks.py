@@ -11,7 +11,6 @@ and counted, an exception is logged and counted, and the writer never waits for 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -85,8 +84,8 @@ class Subscription:
                     break
                 await asyncio.sleep(0.01)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # wait(), not await: a cancel of this caller (a shutdown deadline) propagates.
+            await asyncio.wait({task})
         while self._batches:
             batch = self._batches.popleft()
             self._pending -= len(batch)

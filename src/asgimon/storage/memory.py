@@ -47,23 +47,29 @@ class MemoryStorage(SumsByScan):
 
     async def write(self, events: Sequence[Event]) -> WriteResult:
         # Sliced like the SQL stores' writes: this runs on the host's loop too.
+        # The work is done in slices, the change in one stretch at the end, so that a write
+        # cancelled at a yield stores nothing (events without their rollups would never
+        # get them: the retry finds the events and counts them as duplicates).
         slicer = Slicer()
         fresh: list[Event] = []
+        seen: set[tuple[str, str, str]] = set()
         agg = Aggregator()
 
         def keep(run: Sequence[Event]) -> None:
             new = []
             for ev in run:
-                table = self._events[ev.kind]
-                key = (ev.project_id, ev.id)
-                if key not in table:
-                    table[key] = ev
+                key = (ev.kind, ev.project_id, ev.id)
+                if key not in seen and (ev.project_id, ev.id) not in self._events[ev.kind]:
+                    seen.add(key)
                     new.append(ev)
             agg.add(new)
             fresh.extend(new)
 
         await slicer.each(keep, events)
-        await slicer.each(self._merge, agg.deltas())
+        deltas = agg.deltas()
+        for ev in fresh:
+            self._events[ev.kind][(ev.project_id, ev.id)] = ev
+        self._merge(deltas)
         slicer.mark()
         return WriteResult(len(fresh), len(events) - len(fresh), fresh)
 

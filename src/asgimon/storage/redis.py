@@ -486,10 +486,14 @@ class RedisStorage(SumsByScan):
         fresh: list[Event] = []
         # Each call is atomic; together they stay idempotent. Each answers the positions
         # (in its own slice of the batch) of the events that were new.
-        for n, args in enumerate(calls):
-            first = n * SCRIPT_EVENTS
-            new = await self._call(self._script(keys=[], args=args))
-            fresh.extend(events[first + int(i)] for i in new)
+        try:
+            for n, args in enumerate(calls):
+                first = n * SCRIPT_EVENTS
+                new = await self._call(self._script(keys=[], args=args))
+                fresh.extend(events[first + int(i)] for i in new)
+        except StorageError as exc:
+            exc.stored = tuple(fresh)  # committed by the calls before this one
+            raise
         return WriteResult(len(fresh), len(events) - len(fresh), fresh)
 
     # -- reads -------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class SQLStorage:
         self._sqlite_path = sqlite_path(self.url) if self.dialect == "sqlite" else None
         self._next_wal_check = 0.0
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        self._plain_inserts: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._start_lock = asyncio.Lock()
         self._schema_ready = False
         self._packed_upto: dict[tuple[str, str], int] = {}
@@ -314,7 +315,7 @@ class SQLStorage:
             slicer.mark()
             savepoint = await conn.begin_nested()
             slicer.restart()
-            if self.schema is None:  # raw SQL is not rewritten by a schema translate map
+            if self.schema is None:  # the raw SQL names tables without a schema
                 count = await self._sqlite_plain_insert(conn, kind, rows, slicer)
             else:
                 count = await self._execute_in_runs(conn, insert, rows, slicer)
@@ -359,8 +360,13 @@ class SQLStorage:
             slicer.restart()
         return count
 
-    @functools.cache  # noqa: B019 -- a handful of statements per store, kept with it
     def _plain_insert_sql(self, kind: str) -> tuple[str, tuple[str, ...]]:
+        found = self._plain_inserts.get(kind)
+        if found is None:
+            found = self._plain_inserts[kind] = self._compile_plain_insert(kind)
+        return found
+
+    def _compile_plain_insert(self, kind: str) -> tuple[str, tuple[str, ...]]:
         table = s.EVENT_TABLES[kind]
         stmt = self._insert(table).on_conflict_do_nothing(index_elements=["project_id", "id"])
         compiled = stmt.compile(
