@@ -65,7 +65,7 @@ COMPACTION_LOOKBACK_S = 2 * 86_400
 FULL_COMPACTION_EVERY_S = 86_400.0
 ROWS_PER_CALL = 100
 """Rows per ``executemany`` through SQLAlchemy: about 0.4 ms of binding on the loop. 250
-made PostgreSQL ingest 5 % faster but halved its share of requests/s over HTTP."""
+made PostgreSQL ingest 5 % faster but cost it a fifth of its requests/s over HTTP."""
 DRIVER_ROWS_PER_CALL = 500
 """Rows per call of SQLite's own ``executemany``: plain tuples, bound in the driver's thread."""
 
