@@ -77,21 +77,16 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from time import perf_counter
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from overhead import RawTimingMiddleware, bare_app
+from starlette.types import ASGIApp
 
 from asgimon import MemoryStorage, Monitor, Settings
 from asgimon.storage.sql import SQLStorage
@@ -128,55 +123,11 @@ WRK_LUA = (
 # -- the app under test (built in the server process) ---------------------------------------
 
 
-async def get_item(request: Request) -> JSONResponse:
-    item_id = request.path_params["item_id"]
-    return JSONResponse({"id": item_id, "name": f"item-{item_id}", "price": 9.99, "stock": True})
-
-
-async def health(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
-
-
-def bare_app() -> Starlette:
-    return Starlette(
-        routes=[
-            Route("/items/{item_id}", get_item, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-        ]
-    )
-
-
-class TimerMiddleware:
-    """The cheapest honest timing middleware: wrap send, perf_counter, append to a deque."""
-
-    def __init__(self, app: ASGIApp, keep: int = 10_000) -> None:
-        self.app = app
-        self.records: deque[tuple[str, int, float]] = deque(maxlen=keep)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = perf_counter()
-        status = 0
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.records.append((scope["path"], status, perf_counter() - start))
-
-
 def build_app(args: argparse.Namespace) -> tuple[ASGIApp, Monitor | None]:
     if args.variant == "bare":
         return bare_app(), None
     if args.variant == "timer":
-        return TimerMiddleware(bare_app()), None
+        return RawTimingMiddleware(bare_app()), None
     if args.variant == "prometheus":
         from prometheus_fastapi_instrumentator import Instrumentator
 

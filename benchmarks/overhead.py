@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,16 +65,26 @@ async def get_item(request: Request) -> JSONResponse:
     return JSONResponse({"id": item_id, "name": f"item-{item_id}", "price": 9.99, "stock": True})
 
 
+async def health(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
 def bare_app() -> Starlette:
-    return Starlette(routes=[Route("/items/{item_id}", get_item, methods=["GET"])])
+    return Starlette(
+        routes=[
+            Route("/items/{item_id}", get_item, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )
 
 
 class RawTimingMiddleware:
-    """The cheapest honest timing middleware: wrap send, perf_counter, append to a list."""
+    """The cheapest honest timing middleware: wrap send, perf_counter, append to a deque."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, keep: int = 10_000) -> None:
         self.app = app
-        self.records: list[tuple[str, int, float]] = []
+        # Bounded, so a long HTTP run does not grow the heap the collector walks.
+        self.records: deque[tuple[str, int, float]] = deque(maxlen=keep)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
