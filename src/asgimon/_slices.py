@@ -55,10 +55,6 @@ class Slicer:
         await asyncio.sleep(0)
         self._since = perf_counter()
 
-    async def maybe_pause(self) -> None:
-        if self.due():
-            await self.pause()
-
     async def each(self, fn: Callable[[Sequence[T]], object], items: Sequence[T]) -> None:
         """``fn`` over consecutive runs of ``items``, yielding whenever a slice is used up."""
         for chunk in chunks(items, CHECK_EVERY):

@@ -49,10 +49,6 @@ class Subscription:
         self._task: asyncio.Task[None] | None = None
         self._last_log = -_LOG_EVERY_S
 
-    @property
-    def pending(self) -> int:
-        return self._pending
-
     def offer(self, events: Sequence[Event]) -> None:
         self._batches.append(events)
         self._pending += len(events)
@@ -164,11 +160,6 @@ class Fanout:
         if self._running:
             sub.start()
         return sub
-
-    async def unsubscribe(self, sub: Subscription) -> None:
-        if self._subs.get(sub.name) is sub:
-            del self._subs[sub.name]
-            await sub.aclose(0.0)
 
     def publish(self, events: Sequence[Event]) -> None:
         if not events:
