@@ -98,6 +98,8 @@ VARIANTS = (
     "asgimon-memory",
     "asgimon-sqlite",
     "asgimon-postgresql",
+    "asgimon-sqlite-raw",
+    "asgimon-postgresql-raw",
     "prometheus",
 )
 QUICK_VARIANTS = ("bare", "asgimon-memory", "asgimon-sqlite")
@@ -134,12 +136,19 @@ def build_app(args: argparse.Namespace) -> tuple[ASGIApp, Monitor | None]:
         app = bare_app()
         Instrumentator().instrument(app).expose(app)
         return app, None
-    if args.variant == "asgimon-memory":
-        monitor = Monitor(storage=MemoryStorage())
-    elif args.variant == "asgimon-sqlite":
-        monitor = Monitor(storage=SQLStorage(f"sqlite:///{args.sqlite}"))
-    elif args.variant == "asgimon-postgresql":
-        monitor = Monitor(storage=SQLStorage(args.pg_url, schema=args.pg_schema))
+    # "-raw": every API call kept as a raw row, whatever the default sampling.
+    store, raw = args.variant.removesuffix("-raw"), args.variant.endswith("-raw")
+    options: dict[str, Any] = {}
+    if raw:
+        options["api_call_sample_rate"] = 1.0
+    elif args.sample_rate is not None:
+        options["api_call_sample_rate"] = args.sample_rate
+    if store == "asgimon-memory":
+        monitor = Monitor(storage=MemoryStorage(), **options)
+    elif store == "asgimon-sqlite":
+        monitor = Monitor(storage=SQLStorage(f"sqlite:///{args.sqlite}"), **options)
+    elif store == "asgimon-postgresql":
+        monitor = Monitor(storage=SQLStorage(args.pg_url, schema=args.pg_schema), **options)
     else:
         raise SystemExit(f"unknown variant {args.variant!r}")
     return monitor.wrap(bare_app()), monitor
@@ -155,6 +164,7 @@ def serve(argv: list[str]) -> None:
     ap.add_argument("--sqlite", default="")
     ap.add_argument("--pg-url", default=PG_URL)
     ap.add_argument("--pg-schema", default=None)
+    ap.add_argument("--sample-rate", type=float, default=None)
     args = ap.parse_args(argv)
     app, monitor = build_app(args)
     # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default
@@ -258,6 +268,7 @@ class Driver:
     client_prefix: list[str]
     connections: int
     pg_url: str
+    sample_rate: float | None = None
     lua: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -354,14 +365,17 @@ def running(variant: str, d: Driver) -> Iterator[Server]:
     extra: list[str] = []
     db: Path | None = None
     schema: str | None = None
-    if variant == "asgimon-sqlite":
+    store = variant.removesuffix("-raw")
+    if d.sample_rate is not None:
+        extra = ["--sample-rate", str(d.sample_rate)]
+    if store == "asgimon-sqlite":
         db = d.tmp / f"http-{tag}.db"
-        extra = ["--sqlite", str(db)]
-    elif variant == "asgimon-postgresql":
+        extra += ["--sqlite", str(db)]
+    elif store == "asgimon-postgresql":
         # A schema of its own: the server is the machine's shared PostgreSQL.
         schema = f"asgimon_http_{tag}"
         pg_execute(d.pg_url, f'CREATE SCHEMA "{schema}"')
-        extra = ["--pg-url", d.pg_url, "--pg-schema", schema]
+        extra += ["--pg-url", d.pg_url, "--pg-schema", schema]
     cmd = [
         *d.server_prefix,  # taskset execs: the pid is the Python process's own
         sys.executable,
@@ -756,6 +770,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 s + 2 s")
     ap.add_argument("--rss", action="store_true", help="RSS of asgimon-sqlite over N requests")
     ap.add_argument("--rss-requests", type=int, default=1_000_000)
+    ap.add_argument(
+        "--sample-rate",
+        type=float,
+        default=None,
+        help="ANALYTICS_API_CALL_SAMPLE_RATE for the asgimon variants without -raw",
+    )
     ap.add_argument("--md", type=Path, help="also write the markdown table(s) here")
     ap.add_argument("--json", type=Path, help="write raw results here")
     args = ap.parse_args(argv)
@@ -771,24 +791,32 @@ def main(argv: list[str] | None = None) -> None:
 
     notes: list[str] = []
     pg = "—"
-    if "asgimon-postgresql" in args.variants and not args.rss:
+    on_pg = [v for v in args.variants if v.startswith("asgimon-postgresql")]
+    if on_pg and not args.rss:
         try:
             pg = pg_execute(args.pg_url, "SELECT 1")
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             if args.require_postgresql:
                 raise SystemExit(f"PostgreSQL at {args.pg_url} does not answer: {exc!r}") from exc
             note = (
-                f"asgimon-postgresql skipped: PostgreSQL at {args.pg_url} does not answer ({exc})"
+                f"{', '.join(on_pg)} skipped: PostgreSQL at {args.pg_url} does not answer ({exc})"
             )
             print(note)
             notes.append(note)
-            args.variants.remove("asgimon-postgresql")
+            args.variants = [v for v in args.variants if v not in on_pg]
     server_prefix, client_prefix, pinned = pinning()
     env = environment(args, pinned, pg)
     env["notes"] = notes
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="asgimon-http-") as tmp:
-        d = Driver(Path(tmp), server_prefix, client_prefix, args.connections, args.pg_url)
+        d = Driver(
+            Path(tmp),
+            server_prefix,
+            client_prefix,
+            args.connections,
+            args.pg_url,
+            args.sample_rate,
+        )
         if args.rss:
             rss = measure_rss(d, args)
             env["seconds"] = round(time.monotonic() - started, 1)

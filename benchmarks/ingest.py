@@ -72,6 +72,7 @@ from starlette.routing import Route
 from asgimon import ApiCall, AsgimonMiddleware, Event, MemoryStorage, Monitor, Storage, WriteResult
 from asgimon.events import API_TOTAL
 from asgimon.middleware._records import sequential_ids
+from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.redis import RedisStorage
 from asgimon.storage.sql import SQLStorage
 
@@ -173,10 +174,12 @@ class TracedSQLStorage(SQLStorage):
         entry[0] += 1
         entry[1] += seconds
 
-    async def write(self, events: Sequence[Event]) -> WriteResult:
+    async def write(
+        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+    ) -> WriteResult:
         t = time.perf_counter()
         try:
-            return await super().write(events)
+            return await super().write(events, sampling=sampling)
         finally:
             self._add("storage.write (all of it)", time.perf_counter() - t)
 

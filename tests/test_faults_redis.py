@@ -98,11 +98,11 @@ class WatchedRedisStorage(RedisStorage):
         super().__init__(url, **options)
         self.attempts: list[Attempt] = []
 
-    async def write(self, events: Sequence[Event]) -> WriteResult:
+    async def write(self, events: Sequence[Event], **options: Any) -> WriteResult:
         t0 = time.monotonic()
         error: str | None = None
         try:
-            return await super().write(events)
+            return await super().write(events, **options)
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             raise

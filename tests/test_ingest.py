@@ -230,7 +230,7 @@ async def test_the_other_endpoints_stay_closed_to_a_key_holder(monitor: Monitor)
 
 
 class DownStorage(MemoryStorage):
-    async def write(self, events: Any) -> Any:
+    async def write(self, events: Any, **options: Any) -> Any:
         raise StorageUnavailable("connection refused")
 
 

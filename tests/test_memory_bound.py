@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import psutil
 import pytest
@@ -13,7 +14,7 @@ from asgimon import Event, MemoryStorage, Monitor, StorageUnavailable, WriteResu
 
 
 class DownStorage(MemoryStorage):
-    async def write(self, events: Sequence[Event]) -> WriteResult:
+    async def write(self, events: Sequence[Event], **options: Any) -> WriteResult:
         raise StorageUnavailable("connection refused")
 
 

@@ -23,6 +23,7 @@ from asgimon import (
     histogram,
 )
 from asgimon.errors import SchemaVersionError
+from asgimon.sampling import RawSampling
 from asgimon.scheduler import Scheduler
 from asgimon.storage._schema import SCHEMA_VERSION
 from asgimon.storage.sql import SQLStorage
@@ -44,6 +45,7 @@ def make_v1(path: Path) -> None:
     asyncio.run(create())
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE asgimon_job_claims")
+        db.execute("DROP TABLE asgimon_api_call_ids")
         db.execute("ALTER TABLE asgimon_rollups DROP COLUMN hist_packed")
         old_series = [
             ("build:clone", 0, 3, 1, 0, 0.0, None, None, "{}"),
@@ -84,10 +86,11 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
 
     done = asgimon_cli("db", "upgrade", env=env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"upgraded": [2, 3, 4]}
+    assert json.loads(done.stdout) == {"upgraded": [2, 3, 4, 5]}
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (4,)
+        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (5,)
         assert conn.execute("SELECT count(*) FROM asgimon_job_claims").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM asgimon_api_call_ids").fetchone() == (0,)
         assert conn.execute("SELECT count(hist_packed) FROM asgimon_rollups").fetchone() == (0,)
         renamed = conn.execute(
             "SELECT DISTINCT series FROM asgimon_rollups ORDER BY series"
@@ -116,20 +119,26 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
     assert asgimon_cli("check", env=env).returncode == 0
 
 
-async def test_a_version_that_changes_nothing_here_is_applied_at_start(tmp_path: Path) -> None:
-    # Version 4 only changes PostgreSQL: a SQLite database at 3 needs no upgrade step.
+async def test_versions_that_change_nothing_here_or_only_add_are_applied_at_start(
+    tmp_path: Path,
+) -> None:
+    # Version 4 only changes PostgreSQL and version 5 only adds a table: a SQLite database
+    # at 3 needs no upgrade step.
     db = tmp_path / "v3.db"
     storage = SQLStorage(f"sqlite:///{db}")
     await storage.start()
     await storage.close()
     with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE asgimon_api_call_ids")
         conn.execute("UPDATE asgimon_schema_version SET version = 3")
     storage = SQLStorage(f"sqlite:///{db}")
     await storage.start()
-    await storage.write([ApiCall(project_id="p", timestamp=time.time(), endpoint="/a")])
+    call = ApiCall(project_id="p", timestamp=time.time(), endpoint="/a")
+    await storage.write([call], sampling=RawSampling(rate=0.0))
     await storage.close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (4,)
+        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (5,)
+        assert conn.execute("SELECT id FROM asgimon_api_call_ids").fetchall() == [(call.id,)]
 
 
 async def test_postgres_upgrades_from_version_1_and_orders_series_by_bytes() -> None:
@@ -149,6 +158,7 @@ async def test_postgres_upgrades_from_version_1_and_orders_series_by_bytes() -> 
             # the database's collation.
             table = f"{schema}.asgimon_rollups"
             await conn.execute(f"DROP TABLE {schema}.asgimon_job_claims")
+            await conn.execute(f"DROP TABLE {schema}.asgimon_api_call_ids")
             await conn.execute(f"ALTER TABLE {table} DROP COLUMN hist_packed")
             await conn.execute(f"DELETE FROM {table} WHERE series LIKE 'all:%'")
             await conn.execute(
@@ -159,7 +169,7 @@ async def test_postgres_upgrades_from_version_1_and_orders_series_by_bytes() -> 
                 await SQLStorage(PG_URL, schema=schema).start()
 
             upgraded = SQLStorage(PG_URL, schema=schema)
-            assert await upgraded.upgrade() == [2, 3, 4]
+            assert await upgraded.upgrade() == [2, 3, 4, 5]
             collation = await conn.fetchval(
                 "SELECT collation_name FROM information_schema.columns WHERE table_schema = $1"
                 " AND table_name = 'asgimon_rollups' AND column_name = 'series'",

@@ -39,7 +39,7 @@ class ScriptedStorage(MemoryStorage):
         self.gate: asyncio.Event | None = None
         self.attempts = 0
 
-    async def write(self, events: Sequence[Event]) -> WriteResult:
+    async def write(self, events: Sequence[Event], **options: Any) -> WriteResult:
         self.attempts += 1
         if self.hang:
             await asyncio.Event().wait()
@@ -49,7 +49,7 @@ class ScriptedStorage(MemoryStorage):
             raise self.failures.pop(0)
         if any(e.id in self.poison for e in events):
             raise StorageRejected("poison")
-        return await super().write(events)
+        return await super().write(events, **options)
 
 
 def events(n: int) -> list[DomainEvent]:
@@ -232,12 +232,12 @@ class StubbornStorage(MemoryStorage):
     """A store whose write ignores cancellation and finishes a second later, as a hung
     driver's cleanup can."""
 
-    async def write(self, events: Sequence[Event]) -> WriteResult:
+    async def write(self, events: Sequence[Event], **options: Any) -> WriteResult:
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
             await asyncio.sleep(1.0)
-        return await super().write(events)
+        return await super().write(events, **options)
 
 
 async def test_a_write_that_finishes_after_stop_gave_up_is_not_counted_twice() -> None:

@@ -30,6 +30,7 @@ from .middleware import AsgimonMiddleware
 from .monitor import Monitor
 from .recorder import Recorder, RecorderStats
 from .rollups import Rollup
+from .sampling import RawSampling
 from .settings import Settings
 from .sinks import Sink, Subscription
 from .storage import MemoryStorage, Storage, WriteResult, storage_from_url
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidEventError",
     "MemoryStorage",
     "Monitor",
+    "RawSampling",
     "Recorder",
     "RecorderStats",
     "Rollup",

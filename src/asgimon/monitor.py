@@ -24,6 +24,7 @@ from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event,
 from .lag import LagProbe
 from .middleware import ApiCallBuilder, AsgimonMiddleware, route_template
 from .recorder import Recorder, RecorderStats
+from .sampling import RawSampling
 from .scheduler import Scheduler
 from .settings import Settings
 from .sinks import DELIVERY_TIMEOUT_S, MAX_PENDING_EVENTS, Sink, Subscription
@@ -115,6 +116,7 @@ class Monitor:
             retry_backoff_max=settings.retry_backoff_max,
             retry_deadline=settings.retry_deadline,
             convert=self.api_calls,
+            sampling=RawSampling(settings.api_call_sample_rate, settings.slow_request_ms),
         )
         self.scheduler = Scheduler(storage)
         self.scheduler.every("purge", settings.purge_interval, self.purge)

@@ -22,6 +22,7 @@ from typing import Any
 from ._slices import CHECK_EVERY, Slicer, chunks
 from .errors import StorageError, StorageFull, StorageRejected
 from .events import Event
+from .sampling import KEEP_ALL, RawSampling
 from .sinks import Fanout
 from .storage.base import Storage, WriteResult
 
@@ -78,6 +79,7 @@ class Recorder:
         retry_backoff_max: float = 5.0,
         retry_deadline: float = 30.0,
         convert: Callable[[Any], Event] = lambda item: item,
+        sampling: RawSampling = KEEP_ALL,
     ) -> None:
         self.storage = storage
         self.max_events = max_events
@@ -88,6 +90,8 @@ class Recorder:
         self.retry_backoff_max = retry_backoff_max
         self.retry_deadline = retry_deadline
         self._convert = convert
+        self.sampling = sampling
+        """Which API calls are stored raw (every event feeds the rollups)."""
         self.sinks = Fanout()
         """Who receives each stored batch's new events: see :mod:`asgimon.sinks`."""
         self._queue: deque[Any] = deque()
@@ -320,7 +324,7 @@ class Recorder:
                 self._backoff = min(self._backoff * 2, self.retry_backoff_max)
             attempts += 1
             try:
-                result = await self.storage.write(batch)
+                result = await self.storage.write(batch, sampling=self.sampling)
             except StorageRejected as exc:
                 self._failing = False
                 await self._bisect(batch, exc, settled)
@@ -363,7 +367,7 @@ class Recorder:
         For callers that answer only once their events are stored (``POST /api/events``):
         a failure is raised to them, not retried, and they are not in the queue's ledger.
         """
-        result = await self.storage.write(events)
+        result = await self.storage.write(events, sampling=self.sampling)
         self._publish(result)
         return result
 

@@ -71,7 +71,9 @@ def _int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
     return check, f"an integer >= {low}"
 
 
-def _float_between(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
+def _float_between(
+    low: float, high: float, what: str = "a number of seconds"
+) -> tuple[Callable[[Any], bool], str]:
     def check(v: Any) -> bool:
         return (
             isinstance(v, int | float)
@@ -80,7 +82,7 @@ def _float_between(low: float, high: float) -> tuple[Callable[[Any], bool], str]
             and low <= v <= high
         )
 
-    return check, f"a number of seconds from {low:g} to {high:g}"
+    return check, f"{what} from {low:g} to {high:g}"
 
 
 def _is_bool(v: Any) -> bool:
@@ -276,6 +278,15 @@ class Settings:
     )
     batch_size: int = _setting("ANALYTICS_BATCH_SIZE", 5000, int, _int_at_least(1))
     gc_freeze: bool = _setting("ANALYTICS_GC_FREEZE", True, _parse_bool, _BOOL)
+    api_call_sample_rate: float = _setting(
+        "ANALYTICS_API_CALL_SAMPLE_RATE", 1.0, float, _float_between(0.0, 1.0, "a share")
+    )
+    slow_request_ms: float = _setting(
+        "ANALYTICS_SLOW_REQUEST_MS",
+        2000.0,
+        float,
+        _float_between(0.0, 600_000.0, "a number of milliseconds"),
+    )
     flush_interval: float = _setting(
         "ANALYTICS_FLUSH_INTERVAL", 1.0, float, _float_between(0.001, 60)
     )
@@ -366,7 +377,10 @@ class Settings:
     )
     jwt_leeway: int = _setting("ANALYTICS_JWT_LEEWAY", 30, int, _int_at_least(0))
     apdex_threshold_ms: float = _setting(
-        "ANALYTICS_APDEX_THRESHOLD_MS", 500.0, float, _float_between(1.0, 600_000.0)
+        "ANALYTICS_APDEX_THRESHOLD_MS",
+        500.0,
+        float,
+        _float_between(1.0, 600_000.0, "a number of milliseconds"),
     )
     local_cache_ttl: int = _setting("ANALYTICS_LOCAL_CACHE_TTL", 300, int, _int_at_least(0))
     api_rate_limit: str | None = _setting(

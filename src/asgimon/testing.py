@@ -17,8 +17,9 @@ __all__ = ["MemoryStorage", "drain", "memory_monitor", "recorded"]
 
 
 def memory_monitor(**overrides: object) -> Monitor:
-    """A Monitor on a fresh in-memory store, flushing every 10 ms."""
+    """A Monitor on a fresh in-memory store, flushing every 10 ms, every API call kept raw."""
     overrides.setdefault("flush_interval", 0.01)
+    overrides.setdefault("api_call_sample_rate", 1.0)
     return Monitor(storage=MemoryStorage(), **overrides)  # type: ignore[arg-type]
 
 

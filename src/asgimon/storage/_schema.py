@@ -35,7 +35,7 @@ from asgimon.rollups import Rollup
 
 from ._sql_rows import rollup_row
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 PREFIX = "asgimon_"
 
 metadata = MetaData()
@@ -73,6 +73,18 @@ api_calls = _event_table(
     Column("user_id", String(200)),
     Column("request_id", String(200)),
     indexes=("endpoint", "user_id"),
+)
+
+# The API calls that sampling (asgimon.sampling) did not keep raw: only what finds a retry of
+# one again, keyed by time so that the purge deletes a range of the key.
+api_call_ids = Table(
+    PREFIX + "api_call_ids",
+    metadata,
+    Column("project_id", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("id", String(64), nullable=False),
+    PrimaryKeyConstraint("project_id", "created_at", "id"),
+    sqlite_with_rowid=False,
 )
 
 deployment_events = _event_table(
@@ -272,10 +284,16 @@ def _v4_series_byte_order(conn: Connection) -> None:
         )
 
 
+def _v5_sampled_api_call_ids(conn: Connection) -> None:
+    """Version 5: the ids of the API calls not kept raw, so that a retry of one is found."""
+    api_call_ids.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_job_claims,
     3: _v3_packed_histograms,
     4: _v4_series_byte_order,
+    5: _v5_sampled_api_call_ids,
 }
 """Version N's migration takes a database from N - 1 to N. A fresh database is created at
 the latest version directly."""
@@ -283,3 +301,6 @@ the latest version directly."""
 ONLY_ON: dict[int, str] = {4: "postgresql"}
 """Migrations that change one kind of database only. Where they change nothing they are
 applied at start, without waiting for ``asgimon db upgrade``."""
+
+ADDITIVE = frozenset({5})
+"""Migrations that only add a table that nothing older reads: applied at start too."""

@@ -42,7 +42,9 @@ async def prepare_schema(
         )
     pending = range(found + 1, s.SCHEMA_VERSION + 1)
     # What changes nothing here is no reason to stop: it is applied now.
-    trivial = all(s.ONLY_ON.get(version, dialect) != dialect for version in pending)
+    trivial = all(
+        version in s.ADDITIVE or s.ONLY_ON.get(version, dialect) != dialect for version in pending
+    )
     if found < s.SCHEMA_VERSION and not upgrade and not trivial:
         raise SchemaVersionError(
             f"database schema version {found} is older than this asgimon's "

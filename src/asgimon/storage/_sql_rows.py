@@ -41,6 +41,11 @@ def to_row(ev: Event, received_us: int) -> dict[str, Any]:
     return row
 
 
+def id_row(ev: Event) -> dict[str, Any]:
+    """What is kept of an event sampling left out: enough to find it again."""
+    return {"project_id": ev.project_id, "created_at": us(ev.timestamp), "id": ev.id}
+
+
 def from_row(kind: str, row: Row[Any]) -> Event:
     data = row._mapping
     values: dict[str, Any] = {

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from asgimon.events import Event
 from asgimon.rollups import Rollup, merge_per_series
+from asgimon.sampling import KEEP_ALL, RawSampling
 
 KINDS = ("api_call", "deployment", "build", "function", "domain", "error")
 
@@ -44,7 +45,9 @@ class Storage(Protocol):
     """Where events and rollups live.
 
     ``write`` is atomic per batch and idempotent on ``(project_id, id)``: events already
-    stored are counted as duplicates and add nothing to the rollups. Driver errors are raised
+    stored are counted as duplicates and add nothing to the rollups. Every event feeds the
+    rollups; those that ``sampling`` does not keep are stored as their id alone (never
+    listed by ``events``, still found when written again). Driver errors are raised
     as a subclass of :class:`~asgimon.errors.StorageError`. Time ranges are half-open,
     ``start <= t < end``, in epoch seconds.
     """
@@ -53,7 +56,9 @@ class Storage(Protocol):
 
     async def close(self) -> None: ...
 
-    async def write(self, events: Sequence[Event]) -> WriteResult: ...
+    async def write(
+        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+    ) -> WriteResult: ...
 
     async def events(
         self,

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from asgimon._slices import Slicer
 from asgimon.events import Event
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup
+from asgimon.sampling import KEEP_ALL, RawSampling
 
 from .base import KINDS, SumsByScan, WriteResult
 
@@ -35,6 +36,8 @@ class MemoryStorage(SumsByScan):
 
     def __init__(self) -> None:
         self._events: dict[str, dict[tuple[str, str], Event]] = {k: {} for k in KINDS}
+        # What sampling left out: (kind, project, id) -> timestamp, for dedupe and purge.
+        self._ids: dict[tuple[str, str, str], float] = {}
         self._rollups: dict[tuple[str, str, str, int], Rollup] = {}
         self._claims: dict[tuple[str, int], tuple[int, str]] = {}
         self.closed = False
@@ -45,30 +48,42 @@ class MemoryStorage(SumsByScan):
     async def close(self) -> None:
         self.closed = True
 
-    async def write(self, events: Sequence[Event]) -> WriteResult:
+    async def write(
+        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+    ) -> WriteResult:
         # Sliced like the SQL stores' writes: this runs on the host's loop too.
         # The work is done in slices, the change in one stretch at the end, so that a write
         # cancelled at a yield stores nothing (events without their rollups would never
         # get them: the retry finds the events and counts them as duplicates).
         slicer = Slicer()
         fresh: list[Event] = []
+        raw: list[Event] = []
+        ids: list[Event] = []
         seen: set[tuple[str, str, str]] = set()
         agg = Aggregator()
+        keeps = sampling.keeps
 
         def keep(run: Sequence[Event]) -> None:
             new = []
             for ev in run:
                 key = (ev.kind, ev.project_id, ev.id)
-                if key not in seen and (ev.project_id, ev.id) not in self._events[ev.kind]:
+                if (
+                    key not in seen
+                    and key not in self._ids
+                    and (ev.project_id, ev.id) not in self._events[ev.kind]
+                ):
                     seen.add(key)
                     new.append(ev)
+                    (raw if keeps(ev) else ids).append(ev)
             agg.add(new)
             fresh.extend(new)
 
         await slicer.each(keep, events)
         deltas = agg.deltas()
-        for ev in fresh:
+        for ev in raw:
             self._events[ev.kind][(ev.project_id, ev.id)] = ev
+        for ev in ids:
+            self._ids[(ev.kind, ev.project_id, ev.id)] = ev.timestamp
         self._merge(deltas)
         slicer.mark()
         return WriteResult(len(fresh), len(events) - len(fresh), fresh)
@@ -156,7 +171,8 @@ class MemoryStorage(SumsByScan):
             else:
                 table = self._events[key]
                 doomed_ev = [k for k, ev in table.items() if ev.timestamp < cutoff]
-                deleted[key] = _drop(table, doomed_ev)
+                doomed_ids = [k for k, ts in self._ids.items() if k[0] == key and ts < cutoff]
+                deleted[key] = _drop(table, doomed_ev) + _drop(self._ids, doomed_ids)
         return deleted
 
     async def compact(self, *, before: float, batch_size: int = 2000) -> int:

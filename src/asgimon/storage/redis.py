@@ -8,7 +8,8 @@ bucket, then reads and writes each rollup hash once.
 
 Layout, under a key prefix (``asgimon`` by default)::
 
-    {p}:seen:{len}:{project}:{id}       the idempotency marker
+    {p}:seen:{len}:{project}:{id}       the idempotency marker (all that is kept of an API
+                                        call that sampling left out)
     {p}:ev:{kind}:{project}:{hour}      ZSET of events (score: timestamp, member: JSON)
     {p}:evi:{kind}:{project}            ZSET of the hours that have events
     {p}:ru:{project}:{res}:{bucket}     HASH of rollup fields, "{series}\\x1f{field}"
@@ -37,6 +38,7 @@ from asgimon import histogram
 from asgimon.errors import StorageError, StorageRejected, StorageUnavailable
 from asgimon.events import EVENT_TYPES, Event
 from asgimon.rollups import RESOLUTIONS, Rollup
+from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import SumsByScan, WriteResult
 
 try:
@@ -162,17 +164,20 @@ for i = 1, #rows, 6 do
   if call("SET", grp[1] .. rows[i], "1", "NX", "EX", ttl) then
     fresh[#fresh + 1] = (i - 1) / 6
     local member = sub(blob, pos, stop - 1)
-    local z = grp[2]
-    local zm, n = zmembers[z], zcount[z]
-    if not zm then zm, n = {}, 0; zmembers[z] = zm end
-    zm[n + 1], zm[n + 2] = rows[i + 2], member
-    zcount[z] = n + 2
+    -- An empty member: an event sampling did not keep, which only feeds the rollups.
+    if member ~= "" then
+      local z = grp[2]
+      local zm, n = zmembers[z], zcount[z]
+      if not zm then zm, n = {}, 0; zmembers[z] = zm end
+      zm[n + 1], zm[n + 2] = rows[i + 2], member
+      zcount[z] = n + 2
+    end
     local user = rows[i + 3]
     if user ~= "" then
       local uk = p .. ":usr:" .. user
       local entries = users[uk]
       if not entries then entries = {}; users[uk] = entries; userkeys[#userkeys + 1] = uk end
-      local zset = zsets[z]
+      local zset = zsets[grp[2]]
       entries[#entries + 1] = encode({zset[4], zset[1], member})
     end
     cnt[g] = cnt[g] + 1
@@ -325,22 +330,24 @@ class _Call:
         self._hindex: dict[tuple[str, str, int], int] = {}
         self._gindex: dict[tuple[str, str, tuple[str, ...], int], int] = {}
 
-    def add(self, events: Sequence[Event]) -> None:
+    def add(self, events: Sequence[Event], sampling: RawSampling) -> None:
         """Encode a slice of events; an event that cannot be stored rejects the batch."""
         gindex = self._gindex
         rows: list[Any] = []
         members: list[str] = []
         bin_index, member = histogram.bin_index, _MEMBER
+        keeps = None if sampling.keeps_all else sampling.keeps
         for ev in events:
             try:
                 kind = ev.kind
-                members.append(member[kind](ev))
+                raw = keeps is None or keeps(ev)
+                members.append(member[kind](ev) if raw else "")
                 ts = ev.timestamp
                 key = (kind, ev.project_id, ev.rollup_series(), int(ts // 60) * 60)
                 g = gindex.get(key) or self._group(key)
                 if ev.is_error():
                     g = -g
-                user = getattr(ev, "user_id", None) or ""
+                user = (getattr(ev, "user_id", None) or "") if raw else ""
                 value = ev.value()
                 if value is None:
                     rows += (ev.id, g, ts, user, False, 0)
@@ -469,7 +476,9 @@ class RedisStorage(SumsByScan):
         if client is not None:
             await client.aclose()
 
-    async def write(self, events: Sequence[Event]) -> WriteResult:
+    async def write(
+        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+    ) -> WriteResult:
         # Every event is encoded before anything is sent, so a bad one rejects the batch
         # before any part of it is stored. Encoding yields to the loop between slices.
         calls: list[list[Any]] = []
@@ -479,7 +488,7 @@ class RedisStorage(SumsByScan):
             for j in range(0, len(chunk), SLICE_EVENTS):
                 if i or j:
                     await asyncio.sleep(0)
-                call.add(chunk[j : j + SLICE_EVENTS])
+                call.add(chunk[j : j + SLICE_EVENTS], sampling)
             await asyncio.sleep(0)
             calls.append(call.args(self.ttl))
         self._redis()

@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -49,12 +49,13 @@ from asgimon.errors import (
 )
 from asgimon.events import TOTAL_SERIES, Event
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup
+from asgimon.sampling import KEEP_ALL, RawSampling
 
 from . import _schema as s
 from ._sql_engine import OnConnect, make_engine, normalise_url, rollup_upsert, sqlite_path
 from ._sql_errors import classify
 from ._sql_migrate import prepare_schema
-from ._sql_rows import from_row, rollup_row, to_row, us
+from ._sql_rows import from_row, id_row, rollup_row, to_row, us
 from .base import SeriesTotal, WriteResult, sum_per_bucket
 
 log = logging.getLogger("asgimon.storage")
@@ -244,7 +245,9 @@ class SQLStorage:
 
     # -- writes ------------------------------------------------------------------------
 
-    async def write(self, events: Sequence[Event]) -> WriteResult:
+    async def write(
+        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+    ) -> WriteResult:
         if not events:
             return WriteResult(0, 0)
         await self._check_file()
@@ -260,7 +263,9 @@ class SQLStorage:
                     async with conn.begin():
                         slicer = Slicer()  # the connection and BEGIN were awaits, not work
                         for kind, evs in by_kind.items():
-                            fresh.extend(await self._insert_new(conn, kind, evs, received, slicer))
+                            fresh.extend(
+                                await self._insert_new(conn, kind, evs, received, slicer, sampling)
+                            )
                         agg = Aggregator()
                         await slicer.each(agg.add, fresh)
                         # One lock order for every writer, or concurrent UPSERTs deadlock on
@@ -303,12 +308,41 @@ class SQLStorage:
         evs: list[Event],
         received: int,
         slicer: Slicer,
+        sampling: RawSampling,
     ) -> list[Event]:
-        table = s.EVENT_TABLES[kind]
-        evs = sorted(evs, key=lambda ev: (ev.project_id, ev.id))
-        rows: list[dict[str, Any]] = []
-        await slicer.each(lambda run: rows.extend(to_row(ev, received) for ev in run), evs)
-        insert = self._insert(table).on_conflict_do_nothing(index_elements=["project_id", "id"])
+        kept: list[tuple[Event, dict[str, Any]]] = []
+        ids: list[tuple[Event, dict[str, Any]]] = []
+        keeps = None if kind != "api_call" or sampling.keeps_all else sampling.keeps
+
+        def split(run: Sequence[Event]) -> None:
+            for ev in run:
+                if keeps is None or keeps(ev):
+                    kept.append((ev, to_row(ev, received)))
+                else:
+                    ids.append((ev, id_row(ev)))
+
+        await slicer.each(split, evs)
+        fresh = await self._insert_rows(conn, s.EVENT_TABLES[kind], kept, slicer)
+        return fresh + await self._insert_rows(conn, s.api_call_ids, ids, slicer)
+
+    async def _insert_rows(
+        self,
+        conn: AsyncConnection,
+        table: Any,
+        pairs: list[tuple[Event, dict[str, Any]]],
+        slicer: Slicer,
+    ) -> list[Event]:
+        """Insert each event's row unless its primary key is there; the events inserted."""
+        if not pairs:
+            return []
+        key_names = [c.name for c in table.primary_key.columns]
+        if self.dialect == "postgresql":
+            # One lock order for every writer, or concurrent inserts deadlock.
+            row_key = itemgetter(*key_names)
+            pairs.sort(key=lambda pair: row_key(pair[1]))
+        evs = [ev for ev, _ in pairs]
+        rows = [row for _, row in pairs]
+        insert = self._insert(table).on_conflict_do_nothing(index_elements=key_names)
         if self.dialect == "sqlite":
             # Duplicates are rare (a retried batch): try without RETURNING, which SQLite does
             # far faster, and only if the row count says some were already there, go back
@@ -317,34 +351,34 @@ class SQLStorage:
             savepoint = await conn.begin_nested()
             slicer.restart()
             if self.schema is None:  # the raw SQL names tables without a schema
-                count = await self._sqlite_plain_insert(conn, kind, rows, slicer)
+                count = await self._sqlite_plain_insert(conn, table, rows, slicer)
             else:
                 count = await self._execute_in_runs(conn, insert, rows, slicer)
             if count == len(rows):
                 slicer.mark()
                 await savepoint.commit()
                 slicer.restart()
-                return evs  # every row went in, so no id repeated, in the store or the batch
+                return evs  # every row went in, so no key repeated, in the store or the batch
             slicer.mark()
             await savepoint.rollback()
             slicer.restart()
-        inserted: set[tuple[str, str]] = set()
-        returning = insert.returning(table.c.project_id, table.c.id)
+        inserted: set[tuple[Any, ...]] = set()
+        returning = insert.returning(*table.primary_key.columns)
         for run in chunks(rows, ROWS_PER_CALL):
             slicer.mark()
             result = await conn.execute(returning, list(run))
             slicer.restart()
-            inserted.update((r[0], r[1]) for r in result)
+            inserted.update(tuple(r) for r in result)
         fresh = []
-        for ev in evs:
-            key = (ev.project_id, ev.id)
+        for ev, row in pairs:
+            key = tuple(map(row.__getitem__, key_names))
             if key in inserted:
                 inserted.discard(key)  # a repeat within the batch is a duplicate too
                 fresh.append(ev)
         return fresh
 
     async def _sqlite_plain_insert(
-        self, conn: AsyncConnection, kind: str, rows: list[dict[str, Any]], slicer: Slicer
+        self, conn: AsyncConnection, table: Any, rows: list[dict[str, Any]], slicer: Slicer
     ) -> int:
         """The rows through the driver's own ``executemany``; the row count.
 
@@ -352,7 +386,7 @@ class SQLStorage:
         row); the driver binds plain tuples in its own thread, releasing the GIL as SQLite
         steps through each row.
         """
-        sql, order = self._plain_insert_sql(kind)
+        sql, order = self._plain_insert_sql(table)
         count = 0
         for run in chunks(rows, DRIVER_ROWS_PER_CALL):
             values = [tuple(map(row.__getitem__, order)) for row in run]
@@ -361,15 +395,15 @@ class SQLStorage:
             slicer.restart()
         return count
 
-    def _plain_insert_sql(self, kind: str) -> tuple[str, tuple[str, ...]]:
-        found = self._plain_inserts.get(kind)
+    def _plain_insert_sql(self, table: Any) -> tuple[str, tuple[str, ...]]:
+        found = self._plain_inserts.get(table.name)
         if found is None:
-            found = self._plain_inserts[kind] = self._compile_plain_insert(kind)
+            found = self._plain_inserts[table.name] = self._compile_plain_insert(table)
         return found
 
-    def _compile_plain_insert(self, kind: str) -> tuple[str, tuple[str, ...]]:
-        table = s.EVENT_TABLES[kind]
-        stmt = self._insert(table).on_conflict_do_nothing(index_elements=["project_id", "id"])
+    def _compile_plain_insert(self, table: Any) -> tuple[str, tuple[str, ...]]:
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = self._insert(table).on_conflict_do_nothing(index_elements=keys)
         compiled = stmt.compile(
             dialect=self._dialect_impl, column_keys=[c.name for c in table.columns]
         )
@@ -751,13 +785,14 @@ class SQLStorage:
                     t, [t.c.job, t.c.period_start], cond, batch_size
                 )
             else:
-                t = s.EVENT_TABLES[key]
-                for project in projects:
-                    # Per project, so the (project_id, created_at) index finds the rows.
-                    cond = [t.c.project_id == project, t.c.created_at < us(cutoff)]
-                    total += await self._delete_in_batches(
-                        t, [t.c.project_id, t.c.id], cond, batch_size
-                    )
+                tables = [s.EVENT_TABLES[key]] + ([s.api_call_ids] if key == "api_call" else [])
+                for t in tables:
+                    for project in projects:
+                        # Per project, so the (project_id, created_at) index finds the rows.
+                        cond = [t.c.project_id == project, t.c.created_at < us(cutoff)]
+                        total += await self._delete_in_batches(
+                            t, [t.c.project_id, t.c.id], cond, batch_size
+                        )
             deleted[key] = total
         return deleted
 
