@@ -167,6 +167,8 @@ def monitor_settings(**overrides: Any) -> dict[str, Any]:
         "shutdown_timeout": 5.0,
         "rate_limit_enabled": False,
         "alerts_enabled": False,
+        # Every call kept raw: losses and duplicates are counted on the raw rows.
+        "api_call_sample_rate": 1.0,
     }
     settings.update(overrides)
     return settings

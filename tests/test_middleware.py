@@ -94,7 +94,7 @@ def host_app() -> Starlette:
 
 @pytest.fixture
 async def monitor(sqlite_url: str) -> AsyncIterator[Monitor]:
-    mon = Monitor(storage=SQLStorage(sqlite_url), flush_interval=0.01)
+    mon = Monitor(storage=SQLStorage(sqlite_url), flush_interval=0.01, api_call_sample_rate=1.0)
     async with mon:
         yield mon
 
@@ -231,7 +231,12 @@ async def test_mounted_sub_apps_unmatched_paths_and_exclusions(monitor: Monitor)
 
 async def test_distinct_endpoints_are_capped_per_project(sqlite_url: str) -> None:
     routes = [Route(f"/r{i}", item) for i in range(5)]
-    monitor = Monitor(storage=SQLStorage(sqlite_url), flush_interval=0.01, max_endpoints=3)
+    monitor = Monitor(
+        storage=SQLStorage(sqlite_url),
+        flush_interval=0.01,
+        api_call_sample_rate=1.0,
+        max_endpoints=3,
+    )
     async with monitor:
         app = monitor.wrap(Starlette(routes=routes))
         async with client(app) as c:
@@ -285,7 +290,7 @@ async def test_user_ids_come_from_scope_user_or_a_resolver(sqlite_url: str) -> N
             name = conn.headers.get("x-user")
             return (AuthCredentials(["authenticated"]), SimpleUser(name)) if name else None
 
-    monitor = Monitor(storage=SQLStorage(sqlite_url), flush_interval=0.01)
+    monitor = Monitor(storage=SQLStorage(sqlite_url), flush_interval=0.01, api_call_sample_rate=1.0)
     inner = Starlette(
         routes=[Route("/items/{item_id}", item)],
         middleware=[Middleware(AuthenticationMiddleware, backend=HeaderAuth())],
@@ -300,6 +305,7 @@ async def test_user_ids_come_from_scope_user_or_a_resolver(sqlite_url: str) -> N
     other = Monitor(
         storage=SQLStorage(sqlite_url.replace(".db", "2.db")),
         flush_interval=0.01,
+        api_call_sample_rate=1.0,
         user_resolver=lambda scope: dict(scope["headers"]).get(b"x-api-key", b"").decode() or None,
     )
     async with other:
@@ -329,7 +335,9 @@ async def test_in_flight_gauge_counts_requests_being_served(monitor: Monitor) ->
 
 
 async def test_disabled_analytics_records_nothing(sqlite_url: str) -> None:
-    monitor = Monitor(storage=SQLStorage(sqlite_url), flush_interval=0.01, enabled=False)
+    monitor = Monitor(
+        storage=SQLStorage(sqlite_url), flush_interval=0.01, api_call_sample_rate=1.0, enabled=False
+    )
     async with monitor:
         async with client(monitor.wrap(host_app())) as c:
             assert (await c.get("/items/1")).status_code == 200
@@ -401,6 +409,7 @@ async def test_a_project_resolver_that_answers_none_falls_back_to_the_default(
     monitor = Monitor(
         storage=SQLStorage(sqlite_url),
         flush_interval=0.01,
+        api_call_sample_rate=1.0,
         project_resolver=lambda s: next(answers),
     )
     async with monitor:
@@ -415,7 +424,7 @@ async def test_a_project_resolver_that_answers_none_falls_back_to_the_default(
 async def test_the_monitor_starts_lazily_again_after_a_stop() -> None:
     from asgimon import MemoryStorage
 
-    monitor = Monitor(storage=MemoryStorage(), flush_interval=0.01)
+    monitor = Monitor(storage=MemoryStorage(), flush_interval=0.01, api_call_sample_rate=1.0)
     app = monitor.wrap(host_app())
     for _ in range(2):
         async with client(app) as c:

@@ -62,7 +62,9 @@ async def test_the_middleware_alone_starts_and_drains_the_monitor_through_lifesp
         yield
         events.append("app shutdown")
 
-    monitor = Monitor(storage=MemoryStorage(), flush_interval=30)  # only shutdown can flush
+    monitor = Monitor(
+        storage=MemoryStorage(), flush_interval=30, api_call_sample_rate=1.0
+    )  # only shutdown can flush
     app = Starlette(routes=[Route("/", hello)], lifespan=lifespan)
     app.add_middleware(monitor.middleware_class, monitor=monitor)
 
@@ -84,7 +86,7 @@ async def test_an_app_that_does_not_speak_lifespan_gets_it_answered() -> None:
             raise ValueError("only http here")  # as Django's ASGI handler does
         await PlainTextResponse("raw")(scope, receive, send)
 
-    monitor = Monitor(storage=MemoryStorage(), flush_interval=30)
+    monitor = Monitor(storage=MemoryStorage(), flush_interval=30, api_call_sample_rate=1.0)
     app = monitor.wrap(raw_app)
 
     async def during() -> None:
@@ -102,7 +104,7 @@ async def test_a_failing_app_startup_still_fails() -> None:
         raise RuntimeError("db down")
         yield
 
-    monitor = Monitor(storage=MemoryStorage())
+    monitor = Monitor(storage=MemoryStorage(), api_call_sample_rate=1.0)
     app = monitor.wrap(Starlette(lifespan=lifespan))
     sent: list[str] = []
 
@@ -119,7 +121,7 @@ async def test_a_failing_app_startup_still_fails() -> None:
 
 
 async def test_without_lifespan_the_monitor_starts_lazily_on_the_first_request() -> None:
-    monitor = Monitor(storage=MemoryStorage(), flush_interval=0.01)
+    monitor = Monitor(storage=MemoryStorage(), flush_interval=0.01, api_call_sample_rate=1.0)
     app = monitor.wrap(Starlette(routes=[Route("/", hello)]))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
         assert (await c.get("/")).text == "hi"

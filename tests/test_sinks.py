@@ -47,7 +47,10 @@ def storage(request: pytest.FixtureRequest, sqlite_url: str) -> Storage:
 
 @pytest.fixture
 async def monitor(storage: Storage) -> AsyncIterator[Monitor]:
-    monitor = Monitor(storage=storage, flush_interval=0.05, ingest_keys=(("*", KEY),))
+    # Every call kept raw: the collector looks each one up in storage.
+    monitor = Monitor(
+        storage=storage, flush_interval=0.05, ingest_keys=(("*", KEY),), api_call_sample_rate=1.0
+    )
     yield monitor
     await monitor.stop()
 

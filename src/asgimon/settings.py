@@ -279,7 +279,7 @@ class Settings:
     batch_size: int = _setting("ANALYTICS_BATCH_SIZE", 5000, int, _int_at_least(1))
     gc_freeze: bool = _setting("ANALYTICS_GC_FREEZE", True, _parse_bool, _BOOL)
     api_call_sample_rate: float = _setting(
-        "ANALYTICS_API_CALL_SAMPLE_RATE", 1.0, float, _float_between(0.0, 1.0, "a share")
+        "ANALYTICS_API_CALL_SAMPLE_RATE", 0.1, float, _float_between(0.0, 1.0, "a share")
     )
     slow_request_ms: float = _setting(
         "ANALYTICS_SLOW_REQUEST_MS",

@@ -18,6 +18,7 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any, cast
 
@@ -55,7 +56,7 @@ from . import _schema as s
 from ._sql_engine import OnConnect, make_engine, normalise_url, rollup_upsert, sqlite_path
 from ._sql_errors import classify
 from ._sql_migrate import prepare_schema
-from ._sql_rows import from_row, id_row, rollup_row, to_row, us
+from ._sql_rows import RowMaker, from_row, rollup_row, row_maker, us
 from .base import SeriesTotal, WriteResult, sum_per_bucket
 
 log = logging.getLogger("asgimon.storage")
@@ -69,6 +70,15 @@ ROWS_PER_CALL = 100
 made PostgreSQL ingest 5 % faster but cost it a fifth of its requests/s over HTTP."""
 DRIVER_ROWS_PER_CALL = 500
 """Rows per call of SQLite's own ``executemany``: plain tuples, bound in the driver's thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainInsert:
+    """A table's insert for the driver itself: its columns, its row maker, its SQL."""
+
+    columns: tuple[str, ...]
+    make: RowMaker
+    sql: str  # SQLite's paramstyle; only the SQLite fast path sends it
 
 
 class SQLStorage:
@@ -110,7 +120,7 @@ class SQLStorage:
         self._sqlite_path = sqlite_path(self.url) if self.dialect == "sqlite" else None
         self._next_wal_check = 0.0
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
-        self._plain_inserts: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._plain_inserts: dict[str, _PlainInsert] = {}
         self._start_lock = asyncio.Lock()
         self._schema_ready = False
         self._packed_upto: dict[tuple[str, str], int] = {}
@@ -310,38 +320,29 @@ class SQLStorage:
         slicer: Slicer,
         sampling: RawSampling,
     ) -> list[Event]:
-        kept: list[tuple[Event, dict[str, Any]]] = []
-        ids: list[tuple[Event, dict[str, Any]]] = []
-        keeps = None if kind != "api_call" or sampling.keeps_all else sampling.keeps
+        table = s.EVENT_TABLES[kind]
+        if kind != "api_call" or sampling.keeps_all:
+            return await self._insert_rows(conn, table, evs, received, slicer)
+        kept: list[Event] = []
+        ids: list[Event] = []
+        keeps = sampling.keeps
 
         def split(run: Sequence[Event]) -> None:
             for ev in run:
-                if keeps is None or keeps(ev):
-                    kept.append((ev, to_row(ev, received)))
-                else:
-                    ids.append((ev, id_row(ev)))
+                (kept if keeps(ev) else ids).append(ev)
 
         await slicer.each(split, evs)
-        fresh = await self._insert_rows(conn, s.EVENT_TABLES[kind], kept, slicer)
-        return fresh + await self._insert_rows(conn, s.api_call_ids, ids, slicer)
+        fresh = await self._insert_rows(conn, table, kept, received, slicer)
+        return fresh + await self._insert_rows(conn, s.api_call_ids, ids, received, slicer)
 
     async def _insert_rows(
-        self,
-        conn: AsyncConnection,
-        table: Any,
-        pairs: list[tuple[Event, dict[str, Any]]],
-        slicer: Slicer,
+        self, conn: AsyncConnection, table: Any, evs: list[Event], received: int, slicer: Slicer
     ) -> list[Event]:
         """Insert each event's row unless its primary key is there; the events inserted."""
-        if not pairs:
+        if not evs:
             return []
+        plain = self._plain_insert(table)
         key_names = [c.name for c in table.primary_key.columns]
-        if self.dialect == "postgresql":
-            # One lock order for every writer, or concurrent inserts deadlock.
-            row_key = itemgetter(*key_names)
-            pairs.sort(key=lambda pair: row_key(pair[1]))
-        evs = [ev for ev, _ in pairs]
-        rows = [row for _, row in pairs]
         insert = self._insert(table).on_conflict_do_nothing(index_elements=key_names)
         if self.dialect == "sqlite":
             # Duplicates are rare (a retried batch): try without RETURNING, which SQLite does
@@ -351,10 +352,11 @@ class SQLStorage:
             savepoint = await conn.begin_nested()
             slicer.restart()
             if self.schema is None:  # the raw SQL names tables without a schema
-                count = await self._sqlite_plain_insert(conn, table, rows, slicer)
+                count = await self._sqlite_plain_insert(conn, plain, evs, received, slicer)
             else:
+                rows = await self._dict_rows(plain, evs, received, slicer)
                 count = await self._execute_in_runs(conn, insert, rows, slicer)
-            if count == len(rows):
+            if count == len(evs):
                 slicer.mark()
                 await savepoint.commit()
                 slicer.restart()
@@ -362,9 +364,15 @@ class SQLStorage:
             slicer.mark()
             await savepoint.rollback()
             slicer.restart()
+        rows = await self._dict_rows(plain, evs, received, slicer)
+        pairs = list(zip(evs, rows, strict=True))
+        if self.dialect == "postgresql":
+            # One lock order for every writer, or concurrent inserts deadlock.
+            row_key = itemgetter(*key_names)
+            pairs.sort(key=lambda pair: row_key(pair[1]))
         inserted: set[tuple[Any, ...]] = set()
         returning = insert.returning(*table.primary_key.columns)
-        for run in chunks(rows, ROWS_PER_CALL):
+        for run in chunks([row for _, row in pairs], ROWS_PER_CALL):
             slicer.mark()
             result = await conn.execute(returning, list(run))
             slicer.restart()
@@ -377,8 +385,27 @@ class SQLStorage:
                 fresh.append(ev)
         return fresh
 
+    async def _dict_rows(
+        self, plain: _PlainInsert, evs: list[Event], received: int, slicer: Slicer
+    ) -> list[dict[str, Any]]:
+        """The rows as SQLAlchemy binds them: one dict each."""
+        order, make = plain.columns, plain.make
+        rows: list[dict[str, Any]] = []
+        await slicer.each(
+            lambda run: rows.extend(
+                dict(zip(order, make(ev, received), strict=True)) for ev in run
+            ),
+            evs,
+        )
+        return rows
+
     async def _sqlite_plain_insert(
-        self, conn: AsyncConnection, table: Any, rows: list[dict[str, Any]], slicer: Slicer
+        self,
+        conn: AsyncConnection,
+        plain: _PlainInsert,
+        evs: list[Event],
+        received: int,
+        slicer: Slicer,
     ) -> int:
         """The rows through the driver's own ``executemany``; the row count.
 
@@ -386,29 +413,28 @@ class SQLStorage:
         row); the driver binds plain tuples in its own thread, releasing the GIL as SQLite
         steps through each row.
         """
-        sql, order = self._plain_insert_sql(table)
+        make = plain.make
         count = 0
-        for run in chunks(rows, DRIVER_ROWS_PER_CALL):
-            values = [tuple(map(row.__getitem__, order)) for row in run]
+        for run in chunks(evs, DRIVER_ROWS_PER_CALL):
+            values = [make(ev, received) for ev in run]
             slicer.mark()
-            count += (await conn.exec_driver_sql(sql, values)).rowcount
+            count += (await conn.exec_driver_sql(plain.sql, values)).rowcount
             slicer.restart()
         return count
 
-    def _plain_insert_sql(self, table: Any) -> tuple[str, tuple[str, ...]]:
+    def _plain_insert(self, table: Any) -> _PlainInsert:
         found = self._plain_inserts.get(table.name)
         if found is None:
-            found = self._plain_inserts[table.name] = self._compile_plain_insert(table)
+            order, make = row_maker([c.name for c in table.columns])
+            preparer = self._dialect_impl.identifier_preparer
+            keys = ", ".join(preparer.quote(c.name) for c in table.primary_key.columns)
+            sql = (
+                f"INSERT INTO {preparer.format_table(table)} "
+                f"({', '.join(map(preparer.quote, order))}) "
+                f"VALUES ({', '.join('?' * len(order))}) ON CONFLICT ({keys}) DO NOTHING"
+            )
+            found = self._plain_inserts[table.name] = _PlainInsert(order, make, sql)
         return found
-
-    def _compile_plain_insert(self, table: Any) -> tuple[str, tuple[str, ...]]:
-        keys = [c.name for c in table.primary_key.columns]
-        stmt = self._insert(table).on_conflict_do_nothing(index_elements=keys)
-        compiled = stmt.compile(
-            dialect=self._dialect_impl, column_keys=[c.name for c in table.columns]
-        )
-        assert compiled.positiontup is not None  # SQLite's paramstyle is positional
-        return str(compiled), tuple(compiled.positiontup)
 
     @functools.cached_property
     def _dialect_impl(self) -> Any:
