@@ -364,25 +364,31 @@ class SQLStorage:
             slicer.mark()
             await savepoint.rollback()
             slicer.restart()
-        rows = await self._dict_rows(plain, evs, received, slicer)
-        pairs = list(zip(evs, rows, strict=True))
+        key_columns, key_of = row_maker(key_names)
+        keyed: list[tuple[tuple[Any, ...], Event]] = []
+        await slicer.each(lambda run: keyed.extend((key_of(ev, received), ev) for ev in run), evs)
         if self.dialect == "postgresql":
             # One lock order for every writer, or concurrent inserts deadlock.
-            row_key = itemgetter(*key_names)
-            pairs.sort(key=lambda pair: row_key(pair[1]))
+            keyed.sort(key=itemgetter(0))
+            await slicer.pause()
+            evs = [ev for _, ev in keyed]
+        rows = await self._dict_rows(plain, evs, received, slicer)
         inserted: set[tuple[Any, ...]] = set()
-        returning = insert.returning(*table.primary_key.columns)
-        for run in chunks([row for _, row in pairs], ROWS_PER_CALL):
+        returning = insert.returning(*(table.c[name] for name in key_columns))
+        for run in chunks(rows, ROWS_PER_CALL):
             slicer.mark()
             result = await conn.execute(returning, list(run))
             slicer.restart()
-            inserted.update(tuple(r) for r in result)
-        fresh = []
-        for ev, row in pairs:
-            key = tuple(map(row.__getitem__, key_names))
-            if key in inserted:
-                inserted.discard(key)  # a repeat within the batch is a duplicate too
-                fresh.append(ev)
+            inserted.update(map(tuple, result))
+        fresh: list[Event] = []
+
+        def pick(run: Sequence[tuple[tuple[Any, ...], Event]]) -> None:
+            for key, ev in run:
+                if key in inserted:
+                    inserted.discard(key)  # a repeat within the batch is a duplicate too
+                    fresh.append(ev)
+
+        await slicer.each(pick, keyed)
         return fresh
 
     async def _dict_rows(
