@@ -319,7 +319,7 @@ async def test_in_flight_gauge_counts_requests_being_served(monitor: Monitor) ->
     seen: list[int] = []
 
     async def waits(request: Request) -> Response:
-        seen.append(monitor.in_flight)
+        seen.append(monitor.requests.count)
         await gate.wait()
         return PlainTextResponse("done")
 
@@ -328,10 +328,10 @@ async def test_in_flight_gauge_counts_requests_being_served(monitor: Monitor) ->
         tasks = [asyncio.create_task(c.get("/wait")) for _ in range(3)]
         while len(seen) < 3:  # noqa: ASYNC110 - waiting for three requests to be inside
             await asyncio.sleep(0.01)
-        assert monitor.in_flight == 3
+        assert monitor.requests.count == 3
         gate.set()
         await asyncio.gather(*tasks)
-    assert monitor.in_flight == 0
+    assert monitor.requests.count == 0
 
 
 async def test_disabled_analytics_records_nothing(sqlite_url: str) -> None:

@@ -251,6 +251,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "scheduler",
         "middleware",
         "monitor",
+        "parts",
         "recorder",
         "rollups",
         "sampling",

@@ -7,9 +7,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.types import ASGIApp, Scope
 
@@ -17,12 +16,15 @@ from . import retention
 from ._heap import freeze_startup_heap
 from ._validate import to_epoch
 from .capture import error_event
+from .dashboard import create_dashboard
 from .dashboard.auth import AuthHook
 from .dashboard.mount import Mounted
 from .errors import InvalidEventError
 from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event, FunctionInvocation
 from .lag import LagProbe
 from .middleware import ApiCallBuilder, AsgimonMiddleware, route_template
+from .middleware.host import InFlight, Queue, RouteTable
+from .parts import Part, Parts
 from .recorder import Recorder, RecorderStats
 from .sampling import RawSampling
 from .scheduler import Scheduler
@@ -30,9 +32,6 @@ from .settings import Settings
 from .sinks import DELIVERY_TIMEOUT_S, MAX_PENDING_EVENTS, Sink, Subscription
 from .storage import Storage, storage_from_url
 from .tracking import Tracker, build_phase_tracker, function_tracker
-
-if TYPE_CHECKING:
-    from .dashboard.app import DashboardApp
 
 COMPACT_SETTLE_S = 120.0
 log = logging.getLogger("asgimon")
@@ -122,8 +121,12 @@ class Monitor:
         self.scheduler.every("purge", settings.purge_interval, self.purge)
         self.scheduler.every("compact", settings.compact_interval, self.compact)
         self.lag = LagProbe()
+        self.dashboard = create_dashboard(self, auth)
+        """The sub-application mounted at ``mount_path``: the JSON API (and pages)."""
+        self.parts = Parts(self._parts())
         self._last_purge: tuple[float, float] | None = None
-        self.in_flight = 0
+        self.requests = InFlight()
+        """Requests inside the app now, counted by the middleware."""
         self.started = False
         self.storage_error: str | None = None
         self._start_task: asyncio.Task[None] | None = None
@@ -152,15 +155,41 @@ class Monitor:
         if self.started:
             return
         self.started = True
+        await self.parts.start()
+
+    def _parts(self) -> list[Part]:
+        """What runs while the monitor does, in start order; they close in reverse."""
+        recorder, scheduler = self.recorder, self.scheduler
+
+        async def close_scheduler(left: float) -> None:
+            await scheduler.stop(timeout=min(0.5, self.settings.shutdown_timeout / 4))
+
+        async def close_recorder(left: float) -> None:
+            # A margin for the parts closed after it, inside the same budget.
+            await recorder.stop(timeout=max(0.0, left - 0.25))
+
+        async def close_sinks(left: float) -> None:
+            # What was stored before the end still reaches the subscribers, briefly.
+            await recorder.sinks.aclose(min(0.5, left))
+
+        return [
+            Part("storage", lambda left: self.storage.close(), self._start_storage),
+            Part("the dashboard's clients", lambda left: self.dashboard.aclose()),
+            Part("subscribers", close_sinks, recorder.sinks.start),
+            Part("recorder", close_recorder, recorder.start, self_bounded=True),
+            Part("scheduler", close_scheduler, scheduler.start, self_bounded=True),
+            Part("lag probe", lambda left: self.lag.aclose(), self._start_lag_probe, True),
+        ]
+
+    async def _start_storage(self) -> None:
         try:
             await self.storage.start()
             self.storage_error = None
         except Exception as exc:  # a store that is down must not stop the host from starting
             self.storage_error = str(exc)[:500]
             log.error("asgimon: storage failed to start, will retry on each flush: %s", exc)
-        await self.recorder.start()
-        await self.recorder.sinks.start()
-        await self.scheduler.start()
+
+    async def _start_lag_probe(self) -> None:
         if self.settings.gc_freeze:
             freeze_startup_heap()  # before the probe: its one collection is start-up, not load
         await self.lag.start()
@@ -173,25 +202,9 @@ class Monitor:
         if not self.started:
             return
         self.started = False
-        # All of it within shutdown_timeout (plus the recorder's margin for a hung write):
-        # a store that hangs must not hold the host's shutdown hostage.
-        budget = self.settings.shutdown_timeout
-        deadline = time.monotonic() + budget
-        await self.lag.aclose()
-        await self.scheduler.stop(timeout=min(0.5, budget / 4))
-        await self.recorder.stop(timeout=max(0.0, deadline - time.monotonic() - 0.25))
-        try:
-            async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
-                # What was stored before the end still reaches the subscribers, briefly.
-                await self.recorder.sinks.aclose(min(0.5, max(0.0, deadline - time.monotonic())))
-                if "dashboard" in self.__dict__:
-                    try:
-                        await self.dashboard.aclose()
-                    except Exception as exc:
-                        log.warning("asgimon: closing the dashboard's clients failed: %r", exc)
-                await self.storage.close()
-        except Exception as exc:
-            log.warning("asgimon: closing storage failed: %r", exc)
+        # All of it within shutdown_timeout: a store that hangs must not hold the host's
+        # shutdown hostage.
+        await self.parts.aclose(budget=self.settings.shutdown_timeout)
 
     def start_soon(self) -> None:
         """Start in the background: for servers that send no lifespan events."""
@@ -212,18 +225,23 @@ class Monitor:
 
     # -- the app side ------------------------------------------------------------------
 
+    @property
+    def enabled(self) -> bool:
+        return self.settings.enabled
+
+    @property
+    def queue(self) -> Queue:
+        return self.recorder
+
+    @property
+    def route_table(self) -> RouteTable:
+        return self.api_calls
+
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """The app with the middleware applied and the dashboard at ``mount_path``."""
         return AsgimonMiddleware(
             Mounted(app, self.settings.mount_path, self.dashboard), monitor=self
         )
-
-    @cached_property
-    def dashboard(self) -> DashboardApp:
-        """The sub-application to mount at ``mount_path``: JSON API (and pages)."""
-        from .dashboard import create_dashboard
-
-        return create_dashboard(self, self.auth)
 
     def excluded_paths(self) -> tuple[frozenset[str], tuple[str, ...]]:
         """Paths never recorded: exact ones, and prefixes (the dashboard's mount included)."""
@@ -544,7 +562,7 @@ class Monitor:
         degraded = not storage.get("ok") or recent_failure
         return {
             "status": "ok" if not degraded else "degraded",
-            "inFlight": self.in_flight,
+            "inFlight": self.requests.count,
             "recorder": {
                 "running": stats.running,
                 "recorded": stats.recorded,

@@ -7,13 +7,17 @@ import inspect
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ._validate import clean_text
 from .events import BuildEvent, Event, FunctionInvocation
 
-if TYPE_CHECKING:
-    from .monitor import Monitor
+
+class QuietRecorder(Protocol):
+    """Whoever records the tracked events (the Monitor), never raising into tracked code."""
+
+    def record_quietly(self, make: Callable[[], Event]) -> Event | None: ...
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,7 +31,7 @@ class Tracker:
     """
 
     def __init__(
-        self, monitor: Monitor, make: Callable[[float, float, BaseException | None], Event]
+        self, monitor: QuietRecorder, make: Callable[[float, float, BaseException | None], Event]
     ):
         self._monitor = monitor
         self._make = make
@@ -79,7 +83,7 @@ class Tracker:
 
 
 def function_tracker(
-    monitor: Monitor,
+    monitor: QuietRecorder,
     function_id: str,
     *,
     project_id: str,
@@ -105,7 +109,7 @@ def function_tracker(
 
 
 def build_phase_tracker(
-    monitor: Monitor,
+    monitor: QuietRecorder,
     deployment_id: str,
     phase: str,
     *,

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,32 +21,45 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgimon._validate import project_id_problem
-from asgimon.analytics.builds import builds, is_build_start
+from asgimon.analytics.builds import is_build_start
 from asgimon.analytics.cache import CachedStorage, RollupCache
 from asgimon.analytics.common import iso
-from asgimon.analytics.dashboard import dashboard, overview_row
-from asgimon.analytics.deployments import deployments
-from asgimon.analytics.errors import errors
-from asgimon.analytics.functions import functions
-from asgimon.analytics.listing import MAX_LIMIT
-from asgimon.analytics.listing import events as event_list
-from asgimon.analytics.performance import SORTS, performance
+from asgimon.analytics.dashboard import overview_row
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery, TimeRange, parse_range
 from asgimon.errors import StorageError
-from asgimon.events import EVENT_TYPES
+from asgimon.events import Event
 from asgimon.rollups import Rollup, combine
-from asgimon.storage.base import storage_identity
+from asgimon.settings import Settings
+from asgimon.storage.base import Storage, WriteResult, storage_identity
 
 from .access import cross_site, host_count, local_request
 from .auth import Authenticator, AuthError, AuthHook, Principal, presented_token
+from .endpoints import ENDPOINTS, Endpoint
 from .export import csv_response
 from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
 from .throttle import ApiThrottle, Verdict
 
-if TYPE_CHECKING:
-    from asgimon.monitor import Monitor
+
+class Writer(Protocol):
+    async def write_through(self, events: Sequence[Event]) -> WriteResult: ...
+
+
+class Host(Protocol):
+    """What the sub-application uses of its owner (the Host)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def recorder(self) -> Writer: ...
+
+    async def health(self) -> dict[str, Any]: ...
+
 
 log = logging.getLogger("asgimon.dashboard")
 
@@ -58,88 +70,6 @@ OVERVIEW_CONCURRENCY = 2
 PRINCIPAL = "asgimon.principal"
 LOCAL = Principal("local", admin=True)
 """Who a loopback client is when no auth is configured."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One GET analytics endpoint of a project (or of all the caller's, for the overview)."""
-
-    path: str
-    compute: Callable[[Query], Awaitable[dict[str, Any]]]
-    tables: tuple[str, ...]  # lists CSV can export; the first is the default
-    params: dict[str, str]  # extra query parameters -> description
-    summary: str
-
-
-ENDPOINTS: dict[str, Endpoint] = {
-    e.path.split("/")[2]: e
-    for e in (
-        Endpoint(
-            "/api/dashboard/{project_id}",
-            dashboard,
-            ("recentDeployments", "topErrors", "deploymentTrend"),
-            {},
-            "Headline figures: deployments, builds, functions, errors, API latency",
-        ),
-        Endpoint(
-            "/api/deployments/{project_id}",
-            deployments,
-            (
-                "deployments",
-                "deploymentsByDate",
-                "deploymentsByStatus",
-                "frameworkDistribution",
-                "deploymentTrend",
-            ),
-            {},
-            "Deployment rates, durations, frameworks; before/after impact of each deployment",
-        ),
-        Endpoint(
-            "/api/functions/{project_id}",
-            functions,
-            (
-                "functions",
-                "invocationsByFunction",
-                "errorsByFunction",
-                "executionTimeDistribution",
-                "invocationTrend",
-            ),
-            {},
-            "Function invocations, execution times and errors",
-        ),
-        Endpoint(
-            "/api/builds/{project_id}",
-            builds,
-            ("builds", "phaseDurations", "frameworkUsage", "durationTrend"),
-            {},
-            "Build outcomes, durations per phase and framework usage",
-        ),
-        Endpoint(
-            "/api/errors/{project_id}",
-            errors,
-            ("groups", "errorsByType", "errorsBySeverity", "recentErrors", "errorTrend"),
-            {},
-            "Errors by group, type and severity, with their trend",
-        ),
-        Endpoint(
-            "/api/performance/{project_id}",
-            performance,
-            ("endpoints", "latencyTrend"),
-            {"sort": "order of endpoints: " + ", ".join(SORTS)},
-            "API latency, error rate and Apdex per endpoint",
-        ),
-        Endpoint(
-            "/api/events/{project_id}",
-            event_list,
-            ("events",),
-            {
-                "kind": "event kind: " + ", ".join(EVENT_TYPES),
-                "limit": f"at most this many events, 1 to {MAX_LIMIT} (default 100)",
-            },
-            "Raw events of one kind, newest first",
-        ),
-    )
-}
 
 
 def error_response(
@@ -218,7 +148,7 @@ def _project_id(request: Request) -> str:
 class Api:
     """The endpoints, bound to one monitor, its cache and its rate limiter."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Host) -> None:
         self.monitor = monitor
         s = monitor.settings
         self.cache = RollupCache(
@@ -374,7 +304,7 @@ def _latency(r: Rollup) -> dict[str, Any]:
     }
 
 
-async def project_summary(monitor: Monitor, project_id: str, now: float) -> dict[str, Any]:
+async def project_summary(monitor: Host, project_id: str, now: float) -> dict[str, Any]:
     # Hour rollups: 25 rows per series for a day, where minutes would be 1,440.
     start = (now - SUMMARY_WINDOW_S) // 3600 * 3600
     rows = await monitor.storage.rollups(
@@ -577,7 +507,7 @@ class Guard:
 class DashboardApp:
     """The mounted ASGI app, with what it holds open (Redis clients) to close at shutdown."""
 
-    def __init__(self, monitor: Monitor, auth: AuthHook | None = None) -> None:
+    def __init__(self, monitor: Host, auth: AuthHook | None = None) -> None:
         s = monitor.settings
         self.api = Api(monitor)
         self.throttle = (
@@ -612,5 +542,5 @@ class DashboardApp:
                 await self.throttle.aclose()
 
 
-def create_dashboard(monitor: Monitor, auth: AuthHook | None = None) -> DashboardApp:
+def create_dashboard(monitor: Host, auth: AuthHook | None = None) -> DashboardApp:
     return DashboardApp(monitor, auth)

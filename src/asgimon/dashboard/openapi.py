@@ -15,7 +15,7 @@ from asgimon.events import BUILD_PHASES, DEPLOYMENT_TYPES, DOMAIN_TYPES, FUNCTIO
 from .ingest import COMMON, KINDS, REQUIRED, _flag, _instant, _integer, _number
 
 if TYPE_CHECKING:
-    from .app import Endpoint
+    from .endpoints import Endpoint
 
 Schema = dict[str, Any]
 

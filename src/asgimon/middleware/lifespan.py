@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from asgimon.monitor import Monitor
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 async def run_lifespan(
-    monitor: Monitor, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    monitor: Startable, app: ASGIApp, scope: Scope, receive: Receive, send: Send
 ) -> None:
     """Run the app's lifespan with the monitor started and stopped around it.
 
@@ -45,7 +48,7 @@ async def run_lifespan(
     await _answer(monitor, receive, send)
 
 
-async def _answer(monitor: Monitor, receive: Receive, send: Send) -> None:
+async def _answer(monitor: Startable, receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

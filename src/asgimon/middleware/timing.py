@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from time import perf_counter, time
-from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .host import Host
 from .lifespan import run_lifespan
-
-if TYPE_CHECKING:
-    from asgimon.monitor import Monitor
 
 CLIENT_CLOSED = 499
 
@@ -27,14 +24,16 @@ class AsgimonMiddleware:
     captured and re-raised unchanged. Lifespan events start and stop the monitor.
     """
 
-    def __init__(self, app: ASGIApp, *, monitor: Monitor) -> None:
+    def __init__(self, app: ASGIApp, *, monitor: Host) -> None:
         self.app = app
         self.monitor = monitor
-        self._enabled = monitor.settings.enabled
+        self._enabled = monitor.enabled
         self._excluded_exact, self._excluded_prefixes = monitor.excluded_paths()
-        self._put = monitor.recorder.put
-        self._routes = monitor.api_calls.routes
-        self._max_routes = monitor.api_calls.max_routes
+        self._queue = monitor.queue
+        self._put = monitor.queue.put
+        self._in_flight = monitor.requests
+        self._routes = monitor.route_table.routes
+        self._max_routes = monitor.route_table.max_routes
         self._user_resolver = monitor.user_resolver
         self._route_resolver = monitor.route_resolver
         self._project_resolver = monitor.project_resolver
@@ -99,7 +98,8 @@ class AsgimonMiddleware:
                 disconnected = True
             return message
 
-        monitor.in_flight += 1
+        in_flight = self._in_flight
+        in_flight.count += 1
         try:
             await self.app(scope, receive_wrapper, send_wrapper)
         except BaseException as exc:
@@ -110,7 +110,7 @@ class AsgimonMiddleware:
             raise
         finally:
             end = perf_counter()
-            monitor.in_flight -= 1
+            in_flight.count -= 1
             if disconnected and not complete:
                 status = CLIENT_CLOSED
             self._record(
@@ -184,7 +184,7 @@ class AsgimonMiddleware:
                 )
             )
         except Exception as exc:
-            self.monitor.recorder.reject("internal_error", exc)
+            self._queue.reject("internal_error", exc)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A websocket session is recorded as method ``WS``: 101 once accepted, else 403."""
