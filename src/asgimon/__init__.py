@@ -26,6 +26,7 @@ from .events import (
     Event,
     FunctionInvocation,
 )
+from .dashboard.auth import AuthHook, Principal
 from .middleware import AsgimonMiddleware
 from .monitor import Monitor
 from .recorder import Recorder, RecorderStats
@@ -41,6 +42,7 @@ __all__ = [
     "ApiCall",
     "AsgimonError",
     "AsgimonMiddleware",
+    "AuthHook",
     "BuildEvent",
     "ConfigError",
     "DeploymentEvent",
@@ -52,6 +54,7 @@ __all__ = [
     "InvalidEventError",
     "MemoryStorage",
     "Monitor",
+    "Principal",
     "RawSampling",
     "Recorder",
     "RecorderStats",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,3 +79,16 @@ class StorageRejected(StorageError):
 
 class SchemaVersionError(StorageError):
     """The database schema is newer or older than this version of asgimon understands."""
+
+
+def missing_extra(setting: str, value: str, extra: str) -> ConfigError:
+    """The one way a missing optional dependency is reported: the extra to install."""
+    return ConfigError(setting, value, f"installed extras: pip install 'asgimon[{extra}]'")
+
+
+def require_extra(module: str, extra: str, setting: str, value: str) -> None:
+    """Import ``module`` or raise :func:`missing_extra`."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise missing_extra(setting, value, extra) from None

@@ -13,10 +13,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ._validate import MAX_DURATION_MS, MAX_PROJECT_ID, Checker
 from .errors import InvalidEventError
+from .fields import BIG_INT, BOOL, FLOAT, INSTANT, JSON, LONG_TEXT, SMALL_INT, meta, spec, text
 
 MAX_ID = 64
 MAX_NAME = 200
@@ -48,6 +49,13 @@ class Event:
     """Fields every kind has."""
 
     kind: ClassVar[str] = "event"
+    """Its name in storage, on the wire and in the API (``?kind=``)."""
+    table: ClassVar[str] = ""
+    """Its SQL table, without the prefix."""
+    retention: ClassVar[str] = "metrics_retention_days"
+    """The setting (a field of :class:`~asgimon.settings.Settings`) of its retention in days."""
+    ingest: ClassVar[bool] = False
+    """Whether clients may post it to ``POST {mount}/api/events``."""
 
     id: str = field(default_factory=new_id)
     project_id: str = "default"
@@ -102,17 +110,18 @@ class ApiCall(Event):
     """
 
     kind: ClassVar[str] = "api_call"
+    table: ClassVar[str] = "api_calls"
 
-    method: str = "GET"
-    endpoint: str = "<unmatched>"
-    status: int = 200
-    duration_ms: float = 0.0
-    ttfb_ms: float | None = None
-    total_ms: float = 0.0
-    request_bytes: int | None = None
-    response_bytes: int = 0
-    user_id: str | None = None
-    request_id: str | None = None
+    method: str = spec("GET", text(16))
+    endpoint: str = spec("<unmatched>", text(400), indexed=True)
+    status: int = spec(200, SMALL_INT)
+    duration_ms: float = spec(0.0, FLOAT)
+    ttfb_ms: float | None = spec(None, FLOAT)
+    total_ms: float = spec(0.0, FLOAT)
+    request_bytes: int | None = spec(None, BIG_INT)
+    response_bytes: int = spec(0, BIG_INT)
+    user_id: str | None = spec(None, text(200), indexed=True)
+    request_id: str | None = spec(None, text(200))
 
     def _check(self, c: Checker) -> None:
         c.text("method", self.method, max_len=16)
@@ -146,12 +155,14 @@ class DeploymentEvent(Event):
     """A deployment started, progressed or completed (with success or failure)."""
 
     kind: ClassVar[str] = "deployment"
+    table: ClassVar[str] = "deployment_events"
+    ingest: ClassVar[bool] = True
 
-    deployment_id: str = ""
-    type: str = "started"
-    status: str | None = None
-    duration_ms: float | None = None
-    framework: str | None = None
+    deployment_id: str = spec("", text(128), indexed=True, required=True)
+    type: str = spec("started", text(32), required=True, choices=DEPLOYMENT_TYPES)
+    status: str | None = spec(None, text(32), choices=OUTCOMES)
+    duration_ms: float | None = spec(None, FLOAT)
+    framework: str | None = spec(None, text(200))
 
     def _check(self, c: Checker) -> None:
         c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2)
@@ -181,15 +192,17 @@ class BuildEvent(Event):
     """One phase of a build, with its start and end times (epoch seconds)."""
 
     kind: ClassVar[str] = "build"
+    table: ClassVar[str] = "build_events"
+    ingest: ClassVar[bool] = True
 
-    deployment_id: str = ""
-    phase: str = "build"
-    start_time: float = 0.0
-    end_time: float = 0.0
-    status: str = "success"
-    framework: str | None = None
-    asset_count: int | None = None
-    total_size_bytes: int | None = None
+    deployment_id: str = spec("", text(128), indexed=True, required=True)
+    phase: str = spec("build", text(32), required=True, choices=BUILD_PHASES)
+    start_time: float = spec(0.0, INSTANT, required=True)
+    end_time: float = spec(0.0, INSTANT, required=True)
+    status: str = spec("success", text(32), required=True, choices=OUTCOMES)
+    framework: str | None = spec(None, text(200))
+    asset_count: int | None = spec(None, BIG_INT)
+    total_size_bytes: int | None = spec(None, BIG_INT)
 
     @property
     def duration_ms(self) -> float:
@@ -226,15 +239,17 @@ class FunctionInvocation(Event):
     """One invocation of a serverless-style function."""
 
     kind: ClassVar[str] = "function"
+    table: ClassVar[str] = "function_invocations"
+    ingest: ClassVar[bool] = True
 
-    function_id: str = ""
-    deployment_id: str | None = None
-    status: str = "success"
-    duration_ms: float = 0.0
-    cold_start: bool = False
-    memory_mb: float | None = None
-    error_type: str | None = None
-    error_message: str | None = None
+    function_id: str = spec("", text(128), indexed=True, required=True)
+    deployment_id: str | None = spec(None, text(128))
+    status: str = spec("success", text(32), required=True, choices=FUNCTION_STATUSES)
+    duration_ms: float = spec(0.0, FLOAT, required=True)
+    cold_start: bool = spec(False, BOOL)
+    memory_mb: float | None = spec(None, FLOAT)
+    error_type: str | None = spec(None, text(200), wire="error.type", required=True)
+    error_message: str | None = spec(None, LONG_TEXT, wire="error.message")
 
     def _check(self, c: Checker) -> None:
         c.identifier("function_id", self.function_id, max_len=MAX_ID * 2)
@@ -267,10 +282,12 @@ class DomainEvent(Event):
     """A custom domain or its SSL certificate changed state."""
 
     kind: ClassVar[str] = "domain"
+    table: ClassVar[str] = "domain_events"
+    ingest: ClassVar[bool] = True
 
-    domain: str = ""
-    type: str = "added"
-    expires_at: float | None = None
+    domain: str = spec("", text(253), indexed=True, required=True)
+    type: str = spec("added", text(32), required=True, choices=DOMAIN_TYPES)
+    expires_at: float | None = spec(None, INSTANT)
 
     def _check(self, c: Checker) -> None:
         c.identifier("domain", self.domain, max_len=253)
@@ -290,19 +307,21 @@ class ErrorEvent(Event):
     """One captured exception (or explicit error report), already scrubbed."""
 
     kind: ClassVar[str] = "error"
+    table: ClassVar[str] = "error_events"
+    retention: ClassVar[str] = "error_log_retention_days"
 
-    error_type: str = "Exception"
-    message: str = ""
-    stack: str = ""
-    fingerprint: str = ""
-    severity: str = "high"
-    handled: bool = False
-    endpoint: str | None = None
-    method: str | None = None
-    request_id: str | None = None
-    user_id: str | None = None
-    deployment_id: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)
+    error_type: str = spec("Exception", text(200))
+    message: str = spec("", LONG_TEXT)
+    stack: str = spec("", LONG_TEXT)
+    fingerprint: str = spec("", text(64), indexed=True)
+    severity: str = spec("high", text(16), choices=SEVERITIES)
+    handled: bool = spec(False, BOOL)
+    endpoint: str | None = spec(None, text(400))
+    method: str | None = spec(None, text(16))
+    request_id: str | None = spec(None, text(200))
+    user_id: str | None = spec(None, text(200), indexed=True)
+    deployment_id: str | None = spec(None, text(128))
+    context: dict[str, Any] = field(default_factory=dict, metadata=meta(JSON))
 
     def _check(self, c: Checker) -> None:
         c.text("error_type", self.error_type, max_len=MAX_NAME)
@@ -340,7 +359,32 @@ ERROR_TOTAL = "all:error"
 """The series every API call, function invocation and error of a project also adds to."""
 TOTAL_SERIES = frozenset({API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL})
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls
-    for cls in (ApiCall, DeploymentEvent, BuildEvent, FunctionInvocation, DomainEvent, ErrorEvent)
-}
+EVENT_TYPES: dict[str, type[Event]] = {}
+"""Every kind of event, by its name: storage, retention, ingestion, the OpenAPI schema and
+the event listing all read it, so a kind registered here is a kind all of them know."""
+
+E = TypeVar("E", bound=type[Event])
+
+
+def register(cls: E) -> E:
+    """Add an event class to :data:`EVENT_TYPES` (usable as a decorator)."""
+    if not cls.table:
+        raise ValueError(f"{cls.__name__} names no table")
+    known = EVENT_TYPES.get(cls.kind)
+    if known is not None and known is not cls:
+        raise ValueError(f"the kind {cls.kind!r} is {known.__name__}'s already")
+    EVENT_TYPES[cls.kind] = cls
+    return cls
+
+
+for _cls in (ApiCall, DeploymentEvent, BuildEvent, FunctionInvocation, DomainEvent, ErrorEvent):
+    register(_cls)
+BUILT_IN_KINDS = frozenset(EVENT_TYPES)
+
+
+def kinds_with_users() -> list[str]:
+    """The kinds whose events may carry a user id: what erasing a user deletes from."""
+    return [kind for kind, cls in EVENT_TYPES.items() if "user_id" in cls.__dataclass_fields__]
+
+
+"""The kinds asgimon itself records, whose tables the schema versions create."""

@@ -31,6 +31,7 @@ from .scheduler import Scheduler
 from .settings import Settings
 from .sinks import DELIVERY_TIMEOUT_S, MAX_PENDING_EVENTS, Sink, Subscription
 from .storage import Storage, storage_from_url
+from .storage.schemes import backend_of
 from .tracking import Tracker, build_phase_tracker, function_tracker
 
 COMPACT_SETTLE_S = 120.0
@@ -43,15 +44,8 @@ DEGRADED_FOR_S = 60.0
 
 
 def _storage_options(settings: Settings) -> dict[str, Any]:
-    scheme = settings.storage_url.partition("://")[0].lower()
-    if scheme.startswith("sqlite"):
-        return {"busy_timeout": settings.sqlite_busy_timeout}
-    if scheme.startswith("redis"):
-        return {
-            "retention_hours": settings.redis_retention_hours,
-            "prefix": settings.redis_key_prefix,
-        }
-    return {}
+    backend = backend_of(settings.storage_url)
+    return {} if backend is None else backend.options(settings)
 
 
 def _consume(task: asyncio.Future[Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .events import EVENT_TYPES
 from .settings import Settings
 
 DAY = 86_400.0
@@ -15,18 +16,16 @@ CLAIMS_KEPT_S = 15 * DAY
 def cutoffs(settings: Settings, now: float | None = None) -> dict[str, float]:
     """Everything older than its cutoff (epoch seconds) may be deleted.
 
-    Raw events: ``METRICS_RETENTION_DAYS``; error events: ``ERROR_LOG_RETENTION_DAYS``;
-    minute / hour / day rollups: their own settings (7, 90 and 365 days by default).
+    Each kind of event by the setting its class names (``METRICS_RETENTION_DAYS``; errors
+    ``ERROR_LOG_RETENTION_DAYS``); minute / hour / day rollups by their own settings (7, 90
+    and 365 days by default).
     """
     now = time.time() if now is None else now
-    raw = now - settings.metrics_retention_days * DAY
+    kept: dict[str, float] = {
+        kind: now - getattr(settings, cls.retention) * DAY for kind, cls in EVENT_TYPES.items()
+    }
     return {
-        "api_call": raw,
-        "deployment": raw,
-        "build": raw,
-        "function": raw,
-        "domain": raw,
-        "error": now - settings.error_log_retention_days * DAY,
+        **kept,
         "rollup:minute": now - settings.minute_rollup_retention_days * DAY,
         "rollup:hour": now - settings.hour_rollup_retention_days * DAY,
         "rollup:day": now - settings.day_rollup_retention_days * DAY,

@@ -20,20 +20,12 @@ from sqlalchemy.engine import make_url
 
 from ._validate import project_id_problem
 from .errors import ConfigError
+from .storage.schemes import SCHEMES
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
-STORAGE_SCHEMES = (
-    "memory",
-    "sqlite",
-    "sqlite+aiosqlite",
-    "postgres",
-    "postgresql",
-    "postgresql+asyncpg",
-    "redis",
-    "rediss",
-)
+STORAGE_SCHEMES = tuple(SCHEMES)
 
 DEFAULT_EXCLUDE_PATHS = (
     "/health",

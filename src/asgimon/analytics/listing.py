@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from asgimon.events import EVENT_TYPES, Event
+from asgimon.fields import INSTANT, camel, declared
 
 from .common import header, iso
 from .query import Query
 
 MAX_LIMIT = 1000
-TIME_FIELDS = frozenset({"timestamp", "start_time", "end_time", "expires_at"})
-
-
-def camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 def to_json(ev: Event) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": ev.kind}
-    for f in dataclasses.fields(ev):
+    out: dict[str, Any] = {"kind": ev.kind, "id": ev.id, "projectId": ev.project_id}
+    out["timestamp"] = iso(ev.timestamp)
+    for f in declared(type(ev)):
         value = getattr(ev, f.name)
-        if f.name in TIME_FIELDS and value is not None:
+        if f.spec.kind is INSTANT and value is not None:
             value = iso(value)
         out[camel(f.name)] = value
     return out

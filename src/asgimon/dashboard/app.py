@@ -24,11 +24,12 @@ from asgimon._validate import project_id_problem
 from asgimon.analytics.builds import is_build_start
 from asgimon.analytics.cache import CachedStorage, RollupCache
 from asgimon.analytics.common import iso
-from asgimon.analytics.dashboard import overview_row
+from asgimon.analytics.overview import overview_row
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery, TimeRange, parse_range
 from asgimon.errors import StorageError
 from asgimon.events import Event
+from asgimon.ratelimit import RateLimiter, Verdict
 from asgimon.rollups import Rollup, combine
 from asgimon.settings import Settings
 from asgimon.storage.base import Storage, WriteResult, storage_identity
@@ -39,7 +40,6 @@ from .endpoints import ENDPOINTS, Endpoint
 from .export import csv_response
 from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
-from .throttle import ApiThrottle, Verdict
 
 
 class Writer(Protocol):
@@ -401,7 +401,7 @@ class Guard:
     every visitor is loopback.
     """
 
-    def __init__(self, app: ASGIApp, authn: Authenticator, throttle: ApiThrottle | None) -> None:
+    def __init__(self, app: ASGIApp, authn: Authenticator, throttle: RateLimiter | None) -> None:
         self.app = app
         self.authn = authn
         self.throttle = throttle
@@ -511,7 +511,7 @@ class DashboardApp:
         s = monitor.settings
         self.api = Api(monitor)
         self.throttle = (
-            ApiThrottle(s.api_rate_limit, redis_url=s.redis_url, key_prefix=s.redis_key_prefix)
+            RateLimiter(s.api_rate_limit, redis_url=s.redis_url, key_prefix=s.redis_key_prefix)
             if s.api_rate_limit
             else None
         )

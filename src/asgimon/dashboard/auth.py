@@ -17,7 +17,7 @@ import jwt
 from starlette.requests import Request
 from starlette.types import Scope
 
-from asgimon.errors import ConfigError
+from asgimon.errors import ConfigError, require_extra
 from asgimon.settings import Settings
 
 MAX_TOKEN_BYTES = 8192
@@ -65,13 +65,10 @@ class Authenticator:
         self.hook = hook
         self._key: Any = settings.jwt_secret or settings.jwt_public_key
         if settings.jwt_public_key is not None:
-            try:
-                from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-                from cryptography.hazmat.primitives.serialization import load_pem_public_key
-            except ImportError as exc:
-                raise RuntimeError(
-                    "RS256 tokens need the cryptography package: pip install 'asgimon[rsa]'"
-                ) from exc
+            require_extra("cryptography", "rsa", "ANALYTICS_JWT_PUBLIC_KEY", "(key)")
+            from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
             try:
                 self._key = load_pem_public_key(settings.jwt_public_key.encode())
             except (ValueError, TypeError):

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgimon.analytics.builds import builds
-from asgimon.analytics.dashboard import dashboard
 from asgimon.analytics.deployments import deployments
-from asgimon.analytics.errors import errors
+from asgimon.analytics.error_groups import errors
 from asgimon.analytics.functions import functions
 from asgimon.analytics.listing import MAX_LIMIT
 from asgimon.analytics.listing import events as event_list
+from asgimon.analytics.overview import dashboard
 from asgimon.analytics.performance import SORTS, performance
 from asgimon.analytics.query import Query
 from asgimon.events import EVENT_TYPES

@@ -19,7 +19,8 @@ from typing import Any
 
 from asgimon._validate import iso_instant
 from asgimon.errors import InvalidEventError
-from asgimon.events import BuildEvent, DeploymentEvent, DomainEvent, Event, FunctionInvocation
+from asgimon.events import EVENT_TYPES, Event
+from asgimon.fields import declared
 
 # Only the canonical form: uuid.UUID also takes braces, "urn:uuid:", whitespace and no dashes.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -66,62 +67,82 @@ COMMON: dict[str, tuple[str, Convert]] = {
     "projectId": ("project_id", _text),
     "timestamp": ("timestamp", _instant),
 }
-KINDS: dict[str, tuple[type[Event], dict[str, tuple[str, Convert]]]] = {
-    "deployment": (
-        DeploymentEvent,
-        {
-            "deploymentId": ("deployment_id", _text),
-            "type": ("type", _text),
-            "status": ("status", _text),
-            "durationMs": ("duration_ms", _number),
-            "framework": ("framework", _text),
-        },
-    ),
-    "build": (
-        BuildEvent,
-        {
-            "deploymentId": ("deployment_id", _text),
-            "phase": ("phase", _text),
-            "startTime": ("start_time", _instant),
-            "endTime": ("end_time", _instant),
-            "status": ("status", _text),
-            "framework": ("framework", _text),
-            "assetCount": ("asset_count", _integer),
-            "totalSizeBytes": ("total_size_bytes", _integer),
-        },
-    ),
-    "function": (
-        FunctionInvocation,
-        {
-            "functionId": ("function_id", _text),
-            "deploymentId": ("deployment_id", _text),
-            "status": ("status", _text),
-            "durationMs": ("duration_ms", _number),
-            "coldStart": ("cold_start", _flag),
-            "memoryMb": ("memory_mb", _number),
-            "error": ("error", _text),  # {"type", "message"}: unpacked below
-        },
-    ),
-    "domain": (
-        DomainEvent,
-        {
-            "domain": ("domain", _text),
-            "type": ("type", _text),
-            "expiresAt": ("expires_at", _instant),
-        },
-    ),
+CONVERTERS: dict[str, Convert] = {
+    "text": _text,
+    "long_text": _text,
+    "json": _text,
+    "float": _number,
+    "small_int": _integer,
+    "big_int": _integer,
+    "bool": _flag,
+    "instant": _instant,
 }
-REQUIRED = {
-    "deployment": ("deploymentId", "type"),
-    "build": ("deploymentId", "phase", "startTime", "endTime", "status"),
-    "function": ("functionId", "status", "durationMs"),
-    "domain": ("domain", "type"),
-}
-SNAKE_TO_CAMEL = {
-    snake: camel
-    for _, fields in KINDS.values()
-    for camel, (snake, _) in {**COMMON, **fields}.items()
-} | {"error_type": "error.type", "error_message": "error.message"}
+
+
+@dataclass(frozen=True)
+class WireKind:
+    """How one kind of event is posted: its JSON names, checks and required fields, all
+    from the fields its class declares (a dotted wire name, ``error.type``, is a member of
+    a nested object)."""
+
+    cls: type[Event]
+    fields: dict[str, tuple[str, Convert]]  # top-level JSON name -> (field, converter)
+    groups: dict[str, dict[str, tuple[str, Convert]]]  # nested object -> its members
+    required: tuple[str, ...]  # top-level JSON names
+    group_required: dict[str, tuple[str, ...]]  # nested object -> members it must have
+    choices: dict[str, frozenset[str]]  # JSON name -> the values it may take
+
+    @classmethod
+    def of(cls, event_cls: type[Event]) -> WireKind:
+        fields: dict[str, tuple[str, Convert]] = {}
+        groups: dict[str, dict[str, tuple[str, Convert]]] = {}
+        required: list[str] = []
+        group_required: dict[str, list[str]] = {}
+        choices: dict[str, frozenset[str]] = {}
+        for f in declared(event_cls):
+            convert = CONVERTERS[f.spec.kind.name]
+            group, _, member = f.wire.rpartition(".")
+            if group:
+                groups.setdefault(group, {})[member] = (f.name, convert)
+                if f.spec.required:
+                    group_required.setdefault(group, []).append(member)
+                continue
+            fields[f.wire] = (f.name, convert)
+            if f.spec.required:
+                required.append(f.wire)
+            if f.spec.choices is not None:
+                choices[f.wire] = f.spec.choices
+        return cls(
+            event_cls,
+            fields,
+            groups,
+            tuple(required),
+            {g: tuple(m) for g, m in group_required.items()},
+            choices,
+        )
+
+    def wire_name(self, field_name: str) -> str:
+        """A field's JSON path, for naming it in an error."""
+        for name, (snake, _) in {**COMMON, **self.fields}.items():
+            if snake == field_name:
+                return name
+        for group, members in self.groups.items():
+            for member, (snake, _) in members.items():
+                if snake == field_name:
+                    return f"{group}.{member}"
+        return field_name
+
+
+_wire: tuple[tuple[type[Event], ...], dict[str, WireKind]] = ((), {})
+
+
+def wire_kinds() -> dict[str, WireKind]:
+    """The kinds clients may post, by name: every registered class with ``ingest`` set."""
+    global _wire
+    classes = tuple(EVENT_TYPES.values())
+    if _wire[0] != classes:  # a kind registered since: read the registry again
+        _wire = (classes, {c.kind: WireKind.of(c) for c in classes if c.ingest})
+    return _wire[1]
 
 
 @dataclass
@@ -224,52 +245,71 @@ def _one(item: Any, at: str, problems: Problems, max_age_s: float, now: float) -
         problems.add(at, "must be an object")
         return None
     kind = item.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
-        problems.add(f"{at}.kind", "must be one of " + ", ".join(sorted(KINDS)))
+    kinds = wire_kinds()
+    if not isinstance(kind, str) or kind not in kinds:
+        problems.add(f"{at}.kind", "must be one of " + ", ".join(sorted(kinds)))
         return None
-    cls, fields = KINDS[kind]
-    known = {**COMMON, **fields}
+    wire = kinds[kind]
+    known = {**COMMON, **wire.fields}
     values: dict[str, Any] = {}
     before = len(problems.details)
     for name in item:
-        if name not in known:
+        if name not in known and name not in wire.groups:
             problems.add(f"{at}.{name}"[:200], "is not a field of a " + kind + " event")
-    for name in ("id", "projectId", "timestamp", *REQUIRED[kind]):
+    for name in ("id", "projectId", "timestamp", *wire.required):
         if name not in item or item[name] is None:
             problems.add(f"{at}.{name}", "is required")
     raw_id = item.get("id")
     if isinstance(raw_id, str) and not _UUID.fullmatch(raw_id):
         problems.add(f"{at}.id", "must be a UUID (8-4-4-4-12 hex digits)")
     for name, value in item.items():
-        if name == "kind" or name not in known or value is None:
+        if name == "kind" or value is None:
+            continue
+        if name in wire.groups:
+            _unpack(wire, name, value, values, f"{at}.{name}", problems)
+            continue
+        if name not in known:
             continue
         snake, convert = known[name]
         try:
             values[snake] = convert(value)
         except ValueError as exc:
             problems.add(f"{at}.{name}", str(exc))
-    if kind == "function" and "error" in values:
-        _unpack_error(values, at, problems)
     if len(problems.details) > before:
         return None
     values.pop("kind", None)
     if isinstance(raw_id, str):
         values["id"] = raw_id.lower()  # one event, however its client spells the UUID
-    event = cls(**values)
+    event = wire.cls(**values)
     try:
         event.validate(now=now, max_age_s=max_age_s)
     except InvalidEventError as exc:
         for err in exc.errors:
-            camel = SNAKE_TO_CAMEL.get(err.field, err.field)
-            problems.add(f"{at}.{camel}", err.message)
+            problems.add(f"{at}.{wire.wire_name(err.field)}", err.message)
         return None
     return event
 
 
-def _unpack_error(values: dict[str, Any], at: str, problems: Problems) -> None:
-    error = values.pop("error")
-    if not isinstance(error, dict) or set(error) - {"type", "message"}:
-        problems.add(f"{at}.error", 'must be {"type": ..., "message": ...}')
+def _unpack(
+    wire: WireKind,
+    group: str,
+    value: Any,
+    values: dict[str, Any],
+    at: str,
+    problems: Problems,
+) -> None:
+    """A nested object (a function's ``error``) into the fields its members stand for."""
+    members = wire.groups[group]
+    if not isinstance(value, dict) or set(value) - set(members):
+        problems.add(at, "must be {" + ", ".join(f'"{m}": ...' for m in members) + "}")
         return
-    values["error_type"] = error.get("type")
-    values["error_message"] = error.get("message")
+    for member in wire.group_required.get(group, ()):
+        if value.get(member) is None:
+            problems.add(f"{at}.{member}", "is required")
+    for member, (snake, convert) in members.items():
+        if value.get(member) is None:
+            continue
+        try:
+            values[snake] = convert(value[member])
+        except ValueError as exc:
+            problems.add(f"{at}.{member}", str(exc))

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from asgimon.analytics.ranges import RANGES
-from asgimon.events import BUILD_PHASES, DEPLOYMENT_TYPES, DOMAIN_TYPES, FUNCTION_STATUSES, OUTCOMES
 
-from .ingest import COMMON, KINDS, REQUIRED, _flag, _instant, _integer, _number
+from .ingest import COMMON, _flag, _instant, _integer, _number, wire_kinds
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint
@@ -250,36 +249,33 @@ _CONVERTER_SCHEMAS: dict[Any, Schema] = {
     _flag: {"type": "boolean"},
     _instant: {"type": "string", "format": "date-time"},
 }
-_CHOICES = {
-    ("deployment", "type"): DEPLOYMENT_TYPES,
-    ("deployment", "status"): OUTCOMES,
-    ("build", "phase"): BUILD_PHASES,
-    ("build", "status"): OUTCOMES,
-    ("function", "status"): FUNCTION_STATUSES,
-    ("domain", "type"): DOMAIN_TYPES,
-}
+
+
+def _field_schema(convert: Any, choices: frozenset[str] | None = None) -> Schema:
+    schema = dict(_CONVERTER_SCHEMAS.get(convert, {"type": "string"}))
+    if choices is not None:
+        schema["enum"] = sorted(choices)
+    return schema
 
 
 def _event_schema(kind: str) -> Schema:
-    _, fields = KINDS[kind]
+    wire = wire_kinds()[kind]
     props: dict[str, Schema] = {
         "kind": {"type": "string", "enum": [kind]},
         "id": {"type": "string", "format": "uuid"},
         "projectId": {"type": "string", "minLength": 1, "maxLength": 128},
         "timestamp": T,
     }
-    for name, (_, convert) in fields.items():
-        schema = dict(_CONVERTER_SCHEMAS.get(convert, {"type": "string"}))
-        if (kind, name) in _CHOICES:
-            schema["enum"] = sorted(_CHOICES[(kind, name)])
-        props[name] = schema
-    if kind == "function":
-        props["error"] = obj(type=S, message=S)
-        props["error"]["required"] = ["type"]
+    for name, (_, convert) in wire.fields.items():
+        props[name] = _field_schema(convert, wire.choices.get(name))
+    for group, members in wire.groups.items():
+        props[group] = obj(**{m: _field_schema(convert) for m, (_, convert) in members.items()})
+        if wire.group_required.get(group):
+            props[group]["required"] = list(wire.group_required[group])
     assert set(COMMON) <= set(props)
     return {
         "type": "object",
-        "required": ["kind", "id", "projectId", "timestamp", *REQUIRED[kind]],
+        "required": ["kind", "id", "projectId", "timestamp", *wire.required],
         "properties": props,
         "additionalProperties": False,
     }
@@ -417,7 +413,7 @@ def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema
                 "content": {
                     "application/json": {
                         "schema": obj(
-                            events=arr({"oneOf": [ref(f"{k.title()}Event") for k in KINDS]})
+                            events=arr({"oneOf": [ref(f"{k.title()}Event") for k in wire_kinds()]})
                         )
                     }
                 },
@@ -444,7 +440,7 @@ def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema
         }
     }
     schemas: dict[str, Schema] = {"Error": ERROR}
-    schemas.update({f"{k.title()}Event": _event_schema(k) for k in KINDS})
+    schemas.update({f"{k.title()}Event": _event_schema(k) for k in wire_kinds()})
     return {
         "openapi": "3.0.3",
         "info": {"title": "asgimon analytics API", "version": "1"},

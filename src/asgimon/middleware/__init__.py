@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from ._records import OTHER, UNMATCHED, ApiCallBuilder, route_template
-from .timing import AsgimonMiddleware
+from .asgi import AsgimonMiddleware
 
 __all__ = ["OTHER", "UNMATCHED", "ApiCallBuilder", "AsgimonMiddleware", "route_template"]

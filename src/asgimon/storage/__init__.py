@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from asgimon.errors import ConfigError
+from asgimon.errors import ConfigError, require_extra
 
 from .base import KINDS, Storage, WriteResult
 from .memory import MemoryStorage
+from .schemes import backend_of
 
 __all__ = ["KINDS", "MemoryStorage", "Storage", "WriteResult", "storage_from_url"]
 
@@ -17,33 +19,17 @@ def storage_from_url(url: str, **options: Any) -> Storage:
 
     ``options`` go to the backend's constructor (e.g. ``busy_timeout`` for SQLite).
     """
-    scheme = url.partition("://")[0].lower()
-    if scheme == "memory":
-        return MemoryStorage()
-    if scheme in ("sqlite", "sqlite+aiosqlite", "postgres", "postgresql", "postgresql+asyncpg"):
-        if scheme.startswith("postgres"):
-            try:
-                import asyncpg  # type: ignore[import-untyped]  # noqa: F401
-            except ImportError:
-                raise ConfigError(
-                    "ANALYTICS_STORAGE_URL",
-                    url,
-                    "installed extras: pip install 'asgimon[postgres]'",
-                ) from None
-        from .sql import SQLStorage
-
-        try:
-            return SQLStorage(url, **options)
-        except ValueError as exc:
-            raise ConfigError("ANALYTICS_STORAGE_URL", url, str(exc)) from None
-    if scheme in ("redis", "rediss"):
-        try:
-            from .redis import RedisStorage
-        except ImportError:
-            raise ConfigError(
-                "ANALYTICS_STORAGE_URL", url, "installed extras: pip install 'asgimon[redis]'"
-            ) from None
-        return RedisStorage(url, **options)
-    raise ConfigError(
-        "ANALYTICS_STORAGE_URL", url, "memory://, sqlite:///path, postgresql://… or redis://…"
-    )
+    backend = backend_of(url)
+    if backend is None:
+        raise ConfigError(
+            "ANALYTICS_STORAGE_URL", url, "memory://, sqlite:///path, postgresql://… or redis://…"
+        )
+    if backend.driver is not None and backend.extra is not None:
+        require_extra(backend.driver, backend.extra, "ANALYTICS_STORAGE_URL", url)
+    module, _, name = backend.target.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    try:
+        built: Storage = cls(url, **options) if backend.name != "memory" else cls()
+    except ValueError as exc:
+        raise ConfigError("ANALYTICS_STORAGE_URL", url, str(exc)) from None
+    return built

@@ -29,7 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from asgimon.events import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
+from asgimon.events import API_TOTAL, ERROR_TOTAL, EVENT_TYPES, FUNCTION_TOTAL, Event
+from asgimon.fields import Field, declared
 from asgimon.histogram import loads
 from asgimon.rollups import Rollup
 
@@ -43,38 +44,6 @@ metadata = MetaData()
 SERIES_TYPE = String(512).with_variant(String(512, collation="C"), "postgresql")
 
 
-def _event_table(name: str, *columns: Column[object], indexes: tuple[str, ...] = ()) -> Table:
-    table = Table(
-        PREFIX + name,
-        metadata,
-        Column("id", String(64), nullable=False),
-        Column("project_id", String(128), nullable=False),
-        Column("created_at", BigInteger, nullable=False),
-        Column("received_at", BigInteger, nullable=False),
-        *columns,
-        PrimaryKeyConstraint("project_id", "id"),
-    )
-    Index(f"ix_{PREFIX}{name}_project_created", table.c.project_id, table.c.created_at.desc())
-    for col in indexes:
-        Index(f"ix_{PREFIX}{name}_{col}_created", table.c[col], table.c.created_at.desc())
-    return table
-
-
-api_calls = _event_table(
-    "api_calls",
-    Column("method", String(16), nullable=False),
-    Column("endpoint", String(400), nullable=False),
-    Column("status", SmallInteger, nullable=False),
-    Column("duration_ms", Float, nullable=False),
-    Column("ttfb_ms", Float),
-    Column("total_ms", Float, nullable=False),
-    Column("request_bytes", BigInteger),
-    Column("response_bytes", BigInteger, nullable=False),
-    Column("user_id", String(200)),
-    Column("request_id", String(200)),
-    indexes=("endpoint", "user_id"),
-)
-
 # The API calls that sampling (asgimon.sampling) did not keep raw: only what finds a retry of
 # one again, keyed by time so that the purge deletes a range of the key.
 api_call_ids = Table(
@@ -85,67 +54,6 @@ api_call_ids = Table(
     Column("id", String(64), nullable=False),
     PrimaryKeyConstraint("project_id", "created_at", "id"),
     sqlite_with_rowid=False,
-)
-
-deployment_events = _event_table(
-    "deployment_events",
-    Column("deployment_id", String(128), nullable=False),
-    Column("type", String(32), nullable=False),
-    Column("status", String(32)),
-    Column("duration_ms", Float),
-    Column("framework", String(200)),
-    indexes=("deployment_id",),
-)
-
-build_events = _event_table(
-    "build_events",
-    Column("deployment_id", String(128), nullable=False),
-    Column("phase", String(32), nullable=False),
-    Column("start_time", BigInteger, nullable=False),
-    Column("end_time", BigInteger, nullable=False),
-    Column("status", String(32), nullable=False),
-    Column("framework", String(200)),
-    Column("asset_count", BigInteger),
-    Column("total_size_bytes", BigInteger),
-    indexes=("deployment_id",),
-)
-
-function_invocations = _event_table(
-    "function_invocations",
-    Column("function_id", String(128), nullable=False),
-    Column("deployment_id", String(128)),
-    Column("status", String(32), nullable=False),
-    Column("duration_ms", Float, nullable=False),
-    Column("cold_start", Boolean, nullable=False),
-    Column("memory_mb", Float),
-    Column("error_type", String(200)),
-    Column("error_message", Text),
-    indexes=("function_id",),
-)
-
-domain_events = _event_table(
-    "domain_events",
-    Column("domain", String(253), nullable=False),
-    Column("type", String(32), nullable=False),
-    Column("expires_at", BigInteger),
-    indexes=("domain",),
-)
-
-error_events = _event_table(
-    "error_events",
-    Column("error_type", String(200), nullable=False),
-    Column("message", Text, nullable=False),
-    Column("stack", Text, nullable=False),
-    Column("fingerprint", String(64), nullable=False),
-    Column("severity", String(16), nullable=False),
-    Column("handled", Boolean, nullable=False),
-    Column("endpoint", String(400)),
-    Column("method", String(16)),
-    Column("request_id", String(200)),
-    Column("user_id", String(200)),
-    Column("deployment_id", String(128)),
-    Column("context", Text, nullable=False),
-    indexes=("fingerprint", "user_id"),
 )
 
 rollups = Table(
@@ -192,14 +100,62 @@ job_claims = Table(
     PrimaryKeyConstraint("job", "period_start"),
 )
 
-EVENT_TABLES: dict[str, Table] = {
-    "api_call": api_calls,
-    "deployment": deployment_events,
-    "build": build_events,
-    "function": function_invocations,
-    "domain": domain_events,
-    "error": error_events,
+_SQL_TYPES: dict[str, Any] = {
+    "long_text": Text,
+    "small_int": SmallInteger,
+    "big_int": BigInteger,
+    "float": Float,
+    "bool": Boolean,
+    "instant": BigInteger,  # epoch microseconds
+    "json": Text,
 }
+
+
+def _column(f: Field) -> Column[Any]:
+    kind = f.spec.kind
+    sql_type = String(kind.length) if kind.name == "text" else _SQL_TYPES[kind.name]
+    return Column(f.name, sql_type, nullable=f.optional)
+
+
+def _event_table(cls: type[Event]) -> Table:
+    """An event kind's table, from the fields its class declares."""
+    fields = declared(cls)
+    table = Table(
+        PREFIX + cls.table,
+        metadata,
+        Column("id", String(64), nullable=False),
+        Column("project_id", String(128), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("received_at", BigInteger, nullable=False),
+        *map(_column, fields),
+        PrimaryKeyConstraint("project_id", "id"),
+    )
+    name = cls.table
+    Index(f"ix_{PREFIX}{name}_project_created", table.c.project_id, table.c.created_at.desc())
+    for f in fields:
+        if f.spec.indexed:
+            Index(f"ix_{PREFIX}{name}_{f.name}_created", table.c[f.name], table.c.created_at.desc())
+    return table
+
+
+_tables: dict[str, Table] = {}
+
+
+def table_of(kind: str) -> Table:
+    """The table of a registered event kind (built on first use: a kind registered after
+    import gets its table too). KeyError for a kind nobody registered."""
+    table = _tables.get(kind)
+    if table is None:
+        table = _tables[kind] = _event_table(EVENT_TYPES[kind])
+    return table
+
+
+def event_tables() -> dict[str, Table]:
+    """Every registered kind's table, by kind: call it before creating the schema."""
+    return {kind: table_of(kind) for kind in EVENT_TYPES}
+
+
+event_tables()  # the built-in kinds' tables, in metadata from import on
 
 
 def _v2_job_claims(conn: Connection) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from asgimon.errors import SchemaVersionError
+from asgimon.events import BUILT_IN_KINDS
 
 from . import _schema as s
 from ._sql_rows import us
@@ -30,6 +31,7 @@ async def prepare_schema(
         # Workers starting together on an empty database take turns here.
         await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72217001)")
     found = await schema_version(conn)
+    added = [t for kind, t in s.event_tables().items() if kind not in BUILT_IN_KINDS]
     if found is None:
         await conn.run_sync(s.metadata.create_all)
         row = {"id": 1, "version": s.SCHEMA_VERSION, "applied_at": us(time.time())}
@@ -50,6 +52,9 @@ async def prepare_schema(
             f"database schema version {found} is older than this asgimon's "
             f"{s.SCHEMA_VERSION}: run `asgimon db upgrade`"
         )
+    if added:
+        # Kinds registered by the host or a plugin: their tables, where still missing.
+        await conn.run_sync(lambda sync: s.metadata.create_all(sync, tables=added))
     applied = []
     for version in pending:
         await conn.run_sync(s.MIGRATIONS[version])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 from collections.abc import Callable, Sequence
 from operator import attrgetter
@@ -12,15 +12,21 @@ from sqlalchemy.engine import Row
 
 from asgimon import histogram
 from asgimon.events import EVENT_TYPES, Event
+from asgimon.fields import INSTANT, JSON, declared
 from asgimon.rollups import Rollup
 
-_TIME_FIELDS = frozenset({"start_time", "end_time", "expires_at"})
-_CONVERTED = _TIME_FIELDS | {"created_at", "received_at", "context"}
-_BASE_FIELDS = frozenset({"id", "project_id", "timestamp"})
-_FIELDS: dict[str, tuple[str, ...]] = {
-    kind: tuple(f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS)
-    for kind, cls in EVENT_TYPES.items()
-}
+_STAMPS = ("created_at", "received_at")
+
+
+@functools.cache
+def _converted(kind: str | None) -> dict[str, str]:
+    """The columns of a kind's table that are not stored as the event holds them."""
+    found = dict.fromkeys(_STAMPS, "stamp")
+    if kind is not None:
+        for f in declared(EVENT_TYPES[kind]):
+            if f.spec.kind in (INSTANT, JSON):
+                found[f.name] = f.spec.kind.name
+    return found
 
 
 def us(seconds: float) -> int:
@@ -30,30 +36,29 @@ def us(seconds: float) -> int:
 RowMaker = Callable[[Event, int], tuple[Any, ...]]
 
 
-def _column_value(name: str) -> Callable[[Event, int], Any]:
+def _column_value(name: str, how: str) -> Callable[[Event, int], Any]:
     """How one column's value is read off an event (``received`` is the write's time)."""
     if name == "created_at":
         return lambda ev, received: us(ev.timestamp)
     if name == "received_at":
         return lambda ev, received: received
     get = attrgetter(name)
-    if name in _TIME_FIELDS:
+    if how == "instant":
         return lambda ev, received: None if (v := get(ev)) is None else us(v)
-    if name == "context":
-        return lambda ev, received: json.dumps(get(ev), default=str, separators=(",", ":"))
-    raise ValueError(f"column {name!r} is not read as it is")
+    return lambda ev, received: json.dumps(get(ev), default=str, separators=(",", ":"))
 
 
-def row_maker(columns: Sequence[str]) -> tuple[tuple[str, ...], RowMaker]:
+def row_maker(columns: Sequence[str], kind: str | None = None) -> tuple[tuple[str, ...], RowMaker]:
     """``columns`` in the order of the tuples made, and what makes an event's row as a tuple.
 
     The columns read as they are from the event's attributes come first, fetched by one
     ``attrgetter``: on the hottest path (an API call, nothing to convert but its time) a row
     is one C call and a tuple concatenation, where a dict per row cost several times that.
     """
-    special = [c for c in columns if c in _CONVERTED]
-    direct = [c for c in columns if c not in _CONVERTED]
-    values = tuple(_column_value(c) for c in special)
+    converted = _converted(kind)
+    special = [c for c in columns if c in converted]
+    direct = [c for c in columns if c not in converted]
+    values = tuple(_column_value(c, converted[c]) for c in special)
     get = attrgetter(*direct) if len(direct) > 1 else (lambda ev: (getattr(ev, direct[0]),))
     if special == ["created_at", "received_at"]:
 
@@ -75,13 +80,13 @@ def from_row(kind: str, row: Row[Any]) -> Event:
         "project_id": data["project_id"],
         "timestamp": data["created_at"] / 1_000_000,
     }
-    for name in _FIELDS[kind]:
-        value = data[name]
-        if name in _TIME_FIELDS and value is not None:
-            value = value / 1_000_000
-        elif name == "context":
+    for f in declared(EVENT_TYPES[kind]):
+        value = data[f.name]
+        if f.spec.kind is INSTANT:
+            value = None if value is None else value / 1_000_000
+        elif f.spec.kind is JSON:
             value = json.loads(value)
-        values[name] = value
+        values[f.name] = value
     return EVENT_TYPES[kind](**values)
 
 

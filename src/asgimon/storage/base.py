@@ -7,11 +7,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from asgimon.events import Event
+from asgimon.events import EVENT_TYPES, Event
 from asgimon.rollups import Rollup, merge_per_series
 from asgimon.sampling import KEEP_ALL, RawSampling
 
-KINDS = ("api_call", "deployment", "build", "function", "domain", "error")
+KINDS = tuple(EVENT_TYPES)
+"""The built-in event kinds (any registered later is in :data:`~asgimon.events.EVENT_TYPES`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from asgimon._slices import Slicer
-from asgimon.events import Event
+from asgimon.events import EVENT_TYPES, Event, kinds_with_users
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup
 from asgimon.sampling import KEEP_ALL, RawSampling
 
-from .base import KINDS, SumsByScan, WriteResult
+from .base import SumsByScan, WriteResult
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -35,7 +36,7 @@ class MemoryStorage(SumsByScan):
     """
 
     def __init__(self) -> None:
-        self._events: dict[str, dict[tuple[str, str], Event]] = {k: {} for k in KINDS}
+        self._events: defaultdict[str, dict[tuple[str, str], Event]] = defaultdict(dict)
         # What sampling left out: (kind, project, id) -> timestamp, for dedupe and purge.
         self._ids: dict[tuple[str, str, str], float] = {}
         self._rollups: dict[tuple[str, str, str, int], Rollup] = {}
@@ -99,7 +100,7 @@ class MemoryStorage(SumsByScan):
     def _select(
         self, kind: str, project_id: str | None, start: float | None, end: float | None
     ) -> list[Event]:
-        if kind not in self._events:
+        if kind not in EVENT_TYPES:
             raise ValueError(f"unknown event kind {kind!r}")
         return [
             ev
@@ -180,7 +181,7 @@ class MemoryStorage(SumsByScan):
 
     async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
         deleted: dict[str, int] = {}
-        for kind in ("api_call", "error"):
+        for kind in kinds_with_users():
             table = self._events[kind]
             mine = [k for k, ev in table.items() if getattr(ev, "user_id", None) == user_id]
             deleted[kind] = _drop(table, mine)

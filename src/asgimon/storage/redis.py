@@ -36,7 +36,7 @@ from typing import Any
 
 from asgimon import histogram
 from asgimon.errors import StorageError, StorageRejected, StorageUnavailable
-from asgimon.events import EVENT_TYPES, Event
+from asgimon.events import EVENT_TYPES, Event, kinds_with_users
 from asgimon.rollups import RESOLUTIONS, Rollup
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import SumsByScan, WriteResult
@@ -65,10 +65,6 @@ _UNAVAILABLE = (
     redis_errors.NoPermissionError,
     redis_errors.TryAgainError,
 )
-_FIELDS: dict[str, tuple[str, ...]] = {
-    kind: tuple(f.name for f in dataclasses.fields(cls)) for kind, cls in EVENT_TYPES.items()
-}
-
 # -- members: an event as the JSON object stored in its ZSET ---------------------------------
 
 _JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
@@ -105,7 +101,7 @@ def _member_encoder(kind: str) -> Callable[[Event], str]:
     """What ``json.dumps({field: value, ..., "kind": kind}, separators=(",", ":"),
     allow_nan=False)`` writes for an event of this kind, its keys written once: ASCII only, so
     no member holds a newline."""
-    names = _FIELDS[kind]
+    names = tuple(f.name for f in dataclasses.fields(EVENT_TYPES[kind]))
     keys = [("," if i else "{") + encode_basestring_ascii(n) + ":" for i, n in enumerate(names)]
     tail = "," + encode_basestring_ascii("kind") + ":" + encode_basestring_ascii(kind) + "}"
     template = "%s".join(k.replace("%", "%%") for k in keys) + "%s" + tail.replace("%", "%%")
@@ -118,7 +114,15 @@ def _member_encoder(kind: str) -> Callable[[Event], str]:
     return encode
 
 
-_MEMBER: dict[str, Callable[[Event], str]] = {kind: _member_encoder(kind) for kind in _FIELDS}
+class _Members(dict[str, Callable[[Event], str]]):
+    """Each kind's encoder, made on first use (a kind may be registered after import)."""
+
+    def __missing__(self, kind: str) -> Callable[[Event], str]:
+        encode = self[kind] = _member_encoder(kind)
+        return encode
+
+
+_MEMBER = _Members()
 
 
 # -- the write script and its arguments ------------------------------------------------------
@@ -655,10 +659,10 @@ class RedisStorage(SumsByScan):
         try:
             await r.rename(key, work)
         except redis_errors.ResponseError:  # no such key: nothing recorded for this user
-            return {"api_call": 0, "error": 0}
+            return dict.fromkeys(kinds_with_users(), 0)
         except (redis_errors.RedisError, OSError) as exc:
             raise _classify(exc) from exc
-        deleted = {"api_call": 0, "error": 0}
+        deleted = dict.fromkeys(kinds_with_users(), 0)
         for entry in await self._call(r.smembers(work)):
             kind, zkey, member = json.loads(entry)
             removed = int(await self._call(r.zrem(zkey, member)))

@@ -48,7 +48,7 @@ from asgimon.errors import (
     SchemaVersionError,
     StorageUnavailable,
 )
-from asgimon.events import TOTAL_SERIES, Event
+from asgimon.events import EVENT_TYPES, TOTAL_SERIES, Event, kinds_with_users
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup
 from asgimon.sampling import KEEP_ALL, RawSampling
 
@@ -320,9 +320,9 @@ class SQLStorage:
         slicer: Slicer,
         sampling: RawSampling,
     ) -> list[Event]:
-        table = s.EVENT_TABLES[kind]
+        table = s.table_of(kind)
         if kind != "api_call" or sampling.keeps_all:
-            return await self._insert_rows(conn, table, evs, received, slicer)
+            return await self._insert_rows(conn, table, evs, received, slicer, kind)
         kept: list[Event] = []
         ids: list[Event] = []
         keeps = sampling.keeps
@@ -332,16 +332,23 @@ class SQLStorage:
                 (kept if keeps(ev) else ids).append(ev)
 
         await slicer.each(split, evs)
-        fresh = await self._insert_rows(conn, table, kept, received, slicer)
-        return fresh + await self._insert_rows(conn, s.api_call_ids, ids, received, slicer)
+        fresh = await self._insert_rows(conn, table, kept, received, slicer, kind)
+        ids_table = s.api_call_ids
+        return fresh + await self._insert_rows(conn, ids_table, ids, received, slicer, None)
 
     async def _insert_rows(
-        self, conn: AsyncConnection, table: Any, evs: list[Event], received: int, slicer: Slicer
+        self,
+        conn: AsyncConnection,
+        table: Any,
+        evs: list[Event],
+        received: int,
+        slicer: Slicer,
+        kind: str | None,
     ) -> list[Event]:
         """Insert each event's row unless its primary key is there; the events inserted."""
         if not evs:
             return []
-        plain = self._plain_insert(table)
+        plain = self._plain_insert(table, kind)
         key_names = [c.name for c in table.primary_key.columns]
         insert = self._insert(table).on_conflict_do_nothing(index_elements=key_names)
         if self.dialect == "sqlite":
@@ -428,10 +435,10 @@ class SQLStorage:
             slicer.restart()
         return count
 
-    def _plain_insert(self, table: Any) -> _PlainInsert:
+    def _plain_insert(self, table: Any, kind: str | None) -> _PlainInsert:
         found = self._plain_inserts.get(table.name)
         if found is None:
-            order, make = row_maker([c.name for c in table.columns])
+            order, make = row_maker([c.name for c in table.columns], kind)
             preparer = self._dialect_impl.identifier_preparer
             keys = ", ".join(preparer.quote(c.name) for c in table.primary_key.columns)
             sql = (
@@ -498,9 +505,9 @@ class SQLStorage:
     def _where(
         self, kind: str, project_id: str | None, start: float | None, end: float | None
     ) -> tuple[Any, list[Any]]:
-        if kind not in s.EVENT_TABLES:
+        if kind not in EVENT_TYPES:
             raise ValueError(f"unknown event kind {kind!r}")
-        t = s.EVENT_TABLES[kind]
+        t = s.table_of(kind)
         cond = []
         if project_id is not None:
             cond.append(t.c.project_id == project_id)
@@ -817,9 +824,15 @@ class SQLStorage:
                     t, [t.c.job, t.c.period_start], cond, batch_size
                 )
             else:
-                tables = [s.EVENT_TABLES[key]] + ([s.api_call_ids] if key == "api_call" else [])
+                tables = [s.table_of(key)] + ([s.api_call_ids] if key == "api_call" else [])
+                here = projects
+                if EVENT_TYPES[key].series is Event.series:
+                    # A kind that feeds no rollup: its projects are only in its own table.
+                    t = tables[0]
+                    found = await self._fetch(select(t.c.project_id).distinct())
+                    here = sorted(set(projects) | {r[0] for r in found})
                 for t in tables:
-                    for project in projects:
+                    for project in here:
                         # Per project, so the (project_id, created_at) index finds the rows.
                         cond = [t.c.project_id == project, t.c.created_at < us(cutoff)]
                         total += await self._delete_in_batches(
@@ -831,14 +844,14 @@ class SQLStorage:
     async def _all_projects(self) -> list[str]:
         """Projects with rollups, plus those with only raw events (deployments just started)."""
         found = set(await self.projects())
-        t = s.deployment_events
+        t = s.table_of("deployment")
         found.update(r[0] for r in await self._fetch(select(t.c.project_id).distinct()))
         return sorted(found)
 
     async def forget_user(self, user_id: str, *, batch_size: int = 5000) -> dict[str, int]:
         deleted = {}
-        for kind in ("api_call", "error"):
-            t = s.EVENT_TABLES[kind]
+        for kind in kinds_with_users():
+            t = s.table_of(kind)
             deleted[kind] = await self._delete_in_batches(
                 t, [t.c.project_id, t.c.id], [t.c.user_id == user_id], batch_size
             )

@@ -1,10 +1,10 @@
-"""The analytics API's own rate limit (``ANALYTICS_API_RATE_LIMIT``), on the ``limits`` library.
+"""A rate limiter on the ``limits`` library that fails open.
 
-Counted per principal (an ingest key, a token's subject), else per client address, with a
-sliding-window counter in memory, or in Redis when ``ANALYTICS_REDIS_URL`` is set so every
-worker shares the count. If the counter's store fails or is slow (100 ms) the request is let
-through, and after five failures in a row a circuit breaker stops asking it for a while: a
-broken limiter must not take the dashboard down with it.
+A sliding-window counter per key, in memory, or in Redis so that every worker shares the
+count. If the counter's store fails or is slow (100 ms) the call is let through, and after
+five failures in a row a circuit breaker stops asking it for a while: a broken limiter must
+not take down what it guards. The analytics API's own limit (``ANALYTICS_API_RATE_LIMIT``,
+per principal, else per client address) runs on it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from asgimon.breaker import CircuitBreaker
 
-log = logging.getLogger("asgimon.dashboard")
+log = logging.getLogger("asgimon.ratelimit")
 
 TIMEOUT_S = 0.1
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class Verdict:
         return out
 
 
-class ApiThrottle:
+class RateLimiter:
     def __init__(self, rate: str, *, redis_url: str | None = None, key_prefix: str = "asgimon"):
         self.items: list[RateLimitItem] = parse_many(rate)
         storage: Storage
@@ -55,7 +55,7 @@ class ApiThrottle:
         if redis_url:
             import redis.asyncio as aioredis
 
-            # Our own pool, so that closing the dashboard closes its connections.
+            # Our own pool, so that closing the limiter closes its connections.
             self._pool = aioredis.ConnectionPool.from_url(
                 redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
             )

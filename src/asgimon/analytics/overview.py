@@ -12,7 +12,7 @@ from asgimon.storage.base import SeriesTotal
 
 from .builds import is_build_start
 from .common import header, iso, ratio, trend
-from .errors import error_figures
+from .error_groups import error_figures
 from .query import Query
 
 TOP_ERRORS = 10
