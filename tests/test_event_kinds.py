@@ -22,8 +22,7 @@ from asgimon.dashboard.endpoints import ENDPOINTS
 from asgimon.dashboard.openapi import openapi_document
 from asgimon.events import EVENT_TYPES, register
 from asgimon.fields import BIG_INT, INSTANT, spec, text
-from asgimon.storage import _schema
-from asgimon.storage.sql import SQLStorage
+from asgimon.storage.sql import SQLStorage, tables
 
 KEY = "key-for-every-project-01"
 
@@ -52,9 +51,9 @@ def scans() -> Iterator[type[ScanEvent]]:
     yield ScanEvent
     # Only this module knows the kind: the rest of the suite sees the built-in ones.
     del EVENT_TYPES["scan"]
-    table = _schema._tables.pop("scan", None)
+    table = tables._tables.pop("scan", None)
     if table is not None:
-        _schema.metadata.remove(table)
+        tables.metadata.remove(table)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

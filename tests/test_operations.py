@@ -25,8 +25,8 @@ from asgimon import (
 from asgimon.errors import SchemaVersionError
 from asgimon.sampling import RawSampling
 from asgimon.scheduler import Scheduler
-from asgimon.storage._schema import SCHEMA_VERSION
 from asgimon.storage.sql import SQLStorage
+from asgimon.storage.sql.tables import SCHEMA_VERSION
 
 from .conftest import PG_URL, pg_schema
 

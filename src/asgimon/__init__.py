@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .dashboard.auth import AuthHook, Principal
 from .errors import (
     AsgimonError,
     ConfigError,
@@ -26,7 +27,6 @@ from .events import (
     Event,
     FunctionInvocation,
 )
-from .dashboard.auth import AuthHook, Principal
 from .middleware import AsgimonMiddleware
 from .monitor import Monitor
 from .recorder import Recorder, RecorderStats

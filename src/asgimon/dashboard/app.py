@@ -18,28 +18,35 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from asgimon._validate import project_id_problem
-from asgimon.analytics.builds import is_build_start
 from asgimon.analytics.cache import CachedStorage, RollupCache
 from asgimon.analytics.common import iso
 from asgimon.analytics.overview import overview_row
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery, TimeRange, parse_range
+from asgimon.analytics.summary import SUMMARY_WINDOW_S, project_summary
 from asgimon.errors import StorageError
 from asgimon.events import Event
-from asgimon.ratelimit import RateLimiter, Verdict
-from asgimon.rollups import Rollup, combine
+from asgimon.ratelimit import RateLimiter
 from asgimon.settings import Settings
 from asgimon.storage.base import Storage, WriteResult, storage_identity
 
-from .access import cross_site, host_count, local_request
-from .auth import Authenticator, AuthError, AuthHook, Principal, presented_token
+from .auth import Authenticator, AuthHook
 from .endpoints import ENDPOINTS, Endpoint
 from .export import csv_response
+from .guard import INGEST_PATH, Guard, principal_of
 from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
+from .responses import (
+    bad_query,
+    error_response,
+    forbidden,
+    http_error,
+    internal_error,
+    storage_unavailable,
+)
 
 
 class Writer(Protocol):
@@ -63,54 +70,9 @@ class Host(Protocol):
 
 log = logging.getLogger("asgimon.dashboard")
 
-SUMMARY_WINDOW_S = 24 * 3600
 RANGE_PARAMS = frozenset({"range", "start", "end", "format", "table"})
 MAX_OVERVIEW_PROJECTS = 500
 OVERVIEW_CONCURRENCY = 2
-PRINCIPAL = "asgimon.principal"
-LOCAL = Principal("local", admin=True)
-"""Who a loopback client is when no auth is configured."""
-
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "details": details or []}},
-        status_code=status,
-        headers=headers,
-    )
-
-
-def _storage_unavailable(exc: StorageError) -> JSONResponse:
-    # The driver's words (hosts, ports) stay in the server log.
-    log.warning("asgimon: the analytics API could not read storage: %s", exc)
-    return error_response(503, "storage_unavailable", "storage is unavailable; retry later")
-
-
-def _bad_query(exc: BadQuery) -> JSONResponse:
-    return error_response(
-        422, "invalid_query", str(exc), [{"field": exc.field, "message": exc.message}]
-    )
-
-
-def principal_of(request: Request) -> Principal:
-    principal = request.scope.get(PRINCIPAL)
-    assert isinstance(principal, Principal), "the guard sets the principal"
-    return principal
-
-
-def _forbidden(project_id: str) -> JSONResponse:
-    return error_response(
-        403,
-        "forbidden_project",
-        "this principal may not see the project",
-        [{"field": "projectId", "message": f"not among the caller's projects: {project_id!r}"}],
-    )
 
 
 def _check_params(request: Request, allowed: frozenset[str]) -> None:
@@ -178,15 +140,15 @@ class Api:
             try:
                 project_id = _project_id(request)
                 if not principal_of(request).can_see(project_id):
-                    return _forbidden(project_id)
+                    return forbidden(project_id)
                 _check_params(request, allowed)
                 table = _export_table(request, endpoint.tables)
                 span = parse_range(request.query_params, now)
                 body = await endpoint.compute(self.query(request, project_id, span, now))
             except BadQuery as exc:
-                return _bad_query(exc)
+                return bad_query(exc)
             except StorageError as exc:
-                return _storage_unavailable(exc)
+                return storage_unavailable(exc)
             if table is not None:
                 return csv_response(body[table], f"{project_id}-{table}.csv")
             return JSONResponse(body)
@@ -217,9 +179,9 @@ class Api:
 
             rows = list(await asyncio.gather(*(row(p) for p in projects[:MAX_OVERVIEW_PROJECTS])))
         except BadQuery as exc:
-            return _bad_query(exc)
+            return bad_query(exc)
         except StorageError as exc:
-            return _storage_unavailable(exc)
+            return storage_unavailable(exc)
         if table is not None:
             return csv_response(rows, "overview.csv")
         return JSONResponse(
@@ -248,9 +210,9 @@ class Api:
         try:
             projects = await self.monitor.storage.projects() or [self.monitor.settings.project_id]
             visible = [p for p in projects if principal.can_see(p)]
-            data = [await project_summary(self.monitor, p, now) for p in visible]
+            data = [await project_summary(self.monitor.storage, p, now) for p in visible]
         except StorageError as exc:
-            return _storage_unavailable(exc)
+            return storage_unavailable(exc)
         return JSONResponse({"windowSeconds": SUMMARY_WINDOW_S, "projects": data})
 
     async def ingest(self, request: Request) -> Response:
@@ -284,70 +246,11 @@ class Api:
         try:
             result = await self.monitor.recorder.write_through(events)
         except StorageError as exc:
-            return _storage_unavailable(exc)
+            return storage_unavailable(exc)
         return JSONResponse({"accepted": result.inserted, "duplicates": result.duplicates})
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document(ENDPOINTS, server=request.scope.get("root_path", "")))
-
-
-def _latency(r: Rollup) -> dict[str, Any]:
-    p50, p95, p99 = r.quantiles((0.5, 0.95, 0.99))
-    return {
-        "count": r.count,
-        "errors": r.error_count,
-        "errorRate": r.error_count / r.count if r.count else 0.0,
-        "avgMs": r.avg,
-        "p50Ms": p50,
-        "p95Ms": p95,
-        "p99Ms": p99,
-    }
-
-
-async def project_summary(monitor: Host, project_id: str, now: float) -> dict[str, Any]:
-    # Hour rollups: 25 rows per series for a day, where minutes would be 1,440.
-    start = (now - SUMMARY_WINDOW_S) // 3600 * 3600
-    rows = await monitor.storage.rollups(
-        project_id=project_id, resolution="hour", start=start, end=now + 3600
-    )
-    by_series: dict[str, list[Rollup]] = {}
-    for r in rows:
-        by_series.setdefault(r.series, []).append(r)
-    endpoints = []
-    for series, group in by_series.items():
-        if series.startswith("api:"):
-            method, _, endpoint = series[4:].partition(" ")
-            endpoints.append({"method": method, "endpoint": endpoint, **_latency(combine(group))})
-    endpoints.sort(key=lambda e: -e["count"])
-    api = combine(r for r in rows if r.series.startswith("api:"))
-
-    def total(prefix: str) -> dict[str, int]:
-        found = [r for r in rows if r.series.startswith(prefix)]
-        return {"count": sum(r.count for r in found), "errors": sum(r.error_count for r in found)}
-
-    recent = await monitor.storage.events("deployment", project_id=project_id, limit=10)
-    return {
-        "projectId": project_id,
-        "api": _latency(api),
-        "endpoints": endpoints[:50],
-        "deployments": total("deploy:"),
-        "builds": {
-            "count": sum(r.count for r in rows if is_build_start(r.series)),
-            "errors": sum(r.error_count for r in rows if r.series.startswith("build:")),
-        },
-        "functions": total("fn:"),
-        "domainEvents": total("domain:"),
-        "errors": total("error:"),
-        "recentDeployments": [
-            {
-                "deploymentId": e.deployment_id,  # type: ignore[attr-defined]
-                "type": e.type,  # type: ignore[attr-defined]
-                "status": e.status,  # type: ignore[attr-defined]
-                "at": e.at.isoformat(),
-            }
-            for e in recent
-        ],
-    }
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -362,146 +265,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise BadBatch(413, "body_too_large", f"the body is over {limit} bytes", [])
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """404s and 405s in the API's own error shape, not Starlette's plain text."""
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    headers = dict(exc.headers) if exc.headers else None
-    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("asgimon: the analytics API failed on %s", request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "the analytics API failed; see the server log")
-
-
-INGEST_PATH = "/api/events"
-
-
-def _client_address(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "-"
-
-
-def _route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
-class Guard:
-    """Decides who is asking, refuses strangers, and applies the API's rate limit.
-
-    With no auth configured (no JWT key, no hook), only loopback clients without proxy
-    headers are answered, as an admin, and everyone else gets a 404 that does not tell them
-    anything is mounted here; ingest keys still work for ``POST /api/events``. With auth
-    configured, every request needs credentials, loopback included: behind a reverse proxy
-    every visitor is loopback.
-    """
-
-    def __init__(self, app: ASGIApp, authn: Authenticator, throttle: RateLimiter | None) -> None:
-        self.app = app
-        self.authn = authn
-        self.throttle = throttle
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        if host_count(scope) > 1:
-            # Which one a proxy, the guard and the host app each read is anyone's guess.
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            detail = {"field": "Host", "message": "must be sent once"}
-            await error_response(400, "bad_request", "more than one Host header", [detail])(
-                scope, receive, send
-            )
-            return
-        failures_key = "refused:" + _client_address(scope)
-        if self.throttle is not None and await self.throttle.exhausted(failures_key):
-            # An address that keeps failing to authenticate waits before the next try
-            # reaches a JWT check or the host's hook.
-            await error_response(
-                429, "rate_limited", "too many refused requests from this address"
-            )(scope, receive, send)
-            return
-        refusal, principal = await self._principal(scope)
-        if principal is None:
-            if self.throttle is not None and refusal is not None and refusal.status_code == 401:
-                await self.throttle.check(failures_key)
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-            else:
-                assert refusal is not None
-                await refusal(scope, receive, send)
-            return
-        ingest = scope["type"] == "http" and _route_path(scope) == INGEST_PATH
-        if principal.ingest_only and not (ingest and scope.get("method") == "POST"):
-            # As to a stranger: the key opens ingestion and nothing else.
-            await error_response(404, "not_found", "Not Found")(scope, receive, send)
-            return
-        verdict: Verdict | None = None
-        if self.throttle is not None and scope["type"] == "http":
-            verdict = await self.throttle.check(self._limit_key(scope, principal))
-            if verdict is not None and not verdict.allowed:
-                await error_response(
-                    429,
-                    "rate_limited",
-                    "too many requests to the analytics API",
-                    headers=verdict.headers(),
-                )(scope, receive, send)
-                return
-        scope = {**scope, PRINCIPAL: principal}
-        if verdict is None:
-            await self.app(scope, receive, send)
-            return
-        extra = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
-
-        async def send_with_limits(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
-
-    async def _principal(self, scope: Scope) -> tuple[Response | None, Principal | None]:
-        token = presented_token(scope)
-        if token is not None:
-            keyed = self.authn.ingest_principal(token)
-            if keyed is not None:
-                return None, keyed
-        if self.authn.configured:
-            try:
-                principal = await self.authn.principal(Request(scope), token)
-            except AuthError as exc:
-                return self._unauthorized("invalid_token", str(exc)), None
-            except Exception:  # the host's hook (or a key) failed: refuse, without a 500
-                log.exception("asgimon: authentication failed unexpectedly")
-                message = "authentication failed; see the server log"
-                return error_response(503, "auth_unavailable", message), None
-            if principal is None:
-                return self._unauthorized("unauthorized", "credentials are required"), None
-            return None, principal
-        if token is not None and _route_path(scope) == INGEST_PATH:
-            return self._unauthorized("invalid_key", "unknown ingest key"), None
-        if local_request(scope) and not cross_site(scope):
-            return None, LOCAL
-        return error_response(404, "not_found", "Not Found"), None
-
-    @staticmethod
-    def _unauthorized(code: str, message: str) -> Response:
-        return error_response(401, code, message, headers={"WWW-Authenticate": "Bearer"})
-
-    @staticmethod
-    def _limit_key(scope: Scope, principal: Principal) -> str:
-        if principal is LOCAL:
-            return "addr:" + _client_address(scope)
-        if principal.ingest_only:
-            return "key:" + ",".join(sorted(principal.projects))
-        return "sub:" + principal.subject
 
 
 class DashboardApp:
@@ -527,7 +290,7 @@ class DashboardApp:
         self.routes = routes
         inner = Starlette(
             routes=routes,
-            exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+            exception_handlers={HTTPException: http_error, Exception: internal_error},
         )
         self.app = Guard(inner, Authenticator(s, auth), self.throttle)
 

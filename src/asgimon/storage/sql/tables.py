@@ -34,7 +34,7 @@ from asgimon.fields import Field, declared
 from asgimon.histogram import loads
 from asgimon.rollups import Rollup
 
-from ._sql_rows import rollup_row
+from .rows import rollup_row
 
 SCHEMA_VERSION = 5
 PREFIX = "asgimon_"

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from asgimon.errors import SchemaVersionError
 from asgimon.events import BUILT_IN_KINDS
 
-from . import _schema as s
-from ._sql_rows import us
+from . import tables as s
+from .rows import us
 
 
 async def schema_version(conn: AsyncConnection) -> int | None:

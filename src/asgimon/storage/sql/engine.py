@@ -9,7 +9,7 @@ from sqlalchemy import event, literal_column
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from . import _schema as s
+from . import tables as s
 
 OnConnect = Callable[[Any], None]
 

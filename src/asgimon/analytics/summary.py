@@ -1,0 +1,70 @@
+"""``GET /api/summary``: one day of a project at a glance, from its hour rollups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgimon.analytics.builds import is_build_start
+from asgimon.rollups import Rollup, combine
+from asgimon.storage.base import Storage
+
+SUMMARY_WINDOW_S = 24 * 3600
+
+
+def _latency(r: Rollup) -> dict[str, Any]:
+    p50, p95, p99 = r.quantiles((0.5, 0.95, 0.99))
+    return {
+        "count": r.count,
+        "errors": r.error_count,
+        "errorRate": r.error_count / r.count if r.count else 0.0,
+        "avgMs": r.avg,
+        "p50Ms": p50,
+        "p95Ms": p95,
+        "p99Ms": p99,
+    }
+
+
+async def project_summary(storage: Storage, project_id: str, now: float) -> dict[str, Any]:
+    # Hour rollups: 25 rows per series for a day, where minutes would be 1,440.
+    start = (now - SUMMARY_WINDOW_S) // 3600 * 3600
+    rows = await storage.rollups(
+        project_id=project_id, resolution="hour", start=start, end=now + 3600
+    )
+    by_series: dict[str, list[Rollup]] = {}
+    for r in rows:
+        by_series.setdefault(r.series, []).append(r)
+    endpoints = []
+    for series, group in by_series.items():
+        if series.startswith("api:"):
+            method, _, endpoint = series[4:].partition(" ")
+            endpoints.append({"method": method, "endpoint": endpoint, **_latency(combine(group))})
+    endpoints.sort(key=lambda e: -e["count"])
+    api = combine(r for r in rows if r.series.startswith("api:"))
+
+    def total(prefix: str) -> dict[str, int]:
+        found = [r for r in rows if r.series.startswith(prefix)]
+        return {"count": sum(r.count for r in found), "errors": sum(r.error_count for r in found)}
+
+    recent = await storage.events("deployment", project_id=project_id, limit=10)
+    return {
+        "projectId": project_id,
+        "api": _latency(api),
+        "endpoints": endpoints[:50],
+        "deployments": total("deploy:"),
+        "builds": {
+            "count": sum(r.count for r in rows if is_build_start(r.series)),
+            "errors": sum(r.error_count for r in rows if r.series.startswith("build:")),
+        },
+        "functions": total("fn:"),
+        "domainEvents": total("domain:"),
+        "errors": total("error:"),
+        "recentDeployments": [
+            {
+                "deploymentId": e.deployment_id,  # type: ignore[attr-defined]
+                "type": e.type,  # type: ignore[attr-defined]
+                "status": e.status,  # type: ignore[attr-defined]
+                "at": e.at.isoformat(),
+            }
+            for e in recent
+        ],
+    }

@@ -1,0 +1,153 @@
+"""Who is asking: authentication, the refusal of strangers, and the API's rate limit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from asgimon.ratelimit import RateLimiter, Verdict
+
+from .access import cross_site, host_count, local_request
+from .auth import Authenticator, AuthError, Principal, presented_token
+from .responses import error_response
+
+log = logging.getLogger("asgimon.dashboard")
+
+INGEST_PATH = "/api/events"
+PRINCIPAL = "asgimon.principal"
+LOCAL = Principal("local", admin=True)
+"""Who a loopback client is when no auth is configured."""
+
+
+def principal_of(request: Request) -> Principal:
+    principal = request.scope.get(PRINCIPAL)
+    assert isinstance(principal, Principal), "the guard sets the principal"
+    return principal
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "-"
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class Guard:
+    """Decides who is asking, refuses strangers, and applies the API's rate limit.
+
+    With no auth configured (no JWT key, no hook), only loopback clients without proxy
+    headers are answered, as an admin, and everyone else gets a 404 that does not tell them
+    anything is mounted here; ingest keys still work for ``POST /api/events``. With auth
+    configured, every request needs credentials, loopback included: behind a reverse proxy
+    every visitor is loopback.
+    """
+
+    def __init__(self, app: ASGIApp, authn: Authenticator, throttle: RateLimiter | None) -> None:
+        self.app = app
+        self.authn = authn
+        self.throttle = throttle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if host_count(scope) > 1:
+            # Which one a proxy, the guard and the host app each read is anyone's guess.
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            detail = {"field": "Host", "message": "must be sent once"}
+            await error_response(400, "bad_request", "more than one Host header", [detail])(
+                scope, receive, send
+            )
+            return
+        failures_key = "refused:" + _client_address(scope)
+        if self.throttle is not None and await self.throttle.exhausted(failures_key):
+            # An address that keeps failing to authenticate waits before the next try
+            # reaches a JWT check or the host's hook.
+            await error_response(
+                429, "rate_limited", "too many refused requests from this address"
+            )(scope, receive, send)
+            return
+        refusal, principal = await self._principal(scope)
+        if principal is None:
+            if self.throttle is not None and refusal is not None and refusal.status_code == 401:
+                await self.throttle.check(failures_key)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                assert refusal is not None
+                await refusal(scope, receive, send)
+            return
+        ingest = scope["type"] == "http" and _route_path(scope) == INGEST_PATH
+        if principal.ingest_only and not (ingest and scope.get("method") == "POST"):
+            # As to a stranger: the key opens ingestion and nothing else.
+            await error_response(404, "not_found", "Not Found")(scope, receive, send)
+            return
+        verdict: Verdict | None = None
+        if self.throttle is not None and scope["type"] == "http":
+            verdict = await self.throttle.check(self._limit_key(scope, principal))
+            if verdict is not None and not verdict.allowed:
+                await error_response(
+                    429,
+                    "rate_limited",
+                    "too many requests to the analytics API",
+                    headers=verdict.headers(),
+                )(scope, receive, send)
+                return
+        scope = {**scope, PRINCIPAL: principal}
+        if verdict is None:
+            await self.app(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
+
+        async def send_with_limits(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+    async def _principal(self, scope: Scope) -> tuple[Response | None, Principal | None]:
+        token = presented_token(scope)
+        if token is not None:
+            keyed = self.authn.ingest_principal(token)
+            if keyed is not None:
+                return None, keyed
+        if self.authn.configured:
+            try:
+                principal = await self.authn.principal(Request(scope), token)
+            except AuthError as exc:
+                return self._unauthorized("invalid_token", str(exc)), None
+            except Exception:  # the host's hook (or a key) failed: refuse, without a 500
+                log.exception("asgimon: authentication failed unexpectedly")
+                message = "authentication failed; see the server log"
+                return error_response(503, "auth_unavailable", message), None
+            if principal is None:
+                return self._unauthorized("unauthorized", "credentials are required"), None
+            return None, principal
+        if token is not None and _route_path(scope) == INGEST_PATH:
+            return self._unauthorized("invalid_key", "unknown ingest key"), None
+        if local_request(scope) and not cross_site(scope):
+            return None, LOCAL
+        return error_response(404, "not_found", "Not Found"), None
+
+    @staticmethod
+    def _unauthorized(code: str, message: str) -> Response:
+        return error_response(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+    @staticmethod
+    def _limit_key(scope: Scope, principal: Principal) -> str:
+        if principal is LOCAL:
+            return "addr:" + _client_address(scope)
+        if principal.ingest_only:
+            return "key:" + ",".join(sorted(principal.projects))
+        return "sub:" + principal.subject
