@@ -80,7 +80,7 @@ from asgimon import (
     WriteResult,
 )
 from asgimon.events import API_TOTAL
-from asgimon.middleware._records import sequential_ids
+from asgimon.pipeline.records import sequential_ids
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.redis import RedisStorage
 from asgimon.storage.sql import SQLStorage

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from asgimon import Monitor, _heap, _slices
 from asgimon.lag import Longest
-from asgimon.recorder import API_CALL_SIZE
+from asgimon.pipeline.recorder import API_CALL_SIZE
 from asgimon.storage.memory import MemoryStorage
 from asgimon.storage.sql import SQLStorage
 

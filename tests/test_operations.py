@@ -23,8 +23,8 @@ from asgimon import (
     histogram,
 )
 from asgimon.errors import SchemaVersionError
+from asgimon.pipeline.scheduler import Scheduler
 from asgimon.sampling import RawSampling
-from asgimon.scheduler import Scheduler
 from asgimon.storage.sql import SQLStorage
 from asgimon.storage.sql.tables import SCHEMA_VERSION
 

@@ -29,11 +29,11 @@ from .events import (
 )
 from .middleware import AsgimonMiddleware
 from .monitor import Monitor
-from .recorder import Recorder, RecorderStats
+from .pipeline.recorder import Recorder, RecorderStats
+from .pipeline.sinks import Sink, Subscription
 from .rollups import Rollup
 from .sampling import RawSampling
 from .settings import Settings
-from .sinks import Sink, Subscription
 from .storage import MemoryStorage, Storage, WriteResult, storage_from_url
 
 __version__ = "0.1.0"

@@ -25,11 +25,11 @@ from .lag import LagProbe
 from .middleware import ApiCallBuilder, AsgimonMiddleware, route_template
 from .middleware.host import InFlight, Queue, RouteTable
 from .parts import Part, Parts
-from .recorder import Recorder, RecorderStats
+from .pipeline.recorder import Recorder, RecorderStats
+from .pipeline.scheduler import Scheduler
+from .pipeline.sinks import DELIVERY_TIMEOUT_S, MAX_PENDING_EVENTS, Sink, Subscription
 from .sampling import RawSampling
-from .scheduler import Scheduler
 from .settings import Settings
-from .sinks import DELIVERY_TIMEOUT_S, MAX_PENDING_EVENTS, Sink, Subscription
 from .storage import Storage, storage_from_url
 from .storage.schemes import backend_of
 from .tracking import Tracker, build_phase_tracker, function_tracker
@@ -256,7 +256,7 @@ class Monitor:
         max_pending: int = MAX_PENDING_EVENTS,
         timeout: float = DELIVERY_TIMEOUT_S,
     ) -> Subscription:
-        """Hand ``sink`` every event once stored, however it came (see :mod:`asgimon.sinks`)."""
+        """Hand ``sink`` every new event once stored, however it came (see ``pipeline.sinks``)."""
         return self.recorder.sinks.subscribe(
             sink, name=name, max_pending=max_pending, timeout=timeout
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._records import OTHER, UNMATCHED, ApiCallBuilder, route_template
+from asgimon.pipeline.records import OTHER, UNMATCHED, ApiCallBuilder, route_template
+
 from .asgi import AsgimonMiddleware
 
 __all__ = ["OTHER", "UNMATCHED", "ApiCallBuilder", "AsgimonMiddleware", "route_template"]

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .events import Event
+from asgimon.events import Event
 
 log = logging.getLogger("asgimon.sinks")
 

@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._slices import CHECK_EVERY, Slicer, chunks
-from .errors import StorageError, StorageFull, StorageRejected
-from .events import Event
-from .sampling import KEEP_ALL, RawSampling
-from .sinks import Fanout
-from .storage.base import Storage, WriteResult
+from asgimon._slices import CHECK_EVERY, Slicer, chunks
+from asgimon.errors import StorageError, StorageFull, StorageRejected
+from asgimon.events import Event
+from asgimon.pipeline.sinks import Fanout
+from asgimon.sampling import KEEP_ALL, RawSampling
+from asgimon.storage.base import Storage, WriteResult
 
 log = logging.getLogger("asgimon.recorder")
 
@@ -93,7 +93,7 @@ class Recorder:
         self.sampling = sampling
         """Which API calls are stored raw (every event feeds the rollups)."""
         self.sinks = Fanout()
-        """Who receives each stored batch's new events: see :mod:`asgimon.sinks`."""
+        """Who receives each stored batch's new events: see :mod:`asgimon.pipeline.sinks`."""
         self._queue: deque[Any] = deque()
         self._sizes: deque[int] = deque()
         self._bytes = 0

@@ -18,8 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .errors import StorageUnavailable
-from .storage.base import Storage
+from asgimon.errors import StorageUnavailable
+from asgimon.storage.base import Storage
 
 log = logging.getLogger("asgimon.scheduler")
 
