@@ -254,6 +254,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "parts",
         "pipeline",
         "ratelimit",
+        "recording",
         "rollups",
         "sampling",
         "settings",
