@@ -16,8 +16,8 @@ import pytest
 from asgimon import ApiCall, DeploymentEvent, Event, FunctionInvocation
 from asgimon.errors import StorageRejected, StorageUnavailable
 from asgimon.rollups import RESOLUTIONS, Rollup, RollupKey, aggregate
-from asgimon.storage import redis as redis_store
 from asgimon.storage.redis import RedisStorage
+from asgimon.storage.redis import store as redis_store
 
 from .conftest import REDIS_URL, redis_prefix
 
