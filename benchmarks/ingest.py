@@ -79,9 +79,9 @@ from asgimon import (
     Storage,
     WriteResult,
 )
-from asgimon.events import API_TOTAL
 from asgimon.pipeline.records import sequential_ids
 from asgimon.sampling import KEEP_ALL, RawSampling
+from asgimon.series import API_TOTAL
 from asgimon.storage.redis import RedisStorage
 from asgimon.storage.sql import SQLStorage
 

@@ -257,6 +257,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "recording",
         "rollups",
         "sampling",
+        "series",
         "settings",
         "storage",
         "tracking",

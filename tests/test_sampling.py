@@ -18,8 +18,8 @@ from asgimon import (
     Settings,
     Storage,
 )
-from asgimon.events import API_TOTAL
 from asgimon.sampling import KEEP_ALL, RawSampling
+from asgimon.series import API_TOTAL
 from asgimon.storage.redis import RedisStorage
 from asgimon.testing import memory_monitor, recorded
 

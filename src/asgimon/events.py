@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
+from . import series
 from ._validate import MAX_DURATION_MS, MAX_PROJECT_ID, Checker
 from .errors import InvalidEventError
 from .fields import BIG_INT, BOOL, FLOAT, INSTANT, JSON, LONG_TEXT, SMALL_INT, meta, spec, text
+from .series import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
 
 MAX_ID = 64
 MAX_NAME = 200
@@ -136,12 +138,12 @@ class ApiCall(Event):
         c.text("request_id", self.request_id, max_len=MAX_NAME, required=False)
 
     def series(self) -> str:
-        return f"api:{self.method} {self.endpoint}"
+        return series.api(self.method, self.endpoint)
 
     def rollup_series(self) -> tuple[str, ...]:
         # The total over every endpoint, kept as its own series: headline figures over a
         # month then read one row a day, not one per endpoint.
-        return (f"api:{self.method} {self.endpoint}", API_TOTAL)
+        return (series.api(self.method, self.endpoint), API_TOTAL)
 
     def value(self) -> float:
         return self.duration_ms
@@ -177,8 +179,8 @@ class DeploymentEvent(Event):
         # Only completed deployments count in the deployment figures; the other steps have
         # their own series, so that a project with nothing else is still a known project.
         if self.type != "completed":
-            return f"deploystep:{self.type}"
-        return f"deploy:{self.framework or '-'}"
+            return series.deploy_step(self.type)
+        return series.deploy(self.framework)
 
     def value(self) -> float | None:
         return self.duration_ms if self.type == "completed" else None
@@ -225,7 +227,7 @@ class BuildEvent(Event):
         c.number("total_size_bytes", self.total_size_bytes, high=MAX_SIZE_BYTES, integer=True)
 
     def series(self) -> str:
-        return f"build:{self.phase}:{self.framework or '-'}"
+        return series.build(self.phase, self.framework)
 
     def value(self) -> float:
         return self.duration_ms
@@ -262,10 +264,10 @@ class FunctionInvocation(Event):
         c.text("error_message", self.error_message, max_len=MAX_MESSAGE, required=False)
 
     def series(self) -> str:
-        return f"fn:{self.function_id}"
+        return series.function(self.function_id)
 
     def rollup_series(self) -> tuple[str, ...]:
-        return (f"fn:{self.function_id}", FUNCTION_TOTAL)
+        return (series.function(self.function_id), FUNCTION_TOTAL)
 
     def value(self) -> float:
         return self.duration_ms
@@ -296,7 +298,7 @@ class DomainEvent(Event):
             c.number("expires_at", self.expires_at, high=2**33)
 
     def series(self) -> str:
-        return f"domain:{self.type}"
+        return series.domain(self.type)
 
     def is_error(self) -> bool:
         return self.type == "ssl_failed"
@@ -341,7 +343,7 @@ class ErrorEvent(Event):
     def series(self) -> str:
         # One series per group, carrying what the errors API breaks counts down by:
         # ``error:{severity}:{fingerprint}:{type}`` (fingerprints hold no colon).
-        return f"error:{self.severity}:{self.fingerprint}:{self.error_type}"
+        return series.error(self.severity, self.fingerprint, self.error_type)
 
     def rollup_series(self) -> tuple[str, ...]:
         return (self.series(), ERROR_TOTAL)
@@ -352,12 +354,6 @@ class ErrorEvent(Event):
     def size_hint(self) -> int:
         return 300 + len(self.message) + len(self.stack) + 64 * len(self.context)
 
-
-API_TOTAL = "all:api"
-FUNCTION_TOTAL = "all:fn"
-ERROR_TOTAL = "all:error"
-"""The series every API call, function invocation and error of a project also adds to."""
-TOTAL_SERIES = frozenset({API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL})
 
 EVENT_TYPES: dict[str, type[Event]] = {}
 """Every kind of event, by its name: storage, retention, ingestion, the OpenAPI schema and

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from asgimon import series
 from asgimon.events import BuildEvent
 from asgimon.rollups import Rollup
 
@@ -23,22 +24,20 @@ PHASES = ("clone", "install", "build", "optimize", "upload")
 FIRST_PHASE = PHASES[0]
 
 
-def _parts(series: str) -> tuple[str, str]:
-    phase, _, framework = series.removeprefix("build:").partition(":")
-    return phase, ("unknown" if framework in ("", "-") else framework)
+_parts = series.build_parts
 
 
-def is_build_start(series: str) -> bool:
-    return series.startswith("build:") and _parts(series)[0] == FIRST_PHASE
+def is_build_start(name: str) -> bool:
+    return name.startswith(series.BUILD) and _parts(name)[0] == FIRST_PHASE
 
 
 async def builds(q: Query) -> dict[str, Any]:
     span = q.span
     # Independent reads run together: each is a round trip, and a pool serves them at once.
     per_series, phase_runs, build_starts, recent = await asyncio.gather(
-        q.series_rollups("build:"),
-        q.bucket_totals("build:"),
-        q.bucket_totals(f"build:{FIRST_PHASE}:"),
+        q.series_rollups(series.BUILD),
+        q.bucket_totals(series.BUILD),
+        q.bucket_totals(f"{series.BUILD}{FIRST_PHASE}:"),
         q.events("build", RECENT_PHASES),
     )
     starts = [r for r in per_series if is_build_start(r.series)]

@@ -7,8 +7,10 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from asgimon.events import API_TOTAL, FUNCTION_TOTAL, DeploymentEvent
+from asgimon import series
+from asgimon.events import DeploymentEvent
 from asgimon.rollups import Rollup, combine
+from asgimon.series import API_TOTAL, FUNCTION_TOTAL
 
 from .common import day, header, iso, ratio, trend
 from .query import Query
@@ -18,16 +20,15 @@ IMPACT_WINDOW_S = 3600
 IMPACT_MAX = 20  # deployments compared per answer: 4 windows each, one round trip
 
 
-def framework_of(series: str) -> str:
-    framework = series.removeprefix("deploy:")
-    return "unknown" if framework == "-" else framework
+def framework_of(name: str) -> str:
+    return series.deploy_framework(name)
 
 
 async def deployments(q: Query) -> dict[str, Any]:
     """Completed deployments from the ``deploy:{framework}`` rollups; the latest events raw."""
     span = q.span
     rows, recent = await asyncio.gather(
-        q.rollups("deploy:"),
+        q.rollups(series.DEPLOY),
         q.events("deployment", RECENT),
     )
     total = sum(r.count for r in rows)

@@ -12,7 +12,9 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from asgimon.events import ERROR_TOTAL, ErrorEvent
+from asgimon import series
+from asgimon.events import ErrorEvent
+from asgimon.series import ERROR_TOTAL
 from asgimon.storage.base import SeriesTotal
 
 from .common import header, iso, trend
@@ -22,11 +24,7 @@ RECENT = 200
 SEVERITY_ORDER = ("critical", "high", "medium", "low")
 
 
-def parts(series: str) -> tuple[str, str, str]:
-    """(severity, fingerprint, type) of an error series."""
-    severity, _, rest = series.removeprefix("error:").partition(":")
-    fingerprint, _, error_type = rest.partition(":")
-    return severity, fingerprint, error_type or "unknown"
+parts = series.error_parts
 
 
 async def error_figures(
@@ -34,7 +32,7 @@ async def error_figures(
 ) -> tuple[list[SeriesTotal], list[dict[str, Any]], list[ErrorEvent]]:
     """Each group's totals, the groups (largest first) and the recent events of a range."""
     totals, found = await asyncio.gather(
-        q.series_totals("error:"),
+        q.series_totals(series.ERROR),
         q.events("error", RECENT),
     )
     recent = [ev for ev in found if isinstance(ev, ErrorEvent)]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from asgimon.events import FUNCTION_TOTAL
+from asgimon import series
 from asgimon.rollups import Rollup, combine
+from asgimon.series import FUNCTION_TOTAL
 
 from .common import header, ratio, trend
 from .query import Query
@@ -43,8 +44,10 @@ async def functions(q: Query) -> dict[str, Any]:
     """Per function from the ``fn:{function_id}`` rollups, each merged over the range; the
     totals and the trend from the project's ``all:fn`` series."""
     span = q.span
-    per_function, totals = await asyncio.gather(q.series_rollups("fn:"), q.rollups(FUNCTION_TOTAL))
-    merged = {r.series.removeprefix("fn:"): r for r in per_function}
+    per_function, totals = await asyncio.gather(
+        q.series_rollups(series.FUNCTION), q.rollups(FUNCTION_TOTAL)
+    )
+    merged = {series.function_id(r.series): r for r in per_function}
     total = combine(totals)
     overall = _figures(total)
     return {

@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from asgimon.events import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL, DeploymentEvent
+from asgimon import series
+from asgimon.events import DeploymentEvent
 from asgimon.rollups import Rollup, combine
+from asgimon.series import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
 from asgimon.storage.base import SeriesTotal
 
 from .builds import is_build_start
@@ -58,8 +60,8 @@ async def dashboard(q: Query) -> dict[str, Any]:
     totals, deploys, phases, (_, groups, _), recent = await asyncio.gather(
         q.rollups(HEADLINE_SERIES),
         # Per bucket: the deployment trend needs them.
-        q.rollups("deploy:"),
-        q.series_totals("build:"),
+        q.rollups(series.DEPLOY),
+        q.series_totals(series.BUILD),
         error_figures(q),
         q.events("deployment", RECENT_DEPLOYMENTS),
     )
@@ -91,8 +93,8 @@ async def dashboard(q: Query) -> dict[str, Any]:
 async def overview_row(q: Query) -> dict[str, Any]:
     """A project's headline in two reads: an overview makes these for every project."""
     totals, summed = await asyncio.gather(
-        q.rollups(HEADLINE_SERIES), q.series_totals(("deploy:", "build:"))
+        q.rollups(HEADLINE_SERIES), q.series_totals((series.DEPLOY, series.BUILD))
     )
-    deploys = [t for t in summed if t.series.startswith("deploy:")]
-    phases = [t for t in summed if t.series.startswith("build:")]
+    deploys = [t for t in summed if t.series.startswith(series.DEPLOY)]
+    phases = [t for t in summed if t.series.startswith(series.BUILD)]
     return {"projectId": q.project_id, **headline(totals, deploys, phases)}

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from asgimon.events import API_TOTAL
+from asgimon import series
 from asgimon.rollups import Rollup, combine
+from asgimon.series import API_TOTAL
 
 from .common import header, latency, ratio, trend
 from .query import Query
@@ -28,16 +29,14 @@ def apdex(r: Rollup, threshold_ms: float) -> float | None:
     return (satisfied + tolerating / 2) / r.value_count
 
 
-def endpoint_of(series: str) -> tuple[str, str]:
-    method, _, endpoint = series.removeprefix("api:").partition(" ")
-    return method, endpoint
+endpoint_of = series.api_parts
 
 
 async def performance(q: Query) -> dict[str, Any]:
     threshold = q.settings.apdex_threshold_ms
     sort = q.choice_param("sort", SORTS, "count") or "count"
     # Each endpoint merged over the range; the project total per bucket for the trend.
-    per_endpoint, totals = await asyncio.gather(q.series_rollups("api:"), q.rollups(API_TOTAL))
+    per_endpoint, totals = await asyncio.gather(q.series_rollups(series.API), q.rollups(API_TOTAL))
     endpoints = []
     for r in per_endpoint:
         method, endpoint = endpoint_of(r.series)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgimon import series
 from asgimon.analytics.builds import is_build_start
 from asgimon.rollups import Rollup, combine
 from asgimon.storage.base import Storage
@@ -34,12 +35,12 @@ async def project_summary(storage: Storage, project_id: str, now: float) -> dict
     for r in rows:
         by_series.setdefault(r.series, []).append(r)
     endpoints = []
-    for series, group in by_series.items():
-        if series.startswith("api:"):
-            method, _, endpoint = series[4:].partition(" ")
+    for name, group in by_series.items():
+        if name.startswith(series.API):
+            method, endpoint = series.api_parts(name)
             endpoints.append({"method": method, "endpoint": endpoint, **_latency(combine(group))})
     endpoints.sort(key=lambda e: -e["count"])
-    api = combine(r for r in rows if r.series.startswith("api:"))
+    api = combine(r for r in rows if r.series.startswith(series.API))
 
     def total(prefix: str) -> dict[str, int]:
         found = [r for r in rows if r.series.startswith(prefix)]
@@ -50,14 +51,14 @@ async def project_summary(storage: Storage, project_id: str, now: float) -> dict
         "projectId": project_id,
         "api": _latency(api),
         "endpoints": endpoints[:50],
-        "deployments": total("deploy:"),
+        "deployments": total(series.DEPLOY),
         "builds": {
             "count": sum(r.count for r in rows if is_build_start(r.series)),
-            "errors": sum(r.error_count for r in rows if r.series.startswith("build:")),
+            "errors": sum(r.error_count for r in rows if r.series.startswith(series.BUILD)),
         },
-        "functions": total("fn:"),
-        "domainEvents": total("domain:"),
-        "errors": total("error:"),
+        "functions": total(series.FUNCTION),
+        "domainEvents": total(series.DOMAIN),
+        "errors": total(series.ERROR),
         "recentDeployments": [
             {
                 "deploymentId": e.deployment_id,  # type: ignore[attr-defined]

@@ -22,8 +22,9 @@ from sqlalchemy import (
 )
 
 from asgimon import histogram
-from asgimon.events import EVENT_TYPES, TOTAL_SERIES, Event
+from asgimon.events import EVENT_TYPES, Event
 from asgimon.rollups import Rollup
+from asgimon.series import TOTAL_SERIES
 from asgimon.storage.base import SeriesTotal, sum_per_bucket
 from asgimon.storage.sql import tables as s
 from asgimon.storage.sql.rows import from_row, us

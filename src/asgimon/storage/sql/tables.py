@@ -29,10 +29,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from asgimon.events import API_TOTAL, ERROR_TOTAL, EVENT_TYPES, FUNCTION_TOTAL, Event
+from asgimon.events import EVENT_TYPES, Event
 from asgimon.fields import Field, declared
 from asgimon.histogram import loads
 from asgimon.rollups import Rollup
+from asgimon.series import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
 
 from .rows import rollup_row
 

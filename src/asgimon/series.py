@@ -1,0 +1,84 @@
+"""Rollup series names: how each kind names its series, and how a name is read back.
+
+A series name is the rollups' key below the project: ``api:{METHOD} {endpoint}``,
+``fn:{function}``, ``deploy:{framework}`` (completed deployments), ``deploystep:{type}``,
+``build:{phase}:{framework}``, ``error:{severity}:{fingerprint}:{type}`` and
+``domain:{type}``, plus each project's totals. The prefixes are also the ranges that reads
+ask for (every series starting with ``build:``), so they live here, built and parsed in one
+place.
+"""
+
+from __future__ import annotations
+
+API = "api:"
+FUNCTION = "fn:"
+DEPLOY = "deploy:"
+DEPLOY_STEP = "deploystep:"
+BUILD = "build:"
+ERROR = "error:"
+DOMAIN = "domain:"
+
+API_TOTAL = "all:api"
+FUNCTION_TOTAL = "all:fn"
+ERROR_TOTAL = "all:error"
+"""The series every API call, function invocation and error of a project also adds to."""
+TOTAL_SERIES = frozenset({API_TOTAL, FUNCTION_TOTAL, ERROR_TOTAL})
+
+NONE = "-"  # an absent part (no framework)
+
+
+def api(method: str, endpoint: str) -> str:
+    return f"{API}{method} {endpoint}"
+
+
+def api_parts(series: str) -> tuple[str, str]:
+    """(method, endpoint) of an API series."""
+    method, _, endpoint = series.removeprefix(API).partition(" ")
+    return method, endpoint
+
+
+def function(function_id: str) -> str:
+    return FUNCTION + function_id
+
+
+def function_id(series: str) -> str:
+    return series.removeprefix(FUNCTION)
+
+
+def deploy(framework: str | None) -> str:
+    return DEPLOY + (framework or NONE)
+
+
+def deploy_step(step: str) -> str:
+    return DEPLOY_STEP + step
+
+
+def deploy_framework(series: str) -> str:
+    framework = series.removeprefix(DEPLOY)
+    return "unknown" if framework == NONE else framework
+
+
+def build(phase: str, framework: str | None) -> str:
+    return f"{BUILD}{phase}:{framework or NONE}"
+
+
+def build_parts(series: str) -> tuple[str, str]:
+    """(phase, framework) of a build series."""
+    phase, _, framework = series.removeprefix(BUILD).partition(":")
+    return phase, ("unknown" if framework in ("", NONE) else framework)
+
+
+def error(severity: str, fingerprint: str, error_type: str) -> str:
+    # Fingerprints hold no colon (events check it), so the parts read back unambiguously.
+    return f"{ERROR}{severity}:{fingerprint}:{error_type}"
+
+
+def error_parts(series: str) -> tuple[str, str, str]:
+    """(severity, fingerprint, type) of an error series."""
+    severity, _, rest = series.removeprefix(ERROR).partition(":")
+    fingerprint, _, error_type = rest.partition(":")
+    return severity, fingerprint, error_type or "unknown"
+
+
+def domain(step: str) -> str:
+    return DOMAIN + step
