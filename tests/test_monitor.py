@@ -243,6 +243,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "analytics",
         "breaker",
         "capture",
+        "context",
         "errors",
         "events",
         "fields",

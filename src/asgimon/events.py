@@ -124,6 +124,9 @@ class ApiCall(Event):
     response_bytes: int = spec(0, BIG_INT)
     user_id: str | None = spec(None, text(200), indexed=True)
     request_id: str | None = spec(None, text(200))
+    figures: dict[str, Any] | None = field(default=None, compare=False)
+    """What code inside the request added (:func:`asgimon.context.add_figure`): handed to
+    subscribers with the call, not stored."""
 
     def _check(self, c: Checker) -> None:
         c.text("method", self.method, max_len=16)

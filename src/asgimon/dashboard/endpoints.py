@@ -21,6 +21,8 @@ from asgimon.analytics.performance import SORTS, performance
 from asgimon.analytics.query import Query
 from asgimon.events import EVENT_TYPES
 
+from .schemas import RESPONSES, Schema
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -31,6 +33,7 @@ class Endpoint:
     tables: tuple[str, ...]  # lists CSV can export; the first is the default
     params: dict[str, str]  # extra query parameters -> description
     summary: str
+    response: Schema  # of its JSON answer, in the OpenAPI document
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -42,6 +45,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             ("recentDeployments", "topErrors", "deploymentTrend"),
             {},
             "Headline figures: deployments, builds, functions, errors, API latency",
+            RESPONSES["dashboard"],
         ),
         Endpoint(
             "/api/deployments/{project_id}",
@@ -55,6 +59,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             ),
             {},
             "Deployment rates, durations, frameworks; before/after impact of each deployment",
+            RESPONSES["deployments"],
         ),
         Endpoint(
             "/api/functions/{project_id}",
@@ -68,6 +73,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             ),
             {},
             "Function invocations, execution times and errors",
+            RESPONSES["functions"],
         ),
         Endpoint(
             "/api/builds/{project_id}",
@@ -75,6 +81,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             ("builds", "phaseDurations", "frameworkUsage", "durationTrend"),
             {},
             "Build outcomes, durations per phase and framework usage",
+            RESPONSES["builds"],
         ),
         Endpoint(
             "/api/errors/{project_id}",
@@ -82,6 +89,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             ("groups", "errorsByType", "errorsBySeverity", "recentErrors", "errorTrend"),
             {},
             "Errors by group, type and severity, with their trend",
+            RESPONSES["errors"],
         ),
         Endpoint(
             "/api/performance/{project_id}",
@@ -89,6 +97,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             ("endpoints", "latencyTrend"),
             {"sort": "order of endpoints: " + ", ".join(SORTS)},
             "API latency, error rate and Apdex per endpoint",
+            RESPONSES["performance"],
         ),
         Endpoint(
             "/api/events/{project_id}",
@@ -99,6 +108,7 @@ ENDPOINTS: dict[str, Endpoint] = {
                 "limit": f"at most this many events, 1 to {MAX_LIMIT} (default 100)",
             },
             "Raw events of one kind, newest first",
+            RESPONSES["events"],
         ),
     )
 }

@@ -1,8 +1,7 @@
 """The OpenAPI 3.0 document of the JSON API, served at ``{mount}/api/openapi.json``.
 
-Built from the same endpoint table the app routes from, with every response object closed
-(``additionalProperties: false``), so a field added to an answer without its schema fails
-the schema tests.
+Built from the same endpoint table the app routes from, each endpoint carrying the schema
+of its answer (``dashboard/schemas.py``).
 """
 
 from __future__ import annotations
@@ -12,236 +11,10 @@ from typing import TYPE_CHECKING, Any
 from asgimon.analytics.ranges import RANGES
 
 from .ingest import COMMON, _flag, _instant, _integer, _number, wire_kinds
+from .schemas import ERROR, INT, OVERVIEW, Schema, T, arr, obj, ref
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint
-
-Schema = dict[str, Any]
-
-INT: Schema = {"type": "integer", "minimum": 0}
-N: Schema = {"type": "number"}
-NN: Schema = {"type": "number", "nullable": True}
-OUTCOME: Schema = {"type": "string", "enum": ["success", "failure"]}
-RATE: Schema = {"type": "number", "minimum": 0, "maximum": 1}
-S: Schema = {"type": "string"}
-SN: Schema = {"type": "string", "nullable": True}
-T: Schema = {"type": "string", "format": "date-time"}
-B: Schema = {"type": "boolean"}
-
-
-def obj(**props: Schema) -> Schema:
-    return {
-        "type": "object",
-        "required": list(props),
-        "properties": props,
-        "additionalProperties": False,
-    }
-
-
-def nullable(schema: Schema) -> Schema:
-    return {**schema, "nullable": True}
-
-
-def arr(items: Schema) -> Schema:
-    return {"type": "array", "items": items}
-
-
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-HEADER = {
-    "projectId": S,
-    "start": T,
-    "end": T,
-    "resolution": {"type": "string", "enum": ["hour", "day"]},
-}
-LATENCY = {
-    "count": INT,
-    "errors": INT,
-    "errorRate": RATE,
-    "avg": NN,
-    "p50": NN,
-    "p95": NN,
-    "p99": NN,
-}
-HEADLINE = {
-    "totalDeployments": INT,
-    "successRate": RATE,
-    "avgBuildTime": NN,
-    "totalBuilds": INT,
-    "totalFunctionInvocations": INT,
-    "functionErrorRate": RATE,
-    "totalErrors": INT,
-    "totalApiCalls": INT,
-    "apiErrorRate": RATE,
-    "avgApiLatency": NN,
-    "p95ApiLatency": NN,
-}
-IMPACT_SIDE = obj(
-    apiCalls=INT,
-    avgLatency=NN,
-    errorRate=RATE,
-    invocations=INT,
-    functionErrorRate=RATE,
-    avgExecutionTime=NN,
-)
-DEPLOYMENT = obj(
-    id=S,
-    deploymentId=S,
-    type=S,
-    status=SN,
-    durationMs=NN,
-    framework=SN,
-    timestamp=T,
-    impact=nullable(
-        obj(
-            windowSeconds=INT,
-            resolution={"type": "string", "enum": ["minute", "hour"]},
-            before=IMPACT_SIDE,
-            after=IMPACT_SIDE,
-            afterComplete=B,
-            pivot=T,
-        )
-    ),
-)
-RECENT_DEPLOYMENT = obj(
-    id=S, deploymentId=S, type=S, status=SN, durationMs=NN, framework=SN, timestamp=T
-)
-GROUP = obj(fingerprint=S, type=S, severity=S, count=INT, firstSeen=T, lastSeen=T, message=SN)
-FUNCTION_FIGURES = {
-    "invocations": INT,
-    "errors": INT,
-    "errorRate": RATE,
-    "avgExecutionTime": NN,
-    "p50ExecutionTime": NN,
-    "p95ExecutionTime": NN,
-    "p99ExecutionTime": NN,
-}
-SHARE = {"count": INT, "share": RATE}
-
-RESPONSES: dict[str, Schema] = {
-    "dashboard": obj(
-        **HEADER,
-        **HEADLINE,
-        recentDeployments=arr(RECENT_DEPLOYMENT),
-        topErrors=arr(GROUP),
-        deploymentTrend=arr(obj(time=T, count=INT, failures=INT)),
-    ),
-    "deployments": obj(
-        **HEADER,
-        totalDeployments=INT,
-        successRate=RATE,
-        failureRate=RATE,
-        avgDuration=NN,
-        p50Duration=NN,
-        p95Duration=NN,
-        p99Duration=NN,
-        deploymentsByDate=arr(obj(date={"type": "string", "format": "date"}, count=INT)),
-        deploymentsByStatus=arr(
-            obj(status={"type": "string", "enum": ["success", "failure"]}, count=INT)
-        ),
-        frameworkDistribution=arr(obj(framework=S, **SHARE)),
-        deploymentTrend=arr(obj(time=T, count=INT, failures=INT, avgDuration=NN)),
-        deployments=arr(DEPLOYMENT),
-    ),
-    "functions": obj(
-        **HEADER,
-        totalInvocations=INT,
-        invocationRate=N,
-        avgExecutionTime=NN,
-        p50ExecutionTime=NN,
-        p95ExecutionTime=NN,
-        p99ExecutionTime=NN,
-        errorRate=RATE,
-        invocationsByFunction=arr(obj(functionId=S, count=INT)),
-        errorsByFunction=arr(obj(functionId=S, count=INT)),
-        executionTimeDistribution=arr(obj(fromMs=N, toMs=NN, count=INT)),
-        invocationTrend=arr(obj(time=T, invocations=INT, errors=INT, avgExecutionTime=NN)),
-        functions=arr(obj(functionId=S, **FUNCTION_FIGURES)),
-    ),
-    "builds": obj(
-        **HEADER,
-        totalBuilds=INT,
-        successRate=RATE,
-        failureRate=RATE,
-        avgDuration=NN,
-        durationTrend=arr(obj(time=T, builds=INT, failures=INT, avgDuration=NN)),
-        phaseDurations=arr(
-            obj(phase=S, count=INT, failures=INT, avgDuration=NN, p50Duration=NN, p95Duration=NN)
-        ),
-        frameworkUsage=arr(obj(framework=S, **SHARE)),
-        builds=arr(
-            obj(
-                deploymentId=S,
-                framework=SN,
-                status={"type": "string", "enum": ["success", "failure"]},
-                startTime=T,
-                endTime=T,
-                durationMs=N,
-                assetCount=nullable(INT),
-                totalSizeBytes=nullable(INT),
-                phases=arr(obj(phase=S, status=S, durationMs=N)),
-            )
-        ),
-    ),
-    "errors": obj(
-        **HEADER,
-        totalErrors=INT,
-        errorsByType=arr(obj(type=S, count=INT)),
-        errorsBySeverity=arr(obj(severity=S, count=INT)),
-        errorTrend=arr(obj(time=T, count=INT)),
-        recentErrors=arr(
-            obj(
-                id=S,
-                fingerprint=S,
-                type=S,
-                message=S,
-                severity=S,
-                handled=B,
-                endpoint=SN,
-                method=SN,
-                deploymentId=SN,
-                timestamp=T,
-            )
-        ),
-        groups=arr(GROUP),
-    ),
-    "performance": obj(
-        **HEADER,
-        apdexThresholdMs=N,
-        requests=INT,
-        errorRate=RATE,
-        avgLatency=NN,
-        p50Latency=NN,
-        p95Latency=NN,
-        p99Latency=NN,
-        apdex=nullable(RATE),
-        latencyTrend=arr(obj(time=T, count=INT, errors=INT, avg=NN, p95=NN)),
-        endpoints=arr(obj(endpoint=S, method=S, **LATENCY, apdex=nullable(RATE))),
-    ),
-    "events": obj(
-        **HEADER,
-        kind=S,
-        events=arr({"type": "object", "required": ["kind", "id", "projectId", "timestamp"]}),
-    ),
-}
-
-OVERVIEW = obj(
-    start=T,
-    end=T,
-    resolution={"type": "string", "enum": ["hour", "day"]},
-    totalProjects=INT,
-    projects=arr(obj(projectId=S, **HEADLINE)),
-)
-
-ERROR = obj(
-    error=obj(
-        code=S,
-        message=S,
-        details=arr({"type": "object", "properties": {"field": S, "message": S}}),
-    )
-)
 
 _CONVERTER_SCHEMAS: dict[Any, Schema] = {
     _number: {"type": "number"},
@@ -367,10 +140,10 @@ def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema
         "schema": {"type": "string", "minLength": 1, "maxLength": 128},
     }
     paths: dict[str, Schema] = {}
-    for name, e in endpoints.items():
+    for e in endpoints.values():
         params = [project_param, *_range_params()]
         params += [_extra_param(p, d) for p, d in e.params.items()]
-        paths[e.path] = _get(e.summary, RESPONSES[name], params, e.tables)
+        paths[e.path] = _get(e.summary, e.response, params, e.tables)
     paths["/api/overview"] = _get(
         "Headline figures of every project the caller may see",
         OVERVIEW,

@@ -6,6 +6,8 @@ from time import perf_counter, time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asgimon.context import Figure, close_request, open_request
+
 from .host import Host
 from .lifespan import run_lifespan
 
@@ -69,6 +71,7 @@ class AsgimonMiddleware:
         response_bytes = 0
         disconnected = False
         root0 = scope.get("root_path", "")
+        ctx, token = open_request()
         wall = time()
         t0 = perf_counter()
 
@@ -110,6 +113,7 @@ class AsgimonMiddleware:
             raise
         finally:
             end = perf_counter()
+            close_request(token)
             in_flight.count -= 1
             if disconnected and not complete:
                 status = CLIENT_CLOSED
@@ -124,6 +128,7 @@ class AsgimonMiddleware:
                 end,
                 wall,
                 response_bytes,
+                ctx.figures,
             )
 
     def _record(
@@ -138,6 +143,7 @@ class AsgimonMiddleware:
         end: float,
         wall: float,
         response_bytes: int,
+        figures: dict[str, Figure] | None = None,
     ) -> None:
         try:
             # The record waits in the queue for up to a second, long enough to outlive two
@@ -181,6 +187,7 @@ class AsgimonMiddleware:
                     length,
                     request_id,
                     self._user_resolver(scope) if self._user_resolver else scope.get("user"),
+                    figures,
                 )
             )
         except Exception as exc:

@@ -44,6 +44,7 @@ class RawRequest(NamedTuple):
     content_length: bytes | None  # the request's header values, parsed in the background
     request_id: bytes | None
     user: Any  # scope["user"] or a user_resolver's answer
+    figures: dict[str, Any] | None  # what code inside the request added (asgimon.context)
 
 
 def sequential_ids() -> Callable[[], str]:
@@ -159,4 +160,5 @@ class ApiCallBuilder:
             response_bytes=min(raw.response_bytes, MAX_SIZE),
             user_id=clean_text(user, 200) if user else None,
             request_id=clean_text(request_id.decode("latin-1"), 200) if request_id else None,
+            figures=raw.figures,
         )

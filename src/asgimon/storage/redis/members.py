@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import operator
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import Any
 
 from asgimon.events import EVENT_TYPES, Event
+from asgimon.fields import declared
 
 # -- members: an event as the JSON object stored in its ZSET ---------------------------------
 
@@ -47,7 +47,8 @@ def _member_encoder(kind: str) -> Callable[[Event], str]:
     """What ``json.dumps({field: value, ..., "kind": kind}, separators=(",", ":"),
     allow_nan=False)`` writes for an event of this kind, its keys written once: ASCII only, so
     no member holds a newline."""
-    names = tuple(f.name for f in dataclasses.fields(EVENT_TYPES[kind]))
+    # What every event has, then what its kind declares: undeclared fields are not stored.
+    names = ("id", "project_id", "timestamp", *(f.name for f in declared(EVENT_TYPES[kind])))
     keys = [("," if i else "{") + encode_basestring_ascii(n) + ":" for i, n in enumerate(names)]
     tail = "," + encode_basestring_ascii("kind") + ":" + encode_basestring_ascii(kind) + "}"
     template = "%s".join(k.replace("%", "%%") for k in keys) + "%s" + tail.replace("%", "%%")
