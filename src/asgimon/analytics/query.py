@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
 from asgimon.events import Event
 from asgimon.rollups import Rollup
 from asgimon.settings import Settings
-from asgimon.storage.base import SeriesTotal
+from asgimon.storage.base import RollupReader, SeriesTotal
 
 from .ranges import BadQuery, TimeRange
 
 
-class Reader(Protocol):
+class Reader(RollupReader, Protocol):
     """The reads analytics need: a :class:`~asgimon.storage.base.Storage`, or a cache over one."""
 
     async def events(
@@ -26,57 +26,6 @@ class Reader(Protocol):
         end: float | None = None,
         limit: int = 1000,
     ) -> list[Event]: ...
-
-    async def rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
-    ) -> list[Rollup]: ...
-
-    async def totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        windows: Sequence[tuple[float, float]],
-        series: str,
-    ) -> list[Rollup]: ...
-
-    async def series_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
-    ) -> list[SeriesTotal]: ...
-
-    async def bucket_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
-    ) -> list[Rollup]: ...
-
-    async def series_rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
-    ) -> list[Rollup]: ...
-
-    async def projects(self) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,21 +41,8 @@ class SeriesTotal:
     last_bucket: int
 
 
-@runtime_checkable
-class Storage(Protocol):
-    """Where events and rollups live.
-
-    ``write`` is atomic per batch and idempotent on ``(project_id, id)``: events already
-    stored are counted as duplicates and add nothing to the rollups. Every event feeds the
-    rollups; those that ``sampling`` does not keep are stored as their id alone (never
-    listed by ``events``, still found when written again). Driver errors are raised
-    as a subclass of :class:`~asgimon.errors.StorageError`. Time ranges are half-open,
-    ``start <= t < end``, in epoch seconds.
-    """
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
+class EventStore(Protocol):
+    """Events in and out: each batch written once, read back by kind and time."""
 
     async def write(
         self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
@@ -81,6 +68,10 @@ class Storage(Protocol):
         start: float | None = None,
         end: float | None = None,
     ) -> int: ...
+
+
+class RollupReader(Protocol):
+    """The rollup reads the analytics compute their figures from."""
 
     async def rollups(
         self,
@@ -153,9 +144,9 @@ class Storage(Protocol):
         """Every project that has recorded anything, sorted."""
         ...
 
-    async def health(self) -> dict[str, Any]:
-        """A cheap round trip: ``{"ok": True, ...}`` or raises ``StorageError``."""
-        ...
+
+class Maintenance(Protocol):
+    """What keeps a store bounded and lawful: retention, compaction, erasure, job claims."""
 
     async def purge(self, *, before: Mapping[str, float], batch_size: int = 5000) -> dict[str, int]:
         """Delete what is older than each cutoff (epoch seconds), in small batches.
@@ -178,6 +169,27 @@ class Storage(Protocol):
     async def claim(self, job: str, period_start: int, holder: str) -> bool:
         """Claim one period of a periodic job: True for exactly one caller per period,
         across every process sharing this store."""
+        ...
+
+
+@runtime_checkable
+class Storage(EventStore, RollupReader, Maintenance, Protocol):
+    """Where events and rollups live.
+
+    ``write`` is atomic per batch and idempotent on ``(project_id, id)``: events already
+    stored are counted as duplicates and add nothing to the rollups. Every event feeds the
+    rollups; those that ``sampling`` does not keep are stored as their id alone (never
+    listed by ``events``, still found when written again). Driver errors are raised
+    as a subclass of :class:`~asgimon.errors.StorageError`. Time ranges are half-open,
+    ``start <= t < end``, in epoch seconds.
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def health(self) -> dict[str, Any]:
+        """A cheap round trip: ``{"ok": True, ...}`` or raises ``StorageError``."""
         ...
 
 
