@@ -155,9 +155,10 @@ class Maintenance(Reads):
                     for project in here:
                         # Per project, so the (project_id, created_at) index finds the rows.
                         cond = [t.c.project_id == project, t.c.created_at < us(cutoff)]
-                        total += await self._delete_in_batches(
-                            t, [t.c.project_id, t.c.id], cond, batch_size
-                        )
+                        # Rows chosen by their whole primary key, which on the ids table
+                        # includes the time: (project_id, id) alone would scan the project.
+                        key_cols = list(t.primary_key.columns)
+                        total += await self._delete_in_batches(t, key_cols, cond, batch_size)
             deleted[key] = total
         return deleted
 
