@@ -80,6 +80,7 @@ from asgimon import (
     WriteResult,
 )
 from asgimon.pipeline.records import sequential_ids
+from asgimon.rollups import Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.series import API_TOTAL
 from asgimon.storage.redis import RedisStorage
@@ -284,13 +285,7 @@ async def counted(storage: Storage) -> tuple[int, int]:
     """(raw rows in the store, events counted by the day rollups) for the bench project."""
     rows = await storage.count("api_call", project_id=PROJECT)
     now = time.time()
-    days = await storage.rollups(
-        project_id=PROJECT,
-        resolution="day",
-        start=now - 3 * 86_400,
-        end=now + 86_400,
-        series_prefix=API_TOTAL,
-    )
+    days = await storage.rollups(Window(PROJECT, "day", now - 3 * 86_400, now + 86_400), API_TOTAL)
     # Only the project's total: every call also counts in its endpoint's series.
     return rows, sum(r.count for r in days if r.series == API_TOTAL)
 

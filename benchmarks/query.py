@@ -85,7 +85,7 @@ from asgimon.events import (
     Event,
     FunctionInvocation,
 )
-from asgimon.rollups import aggregate
+from asgimon.rollups import Window, aggregate
 from asgimon.storage.sql import SQLStorage
 
 BACKENDS = ("sqlite", "postgresql")
@@ -635,21 +635,23 @@ class TracedSQLStorage(SQLStorage):
             call.end = time.perf_counter()
             self.trace.calls.append(call)
 
-    async def rollups(self, *args: Any, **kw: Any) -> Any:
-        name = f"rollups({kw['resolution']}, {prefix_name(kw.get('series_prefix'))})"
-        return await self._timed(name, super().rollups(*args, **kw))
+    async def rollups(self, window: Window, series_prefix: str | tuple[str, ...] = "") -> Any:
+        name = f"rollups({window.resolution}, {prefix_name(series_prefix)})"
+        return await self._timed(name, super().rollups(window, series_prefix))
 
-    async def series_totals(self, *args: Any, **kw: Any) -> Any:
-        name = f"series_totals({kw['resolution']}, {prefix_name(kw.get('series_prefix'))})"
-        return await self._timed(name, super().series_totals(*args, **kw))
+    async def series_totals(self, window: Window, series_prefix: str | tuple[str, ...] = "") -> Any:
+        name = f"series_totals({window.resolution}, {prefix_name(series_prefix)})"
+        return await self._timed(name, super().series_totals(window, series_prefix))
 
-    async def bucket_totals(self, *args: Any, **kw: Any) -> Any:
-        name = f"bucket_totals({kw['resolution']}, {prefix_name(kw.get('series_prefix'))})"
-        return await self._timed(name, super().bucket_totals(*args, **kw))
+    async def bucket_totals(self, window: Window, series_prefix: str | tuple[str, ...] = "") -> Any:
+        name = f"bucket_totals({window.resolution}, {prefix_name(series_prefix)})"
+        return await self._timed(name, super().bucket_totals(window, series_prefix))
 
-    async def series_rollups(self, *args: Any, **kw: Any) -> Any:
-        name = f"series_rollups({kw['resolution']}, {prefix_name(kw.get('series_prefix'))})"
-        return await self._timed(name, super().series_rollups(*args, **kw))
+    async def series_rollups(
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
+    ) -> Any:
+        name = f"series_rollups({window.resolution}, {prefix_name(series_prefix)})"
+        return await self._timed(name, super().series_rollups(window, series_prefix))
 
     async def events(self, kind: str, *args: Any, **kw: Any) -> Any:
         name = f"events({kind}, limit {kw.get('limit', 1000)})"

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from asgimon import Monitor, _heap, _slices
 from asgimon.lag import Longest
 from asgimon.pipeline.recorder import API_CALL_SIZE
+from asgimon.rollups import Window
 from asgimon.storage.memory import MemoryStorage
 from asgimon.storage.sql import SQLStorage
 
@@ -186,17 +187,12 @@ async def test_a_memory_write_cancelled_at_a_yield_stores_nothing() -> None:
     with pytest.raises(asyncio.CancelledError):
         await write
     assert await storage.count("api_call") == 0
-    assert (
-        await storage.rollups(project_id="default", resolution="day", start=0, end=now + 86_400)
-        == []
-    )
+    assert await storage.rollups(Window("default", "day", 0, now + 86_400)) == []
     retried = await storage.write(batch)
     assert retried.inserted == len(batch)
     [day] = [
         r
-        for r in await storage.rollups(
-            project_id="default", resolution="day", start=0, end=now + 86_400
-        )
+        for r in await storage.rollups(Window("default", "day", 0, now + 86_400))
         if r.series == "all:api"
     ]
     assert day.count == len(batch)

@@ -16,6 +16,7 @@ from asgimon import (
     FunctionInvocation,
     InvalidEventError,
 )
+from asgimon.rollups import Window
 from asgimon.testing import memory_monitor, recorded
 
 NOW = time.time()
@@ -154,9 +155,7 @@ async def test_a_rejected_event_stores_nothing_and_is_counted() -> None:
         assert await recorded(monitor, "function") == []
         assert await recorded(monitor, "build") == []
         assert await recorded(monitor, "domain") == []
-        rollups = await monitor.storage.rollups(
-            project_id="default", resolution="minute", start=0, end=NOW + 3600
-        )
+        rollups = await monitor.storage.rollups(Window("default", "minute", 0, NOW + 3600))
         assert rollups == []
     # Rejected before queueing: not counted in the ledger as recorded.
     assert monitor.stats().recorded == 0

@@ -24,6 +24,7 @@ from asgimon import (
 )
 from asgimon.errors import SchemaVersionError
 from asgimon.pipeline.scheduler import Scheduler
+from asgimon.rollups import Window
 from asgimon.sampling import RawSampling
 from asgimon.storage.sql import SQLStorage
 from asgimon.storage.sql.tables import SCHEMA_VERSION
@@ -178,11 +179,7 @@ async def test_postgres_upgrades_from_version_1_and_orders_series_by_bytes() -> 
             assert collation == "C"
             await upgraded.start()
             rows = await upgraded.rollups(
-                project_id="p",
-                resolution="day",
-                start=0,
-                end=time.time() + DAY,
-                series_prefix=("api:", "all:api"),
+                Window("p", "day", 0, time.time() + DAY), ("api:", "all:api")
             )
             await upgraded.close()
             assert sorted((r.series, r.count) for r in rows) == [("all:api", 1), ("api:GET /a", 1)]

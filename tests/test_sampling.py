@@ -18,6 +18,7 @@ from asgimon import (
     Settings,
     Storage,
 )
+from asgimon.rollups import Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.series import API_TOTAL
 from asgimon.storage.redis import RedisStorage
@@ -32,9 +33,7 @@ def calls(n: int, ts: float = T0 + 30, **fields: object) -> list[ApiCall]:
 
 
 async def api_total(storage: Storage) -> tuple[int, int]:
-    rows = await storage.rollups(
-        project_id="p1", resolution="day", start=T0, end=T0 + 86400, series_prefix=API_TOTAL
-    )
+    rows = await storage.rollups(Window("p1", "day", T0, T0 + 86400), API_TOTAL)
     return sum(r.count for r in rows), sum(r.error_count for r in rows)
 
 
@@ -144,9 +143,7 @@ async def test_the_monitor_samples_by_its_settings_and_still_counts_every_reques
                 await client.get("/boom")
         listed = await recorded(monitor, "api_call")
         assert [ev.status for ev in listed] == [502] * 3  # type: ignore[attr-defined]
-        rows = await monitor.storage.rollups(
-            project_id="default", resolution="day", start=0, end=2**40, series_prefix=API_TOTAL
-        )
+        rows = await monitor.storage.rollups(Window("default", "day", 0, 2**40), API_TOTAL)
         assert sum(r.count for r in rows) == 43
         assert monitor.stats().written == 43
 

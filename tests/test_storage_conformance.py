@@ -20,7 +20,7 @@ from asgimon import (
     Storage,
     histogram,
 )
-from asgimon.rollups import Rollup, combine
+from asgimon.rollups import Rollup, Window, combine
 
 T0 = float(1_790_000_000 // 86400 * 86400)  # a UTC day boundary, so bucket counts are exact
 
@@ -119,10 +119,10 @@ async def test_every_kind_round_trips_every_field(storage: Storage) -> None:
 async def test_writes_are_idempotent_on_project_and_id(storage: Storage) -> None:
     events = one_of_each(T0 + 30)
     await storage.write(events)
-    before = await storage.rollups(project_id="p1", resolution="minute", start=T0, end=T0 + 86400)
+    before = await storage.rollups(Window("p1", "minute", T0, T0 + 86400))
     again = await storage.write(events)
     assert (again.inserted, again.duplicates) == (0, len(events))
-    after = await storage.rollups(project_id="p1", resolution="minute", start=T0, end=T0 + 86400)
+    after = await storage.rollups(Window("p1", "minute", T0, T0 + 86400))
     assert [asdict(r) for r in after] == [asdict(r) for r in before]
     # The same id in another project is another event.
     other = one_of_each(T0 + 30, project="p2")
@@ -189,9 +189,7 @@ async def test_rollups_sum_count_errors_and_extremes_at_each_resolution(storage:
         for series in ("api:GET /a", "all:api")
     ]
     for resolution, series, rows_expected in cases:
-        rows = await storage.rollups(
-            project_id="p1", resolution=resolution, start=T0, end=T0 + 86400, series_prefix=series
-        )
+        rows = await storage.rollups(Window("p1", resolution, T0, T0 + 86400), series)
         assert len(rows) == rows_expected
         assert all(r.series == series for r in rows)
         total = combine(rows)
@@ -217,9 +215,7 @@ async def test_rollups_filter_by_series_prefix_literally(storage: Storage) -> No
     )
 
     async def series(prefix: str) -> list[str]:
-        rows = await storage.rollups(
-            project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix=prefix
-        )
+        rows = await storage.rollups(Window("p1", "day", T0, T0 + 1), prefix)
         return [r.series for r in rows]
 
     assert await series("fn:a_") == ["fn:a_b"]
@@ -237,14 +233,10 @@ async def test_a_series_prefix_ends_where_the_prefix_ends(storage: Storage) -> N
             for f in ids
         ]
     )
-    rows = await storage.rollups(
-        project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix="fn:a:"
-    )
+    rows = await storage.rollups(Window("p1", "day", T0, T0 + 1), "fn:a:")
     inside = ["fn:a:", "fn:a:b", "fn:a:é", "fn:a:\U0001f600", "fn:a:\uffff"]
     assert sorted(r.series for r in rows) == sorted(inside)
-    totals = await storage.series_totals(
-        project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix=("fn:a;", "fn:a:")
-    )
+    totals = await storage.series_totals(Window("p1", "day", T0, T0 + 1), ("fn:a;", "fn:a:"))
     assert sorted(t.series for t in totals) == sorted([*inside, "fn:a;", "fn:a;b"])
 
     # The last code point has no successor, and a surrogate is no character.
@@ -259,9 +251,7 @@ async def test_a_series_prefix_ends_where_the_prefix_ends(storage: Storage) -> N
         ("fn:z\U0010ffff", ["fn:z\U0010ffff", "fn:z\U0010ffffx"]),
         ("fn:y\ud7ff", ["fn:y\ud7ffq"]),
     ):
-        rows = await storage.rollups(
-            project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix=prefix
-        )
+        rows = await storage.rollups(Window("p1", "day", T0, T0 + 1), prefix)
         assert sorted(r.series for r in rows) == expected, prefix
 
 
@@ -273,12 +263,8 @@ async def test_no_prefix_at_all_reads_no_series(storage: Storage) -> None:
         storage.series_totals,
         storage.bucket_totals,
     ):
-        nothing = await read(
-            project_id="p1", resolution="day", start=T0, end=T0 + 86400, series_prefix=()
-        )
-        everything = await read(
-            project_id="p1", resolution="day", start=T0, end=T0 + 86400, series_prefix=("",)
-        )
+        nothing = await read(Window("p1", "day", T0, T0 + 86400), ())
+        everything = await read(Window("p1", "day", T0, T0 + 86400), ("",))
         assert (nothing, bool(everything)) == ([], True), read
 
 
@@ -338,9 +324,7 @@ async def test_series_totals_sum_each_series_over_a_range(storage: Storage) -> N
         for _ in range(200)
     ]
     await storage.write(calls)
-    got = await storage.series_totals(
-        project_id="p1", resolution="hour", start=T0, end=T0 + 2 * 86400, series_prefix="api:"
-    )
+    got = await storage.series_totals(Window("p1", "hour", T0, T0 + 2 * 86400), "api:")
     assert [t.series for t in got] == ["api:GET /a", "api:GET /b"]
     for t in got:
         inside = [
@@ -355,11 +339,7 @@ async def test_series_totals_sum_each_series_over_a_range(storage: Storage) -> N
         hours = [int(c.timestamp // 3600 * 3600) for c in inside]
         assert (t.first_bucket, t.last_bucket) == (min(hours), max(hours))
     both = await storage.series_totals(
-        project_id="p1",
-        resolution="day",
-        start=T0,
-        end=T0 + 3 * 86400,
-        series_prefix=("all:api", "api:GET /b"),
+        Window("p1", "day", T0, T0 + 3 * 86400), ("all:api", "api:GET /b")
     )
     assert [t.series for t in both] == ["all:api", "api:GET /b"]
     assert both[0].count == len(calls)
@@ -389,13 +369,7 @@ async def test_series_rollups_merge_each_series_packed_or_not(storage: Storage) 
     everything = written + late
 
     for resolution, width in (("hour", 3600), ("day", 86400)):
-        got = await storage.series_rollups(
-            project_id="p1",
-            resolution=resolution,
-            start=T0,
-            end=T0 + 3 * 86400,
-            series_prefix="api:",
-        )
+        got = await storage.series_rollups(Window("p1", resolution, T0, T0 + 3 * 86400), "api:")
         assert [r.series for r in got] == ["api:GET /a", "api:GET /b", "api:GET /c"]
         for r in got:
             mine = [c for c in everything if f"api:GET {c.endpoint}" == r.series]
@@ -416,20 +390,11 @@ async def test_series_rollups_merge_each_series_packed_or_not(storage: Storage) 
             assert r.count_at_most(20.0) == expected.count_at_most(20.0)
 
     total = await storage.series_rollups(
-        project_id="p1",
-        resolution="day",
-        start=T0 + 86400,
-        end=T0 + 3 * 86400,
-        series_prefix=("all:api",),
+        Window("p1", "day", T0 + 86400, T0 + 3 * 86400), ("all:api",)
     )
     later = [c for c in everything if c.timestamp >= T0 + 86400]
     assert [(r.series, r.count) for r in total] == [("all:api", len(later))]
-    assert (
-        await storage.series_rollups(
-            project_id="nobody", resolution="day", start=T0, end=T0 + 3 * 86400
-        )
-        == []
-    )
+    assert await storage.series_rollups(Window("nobody", "day", T0, T0 + 3 * 86400)) == []
 
 
 async def test_bucket_totals_sum_the_series_of_each_bucket(storage: Storage) -> None:
@@ -463,11 +428,7 @@ async def test_bucket_totals_sum_the_series_of_each_bucket(storage: Storage) -> 
     for resolution, width in (("hour", 3600), ("day", 86400)):
         for prefixes in (("api:GET ",), ("api:GET /a", "api:POST /c"), ("api:",)):
             got = await storage.bucket_totals(
-                project_id="p1",
-                resolution=resolution,
-                start=T0,
-                end=T0 + 2 * 86400,
-                series_prefix=prefixes,
+                Window("p1", resolution, T0, T0 + 2 * 86400), prefixes
             )
             assert all(r.series == "*" for r in got)
             assert [(r.bucket_start, r.count, r.error_count, r.value_count) for r in got] == (
@@ -504,9 +465,7 @@ async def test_compaction_changes_no_figure_and_a_late_event_still_counts(
     await storage.write(written)
 
     async def snapshot(resolution: str) -> list[tuple[object, ...]]:
-        rows = await storage.rollups(
-            project_id="p1", resolution=resolution, start=T0, end=T0 + 3 * 86400
-        )
+        rows = await storage.rollups(Window("p1", resolution, T0, T0 + 3 * 86400))
         return [
             (
                 r.series,
@@ -525,14 +484,12 @@ async def test_compaction_changes_no_figure_and_a_late_event_still_counts(
     assert await storage.compact(before=T0 + 3 * 86400) == 0  # nothing left to pack
     if packed:  # the SQL stores: every closed hour and day row was packed
         assert packed == len(before["hour"]) + len(before["day"])
-        rows = await storage.rollups(project_id="p1", resolution="day", start=T0, end=T0 + 1)
+        rows = await storage.rollups(Window("p1", "day", T0, T0 + 1))
         assert all(r.packed is not None and r.hist == {} for r in rows)
 
     late = calls(50, T0, 3600)
     await storage.write(late)
-    day = await storage.rollups(
-        project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix="api:"
-    )
+    day = await storage.rollups(Window("p1", "day", T0, T0 + 1), "api:")
     everything = written + late
     first_day = [e for e in everything if e.timestamp < T0 + 86400]
     assert sum(r.count for r in day) == len(first_day)
@@ -545,9 +502,7 @@ async def test_compaction_changes_no_figure_and_a_late_event_still_counts(
         ).full_hist()
     )
     await storage.compact(before=T0 + 3 * 86400)
-    again = await storage.rollups(
-        project_id="p1", resolution="day", start=T0, end=T0 + 1, series_prefix="api:"
-    )
+    again = await storage.rollups(Window("p1", "day", T0, T0 + 1), "api:")
     assert combine(again).full_hist() == merged.full_hist()
 
 
@@ -565,14 +520,10 @@ async def test_only_completed_deployments_feed_the_deployment_rollups(storage: S
             ),
         ]
     )
-    [row] = await storage.rollups(
-        project_id="p1", resolution="hour", start=T0, end=T0 + 3600, series_prefix="deploy:"
-    )
+    [row] = await storage.rollups(Window("p1", "hour", T0, T0 + 3600), "deploy:")
     assert (row.series, row.count, row.error_count, row.value_count) == ("deploy:vite", 1, 1, 0)
     # The other steps count apart, so that a project with only those is still known.
-    [step] = await storage.rollups(
-        project_id="p1", resolution="hour", start=T0, end=T0 + 3600, series_prefix="deploystep:"
-    )
+    [step] = await storage.rollups(Window("p1", "hour", T0, T0 + 3600), "deploystep:")
     assert (step.series, step.count, step.error_count) == ("deploystep:started", 1, 0)
     assert await storage.projects() == ["p1"]
 
@@ -607,12 +558,10 @@ async def test_purge_deletes_only_what_is_older_than_each_cutoff(storage: Storag
     assert await storage.count("domain") == 3
     assert await storage.count("deployment") == 3
     for resolution in ("minute", "hour"):
-        rows = await storage.rollups(
-            project_id="p1", resolution=resolution, start=0, end=new + 86400
-        )
+        rows = await storage.rollups(Window("p1", resolution, 0, new + 86400))
         assert rows
         assert all(r.bucket_start >= cutoff for r in rows)
-    days = await storage.rollups(project_id="p1", resolution="day", start=0, end=new + 86400)
+    days = await storage.rollups(Window("p1", "day", 0, new + 86400))
     assert {r.bucket_start for r in days} == {T0, T0 + 2 * 86400}
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from asgimon import ApiCall, DeploymentEvent, Event, FunctionInvocation
 from asgimon.errors import StorageRejected, StorageUnavailable
-from asgimon.rollups import RESOLUTIONS, Rollup, RollupKey, aggregate
+from asgimon.rollups import RESOLUTIONS, Rollup, RollupKey, Window, aggregate
 from asgimon.storage.redis import RedisStorage
 from asgimon.storage.redis import store as redis_store
 
@@ -86,9 +86,7 @@ async def stored_rollups(store: RedisStorage) -> dict[RollupKey, Rollup]:
     found: dict[RollupKey, Rollup] = {}
     for project in PROJECTS:
         for resolution in RESOLUTIONS:
-            rows = await store.rollups(
-                project_id=project, resolution=resolution, start=T0 - 86400, end=T0 + 2 * 86400
-            )
+            rows = await store.rollups(Window(project, resolution, T0 - 86400, T0 + 2 * 86400))
             found.update((r.key, r) for r in rows)
     return found
 

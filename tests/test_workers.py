@@ -164,6 +164,7 @@ async def test_background_task_counts_in_total_not_duration(tmp_path: Path) -> N
 
 async def test_two_workers_on_redis_count_exactly(tmp_path: Path) -> None:
     """The same load on the Redis store: its Lua writes merge both workers exactly."""
+    from asgimon.rollups import Window
     from asgimon.storage.redis import RedisStorage
 
     from .conftest import REDIS_URL, redis_prefix
@@ -184,9 +185,7 @@ async def test_two_workers_on_redis_count_exactly(tmp_path: Path) -> None:
             assert await store.count("api_call") == n
             now = time.time()
             for resolution in ("minute", "hour", "day"):
-                rows = await store.rollups(
-                    project_id="default", resolution=resolution, start=0, end=now + 86_400
-                )
+                rows = await store.rollups(Window("default", resolution, 0, now + 86_400))
                 assert sum(r.count for r in rows if r.series.endswith(ITEMS_ENDPOINT)) == n
         finally:
             await store.close()

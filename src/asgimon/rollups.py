@@ -7,8 +7,9 @@ dashboard reads rollups, never scans raw events, for figures over long ranges.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import histogram
 from .events import Event
@@ -17,6 +18,21 @@ RESOLUTIONS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
 
 RollupKey = tuple[str, str, str, int]
 """(project_id, series, resolution, bucket_start in epoch seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What a rollup read covers: one project's buckets of one resolution starting in
+    ``[start, end)`` (epoch seconds)."""
+
+    project_id: str
+    resolution: str
+    start: float
+    end: float
+
+    def __iter__(self) -> Iterator[Any]:
+        """``project_id, resolution, start, end = window``."""
+        return iter((self.project_id, self.resolution, self.start, self.end))
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ from typing import Any
 from asgimon import histogram
 from asgimon.breaker import CircuitBreaker
 from asgimon.events import Event
-from asgimon.rollups import RESOLUTIONS, Rollup, merge_per_series
+from asgimon.rollups import RESOLUTIONS, Rollup, Window, merge_per_series
 from asgimon.storage.base import SeriesTotal, Storage
 
 log = logging.getLogger("asgimon.dashboard")
@@ -233,48 +233,19 @@ class CachedStorage:
         return await self._storage.projects()
 
     async def series_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[SeriesTotal]:
-        return await self._storage.series_totals(
-            project_id=project_id,
-            resolution=resolution,
-            start=start,
-            end=end,
-            series_prefix=series_prefix,
-        )
+        return await self._storage.series_totals(window, series_prefix)
 
     async def bucket_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
-        return await self._storage.bucket_totals(
-            project_id=project_id,
-            resolution=resolution,
-            start=start,
-            end=end,
-            series_prefix=series_prefix,
-        )
+        return await self._storage.bucket_totals(window, series_prefix)
 
     async def rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
+        project_id, resolution, start, end = window
         read, closed_end = self._reader(
             self._storage.rollups, project_id, resolution, end, series_prefix
         )
@@ -291,14 +262,9 @@ class CachedStorage:
         return rows
 
     async def series_rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
+        project_id, resolution, start, end = window
         read, closed_end = self._reader(
             self._storage.series_rollups, project_id, resolution, end, series_prefix
         )
@@ -334,13 +300,7 @@ class CachedStorage:
         async def read(lo: float, hi: float) -> list[Rollup]:
             if hi <= lo:
                 return []
-            return await method(
-                project_id=project_id,
-                resolution=resolution,
-                start=lo,
-                end=hi,
-                series_prefix=series_prefix,
-            )
+            return await method(Window(project_id, resolution, lo, hi), series_prefix)
 
         return read, closed_end
 

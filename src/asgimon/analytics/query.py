@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypedDict
+from typing import Protocol
 
 from asgimon.events import Event
-from asgimon.rollups import Rollup
+from asgimon.rollups import Rollup, Window
 from asgimon.settings import Settings
 from asgimon.storage.base import RollupReader, SeriesTotal
 
@@ -64,19 +64,19 @@ class Query:
 
     def rollups(self, prefix: str | tuple[str, ...]) -> Awaitable[list[Rollup]]:
         """Per series and bucket."""
-        return self.storage.rollups(series_prefix=prefix, **self._window())
+        return self.storage.rollups(self.window, prefix)
 
     def series_rollups(self, prefix: str | tuple[str, ...]) -> Awaitable[list[Rollup]]:
         """Each series merged over the range."""
-        return self.storage.series_rollups(series_prefix=prefix, **self._window())
+        return self.storage.series_rollups(self.window, prefix)
 
     def series_totals(self, prefix: str | tuple[str, ...]) -> Awaitable[list[SeriesTotal]]:
         """Each series summed over the range, no histogram."""
-        return self.storage.series_totals(series_prefix=prefix, **self._window())
+        return self.storage.series_totals(self.window, prefix)
 
     def bucket_totals(self, prefix: str | tuple[str, ...]) -> Awaitable[list[Rollup]]:
         """Every series summed per bucket, no histogram."""
-        return self.storage.bucket_totals(series_prefix=prefix, **self._window())
+        return self.storage.bucket_totals(self.window, prefix)
 
     def events(self, kind: str, limit: int) -> Awaitable[list[Event]]:
         """The newest raw events of the range."""
@@ -84,18 +84,7 @@ class Query:
             kind, project_id=self.project_id, start=self.span.start, end=self.span.end, limit=limit
         )
 
-    def _window(self) -> _Window:
+    @property
+    def window(self) -> Window:
         span = self.span
-        return {
-            "project_id": self.project_id,
-            "resolution": span.resolution,
-            "start": span.start,
-            "end": span.end,
-        }
-
-
-class _Window(TypedDict):
-    project_id: str
-    resolution: str
-    start: float
-    end: float
+        return Window(self.project_id, span.resolution, span.start, span.end)

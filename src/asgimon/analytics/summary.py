@@ -6,7 +6,7 @@ from typing import Any
 
 from asgimon import series
 from asgimon.analytics.builds import is_build_start
-from asgimon.rollups import Rollup, combine
+from asgimon.rollups import Rollup, Window, combine
 from asgimon.storage.base import Storage
 
 SUMMARY_WINDOW_S = 24 * 3600
@@ -28,9 +28,7 @@ def _latency(r: Rollup) -> dict[str, Any]:
 async def project_summary(storage: Storage, project_id: str, now: float) -> dict[str, Any]:
     # Hour rollups: 25 rows per series for a day, where minutes would be 1,440.
     start = (now - SUMMARY_WINDOW_S) // 3600 * 3600
-    rows = await storage.rollups(
-        project_id=project_id, resolution="hour", start=start, end=now + 3600
-    )
+    rows = await storage.rollups(Window(project_id, "hour", start, now + 3600))
     by_series: dict[str, list[Rollup]] = {}
     for r in rows:
         by_series.setdefault(r.series, []).append(r)

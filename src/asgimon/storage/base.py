@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from asgimon.events import EVENT_TYPES, Event
-from asgimon.rollups import Rollup, merge_per_series
+from asgimon.rollups import Rollup, Window, merge_per_series
 from asgimon.sampling import KEEP_ALL, RawSampling
 
 KINDS = tuple(EVENT_TYPES)
@@ -74,13 +74,7 @@ class RollupReader(Protocol):
     """The rollup reads the analytics compute their figures from."""
 
     async def rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
         """Rollups whose bucket starts in ``[start, end)``, oldest first; with a prefix (or a
         tuple of them), only the series starting with one."""
@@ -100,26 +94,14 @@ class RollupReader(Protocol):
         ...
 
     async def series_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[SeriesTotal]:
         """Each series' rollups in ``[start, end)`` summed (no histogram), sorted by series:
         error groups or build phases over a month without reading every bucket."""
         ...
 
     async def bucket_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
         """The series' rollups summed per bucket in ``[start, end)`` (no histogram; series
         ``*``), oldest first: a trend across many series without a row per series and
@@ -127,13 +109,7 @@ class RollupReader(Protocol):
         ...
 
     async def series_rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
         """Each series' rollups in ``[start, end)`` merged into one, histogram included,
         sorted by series (``bucket_start``: its first bucket): latency per endpoint over a
@@ -226,13 +202,7 @@ class SumsByScan:
     one covering :meth:`Storage.rollups` read."""
 
     async def rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
         raise NotImplementedError
 
@@ -246,13 +216,10 @@ class SumsByScan:
     ) -> list[Rollup]:
         if not windows:
             return []
-        rows = await self.rollups(
-            project_id=project_id,
-            resolution=resolution,
-            start=min(lo for lo, _ in windows),
-            end=max(hi for _, hi in windows),
-            series_prefix=series,
+        covering = Window(
+            project_id, resolution, min(lo for lo, _ in windows), max(hi for _, hi in windows)
         )
+        rows = await self.rollups(covering, series)
         out = []
         for lo, hi in windows:
             total = Rollup(project_id, series, resolution, int(lo))
@@ -266,21 +233,9 @@ class SumsByScan:
         return out
 
     async def series_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[SeriesTotal]:
-        rows = await self.rollups(
-            project_id=project_id,
-            resolution=resolution,
-            start=start,
-            end=end,
-            series_prefix=series_prefix,
-        )
+        rows = await self.rollups(window, series_prefix)
         sums: dict[str, list[Any]] = {}
         for r in rows:
             acc = sums.setdefault(r.series, [0, 0, 0, 0.0, r.bucket_start, r.bucket_start])
@@ -293,41 +248,17 @@ class SumsByScan:
         return [SeriesTotal(series, *acc) for series, acc in sorted(sums.items())]
 
     async def bucket_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
-        rows = await self.rollups(
-            project_id=project_id,
-            resolution=resolution,
-            start=start,
-            end=end,
-            series_prefix=series_prefix,
-        )
+        rows = await self.rollups(window, series_prefix)
         return sum_per_bucket(
-            project_id,
-            resolution,
+            window.project_id,
+            window.resolution,
             ((r.bucket_start, r.count, r.error_count, r.value_count, r.value_sum) for r in rows),
         )
 
     async def series_rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
-        rows = await self.rollups(
-            project_id=project_id,
-            resolution=resolution,
-            start=start,
-            end=end,
-            series_prefix=series_prefix,
-        )
+        rows = await self.rollups(window, series_prefix)
         return merge_per_series(rows)

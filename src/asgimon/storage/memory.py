@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from asgimon._slices import Slicer
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
-from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup
+from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 
 from .base import SumsByScan, WriteResult
@@ -133,14 +133,9 @@ class MemoryStorage(SumsByScan):
         return len(self._select(kind, project_id, start, end))
 
     async def rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
+        project_id, resolution, start, end = window
         found = [
             r
             for (p, _s, res, b), r in self._rollups.items()

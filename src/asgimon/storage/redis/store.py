@@ -13,7 +13,7 @@ from redis import exceptions as redis_errors
 
 from asgimon.errors import StorageError, StorageRejected, StorageUnavailable
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
-from asgimon.rollups import RESOLUTIONS, Rollup
+from asgimon.rollups import RESOLUTIONS, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import SumsByScan, WriteResult
 
@@ -185,14 +185,9 @@ class RedisStorage(SumsByScan):
         return total
 
     async def rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
+        project_id, resolution, start, end = window
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown resolution {resolution!r}")
         index = f"{self.prefix}:rui:{project_id}:{resolution}"

@@ -23,7 +23,7 @@ from sqlalchemy import (
 
 from asgimon import histogram
 from asgimon.events import EVENT_TYPES, Event
-from asgimon.rollups import Rollup
+from asgimon.rollups import Rollup, Window
 from asgimon.series import TOTAL_SERIES
 from asgimon.storage.base import SeriesTotal, sum_per_bucket
 from asgimon.storage.sql import tables as s
@@ -74,14 +74,9 @@ class Reads(SQLBase):
         return int(rows[0][0])
 
     async def rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
+        project_id, resolution, start, end = window
         stmt, params = _rollup_read("rows", project_id, resolution, start, end, series_prefix)
         loads, from_bytes = histogram.loads, histogram.Packed.from_bytes
         # Plain tuples: a month of a busy project is thousands of rows, and attribute access
@@ -120,14 +115,9 @@ class Reads(SQLBase):
         return out
 
     async def series_rollups(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
+        project_id, resolution, start, end = window
         stmt, params = _rollup_read("rows", project_id, resolution, start, end, series_prefix)
         loads, merge_into = histogram.loads, histogram.merge_into
         merged: dict[str, Rollup] = {}
@@ -198,14 +188,9 @@ class Reads(SQLBase):
         return out
 
     async def series_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[SeriesTotal]:
+        project_id, resolution, start, end = window
         stmt, params = _rollup_read("sums", project_id, resolution, start, end, series_prefix)
         totals = [
             SeriesTotal(series, int(n), int(e), int(vn), float(vs), int(lo), int(hi))
@@ -216,14 +201,9 @@ class Reads(SQLBase):
         return sorted(totals, key=attrgetter("series"))
 
     async def bucket_totals(
-        self,
-        *,
-        project_id: str,
-        resolution: str,
-        start: float,
-        end: float,
-        series_prefix: str | tuple[str, ...] = "",
+        self, window: Window, series_prefix: str | tuple[str, ...] = ""
     ) -> list[Rollup]:
+        project_id, resolution, start, end = window
         stmt, params = _rollup_read("buckets", project_id, resolution, start, end, series_prefix)
         rows = cast("list[tuple[int, int, int, int, float]]", await self._fetch(stmt, params))
         return sum_per_bucket(project_id, resolution, rows)
