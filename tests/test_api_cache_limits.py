@@ -21,6 +21,12 @@ from .tokens import JWT_SETTINGS, mint
 HOUR = 3600
 
 
+async def close_unstarted(monitor: Monitor) -> None:
+    """What stop() would close, for a monitor whose dashboard was used without starting it."""
+    await monitor.dashboard.aclose()
+    await monitor.redis.aclose()
+
+
 def call(project: str, ts: float, ms: float = 10.0) -> ApiCall:
     return ApiCall(project_id=project, timestamp=ts, endpoint="/x", duration_ms=ms, total_ms=ms)
 
@@ -108,8 +114,8 @@ async def test_the_redis_tier_is_shared_between_workers(prefix: str) -> None:
     async with local(second) as c:
         assert await requests_count(c, "p") == 1
     assert second.dashboard.api.cache.stats()["hits"]["redis"] >= 1
-    await first.dashboard.aclose()
-    await second.dashboard.aclose()
+    await close_unstarted(first)
+    await close_unstarted(second)
 
 
 def closed_port() -> int:
@@ -133,7 +139,7 @@ async def test_a_dead_redis_costs_the_cache_and_the_limiter_nothing_but_speed() 
     assert monitor.dashboard.api.cache.stats()["failures"] >= 1
     assert monitor.dashboard.throttle is not None
     assert monitor.dashboard.throttle.failures >= 1
-    await monitor.dashboard.aclose()
+    await close_unstarted(monitor)
 
 
 # -- the API's own rate limit ------------------------------------------------------------
@@ -174,7 +180,7 @@ async def test_workers_share_the_limit_through_redis(prefix: str) -> None:
             statuses.append((await c.get("/analytics/api/health")).status_code)
     assert statuses == [200, 200, 200, 429]
     for w in workers:
-        await w.dashboard.aclose()
+        await close_unstarted(w)
 
 
 def test_a_bad_limit_fails_at_start_up() -> None:
@@ -194,8 +200,8 @@ async def test_two_stores_sharing_one_redis_never_share_entries(prefix: str) -> 
         assert await requests_count(c, "default") == 1
     async with local(second) as c:
         assert await requests_count(c, "default") == 0
-    await first.dashboard.aclose()
-    await second.dashboard.aclose()
+    await close_unstarted(first)
+    await close_unstarted(second)
 
 
 async def test_a_hung_redis_costs_a_few_timeouts_then_nothing() -> None:
@@ -226,7 +232,7 @@ async def test_a_hung_redis_costs_a_few_timeouts_then_nothing() -> None:
     assert monitor.dashboard.api.cache.stats()["redisCircuitOpen"]
     assert monitor.dashboard.throttle is not None
     assert monitor.dashboard.throttle.breaker.is_open
-    await monitor.dashboard.aclose()
+    await close_unstarted(monitor)
     for writer in accepted:
         writer.close()
     server.close()

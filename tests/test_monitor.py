@@ -256,6 +256,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "pipeline",
         "ratelimit",
         "recording",
+        "redis_pools",
         "rollups",
         "sampling",
         "series",

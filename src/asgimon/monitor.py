@@ -23,6 +23,7 @@ from .parts import Part, Parts
 from .pipeline.recorder import Recorder, RecorderStats
 from .pipeline.scheduler import Scheduler
 from .recording import Recording
+from .redis_pools import RedisPools
 from .sampling import RawSampling
 from .settings import Settings
 from .storage import Storage, storage_from_url
@@ -105,6 +106,8 @@ class Monitor(Recording):
         self.scheduler.every("purge", settings.purge_interval, self.purge)
         self.scheduler.every("compact", settings.compact_interval, self.compact)
         self.lag = LagProbe()
+        self.redis = RedisPools()
+        """Redis connections shared by the parts that use ``ANALYTICS_REDIS_URL``."""
         self.dashboard = create_dashboard(self, auth)
         """The sub-application mounted at ``mount_path``: the JSON API (and pages)."""
         self.parts = Parts(self._parts())
@@ -158,6 +161,7 @@ class Monitor(Recording):
 
         return [
             Part("storage", lambda left: self.storage.close(), self._start_storage),
+            Part("Redis connections", lambda left: self.redis.aclose()),
             Part("the dashboard's clients", lambda left: self.dashboard.aclose()),
             Part("subscribers", close_sinks, recorder.sinks.start),
             Part("recorder", close_recorder, recorder.start, self_bounded=True),

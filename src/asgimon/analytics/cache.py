@@ -40,7 +40,6 @@ SETTLE_S = 120
 LOCAL_MAX_ENTRIES = 256
 LOCAL_MAX_ROWS = 200_000  # about 100 MB of rollups at worst, packed far less
 MAX_ENTRY_ROWS = 50_000
-REDIS_TIMEOUT_S = 0.1
 FORMAT = "v1"  # in every Redis key: a new encoding never reads an old one
 
 
@@ -105,7 +104,7 @@ class RollupCache:
         *,
         local_ttl: float,
         scope: str,
-        redis_url: str | None = None,
+        redis_pool: Any = None,
         redis_ttl: int = 3600,
         key_prefix: str = "asgimon",
     ) -> None:
@@ -116,12 +115,11 @@ class RollupCache:
         self._local: OrderedDict[str, tuple[float, list[Rollup]]] = OrderedDict()
         self._local_rows = 0
         self._redis: Any = None
-        if redis_url and redis_ttl > 0:
+        if redis_pool is not None and redis_ttl > 0:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.Redis.from_url(
-                redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-            )
+            # On its owner's pool, which the owner closes.
+            self._redis = aioredis.Redis(connection_pool=redis_pool)
         self.breaker = CircuitBreaker()
         self.hits = {"local": 0, "redis": 0}
         self.misses = 0

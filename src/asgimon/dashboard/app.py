@@ -30,6 +30,7 @@ from asgimon.analytics.summary import SUMMARY_WINDOW_S, project_summary
 from asgimon.errors import StorageError
 from asgimon.events import Event
 from asgimon.ratelimit import RateLimiter
+from asgimon.redis_pools import RedisPools
 from asgimon.settings import Settings
 from asgimon.storage.base import Storage, WriteResult, storage_identity
 
@@ -64,6 +65,9 @@ class Host(Protocol):
 
     @property
     def recorder(self) -> Writer: ...
+
+    @property
+    def redis(self) -> RedisPools: ...
 
     async def health(self) -> dict[str, Any]: ...
 
@@ -116,7 +120,7 @@ class Api:
         self.cache = RollupCache(
             local_ttl=s.local_cache_ttl,
             scope=storage_identity(monitor.storage),
-            redis_url=s.redis_url,
+            redis_pool=monitor.redis.pool(s.redis_url) if s.redis_url else None,
             redis_ttl=s.cache_ttl,
             key_prefix=s.redis_key_prefix,
         )
@@ -274,7 +278,12 @@ class DashboardApp:
         s = monitor.settings
         self.api = Api(monitor)
         self.throttle = (
-            RateLimiter(s.api_rate_limit, redis_url=s.redis_url, key_prefix=s.redis_key_prefix)
+            RateLimiter(
+                s.api_rate_limit,
+                redis_url=s.redis_url,
+                redis_pool=monitor.redis.pool(s.redis_url) if s.redis_url else None,
+                key_prefix=s.redis_key_prefix,
+            )
             if s.api_rate_limit
             else None
         )

@@ -21,6 +21,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from asgimon import redis_pools as pools
 from asgimon.breaker import CircuitBreaker
 
 log = logging.getLogger("asgimon.ratelimit")
@@ -48,24 +49,29 @@ class Verdict:
 
 
 class RateLimiter:
-    def __init__(self, rate: str, *, redis_url: str | None = None, key_prefix: str = "asgimon"):
+    def __init__(
+        self,
+        rate: str,
+        *,
+        redis_url: str | None = None,
+        redis_pool: Any = None,
+        key_prefix: str = "asgimon",
+    ):
+        """Counts in Redis when ``redis_url`` is given, over ``redis_pool`` (its owner's,
+        who closes it; without one, a pool of the limiter's own), else in memory."""
         self.items: list[RateLimitItem] = parse_many(rate)
         storage: Storage
-        self._pool: Any = None
+        self._pool: Any = None  # its own, closed with it
         if redis_url:
-            import redis.asyncio as aioredis
-
-            # Our own pool, so that closing the limiter closes its connections.
-            self._pool = aioredis.ConnectionPool.from_url(
-                redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
-            )
+            if redis_pool is None:
+                redis_pool = self._pool = pools.pool(redis_url, timeout=TIMEOUT_S)
             scheme, _, rest = redis_url.partition("://")
             storage = RedisStorage(
                 {"unix": "async+redis+unix"}.get(scheme, "async+" + scheme) + "://" + rest,
                 implementation="redispy",
                 key_prefix=f"{key_prefix}:api-limit",
                 wrap_exceptions=True,
-                connection_pool=self._pool,
+                connection_pool=redis_pool,
             )
         else:
             storage = MemoryStorage()

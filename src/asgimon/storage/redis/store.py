@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from asgimon import redis_pools
 from asgimon.errors import StorageError, StorageRejected, StorageUnavailable
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
 from asgimon.rollups import RESOLUTIONS, Rollup, Window
@@ -74,13 +75,7 @@ class RedisStorage(SumsByScan):
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                decode_responses=True,
-                health_check_interval=30,
-            )
+            self._client = redis_pools.client(self.url, timeout=self.timeout, decode=True)
             self._script = self._client.register_script(_WRITE)
         return self._client
 
