@@ -226,25 +226,8 @@ class Settings:
     50
     """
 
+    # -- Capture: what the middleware records ---------------------------------------
     enabled: bool = _setting("ANALYTICS_ENABLED", True, _parse_bool, _BOOL)
-    storage_url: str = _setting(
-        "ANALYTICS_STORAGE_URL",
-        "sqlite:///asgimon.db",
-        str.strip,
-        (
-            _is_storage_url,
-            "memory://, sqlite:///path/to/file.db, postgresql://user@host:port/db or "
-            "redis://host:port/db "
-            "(schemes: " + ", ".join(STORAGE_SCHEMES) + ")",
-        ),
-    )
-    redis_url: str | None = _setting(
-        "ANALYTICS_REDIS_URL",
-        None,
-        _parse_optional_str,
-        (_is_optional_url(("redis", "rediss", "unix")), "a redis:// or rediss:// URL"),
-    )
-    cache_ttl: int = _setting("ANALYTICS_CACHE_TTL", 3600, int, _int_at_least(0))
     mount_path: str = _setting(
         "ANALYTICS_MOUNT_PATH",
         "/analytics",
@@ -264,12 +247,7 @@ class Settings:
         (_is_paths, "comma-separated paths starting with /, a trailing * for a prefix"),
     )
     max_endpoints: int = _setting("ANALYTICS_MAX_ENDPOINTS", 1000, int, _int_at_least(1))
-    queue_max_events: int = _setting("ANALYTICS_QUEUE_MAX_EVENTS", 100_000, int, _int_at_least(1))
-    queue_max_bytes: int = _setting(
-        "ANALYTICS_QUEUE_MAX_BYTES", 64 * 1024 * 1024, int, _int_at_least(1024)
-    )
-    batch_size: int = _setting("ANALYTICS_BATCH_SIZE", 5000, int, _int_at_least(1))
-    gc_freeze: bool = _setting("ANALYTICS_GC_FREEZE", True, _parse_bool, _BOOL)
+    error_tracking_enabled: bool = _setting("ERROR_TRACKING_ENABLED", True, _parse_bool, _BOOL)
     api_call_sample_rate: float = _setting(
         "ANALYTICS_API_CALL_SAMPLE_RATE", 0.1, float, _float_between(0.0, 1.0, "a share")
     )
@@ -279,6 +257,38 @@ class Settings:
         float,
         _float_between(0.0, 600_000.0, "a number of milliseconds"),
     )
+
+    # -- Storage --------------------------------------------------------------------
+    storage_url: str = _setting(
+        "ANALYTICS_STORAGE_URL",
+        "sqlite:///asgimon.db",
+        str.strip,
+        (
+            _is_storage_url,
+            "memory://, sqlite:///path/to/file.db, postgresql://user@host:port/db or "
+            "redis://host:port/db "
+            "(schemes: " + ", ".join(STORAGE_SCHEMES) + ")",
+        ),
+    )
+    sqlite_busy_timeout: float = _setting(
+        "ANALYTICS_SQLITE_BUSY_TIMEOUT", 5.0, float, _float_between(0, 600)
+    )
+    redis_retention_hours: int = _setting(
+        "ANALYTICS_REDIS_RETENTION_HOURS", 24, int, _int_at_least(1)
+    )
+    redis_key_prefix: str = _setting(
+        "ANALYTICS_REDIS_KEY_PREFIX",
+        "asgimon",
+        str.strip,
+        (_is_key_prefix, "1 to 64 letters, digits, '-', '_' or '.'"),
+    )
+
+    # -- The recorder: queue, batches, retries, shutdown ----------------------------
+    queue_max_events: int = _setting("ANALYTICS_QUEUE_MAX_EVENTS", 100_000, int, _int_at_least(1))
+    queue_max_bytes: int = _setting(
+        "ANALYTICS_QUEUE_MAX_BYTES", 64 * 1024 * 1024, int, _int_at_least(1024)
+    )
+    batch_size: int = _setting("ANALYTICS_BATCH_SIZE", 5000, int, _int_at_least(1))
     flush_interval: float = _setting(
         "ANALYTICS_FLUSH_INTERVAL", 1.0, float, _float_between(0.001, 60)
     )
@@ -291,10 +301,11 @@ class Settings:
     retry_deadline: float = _setting(
         "ANALYTICS_RETRY_DEADLINE", 30.0, float, _float_between(0, 86_400)
     )
-    sqlite_busy_timeout: float = _setting(
-        "ANALYTICS_SQLITE_BUSY_TIMEOUT", 5.0, float, _float_between(0, 600)
-    )
+    gc_freeze: bool = _setting("ANALYTICS_GC_FREEZE", True, _parse_bool, _BOOL)
+
+    # -- Retention and periodic jobs ------------------------------------------------
     metrics_retention_days: int = _setting("METRICS_RETENTION_DAYS", 90, int, _int_at_least(1))
+    error_log_retention_days: int = _setting("ERROR_LOG_RETENTION_DAYS", 30, int, _int_at_least(1))
     minute_rollup_retention_days: int = _setting(
         "ANALYTICS_MINUTE_ROLLUP_RETENTION_DAYS", 7, int, _int_at_least(1)
     )
@@ -304,15 +315,6 @@ class Settings:
     day_rollup_retention_days: int = _setting(
         "ANALYTICS_DAY_ROLLUP_RETENTION_DAYS", 365, int, _int_at_least(1)
     )
-    redis_retention_hours: int = _setting(
-        "ANALYTICS_REDIS_RETENTION_HOURS", 24, int, _int_at_least(1)
-    )
-    redis_key_prefix: str = _setting(
-        "ANALYTICS_REDIS_KEY_PREFIX",
-        "asgimon",
-        str.strip,
-        (_is_key_prefix, "1 to 64 letters, digits, '-', '_' or '.'"),
-    )
     purge_interval: float = _setting(
         "ANALYTICS_PURGE_INTERVAL", 3600.0, float, _float_between(1, 7 * 86_400)
     )
@@ -320,12 +322,8 @@ class Settings:
         "ANALYTICS_COMPACT_INTERVAL", 300.0, float, _float_between(1.0, 7 * 86_400.0)
     )
     purge_batch_size: int = _setting("ANALYTICS_PURGE_BATCH_SIZE", 5000, int, _int_at_least(1))
-    error_tracking_enabled: bool = _setting("ERROR_TRACKING_ENABLED", True, _parse_bool, _BOOL)
-    error_log_retention_days: int = _setting("ERROR_LOG_RETENTION_DAYS", 30, int, _int_at_least(1))
-    rate_limit_enabled: bool = _setting("RATE_LIMIT_ENABLED", True, _parse_bool, _BOOL)
-    rate_limit_max: int = _setting("RATE_LIMIT_MAX", 100, int, _int_at_least(1))
-    rate_limit_window: int = _setting("RATE_LIMIT_WINDOW", 60, int, _int_at_least(1))
-    rate_limit_burst: int = _setting("RATE_LIMIT_BURST", 10, int, _int_at_least(0))
+
+    # -- Ingestion over HTTP --------------------------------------------------------
     ingest_keys: tuple[tuple[str, str], ...] = _setting(
         "ANALYTICS_INGEST_KEYS",
         (),
@@ -339,6 +337,8 @@ class Settings:
     ingest_max_bytes: int = _setting(
         "ANALYTICS_INGEST_MAX_BYTES", 1024 * 1024, int, _int_at_least(1024)
     )
+
+    # -- Who may read the API -------------------------------------------------------
     jwt_secret: str | None = _setting(
         "ANALYTICS_JWT_SECRET",
         None,
@@ -368,13 +368,6 @@ class Settings:
         "ANALYTICS_JWT_ISSUER", None, _parse_optional_str, (_is_optional_text, "a non-empty text")
     )
     jwt_leeway: int = _setting("ANALYTICS_JWT_LEEWAY", 30, int, _int_at_least(0))
-    apdex_threshold_ms: float = _setting(
-        "ANALYTICS_APDEX_THRESHOLD_MS",
-        500.0,
-        float,
-        _float_between(1.0, 600_000.0, "a number of milliseconds"),
-    )
-    local_cache_ttl: int = _setting("ANALYTICS_LOCAL_CACHE_TTL", 300, int, _int_at_least(0))
     api_rate_limit: str | None = _setting(
         "ANALYTICS_API_RATE_LIMIT",
         "600/minute",
@@ -384,6 +377,30 @@ class Settings:
             "a rate such as 600/minute or 20/second (several separated by ;), empty for none",
         ),
     )
+
+    # -- Analytics: figures and their cache -----------------------------------------
+    apdex_threshold_ms: float = _setting(
+        "ANALYTICS_APDEX_THRESHOLD_MS",
+        500.0,
+        float,
+        _float_between(1.0, 600_000.0, "a number of milliseconds"),
+    )
+    local_cache_ttl: int = _setting("ANALYTICS_LOCAL_CACHE_TTL", 300, int, _int_at_least(0))
+    cache_ttl: int = _setting("ANALYTICS_CACHE_TTL", 3600, int, _int_at_least(0))
+    redis_url: str | None = _setting(
+        "ANALYTICS_REDIS_URL",
+        None,
+        _parse_optional_str,
+        (_is_optional_url(("redis", "rediss", "unix")), "a redis:// or rediss:// URL"),
+    )
+
+    # -- Rate limiting of the host app ----------------------------------------------
+    rate_limit_enabled: bool = _setting("RATE_LIMIT_ENABLED", True, _parse_bool, _BOOL)
+    rate_limit_max: int = _setting("RATE_LIMIT_MAX", 100, int, _int_at_least(1))
+    rate_limit_window: int = _setting("RATE_LIMIT_WINDOW", 60, int, _int_at_least(1))
+    rate_limit_burst: int = _setting("RATE_LIMIT_BURST", 10, int, _int_at_least(0))
+
+    # -- Alerts ---------------------------------------------------------------------
     alerts_enabled: bool = _setting("ALERTS_ENABLED", True, _parse_bool, _BOOL)
     email_alerts_enabled: bool = _setting("EMAIL_ALERTS_ENABLED", True, _parse_bool, _BOOL)
     webhook_alerts_enabled: bool = _setting("WEBHOOK_ALERTS_ENABLED", True, _parse_bool, _BOOL)
