@@ -17,7 +17,6 @@ import pytest
 from starlette.applications import Starlette
 
 from asgimon import Event, MemoryStorage, Monitor, Storage
-from asgimon._validate import Checker
 from asgimon.dashboard.endpoints import ENDPOINTS
 from asgimon.dashboard.openapi import openapi_document
 from asgimon.events import EVENT_TYPES, register
@@ -37,12 +36,8 @@ class ScanEvent(Event):
     ingest: ClassVar[bool] = True
 
     target: str = spec("", text(200), indexed=True, required=True)
-    findings: int = spec(0, BIG_INT, required=True)
+    findings: int = spec(0, BIG_INT, required=True, high=10**6)
     finished_at: float | None = spec(None, INSTANT)
-
-    def _check(self, c: Checker) -> None:
-        c.text("target", self.target, max_len=200)
-        c.number("findings", self.findings, high=10**6, integer=True, required=True)
 
 
 @pytest.fixture
@@ -92,7 +87,12 @@ async def test_a_registered_kind_is_ingested_stored_listed_and_purged(
             assert posted.json() == {"accepted": 2, "duplicates": 0}
             bad = await c.post(
                 "/analytics/api/events",
-                json={"events": [scan(now, findings="many", colour="red")]},
+                json={
+                    "events": [
+                        scan(now, findings="many", colour="red"),
+                        scan(now, target="x" * 201, findings=10**7),  # the specs' bounds
+                    ]
+                },
                 headers=auth,
             )
         # An ingest key writes only; the API is read here from the loopback (an admin).
@@ -100,9 +100,11 @@ async def test_a_registered_kind_is_ingested_stored_listed_and_purged(
         async with httpx.AsyncClient(transport=local, base_url="http://localhost") as c:
             listed = await c.get("/analytics/api/events/a?kind=scan&range=90d")
         assert bad.status_code == 422
-        assert {d["field"] for d in bad.json()["error"]["details"]} == {
-            "events[0].findings",
-            "events[0].colour",
+        assert {(d["field"], d["message"]) for d in bad.json()["error"]["details"]} == {
+            ("events[0].findings", "must be an integer"),
+            ("events[0].colour", "is not a field of a scan event"),
+            ("events[1].target", "must be at most 200 characters"),
+            ("events[1].findings", "must be between 0 and 1e+06"),
         }
         assert listed.status_code == 200, listed.text
         events = listed.json()["events"]
@@ -143,3 +145,13 @@ def test_a_kind_is_registered_once() -> None:
 
     with pytest.raises(ValueError, match="names no table"):
         register(Tableless)
+
+    @dataclass(slots=True, kw_only=True)
+    class Unbounded(Event):
+        kind: ClassVar[str] = "unbounded"
+        table: ClassVar[str] = "unbounded"
+        size: int = spec(0, BIG_INT)
+
+    # Said at import, not as a 500 when the first event is checked.
+    with pytest.raises(ValueError, match=r"size: a number says its highest value"):
+        register(Unbounded)

@@ -18,7 +18,21 @@ from typing import Any, ClassVar, TypeVar
 from . import series
 from ._validate import MAX_DURATION_MS, MAX_PROJECT_ID, Checker
 from .errors import InvalidEventError
-from .fields import BIG_INT, BOOL, FLOAT, INSTANT, JSON, LONG_TEXT, SMALL_INT, meta, spec, text
+from .fields import (
+    BIG_INT,
+    BOOL,
+    FLOAT,
+    INSTANT,
+    JSON,
+    LONG_TEXT,
+    SMALL_INT,
+    check,
+    declared,
+    incomplete,
+    meta,
+    spec,
+    text,
+)
 from .series import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
 
 MAX_ID = 64
@@ -74,12 +88,14 @@ class Event:
         c.identifier("id", self.id, max_len=MAX_ID)
         c.identifier("project_id", self.project_id, max_len=MAX_PROJECT_ID)
         c.timestamp("timestamp", self.timestamp, now=now, max_age_s=max_age_s)
+        for f in declared(type(self)):
+            check(c, f, getattr(self, f.name))
         self._check(c)
         if c.errors:
             raise InvalidEventError(self.kind, c.errors)
 
     def _check(self, c: Checker) -> None:
-        """Kind-specific checks."""
+        """Checks across fields, beyond what each field's spec says."""
 
     # Rollups: which series this event adds to, with which value and error flag.
     def series(self) -> str | None:
@@ -115,30 +131,18 @@ class ApiCall(Event):
     table: ClassVar[str] = "api_calls"
 
     method: str = spec("GET", text(16))
-    endpoint: str = spec("<unmatched>", text(400), indexed=True)
-    status: int = spec(200, SMALL_INT)
-    duration_ms: float = spec(0.0, FLOAT)
-    ttfb_ms: float | None = spec(None, FLOAT)
-    total_ms: float = spec(0.0, FLOAT)
-    request_bytes: int | None = spec(None, BIG_INT)
-    response_bytes: int = spec(0, BIG_INT)
+    endpoint: str = spec("<unmatched>", text(MAX_NAME * 2), indexed=True)
+    status: int = spec(200, SMALL_INT, high=999)
+    duration_ms: float = spec(0.0, FLOAT, high=MAX_DURATION_MS)
+    ttfb_ms: float | None = spec(None, FLOAT, high=MAX_DURATION_MS)
+    total_ms: float = spec(0.0, FLOAT, high=MAX_DURATION_MS)
+    request_bytes: int | None = spec(None, BIG_INT, high=MAX_SIZE_BYTES)
+    response_bytes: int = spec(0, BIG_INT, high=MAX_SIZE_BYTES)
     user_id: str | None = spec(None, text(200), indexed=True)
     request_id: str | None = spec(None, text(200))
     figures: dict[str, Any] | None = field(default=None, compare=False)
     """What code inside the request added (:func:`asgimon.context.add_figure`): handed to
     subscribers with the call, not stored."""
-
-    def _check(self, c: Checker) -> None:
-        c.text("method", self.method, max_len=16)
-        c.text("endpoint", self.endpoint, max_len=MAX_NAME * 2)
-        c.number("status", self.status, high=999, required=True, integer=True)
-        c.number("duration_ms", self.duration_ms, high=MAX_DURATION_MS, required=True)
-        c.number("ttfb_ms", self.ttfb_ms, high=MAX_DURATION_MS)
-        c.number("total_ms", self.total_ms, high=MAX_DURATION_MS, required=True)
-        c.number("request_bytes", self.request_bytes, high=MAX_SIZE_BYTES, integer=True)
-        c.number("response_bytes", self.response_bytes, high=MAX_SIZE_BYTES, integer=True)
-        c.text("user_id", self.user_id, max_len=MAX_NAME, required=False)
-        c.text("request_id", self.request_id, max_len=MAX_NAME, required=False)
 
     def series(self) -> str:
         return series.api(self.method, self.endpoint)
@@ -163,20 +167,15 @@ class DeploymentEvent(Event):
     table: ClassVar[str] = "deployment_events"
     ingest: ClassVar[bool] = True
 
-    deployment_id: str = spec("", text(128), indexed=True, required=True)
+    deployment_id: str = spec("", text(MAX_ID * 2), indexed=True, required=True, ident=True)
     type: str = spec("started", text(32), required=True, choices=DEPLOYMENT_TYPES)
-    status: str | None = spec(None, text(32), choices=OUTCOMES)
-    duration_ms: float | None = spec(None, FLOAT)
-    framework: str | None = spec(None, text(200))
+    status: str | None = spec(None, text(32), choices=OUTCOMES)  # once completed
+    duration_ms: float | None = spec(None, FLOAT, high=MAX_DURATION_MS)
+    framework: str | None = spec(None, text(MAX_NAME), ident=True, slash=True)
 
     def _check(self, c: Checker) -> None:
-        c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2)
-        c.text("type", self.type, max_len=32, choices=DEPLOYMENT_TYPES)
-        c.text(
-            "status", self.status, max_len=32, required=self.type == "completed", choices=OUTCOMES
-        )
-        c.number("duration_ms", self.duration_ms, high=MAX_DURATION_MS)
-        c.identifier("framework", self.framework, max_len=MAX_NAME, required=False, slash=True)
+        if self.type == "completed" and self.status is None:
+            c.fail("status", "is required")
 
     def series(self) -> str:
         # Only completed deployments count in the deployment figures; the other steps have
@@ -200,34 +199,26 @@ class BuildEvent(Event):
     table: ClassVar[str] = "build_events"
     ingest: ClassVar[bool] = True
 
-    deployment_id: str = spec("", text(128), indexed=True, required=True)
+    deployment_id: str = spec("", text(MAX_ID * 2), indexed=True, required=True, ident=True)
     phase: str = spec("build", text(32), required=True, choices=BUILD_PHASES)
     start_time: float = spec(0.0, INSTANT, required=True)
     end_time: float = spec(0.0, INSTANT, required=True)
     status: str = spec("success", text(32), required=True, choices=OUTCOMES)
-    framework: str | None = spec(None, text(200))
-    asset_count: int | None = spec(None, BIG_INT)
-    total_size_bytes: int | None = spec(None, BIG_INT)
+    framework: str | None = spec(None, text(MAX_NAME), ident=True, slash=True)
+    asset_count: int | None = spec(None, BIG_INT, high=10**9)
+    total_size_bytes: int | None = spec(None, BIG_INT, high=MAX_SIZE_BYTES)
 
     @property
     def duration_ms(self) -> float:
         return max(0.0, (self.end_time - self.start_time) * 1000.0)
 
     def _check(self, c: Checker) -> None:
-        c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2)
-        c.text("phase", self.phase, max_len=32, choices=BUILD_PHASES)
-        c.timestamp("start_time", self.start_time)
-        c.timestamp("end_time", self.end_time)
         if (
             isinstance(self.start_time, int | float)
             and isinstance(self.end_time, int | float)
             and self.end_time < self.start_time
         ):
             c.fail("end_time", "must not be before start_time")
-        c.text("status", self.status, max_len=32, choices=OUTCOMES)
-        c.identifier("framework", self.framework, max_len=MAX_NAME, required=False, slash=True)
-        c.number("asset_count", self.asset_count, high=10**9, integer=True)
-        c.number("total_size_bytes", self.total_size_bytes, high=MAX_SIZE_BYTES, integer=True)
 
     def series(self) -> str:
         return series.build(self.phase, self.framework)
@@ -247,24 +238,14 @@ class FunctionInvocation(Event):
     table: ClassVar[str] = "function_invocations"
     ingest: ClassVar[bool] = True
 
-    function_id: str = spec("", text(128), indexed=True, required=True)
-    deployment_id: str | None = spec(None, text(128))
+    function_id: str = spec("", text(MAX_ID * 2), indexed=True, required=True, ident=True)
+    deployment_id: str | None = spec(None, text(MAX_ID * 2), ident=True)
     status: str = spec("success", text(32), required=True, choices=FUNCTION_STATUSES)
-    duration_ms: float = spec(0.0, FLOAT, required=True)
+    duration_ms: float = spec(0.0, FLOAT, required=True, high=MAX_DURATION_MS)
     cold_start: bool = spec(False, BOOL)
-    memory_mb: float | None = spec(None, FLOAT)
-    error_type: str | None = spec(None, text(200), wire="error.type", required=True)
-    error_message: str | None = spec(None, LONG_TEXT, wire="error.message")
-
-    def _check(self, c: Checker) -> None:
-        c.identifier("function_id", self.function_id, max_len=MAX_ID * 2)
-        c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2, required=False)
-        c.text("status", self.status, max_len=32, choices=FUNCTION_STATUSES)
-        c.number("duration_ms", self.duration_ms, high=MAX_DURATION_MS, required=True)
-        c.flag("cold_start", self.cold_start)
-        c.number("memory_mb", self.memory_mb, high=1_048_576)
-        c.text("error_type", self.error_type, max_len=MAX_NAME, required=False)
-        c.text("error_message", self.error_message, max_len=MAX_MESSAGE, required=False)
+    memory_mb: float | None = spec(None, FLOAT, high=1_048_576)
+    error_type: str | None = spec(None, text(MAX_NAME), wire="error.type", required=True)
+    error_message: str | None = spec(None, LONG_TEXT, wire="error.message", max_len=MAX_MESSAGE)
 
     def series(self) -> str:
         return series.function(self.function_id)
@@ -290,15 +271,9 @@ class DomainEvent(Event):
     table: ClassVar[str] = "domain_events"
     ingest: ClassVar[bool] = True
 
-    domain: str = spec("", text(253), indexed=True, required=True)
+    domain: str = spec("", text(253), indexed=True, required=True, ident=True)
     type: str = spec("added", text(32), required=True, choices=DOMAIN_TYPES)
-    expires_at: float | None = spec(None, INSTANT)
-
-    def _check(self, c: Checker) -> None:
-        c.identifier("domain", self.domain, max_len=253)
-        c.text("type", self.type, max_len=32, choices=DOMAIN_TYPES)
-        if self.expires_at is not None:
-            c.number("expires_at", self.expires_at, high=2**33)
+    expires_at: float | None = spec(None, INSTANT, high=2**33)
 
     def series(self) -> str:
         return series.domain(self.type)
@@ -315,33 +290,22 @@ class ErrorEvent(Event):
     table: ClassVar[str] = "error_events"
     retention: ClassVar[str] = "error_log_retention_days"
 
-    error_type: str = spec("Exception", text(200))
-    message: str = spec("", LONG_TEXT)
-    stack: str = spec("", LONG_TEXT)
-    fingerprint: str = spec("", text(64), indexed=True)
+    error_type: str = spec("Exception", text(MAX_NAME))
+    message: str = spec("", LONG_TEXT, max_len=MAX_MESSAGE, blank=True)
+    stack: str = spec("", LONG_TEXT, max_len=MAX_STACK, blank=True)
+    fingerprint: str = spec("", text(MAX_ID), indexed=True)
     severity: str = spec("high", text(16), choices=SEVERITIES)
     handled: bool = spec(False, BOOL)
-    endpoint: str | None = spec(None, text(400))
+    endpoint: str | None = spec(None, text(MAX_NAME * 2), ident=True, slash=True)
     method: str | None = spec(None, text(16))
-    request_id: str | None = spec(None, text(200))
-    user_id: str | None = spec(None, text(200), indexed=True)
-    deployment_id: str | None = spec(None, text(128))
+    request_id: str | None = spec(None, text(MAX_NAME))
+    user_id: str | None = spec(None, text(MAX_NAME), indexed=True)
+    deployment_id: str | None = spec(None, text(MAX_ID * 2), ident=True)
     context: dict[str, Any] = field(default_factory=dict, metadata=meta(JSON))
 
     def _check(self, c: Checker) -> None:
-        c.text("error_type", self.error_type, max_len=MAX_NAME)
-        c.text("message", self.message, max_len=MAX_MESSAGE, required=False)
-        c.text("stack", self.stack, max_len=MAX_STACK, required=False)
-        c.text("fingerprint", self.fingerprint, max_len=MAX_ID)
         if isinstance(self.fingerprint, str) and ":" in self.fingerprint:
             c.fail("fingerprint", "must not contain ':'")
-        c.text("severity", self.severity, max_len=16, choices=SEVERITIES)
-        c.flag("handled", self.handled)
-        c.identifier("endpoint", self.endpoint, max_len=MAX_NAME * 2, required=False, slash=True)
-        c.identifier("deployment_id", self.deployment_id, max_len=MAX_ID * 2, required=False)
-        for name in ("method", "request_id", "user_id"):
-            c.text(name, getattr(self, name), max_len=MAX_NAME * 2, required=False)
-        c.json_object("context", self.context)
 
     def series(self) -> str:
         # One series per group, carrying what the errors API breaks counts down by:
@@ -369,6 +333,8 @@ def register(cls: E) -> E:
     """Add an event class to :data:`EVENT_TYPES` (usable as a decorator)."""
     if not cls.table:
         raise ValueError(f"{cls.__name__} names no table")
+    if missing := incomplete(cls):
+        raise ValueError(f"{cls.__name__}: " + "; ".join(missing))
     known = EVENT_TYPES.get(cls.kind)
     if known is not None and known is not cls:
         raise ValueError(f"the kind {cls.kind!r} is {known.__name__}'s already")

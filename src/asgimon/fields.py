@@ -19,6 +19,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ._validate import Checker
+
 SPEC = "asgimon.spec"
 
 
@@ -51,34 +53,57 @@ class Spec:
     indexed: bool = False  # storage keeps an index of (field, time)
     wire: str | None = None  # its JSON path if not the camelCase of its name ("error.type")
     choices: frozenset[str] | None = None  # the only values it may take
+    ident: bool = False  # a name data is stored and looked up under (no control characters…)
+    slash: bool = False  # an identifier that may hold "/" (endpoints, frameworks)
+    max_len: int | None = None  # of a long text (a text's is its kind's length)
+    high: float | None = None  # the largest number it may hold (numbers start at 0)
+    blank: bool = False  # a text that may be empty
 
 
-def meta(
-    kind: Kind,
-    *,
-    required: bool = False,
-    indexed: bool = False,
-    wire: str | None = None,
-    choices: frozenset[str] | None = None,
-) -> dict[str, Spec]:
+def meta(kind: Kind, **options: Any) -> dict[str, Spec]:
     """A field's metadata carrying its :class:`Spec` (for ``dataclasses.field``)."""
-    return {SPEC: Spec(kind, required, indexed, wire, choices)}
+    return {SPEC: Spec(kind, **options)}
 
 
-def spec(
-    default: Any,
-    kind: Kind,
-    *,
-    required: bool = False,
-    indexed: bool = False,
-    wire: str | None = None,
-    choices: frozenset[str] | None = None,
-) -> Any:
+def spec(default: Any, kind: Kind, **options: Any) -> Any:
     """A dataclass field with an immutable default, carrying its :class:`Spec`."""
-    return dataclasses.field(
-        default=default,
-        metadata=meta(kind, required=required, indexed=indexed, wire=wire, choices=choices),
-    )
+    return dataclasses.field(default=default, metadata=meta(kind, **options))
+
+
+def incomplete(cls: type) -> list[str]:
+    """What a class's specs leave unsaid that its checks need (empty when all is said)."""
+    found = []
+    for f in declared(cls):
+        kind = f.spec.kind.name
+        if kind == "long_text" and f.spec.max_len is None:
+            found.append(f"{f.name}: a long text says its max_len")
+        elif kind in ("small_int", "big_int", "float") and f.spec.high is None:
+            found.append(f"{f.name}: a number says its highest value (high=)")
+    return found
+
+
+def check(c: Checker, f: Field, value: Any) -> None:
+    """The checks its spec implies, with the messages clients read (see ``_validate``)."""
+    s, name = f.spec, f.name
+    kind = s.kind.name
+    if kind in ("text", "long_text"):
+        max_len = s.max_len or s.kind.length
+        assert max_len is not None, f"{name}: a long text says its max_len"
+        required = not f.optional and not s.blank
+        if s.ident:
+            c.identifier(name, value, max_len=max_len, required=required, slash=s.slash)
+        else:
+            c.text(name, value, max_len=max_len, required=required, choices=s.choices)
+    elif kind == "bool":
+        c.flag(name, value)
+    elif kind == "json":
+        c.json_object(name, value)
+    elif kind == "instant" and s.high is None:
+        c.timestamp(name, value)
+    else:
+        assert s.high is not None, f"{name}: a number says its highest value"
+        integer = kind in ("small_int", "big_int")
+        c.number(name, value, high=s.high, required=not f.optional, integer=integer)
 
 
 def camel(name: str) -> str:
