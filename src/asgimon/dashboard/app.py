@@ -35,9 +35,9 @@ from asgimon.settings import Settings
 from asgimon.storage.base import Storage, WriteResult, storage_identity
 
 from .auth import Authenticator, AuthHook
-from .endpoints import ENDPOINTS, Endpoint
+from .endpoints import ENDPOINTS, OPERATIONS, Endpoint
 from .export import csv_response
-from .guard import INGEST_PATH, Guard, principal_of
+from .guard import Guard, principal_of
 from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
 from .responses import (
@@ -288,12 +288,9 @@ class DashboardApp:
             else None
         )
         api = self.api
-        routes = [
-            Route("/api/health", api.health, methods=["GET"]),
-            Route("/api/summary", api.summary, methods=["GET"]),
-            Route("/api/overview", api.overview, methods=["GET"]),
-            Route("/api/openapi.json", api.openapi, methods=["GET"]),
-            Route(INGEST_PATH, api.ingest, methods=["POST"]),
+        routes = [Route("/api/overview", api.overview, methods=["GET"])]
+        routes += [
+            Route(op.path, getattr(api, op.handler), methods=[op.method]) for op in OPERATIONS
         ]
         routes += [Route(e.path, api.analytics(e), methods=["GET"]) for e in ENDPOINTS.values()]
         self.routes = routes

@@ -21,7 +21,8 @@ from asgimon.analytics.performance import SORTS, performance
 from asgimon.analytics.query import Query
 from asgimon.events import EVENT_TYPES
 
-from .schemas import RESPONSES, Schema
+from .guard import INGEST_PATH
+from .schemas import INGEST_ANSWER, INGEST_BODY, RESPONSES, Schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +113,58 @@ ENDPOINTS: dict[str, Endpoint] = {
         ),
     )
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One of the API's own routes (not a project's analytics): where, how, what it answers.
+
+    ``handler`` names the :class:`~asgimon.dashboard.app.Api` method that serves it.
+    """
+
+    path: str
+    method: str
+    handler: str
+    summary: str
+    answers: dict[int, tuple[str, Schema]]  # status -> (description, schema)
+    errors: tuple[int, ...]  # statuses answered in the error shape
+    request: Schema | None = None  # the JSON body it takes
+
+
+OBJECT: Schema = {"type": "object"}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "/api/health",
+        "GET",
+        "health",
+        "Recorder, storage, periodic jobs and cache state",
+        {200: ("Healthy or degraded", OBJECT), 503: ("Storage is unavailable", OBJECT)},
+        (401, 404, 429),
+    ),
+    Operation(
+        "/api/summary",
+        "GET",
+        "summary",
+        "The last 24 hours of every project the caller may see, from hour rollups",
+        {200: ("OK", OBJECT)},
+        (401, 404, 429, 503),
+    ),
+    Operation(
+        INGEST_PATH,
+        "POST",
+        "ingest",
+        "Ingest a batch of domain events (idempotent on event id)",
+        {200: ("Stored: how many were new and how many already stored", INGEST_ANSWER)},
+        (400, 401, 403, 404, 413, 415, 422, 429, 503),
+        request=INGEST_BODY,
+    ),
+    Operation(
+        "/api/openapi.json",
+        "GET",
+        "openapi",
+        "This document",
+        {200: ("OK", OBJECT)},
+        (401, 404, 429),
+    ),
+)

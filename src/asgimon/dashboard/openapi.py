@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from asgimon.analytics.ranges import RANGES
 
+from .endpoints import OPERATIONS, Operation
 from .ingest import COMMON, _flag, _instant, _integer, _number, wire_kinds
-from .schemas import ERROR, INT, OVERVIEW, Schema, T, arr, obj, ref
+from .schemas import ERROR, OVERVIEW, Schema, T, arr, obj, ref
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint
@@ -132,6 +133,19 @@ def _get(summary: str, response: Schema, params: list[Schema], tables: tuple[str
     }
 
 
+def _operation(op: Operation) -> Schema:
+    answers = {
+        str(status): {"description": text, "content": {"application/json": {"schema": schema}}}
+        for status, (text, schema) in op.answers.items()
+    }
+    out: Schema = {"summary": op.summary, "responses": {**answers, **_error_responses(*op.errors)}}
+    if op.request is not None:
+        events = arr({"oneOf": [ref(f"{k.title()}Event") for k in wire_kinds()]})
+        body = {**op.request, "properties": {**op.request["properties"], "events": events}}
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return out
+
+
 def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema:
     project_param = {
         "name": "project_id",
@@ -150,68 +164,8 @@ def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema
         _range_params(),
         ("projects",),
     )
-    paths["/api/health"] = {
-        "get": {
-            "summary": "Recorder, storage, periodic jobs and cache state",
-            "responses": {
-                "200": {
-                    "description": "Healthy or degraded",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "503": {
-                    "description": "Storage is unavailable",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **_error_responses(401, 404, 429),
-            },
-        }
-    }
-    paths["/api/summary"] = {
-        "get": {
-            "summary": "The last 24 hours of every project the caller may see, from hour rollups",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **_error_responses(401, 404, 429, 503),
-            },
-        }
-    }
-    paths["/api/events"] = {
-        "post": {
-            "summary": "Ingest a batch of domain events (idempotent on event id)",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": obj(
-                            events=arr({"oneOf": [ref(f"{k.title()}Event") for k in wire_kinds()]})
-                        )
-                    }
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "Stored: how many were new and how many already stored",
-                    "content": {"application/json": {"schema": obj(accepted=INT, duplicates=INT)}},
-                },
-                **_error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
-            },
-        }
-    }
-    paths["/api/openapi.json"] = {
-        "get": {
-            "summary": "This document",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **_error_responses(401, 404, 429),
-            },
-        }
-    }
+    for op in OPERATIONS:
+        paths[op.path] = {op.method.lower(): _operation(op)}
     schemas: dict[str, Schema] = {"Error": ERROR}
     schemas.update({f"{k.title()}Event": _event_schema(k) for k in wire_kinds()})
     return {

@@ -234,3 +234,7 @@ ERROR = obj(
         details=arr({"type": "object", "properties": {"field": S, "message": S}}),
     )
 )
+
+INGEST_ANSWER = obj(accepted=INT, duplicates=INT)
+INGEST_BODY: Schema = obj(events=arr({"oneOf": []}))
+"""Filled with a reference per kind clients may post, when the document is assembled."""
