@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 N_REQUESTS = 10_000
 CONCURRENCY = 32
-RECONNECT_EVERY = 250
+RECONNECT_EVERY = 50  # a few connections per client: the kernel may give one worker a burst
 ITEMS_ENDPOINT = "/items/{item_id}"
 BACKGROUND_S = 0.2  # tests/apps/worker_app.py BACKGROUND_S
 
