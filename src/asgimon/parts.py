@@ -48,10 +48,6 @@ class Parts:
         self._stack: contextlib.AsyncExitStack | None = None
         self._deadline = 0.0
 
-    @property
-    def running(self) -> bool:
-        return self._stack is not None
-
     async def start(self) -> None:
         stack = contextlib.AsyncExitStack()
         try:

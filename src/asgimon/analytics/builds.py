@@ -24,11 +24,8 @@ PHASES = ("clone", "install", "build", "optimize", "upload")
 FIRST_PHASE = PHASES[0]
 
 
-_parts = series.build_parts
-
-
 def is_build_start(name: str) -> bool:
-    return name.startswith(series.BUILD) and _parts(name)[0] == FIRST_PHASE
+    return name.startswith(series.BUILD) and series.build_parts(name)[0] == FIRST_PHASE
 
 
 async def builds(q: Query) -> dict[str, Any]:
@@ -46,8 +43,8 @@ async def builds(q: Query) -> dict[str, Any]:
     # fail inside it: a rate stays a rate.
     failed = min(total, sum(r.error_count for r in per_series))
     phase_time = sum(r.value_sum for r in per_series)
-    per_phase = group(per_series, lambda r: _parts(r.series)[0])
-    per_framework = group(starts, lambda r: _parts(r.series)[1])
+    per_phase = group(per_series, lambda r: series.build_parts(r.series)[0])
+    per_framework = group(starts, lambda r: series.build_parts(r.series)[1])
     order = {p: i for i, p in enumerate(PHASES)}
 
     def trend_point(r: Rollup) -> dict[str, Any]:

@@ -20,10 +20,6 @@ IMPACT_WINDOW_S = 3600
 IMPACT_MAX = 20  # deployments compared per answer: 4 windows each, one round trip
 
 
-def framework_of(name: str) -> str:
-    return series.deploy_framework(name)
-
-
 async def deployments(q: Query) -> dict[str, Any]:
     """Completed deployments from the ``deploy:{framework}`` rollups; the latest events raw."""
     span = q.span
@@ -38,7 +34,7 @@ async def deployments(q: Query) -> dict[str, Any]:
     by_framework: Counter[str] = Counter()
     for r in rows:
         by_date[day(r.bucket_start)] += r.count
-        by_framework[framework_of(r.series)] += r.count
+        by_framework[series.deploy_framework(r.series)] += r.count
     p50, p95, p99 = combine(rows).quantiles((0.5, 0.95, 0.99))
     listed = [_deployment(ev) for ev in recent if isinstance(ev, DeploymentEvent)]
     await _add_impact(q, listed, [ev for ev in recent if isinstance(ev, DeploymentEvent)])

@@ -24,9 +24,6 @@ RECENT = 200
 SEVERITY_ORDER = ("critical", "high", "medium", "low")
 
 
-parts = series.error_parts
-
-
 async def error_figures(
     q: Query,
 ) -> tuple[list[SeriesTotal], list[dict[str, Any]], list[ErrorEvent]]:
@@ -41,7 +38,7 @@ async def error_figures(
         latest.setdefault(ev.fingerprint, ev)
     groups: list[dict[str, Any]] = []
     for t in totals:
-        severity, fingerprint, error_type = parts(t.series)
+        severity, fingerprint, error_type = series.error_parts(t.series)
         last = latest.get(fingerprint)
         groups.append(
             {
@@ -66,7 +63,7 @@ async def errors(q: Query) -> dict[str, Any]:
     by_type: Counter[str] = Counter()
     by_severity: Counter[str] = Counter()
     for t in totals:
-        severity, _, error_type = parts(t.series)
+        severity, _, error_type = series.error_parts(t.series)
         by_type[error_type] += t.count
         by_severity[severity] += t.count
     return {

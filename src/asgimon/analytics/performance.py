@@ -29,9 +29,6 @@ def apdex(r: Rollup, threshold_ms: float) -> float | None:
     return (satisfied + tolerating / 2) / r.value_count
 
 
-endpoint_of = series.api_parts
-
-
 async def performance(q: Query) -> dict[str, Any]:
     threshold = q.settings.apdex_threshold_ms
     sort = q.choice_param("sort", SORTS, "count") or "count"
@@ -39,7 +36,7 @@ async def performance(q: Query) -> dict[str, Any]:
     per_endpoint, totals = await asyncio.gather(q.series_rollups(series.API), q.rollups(API_TOTAL))
     endpoints = []
     for r in per_endpoint:
-        method, endpoint = endpoint_of(r.series)
+        method, endpoint = series.api_parts(r.series)
         endpoints.append(
             {"endpoint": endpoint, "method": method, **latency(r), "apdex": apdex(r, threshold)}
         )
