@@ -260,6 +260,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "rollups",
         "sampling",
         "series",
+        "setting_values",
         "settings",
         "storage",
         "tracking",
