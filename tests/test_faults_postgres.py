@@ -454,13 +454,15 @@ async def test_f11_hung_store_never_blocks_shutdown(
 # -- F12: PostgreSQL slow -------------------------------------------------------------------
 
 SLOW_S = 0.5
-# Host latency: the p99 under the fault may exceed the healthy one by 5 ms or by 20 %,
+# Host latency: the p99 under the fault may exceed the healthy one by 10 ms or by 20 %,
 # whichever is larger. One run of 300 in-process requests at concurrency 16 has a p99 of
 # 15-30 ms that a GC pause or a scheduling hiccup can push to 60 ms in either
 # configuration, so each side is the best (lowest) p99 of LATENCY_ROUNDS runs, interleaved
-# so drift hits both alike. A request that waited on the database takes SLOW_S = 500 ms in
-# every round: no best-of can hide that, and the max is checked against SLOW_S as well.
-LATENCY_ABS_S = 0.005
+# so drift hits both alike; even so the best p99s of two identical configurations were
+# seen 5.5 ms apart on a busy machine. A request that waited on the database takes
+# SLOW_S = 500 ms in every round: no best-of can hide that, and the max is checked against
+# SLOW_S as well.
+LATENCY_ABS_S = 0.010
 LATENCY_REL = 0.20
 LATENCY_ROUNDS = 5
 
