@@ -16,7 +16,7 @@ from asgimon import series
 from asgimon.events import BuildEvent
 from asgimon.rollups import Rollup
 
-from .common import group, header, iso, ratio, trend
+from .common import group, header, instant, ratio, trend
 from .query import Query
 
 RECENT_PHASES = 500
@@ -49,7 +49,7 @@ async def builds(q: Query) -> dict[str, Any]:
 
     def trend_point(r: Rollup) -> dict[str, Any]:
         # ``r`` sums every phase of one bucket; builds are its clone runs.
-        return {"builds": r.count, "failures": r.error_count, "avgDuration": r.avg}
+        return {"builds": r.count, "failures": r.error_count, "avg_duration": r.avg}
 
     builds_in = {r.bucket_start: r.count for r in build_starts}
     for point in phase_runs:
@@ -57,16 +57,16 @@ async def builds(q: Query) -> dict[str, Any]:
         point.count = point.value_count = builds_in.get(point.bucket_start, 0)
     return {
         **header(q.project_id, span),
-        "totalBuilds": total,
-        "successRate": ratio(total - failed, total),
-        "failureRate": ratio(failed, total),
-        "avgDuration": phase_time / total if total else None,
-        "durationTrend": trend(phase_runs, span, trend_point),
-        "phaseDurations": [
+        "total_builds": total,
+        "success_rate": ratio(total - failed, total),
+        "failure_rate": ratio(failed, total),
+        "avg_duration": phase_time / total if total else None,
+        "duration_trend": trend(phase_runs, span, trend_point),
+        "phase_durations": [
             {"phase": phase, **_phase(r)}
             for phase, r in sorted(per_phase.items(), key=lambda kv: order.get(kv[0], 99))
         ],
-        "frameworkUsage": [
+        "framework_usage": [
             {"framework": f, "count": r.count, "share": ratio(r.count, total)}
             for f, r in per_framework.items()
         ],
@@ -79,9 +79,9 @@ def _phase(r: Rollup) -> dict[str, Any]:
     return {
         "count": r.count,
         "failures": r.error_count,
-        "avgDuration": r.avg,
-        "p50Duration": p50,
-        "p95Duration": p95,
+        "avg_duration": r.avg,
+        "p50_duration": p50,
+        "p95_duration": p95,
     }
 
 
@@ -95,21 +95,22 @@ def _builds(phases: list[BuildEvent]) -> list[dict[str, Any]]:
         evs.sort(key=lambda e: e.start_time)
         out.append(
             {
-                "deploymentId": deployment_id,
+                "deployment_id": deployment_id,
                 "framework": next((e.framework for e in evs if e.framework), None),
                 "status": "failure" if any(e.status == "failure" for e in evs) else "success",
-                "startTime": iso(evs[0].start_time),
-                "endTime": iso(max(e.end_time for e in evs)),
-                "durationMs": sum(e.duration_ms for e in evs),
-                "assetCount": next(
+                "start_time": instant(evs[0].start_time),
+                "end_time": instant(max(e.end_time for e in evs)),
+                "duration_ms": sum(e.duration_ms for e in evs),
+                "asset_count": next(
                     (e.asset_count for e in reversed(evs) if e.asset_count is not None), None
                 ),
-                "totalSizeBytes": next(
+                "total_size_bytes": next(
                     (e.total_size_bytes for e in reversed(evs) if e.total_size_bytes is not None),
                     None,
                 ),
                 "phases": [
-                    {"phase": e.phase, "status": e.status, "durationMs": e.duration_ms} for e in evs
+                    {"phase": e.phase, "status": e.status, "duration_ms": e.duration_ms}
+                    for e in evs
                 ],
             }
         )

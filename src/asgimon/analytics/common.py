@@ -1,9 +1,14 @@
-"""Pieces every analytics endpoint shares: timestamps, rates, trends and latency figures."""
+"""Pieces every analytics computation shares: instants, rates, trends and latency figures.
+
+Analytics answer plain figures: snake_case names, instants as aware ``datetime`` and days as
+``date``, usable as they are by alert rules and pages; the JSON API shapes them into its
+camelCase wire form (``dashboard/wire.py``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from asgimon.rollups import Rollup
@@ -11,12 +16,12 @@ from asgimon.rollups import Rollup
 from .ranges import TimeRange
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+def instant(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
-def day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+def day(ts: float) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
 
 
 def ratio(part: float, whole: float) -> float:
@@ -25,9 +30,9 @@ def ratio(part: float, whole: float) -> float:
 
 def header(project_id: str, span: TimeRange) -> dict[str, Any]:
     return {
-        "projectId": project_id,
-        "start": iso(span.start),
-        "end": iso(span.end),
+        "project_id": project_id,
+        "start": instant(span.start),
+        "end": instant(span.end),
         "resolution": span.resolution,
     }
 
@@ -48,7 +53,7 @@ def trend(
     bucket = int(span.start)
     while bucket < span.end:
         r = merged.get(bucket) or Rollup("*", "*", span.resolution, bucket)
-        points.append({"time": iso(bucket), **figures(r)})
+        points.append({"time": instant(bucket), **figures(r)})
         bucket += span.width
     return points
 
@@ -59,7 +64,7 @@ def latency(r: Rollup) -> dict[str, Any]:
     return {
         "count": r.count,
         "errors": r.error_count,
-        "errorRate": ratio(r.error_count, r.count),
+        "error_rate": ratio(r.error_count, r.count),
         "avg": r.avg,
         "p50": p50,
         "p95": p95,

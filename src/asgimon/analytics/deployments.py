@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import date
 from typing import Any
 
 from asgimon import series
@@ -12,7 +13,7 @@ from asgimon.events import DeploymentEvent
 from asgimon.rollups import Rollup, combine
 from asgimon.series import API_TOTAL, FUNCTION_TOTAL
 
-from .common import day, header, iso, ratio, trend
+from .common import day, header, instant, ratio, trend
 from .query import Query
 
 RECENT = 100
@@ -30,7 +31,7 @@ async def deployments(q: Query) -> dict[str, Any]:
     total = sum(r.count for r in rows)
     failed = sum(r.error_count for r in rows)
     timed = sum(r.value_count for r in rows)
-    by_date: Counter[str] = Counter()
+    by_date: Counter[date] = Counter()
     by_framework: Counter[str] = Counter()
     for r in rows:
         by_date[day(r.bucket_start)] += r.count
@@ -40,40 +41,40 @@ async def deployments(q: Query) -> dict[str, Any]:
     await _add_impact(q, listed, [ev for ev in recent if isinstance(ev, DeploymentEvent)])
     return {
         **header(q.project_id, span),
-        "totalDeployments": total,
-        "successRate": ratio(total - failed, total),
-        "failureRate": ratio(failed, total),
-        "avgDuration": sum(r.value_sum for r in rows) / timed if timed else None,
-        "p50Duration": p50,
-        "p95Duration": p95,
-        "p99Duration": p99,
-        "deploymentsByDate": [{"date": d, "count": c} for d, c in sorted(by_date.items())],
-        "deploymentsByStatus": [
+        "total_deployments": total,
+        "success_rate": ratio(total - failed, total),
+        "failure_rate": ratio(failed, total),
+        "avg_duration": sum(r.value_sum for r in rows) / timed if timed else None,
+        "p50_duration": p50,
+        "p95_duration": p95,
+        "p99_duration": p99,
+        "deployments_by_date": [{"date": d, "count": c} for d, c in sorted(by_date.items())],
+        "deployments_by_status": [
             {"status": "success", "count": total - failed},
             {"status": "failure", "count": failed},
         ],
-        "frameworkDistribution": [
+        "framework_distribution": [
             {"framework": f, "count": c, "share": ratio(c, total)}
             for f, c in sorted(by_framework.items())
         ],
-        "deploymentTrend": trend(rows, span, _trend_point),
+        "deployment_trend": trend(rows, span, _trend_point),
         "deployments": listed,
     }
 
 
 def _trend_point(r: Rollup) -> dict[str, Any]:
-    return {"count": r.count, "failures": r.error_count, "avgDuration": r.avg}
+    return {"count": r.count, "failures": r.error_count, "avg_duration": r.avg}
 
 
 def _deployment(ev: DeploymentEvent) -> dict[str, Any]:
     return {
         "id": ev.id,
-        "deploymentId": ev.deployment_id,
+        "deployment_id": ev.deployment_id,
         "type": ev.type,
         "status": ev.status,
-        "durationMs": ev.duration_ms,
+        "duration_ms": ev.duration_ms,
         "framework": ev.framework,
-        "timestamp": iso(ev.timestamp),
+        "timestamp": instant(ev.timestamp),
         "impact": None,
     }
 
@@ -94,12 +95,12 @@ def impact_windows(q: Query, at: float) -> tuple[str, tuple[float, float], tuple
 
 def _side(api: Rollup, fn: Rollup) -> dict[str, Any]:
     return {
-        "apiCalls": api.count,
-        "avgLatency": api.avg,
-        "errorRate": ratio(api.error_count, api.count),
+        "api_calls": api.count,
+        "avg_latency": api.avg,
+        "error_rate": ratio(api.error_count, api.count),
         "invocations": fn.count,
-        "functionErrorRate": ratio(fn.error_count, fn.count),
-        "avgExecutionTime": fn.avg,
+        "function_error_rate": ratio(fn.error_count, fn.count),
+        "avg_execution_time": fn.avg,
     }
 
 
@@ -128,10 +129,10 @@ async def _add_impact(
         )
         for i, (row, _lo, mid, hi) in enumerate(items):
             row["impact"] = {
-                "windowSeconds": IMPACT_WINDOW_S,
+                "window_seconds": IMPACT_WINDOW_S,
                 "resolution": resolution,
                 "before": _side(api[2 * i], fn[2 * i]),
                 "after": _side(api[2 * i + 1], fn[2 * i + 1]),
-                "afterComplete": hi <= q.now,
-                "pivot": iso(mid),
+                "after_complete": hi <= q.now,
+                "pivot": instant(mid),
             }

@@ -17,7 +17,7 @@ from asgimon.events import ErrorEvent
 from asgimon.series import ERROR_TOTAL
 from asgimon.storage.base import SeriesTotal
 
-from .common import header, iso, trend
+from .common import header, instant, trend
 from .query import Query
 
 RECENT = 200
@@ -46,8 +46,8 @@ async def error_figures(
                 "type": error_type,
                 "severity": severity,
                 "count": t.count,
-                "firstSeen": iso(t.first_bucket),
-                "lastSeen": iso(t.last_bucket if last is None else last.timestamp),
+                "first_seen": instant(t.first_bucket),
+                "last_seen": instant(t.last_bucket if last is None else last.timestamp),
                 "message": None if last is None else last.message,
             }
         )
@@ -68,16 +68,16 @@ async def errors(q: Query) -> dict[str, Any]:
         by_severity[severity] += t.count
     return {
         **header(q.project_id, q.span),
-        "totalErrors": sum(t.count for t in totals),
-        "errorsByType": [
+        "total_errors": sum(t.count for t in totals),
+        "errors_by_type": [
             {"type": t, "count": c}
             for t, c in sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
-        "errorsBySeverity": [
+        "errors_by_severity": [
             {"severity": s, "count": by_severity.get(s, 0)} for s in SEVERITY_ORDER
         ],
-        "errorTrend": trend(trend_rows, q.span, lambda r: {"count": r.count}),
-        "recentErrors": [recent_error(ev) for ev in recent],
+        "error_trend": trend(trend_rows, q.span, lambda r: {"count": r.count}),
+        "recent_errors": [recent_error(ev) for ev in recent],
         "groups": groups,
     }
 
@@ -92,6 +92,6 @@ def recent_error(ev: ErrorEvent) -> dict[str, Any]:
         "handled": ev.handled,
         "endpoint": ev.endpoint,
         "method": ev.method,
-        "deploymentId": ev.deployment_id,
-        "timestamp": iso(ev.timestamp),
+        "deployment_id": ev.deployment_id,
+        "timestamp": instant(ev.timestamp),
     }

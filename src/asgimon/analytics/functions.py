@@ -21,9 +21,9 @@ def _distribution(r: Rollup) -> list[dict[str, Any]]:
     below = 0
     for lo, hi in zip((0.0, *EDGES_MS), EDGES_MS, strict=False):
         upto = r.count_at_most(hi)
-        out.append({"fromMs": lo, "toMs": hi, "count": upto - below})
+        out.append({"from_ms": lo, "to_ms": hi, "count": upto - below})
         below = upto
-    out.append({"fromMs": EDGES_MS[-1], "toMs": None, "count": r.value_count - below})
+    out.append({"from_ms": EDGES_MS[-1], "to_ms": None, "count": r.value_count - below})
     return out
 
 
@@ -32,11 +32,11 @@ def _figures(r: Rollup) -> dict[str, Any]:
     return {
         "invocations": r.count,
         "errors": r.error_count,
-        "errorRate": ratio(r.error_count, r.count),
-        "avgExecutionTime": r.avg,
-        "p50ExecutionTime": p50,
-        "p95ExecutionTime": p95,
-        "p99ExecutionTime": p99,
+        "error_rate": ratio(r.error_count, r.count),
+        "avg_execution_time": r.avg,
+        "p50_execution_time": p50,
+        "p95_execution_time": p95,
+        "p99_execution_time": p99,
     }
 
 
@@ -52,20 +52,24 @@ async def functions(q: Query) -> dict[str, Any]:
     overall = _figures(total)
     return {
         **header(q.project_id, span),
-        "totalInvocations": total.count,
-        "invocationRate": total.count / ((span.end - span.start) / 60),
-        "avgExecutionTime": overall["avgExecutionTime"],
-        "p50ExecutionTime": overall["p50ExecutionTime"],
-        "p95ExecutionTime": overall["p95ExecutionTime"],
-        "p99ExecutionTime": overall["p99ExecutionTime"],
-        "errorRate": overall["errorRate"],
-        "invocationsByFunction": [{"functionId": f, "count": r.count} for f, r in merged.items()],
-        "errorsByFunction": [{"functionId": f, "count": r.error_count} for f, r in merged.items()],
-        "executionTimeDistribution": _distribution(total),
-        "invocationTrend": trend(totals, span, _trend_point),
-        "functions": [{"functionId": f, **_figures(r)} for f, r in merged.items()],
+        "total_invocations": total.count,
+        "invocation_rate": total.count / ((span.end - span.start) / 60),
+        "avg_execution_time": overall["avg_execution_time"],
+        "p50_execution_time": overall["p50_execution_time"],
+        "p95_execution_time": overall["p95_execution_time"],
+        "p99_execution_time": overall["p99_execution_time"],
+        "error_rate": overall["error_rate"],
+        "invocations_by_function": [
+            {"function_id": f, "count": r.count} for f, r in merged.items()
+        ],
+        "errors_by_function": [
+            {"function_id": f, "count": r.error_count} for f, r in merged.items()
+        ],
+        "execution_time_distribution": _distribution(total),
+        "invocation_trend": trend(totals, span, _trend_point),
+        "functions": [{"function_id": f, **_figures(r)} for f, r in merged.items()],
     }
 
 
 def _trend_point(r: Rollup) -> dict[str, Any]:
-    return {"invocations": r.count, "errors": r.error_count, "avgExecutionTime": r.avg}
+    return {"invocations": r.count, "errors": r.error_count, "avg_execution_time": r.avg}

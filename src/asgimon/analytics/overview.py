@@ -13,7 +13,7 @@ from asgimon.series import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
 from asgimon.storage.base import SeriesTotal
 
 from .builds import is_build_start
-from .common import header, iso, ratio, trend
+from .common import header, instant, ratio, trend
 from .error_groups import error_figures
 from .query import Query
 
@@ -41,17 +41,17 @@ def headline(
     fn_errors = sum(r.error_count for r in totals if r.series == FUNCTION_TOTAL)
     builds = sum(t.count for t in phases if is_build_start(t.series))
     return {
-        "totalDeployments": deployments,
-        "successRate": ratio(deployments - failed, deployments),
-        "avgBuildTime": (sum(t.value_sum for t in phases) / builds) if builds else None,
-        "totalBuilds": builds,
-        "totalFunctionInvocations": fn,
-        "functionErrorRate": ratio(fn_errors, fn),
-        "totalErrors": sum(r.count for r in totals if r.series == ERROR_TOTAL),
-        "totalApiCalls": api.count,
-        "apiErrorRate": ratio(api.error_count, api.count),
-        "avgApiLatency": api.avg,
-        "p95ApiLatency": api.quantile(0.95),
+        "total_deployments": deployments,
+        "success_rate": ratio(deployments - failed, deployments),
+        "avg_build_time": (sum(t.value_sum for t in phases) / builds) if builds else None,
+        "total_builds": builds,
+        "total_function_invocations": fn,
+        "function_error_rate": ratio(fn_errors, fn),
+        "total_errors": sum(r.count for r in totals if r.series == ERROR_TOTAL),
+        "total_api_calls": api.count,
+        "api_error_rate": ratio(api.error_count, api.count),
+        "avg_api_latency": api.avg,
+        "p95_api_latency": api.quantile(0.95),
     }
 
 
@@ -68,21 +68,21 @@ async def dashboard(q: Query) -> dict[str, Any]:
     return {
         **header(q.project_id, q.span),
         **headline(totals, deploys, phases),
-        "recentDeployments": [
+        "recent_deployments": [
             {
                 "id": ev.id,
-                "deploymentId": ev.deployment_id,
+                "deployment_id": ev.deployment_id,
                 "type": ev.type,
                 "status": ev.status,
-                "durationMs": ev.duration_ms,
+                "duration_ms": ev.duration_ms,
                 "framework": ev.framework,
-                "timestamp": iso(ev.timestamp),
+                "timestamp": instant(ev.timestamp),
             }
             for ev in recent
             if isinstance(ev, DeploymentEvent)
         ],
-        "topErrors": groups[:TOP_ERRORS],
-        "deploymentTrend": trend(
+        "top_errors": groups[:TOP_ERRORS],
+        "deployment_trend": trend(
             deploys,
             span,
             lambda r: {"count": r.count, "failures": r.error_count},
@@ -97,4 +97,4 @@ async def overview_row(q: Query) -> dict[str, Any]:
     )
     deploys = [t for t in summed if t.series.startswith(series.DEPLOY)]
     phases = [t for t in summed if t.series.startswith(series.BUILD)]
-    return {"projectId": q.project_id, **headline(totals, deploys, phases)}
+    return {"project_id": q.project_id, **headline(totals, deploys, phases)}

@@ -18,7 +18,8 @@ from asgimon.series import API_TOTAL
 from .common import header, latency, ratio, trend
 from .query import Query
 
-SORTS = ("count", "avg", "p95", "errorRate", "apdex")
+# The ``sort`` parameter's values (the API's names) and the figure each one sorts by.
+SORTS = {"count": "count", "avg": "avg", "p95": "p95", "errorRate": "error_rate", "apdex": "apdex"}
 
 
 def apdex(r: Rollup, threshold_ms: float) -> float | None:
@@ -31,7 +32,7 @@ def apdex(r: Rollup, threshold_ms: float) -> float | None:
 
 async def performance(q: Query) -> dict[str, Any]:
     threshold = q.settings.apdex_threshold_ms
-    sort = q.choice_param("sort", SORTS, "count") or "count"
+    sort = SORTS[q.choice_param("sort", tuple(SORTS), "count") or "count"]
     # Each endpoint merged over the range; the project total per bucket for the trend.
     per_endpoint, totals = await asyncio.gather(q.series_rollups(series.API), q.rollups(API_TOTAL))
     endpoints = []
@@ -49,15 +50,15 @@ async def performance(q: Query) -> dict[str, Any]:
     total = combine(totals)
     return {
         **header(q.project_id, q.span),
-        "apdexThresholdMs": threshold,
+        "apdex_threshold_ms": threshold,
         "requests": total.count,
-        "errorRate": ratio(total.error_count, total.count),
-        "avgLatency": total.avg,
-        "p50Latency": total.quantile(0.5),
-        "p95Latency": total.quantile(0.95),
-        "p99Latency": total.quantile(0.99),
+        "error_rate": ratio(total.error_count, total.count),
+        "avg_latency": total.avg,
+        "p50_latency": total.quantile(0.5),
+        "p95_latency": total.quantile(0.95),
+        "p99_latency": total.quantile(0.99),
         "apdex": apdex(total, threshold),
-        "latencyTrend": trend(totals, q.span, _trend_point),
+        "latency_trend": trend(totals, q.span, _trend_point),
         "endpoints": endpoints,
     }
 

@@ -17,11 +17,11 @@ def _latency(r: Rollup) -> dict[str, Any]:
     return {
         "count": r.count,
         "errors": r.error_count,
-        "errorRate": r.error_count / r.count if r.count else 0.0,
-        "avgMs": r.avg,
-        "p50Ms": p50,
-        "p95Ms": p95,
-        "p99Ms": p99,
+        "error_rate": r.error_count / r.count if r.count else 0.0,
+        "avg_ms": r.avg,
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
     }
 
 
@@ -46,7 +46,7 @@ async def project_summary(storage: Storage, project_id: str, now: float) -> dict
 
     recent = await storage.events("deployment", project_id=project_id, limit=10)
     return {
-        "projectId": project_id,
+        "project_id": project_id,
         "api": _latency(api),
         "endpoints": endpoints[:50],
         "deployments": total(series.DEPLOY),
@@ -55,14 +55,14 @@ async def project_summary(storage: Storage, project_id: str, now: float) -> dict
             "errors": sum(r.error_count for r in rows if r.series.startswith(series.BUILD)),
         },
         "functions": total(series.FUNCTION),
-        "domainEvents": total(series.DOMAIN),
+        "domain_events": total(series.DOMAIN),
         "errors": total(series.ERROR),
-        "recentDeployments": [
+        "recent_deployments": [
             {
-                "deploymentId": e.deployment_id,  # type: ignore[attr-defined]
+                "deployment_id": e.deployment_id,  # type: ignore[attr-defined]
                 "type": e.type,  # type: ignore[attr-defined]
                 "status": e.status,  # type: ignore[attr-defined]
-                "at": e.at.isoformat(),
+                "at": e.at,
             }
             for e in recent
         ],

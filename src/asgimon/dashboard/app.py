@@ -22,8 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from asgimon._validate import project_id_problem
 from asgimon.analytics.cache import CachedStorage, RollupCache
-from asgimon.analytics.common import iso
-from asgimon.analytics.overview import overview_row
+from asgimon.analytics.common import instant
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery, TimeRange, parse_range
 from asgimon.analytics.summary import SUMMARY_WINDOW_S, project_summary
@@ -35,7 +34,7 @@ from asgimon.settings import Settings
 from asgimon.storage.base import Storage, WriteResult, storage_identity
 
 from .auth import Authenticator, AuthHook
-from .endpoints import ENDPOINTS, OPERATIONS, Endpoint
+from .endpoints import ENDPOINTS, OPERATIONS, OVERVIEW, Endpoint
 from .export import csv_response
 from .guard import Guard, principal_of
 from .ingest import BadBatch, parse_body, to_events
@@ -48,6 +47,7 @@ from .responses import (
     internal_error,
     storage_unavailable,
 )
+from .wire import to_wire
 
 
 class Writer(Protocol):
@@ -148,7 +148,7 @@ class Api:
                 _check_params(request, allowed)
                 table = _export_table(request, endpoint.tables)
                 span = parse_range(request.query_params, now)
-                body = await endpoint.compute(self.query(request, project_id, span, now))
+                body = to_wire(await endpoint.compute(self.query(request, project_id, span, now)))
             except BadQuery as exc:
                 return bad_query(exc)
             except StorageError as exc:
@@ -163,8 +163,8 @@ class Api:
         now = time.time()
         principal = principal_of(request)
         try:
-            _check_params(request, RANGE_PARAMS)
-            table = _export_table(request, ("projects",))
+            _check_params(request, RANGE_PARAMS | frozenset(OVERVIEW.params))
+            table = _export_table(request, OVERVIEW.tables)
             span = parse_range(request.query_params, now)
             if principal.admin:
                 projects = await self.monitor.storage.projects()
@@ -179,7 +179,7 @@ class Api:
 
             async def row(project: str) -> dict[str, Any]:
                 async with gate:
-                    return await overview_row(self.query(request, project, span, now))
+                    return await OVERVIEW.compute(self.query(request, project, span, now))
 
             rows = list(await asyncio.gather(*(row(p) for p in projects[:MAX_OVERVIEW_PROJECTS])))
         except BadQuery as exc:
@@ -187,15 +187,17 @@ class Api:
         except StorageError as exc:
             return storage_unavailable(exc)
         if table is not None:
-            return csv_response(rows, "overview.csv")
+            return csv_response(to_wire(rows), "overview.csv")
         return JSONResponse(
-            {
-                "start": iso(span.start),
-                "end": iso(span.end),
-                "resolution": span.resolution,
-                "totalProjects": len(projects),
-                "projects": rows,
-            }
+            to_wire(
+                {
+                    "start": instant(span.start),
+                    "end": instant(span.end),
+                    "resolution": span.resolution,
+                    "total_projects": len(projects),
+                    "projects": rows,
+                }
+            )
         )
 
     async def health(self, request: Request) -> Response:
@@ -217,7 +219,7 @@ class Api:
             data = [await project_summary(self.monitor.storage, p, now) for p in visible]
         except StorageError as exc:
             return storage_unavailable(exc)
-        return JSONResponse({"windowSeconds": SUMMARY_WINDOW_S, "projects": data})
+        return JSONResponse(to_wire({"window_seconds": SUMMARY_WINDOW_S, "projects": data}))
 
     async def ingest(self, request: Request) -> Response:
         settings = self.monitor.settings
@@ -288,7 +290,7 @@ class DashboardApp:
             else None
         )
         api = self.api
-        routes = [Route("/api/overview", api.overview, methods=["GET"])]
+        routes = [Route(OVERVIEW.path, api.overview, methods=["GET"])]
         routes += [
             Route(op.path, getattr(api, op.handler), methods=[op.method]) for op in OPERATIONS
         ]

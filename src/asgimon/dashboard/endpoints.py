@@ -16,13 +16,13 @@ from asgimon.analytics.error_groups import errors
 from asgimon.analytics.functions import functions
 from asgimon.analytics.listing import MAX_LIMIT
 from asgimon.analytics.listing import events as event_list
-from asgimon.analytics.overview import dashboard
+from asgimon.analytics.overview import dashboard, overview_row
 from asgimon.analytics.performance import SORTS, performance
 from asgimon.analytics.query import Query
 from asgimon.events import EVENT_TYPES
 
 from .guard import INGEST_PATH
-from .schemas import INGEST_ANSWER, INGEST_BODY, RESPONSES, Schema
+from .schemas import INGEST_ANSWER, INGEST_BODY, OVERVIEW_ANSWER, RESPONSES, Schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,7 @@ class Endpoint:
     params: dict[str, str]  # extra query parameters -> description
     summary: str
     response: Schema  # of its JSON answer, in the OpenAPI document
+    per_project: bool = True  # False: ``compute`` makes one row per project the caller sees
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -113,6 +114,17 @@ ENDPOINTS: dict[str, Endpoint] = {
         ),
     )
 }
+
+
+OVERVIEW = Endpoint(
+    "/api/overview",
+    overview_row,
+    ("projects",),
+    {},
+    "Headline figures of every project the caller may see",
+    OVERVIEW_ANSWER,
+    per_project=False,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from asgimon.analytics.ranges import RANGES
 
-from .endpoints import OPERATIONS, Operation
+from .endpoints import OPERATIONS, OVERVIEW, Operation
 from .ingest import COMMON, _flag, _instant, _integer, _number, wire_kinds
-from .schemas import ERROR, OVERVIEW, Schema, T, arr, obj, ref
+from .schemas import ERROR, Schema, T, arr, obj, ref
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint
@@ -154,16 +154,10 @@ def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema
         "schema": {"type": "string", "minLength": 1, "maxLength": 128},
     }
     paths: dict[str, Schema] = {}
-    for e in endpoints.values():
-        params = [project_param, *_range_params()]
-        params += [_extra_param(p, d) for p, d in e.params.items()]
+    for e in (*endpoints.values(), OVERVIEW):
+        params = [project_param] if e.per_project else []
+        params += [*_range_params(), *(_extra_param(p, d) for p, d in e.params.items())]
         paths[e.path] = _get(e.summary, e.response, params, e.tables)
-    paths["/api/overview"] = _get(
-        "Headline figures of every project the caller may see",
-        OVERVIEW,
-        _range_params(),
-        ("projects",),
-    )
     for op in OPERATIONS:
         paths[op.path] = {op.method.lower(): _operation(op)}
     schemas: dict[str, Schema] = {"Error": ERROR}

@@ -219,7 +219,7 @@ RESPONSES: dict[str, Schema] = {
     ),
 }
 
-OVERVIEW = obj(
+OVERVIEW_ANSWER = obj(
     start=T,
     end=T,
     resolution={"type": "string", "enum": ["hour", "day"]},
