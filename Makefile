@@ -12,10 +12,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian packages the suite drives: wrk loads the HTTP benchmark's smoke test.
+# What the suite drives besides Python: wrk loads the HTTP benchmark's smoke test; the
+# browser tests run Debian's Chromium (never a downloaded browser) and inject axe-core.
 TOOLS := $(VENV)/.tools
+AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
 $(TOOLS): $(STAMP)
-	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	command -v wrk >/dev/null && test -x /usr/bin/chromium || \
+		{ apt-get update -qq && apt-get install -y -qq wrk chromium; }
+	test -f $(AXE) || npm install --silent --no-audit --no-fund --prefix $(VENV)/node axe-core@4
 	touch $(TOOLS)
 
 install: $(STAMP) $(TOOLS)

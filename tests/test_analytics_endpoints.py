@@ -459,6 +459,7 @@ def headline(w: World, span: TimeRange, project: str) -> dict[str, Any]:
     return {
         "totalDeployments": len(done),
         "successRate": rate(sum(d.status == "success" for d in done), len(done)),
+        "avgDeploymentTime": mean([d.duration_ms for d in done if d.duration_ms is not None]),
         "avgBuildTime": approx(sum(map(phase_ms, phases)) / len(clones)) if clones else None,
         "totalBuilds": len(clones),
         "totalFunctionInvocations": len(fns),

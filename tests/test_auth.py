@@ -309,11 +309,22 @@ def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | Non
     """Every (method, path, body) a route answers, aimed at ``project`` where it takes one."""
     assert route.methods is not None
     params = set(route.param_convertors)
-    assert params <= {"project_id"}, f"{route.path}: the matrix does not know {params}"
-    path = "/analytics" + route.path.replace("{project_id}", project)
+    assert params <= {"project_id", "fingerprint"}, (
+        f"{route.path}: the matrix does not know {params}"
+    )
+    path = "/analytics" + route.path.replace("{project_id}", project).replace("{fingerprint}", "f")
     out: list[tuple[str, str, bytes | None]] = []
+    if route.path in FORMS:
+        # Forms refuse any post that is not this browser's form, whoever sends it.
+        if "GET" in route.methods:  # the sign-in page itself: nobody's data
+            return [("GET", path, None)]
+        return [("POST", path, b"csrf_token=x&token=y")]
     for method in sorted(route.methods - {"HEAD"}):
-        if method == "GET":
+        if method == "GET" and by_query(route):
+            query = f"?project={project}" + PAGE_PARAMS.get(route.path, "")
+            out.append((method, path + query, None))
+            out.append((method, path + query + "&range=90d", None))
+        elif method == "GET":
             out.append((method, path, None))
             if "{project_id}" in route.path or route.path == "/api/overview":
                 out.append((method, path + "?format=csv", None))
@@ -328,9 +339,22 @@ def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | Non
     return out
 
 
+FORMS = frozenset({"/signin", "/signout"})
+PAGE_PARAMS = {"/performance/endpoint": "&method=GET&endpoint=/items"}
+
+
+def by_query(route: Route) -> bool:
+    """The pages and the live stream name their project in ``?project=``."""
+    if route.path in FORMS:
+        return False
+    return not route.path.startswith("/api/") or route.path == "/api/stream"
+
+
 async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) -> None:
     routes = [r for r in monitor.dashboard.routes if isinstance(r, Route)]
-    assert len(routes) == len(monitor.dashboard.routes)
+    # Besides routes, only the package's static files (the same for everyone).
+    assert [r.path for r in monitor.dashboard.routes if not isinstance(r, Route)] == ["/static"]
+    monitor.dashboard.stream.lifetime_s = 0.05
     alice = bearer(token({"sub": "alice", "projects": ["tenant-a"]}))
     before = await monitor.storage.count("deployment", project_id="tenant-b")
     exercised = set()
@@ -347,9 +371,20 @@ async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) 
                     assert "tenant-b" not in response.text or response.status_code == 403, where
                     if target == "tenant-b" and "{project_id}" in route.path:
                         assert response.status_code == 403, where
-                    if target == "tenant-b" and method == "POST":
+                    if target == "tenant-b" and by_query(route) and method == "GET":
+                        assert response.status_code in (403, 404), where
+                    if target == "tenant-b" and method == "POST" and route.path not in FORMS:
                         assert response.status_code == 403, where
-                    if target == "tenant-a" and ("{project_id}" in route.path or body):
+                    if route.path in FORMS and method == "GET":
+                        assert response.status_code == 200, where
+                    elif route.path in FORMS:
+                        assert response.status_code in (400, 403), where
+                    elif route.path == "/errors/{fingerprint}":
+                        # No such group in tenant-a either: a clear 422, never its data.
+                        assert response.status_code in (403, 404, 422), where
+                    elif target == "tenant-a" and (
+                        "{project_id}" in route.path or body or by_query(route)
+                    ):
                         assert response.status_code == 200, where
     assert await monitor.storage.count("deployment", project_id="tenant-b") == before
     # Every route and method of the app was aimed at both tenants.

@@ -40,9 +40,11 @@ def headline(
     fn = sum(r.count for r in totals if r.series == FUNCTION_TOTAL)
     fn_errors = sum(r.error_count for r in totals if r.series == FUNCTION_TOTAL)
     builds = sum(t.count for t in phases if is_build_start(t.series))
+    timed = sum(r.value_count for r in deploys)
     return {
         "total_deployments": deployments,
         "success_rate": ratio(deployments - failed, deployments),
+        "avg_deployment_time": sum(r.value_sum for r in deploys) / timed if timed else None,
         "avg_build_time": (sum(t.value_sum for t in phases) / builds) if builds else None,
         "total_builds": builds,
         "total_function_invocations": fn,

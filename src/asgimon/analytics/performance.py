@@ -65,3 +65,24 @@ async def performance(q: Query) -> dict[str, Any]:
 
 def _trend_point(r: Rollup) -> dict[str, Any]:
     return {"count": r.count, "errors": r.error_count, "avg": r.avg, "p95": r.quantile(0.95)}
+
+
+async def endpoint_latency(q: Query, method: str, endpoint: str) -> dict[str, Any]:
+    """One endpoint's figures over the range and its latency per bucket."""
+    name = series.api(method, endpoint)
+    # The prefix read also matches longer templates ("/items" and "/items/{id}"): keep one.
+    rows = [r for r in await q.rollups(name) if r.series == name]
+    total = combine(rows)
+    return {
+        **header(q.project_id, q.span),
+        "endpoint": endpoint,
+        "method": method,
+        **latency(total),
+        "apdex": apdex(total, q.settings.apdex_threshold_ms),
+        "latency_trend": trend(rows, q.span, _endpoint_point),
+    }
+
+
+def _endpoint_point(r: Rollup) -> dict[str, Any]:
+    p50, p95, p99 = r.quantiles((0.5, 0.95, 0.99))
+    return {"count": r.count, "errors": r.error_count, "p50": p50, "p95": p95, "p99": p99}

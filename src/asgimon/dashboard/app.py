@@ -1,4 +1,4 @@
-"""The dashboard sub-application: the JSON API (the pages build on it).
+"""The dashboard sub-application: the JSON API, the live stream and the pages.
 
 Every analytics endpoint is one ``compute(query)`` function registered in :data:`ENDPOINTS`,
 which also lists its extra parameters and its tables for CSV export; the OpenAPI document
@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from asgimon._validate import project_id_problem
@@ -39,6 +39,8 @@ from .export import csv_response
 from .guard import Guard, principal_of
 from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
+from .pages.app import Pages
+from .pages.headers import PageHeaders
 from .responses import (
     bad_query,
     error_response,
@@ -47,6 +49,7 @@ from .responses import (
     internal_error,
     storage_unavailable,
 )
+from .stream import LiveStream
 from .wire import to_wire
 
 
@@ -74,6 +77,7 @@ class Host(Protocol):
 
 log = logging.getLogger("asgimon.dashboard")
 
+STREAM_PATH = "/api/stream"
 RANGE_PARAMS = frozenset({"range", "start", "end", "format", "table"})
 MAX_OVERVIEW_PROJECTS = 500
 OVERVIEW_CONCURRENCY = 2
@@ -290,22 +294,28 @@ class DashboardApp:
             else None
         )
         api = self.api
-        routes = [Route(OVERVIEW.path, api.overview, methods=["GET"])]
+        authn = Authenticator(s, auth)
+        self.stream = LiveStream(monitor.storage)
+        self.pages = Pages(s, monitor.storage, api.query, authn)
+        routes: list[BaseRoute] = [Route(OVERVIEW.path, api.overview, methods=["GET"])]
         routes += [
             Route(op.path, getattr(api, op.handler), methods=[op.method]) for op in OPERATIONS
         ]
         routes += [Route(e.path, api.analytics(e), methods=["GET"]) for e in ENDPOINTS.values()]
+        routes.append(Route(STREAM_PATH, self.stream.endpoint, methods=["GET"]))
+        routes += self.pages.routes()
         self.routes = routes
         inner = Starlette(
             routes=routes,
             exception_handlers={HTTPException: http_error, Exception: internal_error},
         )
-        self.app = Guard(inner, Authenticator(s, auth), self.throttle)
+        self.app = PageHeaders(Guard(inner, authn, self.throttle))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
 
     async def aclose(self) -> None:
+        self.stream.close()
         try:
             await self.api.cache.close()
         finally:

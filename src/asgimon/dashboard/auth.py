@@ -46,9 +46,16 @@ class AuthError(Exception):
     """Credentials were presented and are wrong: a 401 with this message."""
 
 
+SESSION_COOKIE = "asgimon_session"
+"""Where the sign-in page keeps a browser's token (``HttpOnly``, ``SameSite=Strict``)."""
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 def presented_token(scope: Scope) -> str | None:
-    """The credential a request presents (``Authorization: Bearer …`` or the ingest header)."""
+    """The credential a request presents: ``Authorization: Bearer …``, the ingest header, or,
+    for a read only, the sign-in cookie (a cookie never authorises a change: no CSRF)."""
     headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    cookie: str | None = None
     for name, value in headers:
         if name == b"x-asgimon-ingest-key":
             return value.decode("latin-1").strip()
@@ -56,6 +63,18 @@ def presented_token(scope: Scope) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer":
                 return token.strip()
+        if name == b"cookie" and cookie is None:
+            cookie = cookie_value(value.decode("latin-1"), SESSION_COOKIE)
+    if scope["type"] == "websocket" or scope.get("method") in READ_METHODS:
+        return cookie
+    return None
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name and value:
+            return value
     return None
 
 
@@ -134,6 +153,13 @@ class Authenticator:
             if name in claims and not _numeric_date(value):
                 raise AuthError(f"invalid token: {name} must be a number")
         return principal_from_claims(claims)
+
+
+def token_expiry(token: str) -> float | None:
+    """The ``exp`` of a token :meth:`Authenticator.decode` accepted (not checked again)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    exp: Any = claims.get("exp")
+    return float(exp) if _numeric_date(exp) else None
 
 
 def _numeric_date(value: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,6 +19,9 @@ from .responses import error_response
 log = logging.getLogger("asgimon.dashboard")
 
 INGEST_PATH = "/api/events"
+PUBLIC_PATHS = frozenset({"/signin", "/signout"})
+"""Open to anyone once auth is configured: they do their own checks (CSRF, the token)."""
+STATIC_PREFIX = "/static/"
 PRINCIPAL = "asgimon.principal"
 LOCAL = Principal("local", admin=True)
 """Who a loopback client is when no auth is configured."""
@@ -38,6 +42,23 @@ def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _wants_page(scope: Scope, path: str) -> bool:
+    """A browser asking for a page (not the JSON API, not an asset)."""
+    return (
+        scope["type"] == "http"
+        and scope.get("method") in ("GET", "HEAD")
+        and not path.startswith(("/api/", STATIC_PREFIX))
+    )
+
+
+def _to_signin(scope: Scope) -> Response:
+    root = str(scope.get("root_path", "")).rstrip("/")
+    target = _route_path(scope)
+    query = scope.get("query_string", b"").decode("latin-1")
+    nxt = quote(target + ("?" + query if query else ""), safe="")
+    return Response(status_code=303, headers={"Location": f"{root}/signin?next={nxt}"})
 
 
 class Guard:
@@ -77,7 +98,15 @@ class Guard:
                 429, "rate_limited", "too many refused requests from this address"
             )(scope, receive, send)
             return
+        path = _route_path(scope)
+        if self.authn.configured and (path in PUBLIC_PATHS or path.startswith(STATIC_PREFIX)):
+            # The sign-in page and its stylesheet: nothing behind them is a project's.
+            await self.app(scope, receive, send)
+            return
         refusal, principal = await self._principal(scope)
+        unauthorized = refusal is not None and refusal.status_code == 401
+        if principal is None and unauthorized and _wants_page(scope, path):
+            refusal = _to_signin(scope)
         if principal is None:
             if self.throttle is not None and refusal is not None and refusal.status_code == 401:
                 await self.throttle.check(failures_key)

@@ -60,6 +60,7 @@ LATENCY = {
 HEADLINE = {
     "totalDeployments": INT,
     "successRate": RATE,
+    "avgDeploymentTime": NN,
     "avgBuildTime": NN,
     "totalBuilds": INT,
     "totalFunctionInvocations": INT,

@@ -1,0 +1,116 @@
+"""The pages' routes: each :class:`~asgimon.dashboard.pages.views.Page` rendered from its
+template, the sign-in forms, and the static files, all behind the API's guard."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from asgimon.analytics.query import Query
+from asgimon.analytics.ranges import BadQuery
+from asgimon.dashboard.auth import SESSION_COOKIE, Authenticator, cookie_value
+from asgimon.errors import StorageError
+from asgimon.settings import Settings
+from asgimon.storage.base import Storage
+
+from . import csrf
+from .context import FILTER_CHOICES, RANGE_NAMES, PageContext, UnknownProject, page_context
+from .formats import FILTERS
+from .signin import SignIn
+from .views import PAGES, Page
+
+log = logging.getLogger("asgimon.dashboard")
+
+MakeQuery = Callable[[PageContext, str], Query]
+
+
+class Pages:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        query: Callable[[Request, str, Any, float], Query],
+        authn: Authenticator,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self._query = query
+        self.env = Environment(
+            loader=PackageLoader("asgimon.dashboard", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(FILTERS)
+        self.signin = SignIn(authn, self.render)
+
+    def query(self, ctx: PageContext, project_id: str) -> Query:
+        return self._query(ctx.request, project_id, ctx.span, ctx.now)
+
+    def render(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        html = self.env.get_template(template).render(
+            root=root,
+            nav=[p for p in PAGES if p.name],
+            signed_in=_signed_in(request),
+            **{"csrf_token": csrf.token_of(request), **values},
+        )
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def handler(self, page: Page) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            ctx: PageContext | None = None
+            try:
+                known = await self.storage.projects()
+                ctx = await page_context(request, known, self.settings.project_id)
+                figures = await page.view(ctx, self.query)
+            except BadQuery as exc:
+                return self.problem(request, ctx, 422, f"{exc.field}: {exc.message}")
+            except UnknownProject:
+                return self.problem(
+                    request, ctx, 404, "no project of that name among those you may see"
+                )
+            except StorageError as exc:
+                log.warning("asgimon: a dashboard page could not read storage: %s", exc)
+                return self.problem(request, ctx, 503, "storage is unavailable; retry shortly")
+            return self.render(
+                request,
+                page.template,
+                ctx=ctx,
+                page=page,
+                ranges=RANGE_NAMES,
+                filter_choices=FILTER_CHOICES,
+                **figures,
+            )
+
+        return handle
+
+    def problem(
+        self, request: Request, ctx: PageContext | None, status: int, message: str
+    ) -> Response:
+        return self.render(request, "problem.html", status, ctx=ctx, code=status, message=message)
+
+    def routes(self) -> list[BaseRoute]:
+        routes: list[BaseRoute] = [
+            Route(p.path, self.handler(p), methods=["GET", "HEAD"]) for p in PAGES
+        ]
+        routes += [
+            Route("/signin", self.signin.get, methods=["GET", "HEAD"]),
+            Route("/signin", self.signin.post, methods=["POST"]),
+            Route("/signout", self.signin.signout, methods=["POST"]),
+            Mount(
+                "/static", StaticFiles(packages=[("asgimon.dashboard", "static")]), name="static"
+            ),
+        ]
+        return routes
+
+
+def _signed_in(request: Request) -> bool:
+    return cookie_value(request.headers.get("cookie", ""), SESSION_COOKIE) is not None

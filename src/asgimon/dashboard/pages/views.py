@@ -1,0 +1,363 @@
+"""Each page: the analytics figures it shows, read through the same computations as the
+JSON API (so a page and ``/api/…`` always agree), filtered as the URL asks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from asgimon.analytics.builds import builds
+from asgimon.analytics.deployments import deployments
+from asgimon.analytics.error_groups import error_figures, errors
+from asgimon.analytics.functions import functions
+from asgimon.analytics.live import live_figures
+from asgimon.analytics.overview import dashboard, overview_row
+from asgimon.analytics.performance import SORTS, endpoint_latency, performance
+from asgimon.analytics.query import Query
+from asgimon.analytics.ranges import BadQuery
+from asgimon.events import DeploymentEvent, ErrorEvent
+
+from .charts import Line, Marker, bar_list, time_chart
+from .context import PageContext
+from .formats import ms, pct
+
+Figures = dict[str, Any]
+MakeQuery = Callable[[PageContext, str], Query]
+SUMMARY_PROJECTS = 5
+MARKER_DEPLOYMENTS = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    path: str  # under the mount
+    name: str  # in the navigation; "" for pages reached from another
+    template: str
+    view: Callable[[PageContext, MakeQuery], Awaitable[Figures]]
+    filters: tuple[str, ...] = ()  # of FILTER_CHOICES, offered in the controls
+    live: bool = False  # shows the live figures
+
+
+def _times(trend: list[Figures]) -> list[datetime]:
+    return [p["time"] for p in trend]
+
+
+async def _markers(ctx: PageContext, query: MakeQuery) -> list[Marker]:
+    """The completed deployments of the range: a line on every time chart."""
+    found = await query(ctx, ctx.project_id).events("deployment", MARKER_DEPLOYMENTS)
+    return [
+        Marker(
+            datetime.fromtimestamp(e.timestamp, UTC),
+            f"deployment {e.deployment_id} ({e.status})",
+            e.status == "failure",
+        )
+        for e in found
+        if isinstance(e, DeploymentEvent) and e.type == "completed"
+    ]
+
+
+async def _live(ctx: PageContext, query: MakeQuery) -> Figures:
+    """The live figures as of now, so that a page without JavaScript shows them too."""
+    return await live_figures(query(ctx, ctx.project_id).storage, ctx.project_id, ctx.now)
+
+
+async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
+    f, markers, fn, live = await asyncio.gather(
+        dashboard(query(ctx, ctx.project_id)),
+        _markers(ctx, query),
+        functions(query(ctx, ctx.project_id)),
+        _live(ctx, query),
+    )
+    others = [p for p in ctx.projects if p != ctx.project_id][: SUMMARY_PROJECTS - 1]
+    rows = []
+    if others:
+        rows = list(
+            await asyncio.gather(*(overview_row(query(ctx, p)) for p in [ctx.project_id, *others]))
+        )
+    trend = f["deployment_trend"]
+    fn_trend = fn["invocation_trend"]
+    charts = [
+        time_chart(
+            "Deployments",
+            _times(trend),
+            [
+                Line("deployments", [p["count"] for p in trend]),
+                Line("failed", [p["failures"] for p in trend]),
+            ],
+            markers=markers,
+            bars=True,
+        ),
+        time_chart(
+            "Function invocations",
+            _times(fn_trend),
+            [Line("invocations", [p["invocations"] for p in fn_trend])],
+            markers=markers,
+            bars=True,
+        ),
+        time_chart(
+            "Function error rate",
+            _times(fn_trend),
+            [Line("error rate", [_rate(p["errors"], p["invocations"]) for p in fn_trend])],
+            fmt=pct,
+            markers=markers,
+        ),
+    ]
+    return {"f": f, "fn": fn, "charts": charts, "projects_summary": rows, "live": live}
+
+
+async def deployments_page(ctx: PageContext, query: MakeQuery) -> Figures:
+    f, markers = await asyncio.gather(deployments(query(ctx, ctx.project_id)), _markers(ctx, query))
+    trend = f["deployment_trend"]
+    listed = f["deployments"]
+    if "status" in ctx.filters:
+        listed = [d for d in listed if d["status"] == ctx.filters["status"]]
+    if "type" in ctx.filters:
+        listed = [d for d in listed if d["type"] == ctx.filters["type"]]
+    durations = [d["duration_ms"] for d in f["deployments"] if d["duration_ms"] is not None]
+    charts = [
+        time_chart(
+            "Deployments",
+            _times(trend),
+            [
+                Line("deployments", [p["count"] for p in trend]),
+                Line("failed", [p["failures"] for p in trend]),
+            ],
+            markers=markers,
+            bars=True,
+        ),
+        time_chart(
+            "Average deployment duration",
+            _times(trend),
+            [Line("average", [p["avg_duration"] for p in trend])],
+            fmt=ms,
+            markers=markers,
+        ),
+        bar_list(
+            "Success and failure",
+            [(r["status"], r["count"]) for r in f["deployments_by_status"]],
+        ),
+        bar_list(
+            "Frameworks",
+            [(r["framework"], r["count"]) for r in f["framework_distribution"]],
+        ),
+        bar_list("Duration distribution (recent deployments)", _duration_buckets(durations)),
+        bar_list(
+            "Deployments per day", [(str(r["date"]), r["count"]) for r in f["deployments_by_date"]]
+        ),
+    ]
+    return {"f": f, "charts": charts, "listed": listed}
+
+
+DURATION_EDGES_MS = (30_000.0, 60_000.0, 120_000.0, 300_000.0, 600_000.0)
+
+
+def _duration_buckets(values: list[float]) -> list[tuple[str, float | None]]:
+    out: list[tuple[str, float | None]] = []
+    lo = 0.0
+    for hi in DURATION_EDGES_MS:
+        out.append((f"{ms(lo)} to {ms(hi)}", sum(1 for v in values if lo <= v < hi)))
+        lo = hi
+    out.append((f"≥ {ms(lo)}", sum(1 for v in values if v >= lo)))
+    return out
+
+
+async def functions_page(ctx: PageContext, query: MakeQuery) -> Figures:
+    f, markers, live = await asyncio.gather(
+        functions(query(ctx, ctx.project_id)), _markers(ctx, query), _live(ctx, query)
+    )
+    trend = f["invocation_trend"]
+    rows = sorted(f["functions"], key=lambda r: -r["invocations"])
+    charts = [
+        time_chart(
+            "Invocations",
+            _times(trend),
+            [
+                Line("invocations", [p["invocations"] for p in trend]),
+                Line("errors", [p["errors"] for p in trend]),
+            ],
+            markers=markers,
+            bars=True,
+        ),
+        time_chart(
+            "Average execution time",
+            _times(trend),
+            [Line("average", [p["avg_execution_time"] for p in trend])],
+            fmt=ms,
+            markers=markers,
+        ),
+        bar_list(
+            "Execution time distribution",
+            [
+                (
+                    f"{ms(b['from_ms'])} to {ms(b['to_ms'])}"
+                    if b["to_ms"]
+                    else f"≥ {ms(b['from_ms'])}",
+                    b["count"],
+                )
+                for b in f["execution_time_distribution"]
+            ],
+        ),
+        bar_list(
+            "Error rate per function",
+            [(r["function_id"], r["error_rate"]) for r in rows[:20]],
+            fmt=pct,
+        ),
+    ]
+    return {"f": f, "charts": charts, "rows": rows, "live": live}
+
+
+async def builds_page(ctx: PageContext, query: MakeQuery) -> Figures:
+    f, markers = await asyncio.gather(builds(query(ctx, ctx.project_id)), _markers(ctx, query))
+    trend = f["duration_trend"]
+    listed = f["builds"]
+    if "status" in ctx.filters:
+        listed = [b for b in listed if b["status"] == ctx.filters["status"]]
+    charts = [
+        time_chart(
+            "Average build duration",
+            _times(trend),
+            [Line("average", [p["avg_duration"] for p in trend])],
+            fmt=ms,
+            markers=markers,
+        ),
+        time_chart(
+            "Builds",
+            _times(trend),
+            [
+                Line("builds", [p["builds"] for p in trend]),
+                Line("failed phases", [p["failures"] for p in trend]),
+            ],
+            markers=markers,
+            bars=True,
+        ),
+        bar_list(
+            "Average duration per phase",
+            [(r["phase"], r["avg_duration"]) for r in f["phase_durations"]],
+            fmt=ms,
+        ),
+        bar_list("Frameworks", [(r["framework"], r["count"]) for r in f["framework_usage"]]),
+    ]
+    return {"f": f, "charts": charts, "listed": listed}
+
+
+async def errors_page(ctx: PageContext, query: MakeQuery) -> Figures:
+    f, markers = await asyncio.gather(errors(query(ctx, ctx.project_id)), _markers(ctx, query))
+    groups = f["groups"]
+    recent = f["recent_errors"]
+    for key, name in (("severity", "severity"), ("type", "type")):
+        if key in ctx.filters:
+            groups = [g for g in groups if g[name] == ctx.filters[key]]
+            recent = [e for e in recent if e[name] == ctx.filters[key]]
+    if "endpoint" in ctx.filters:
+        recent = [e for e in recent if e["endpoint"] == ctx.filters["endpoint"]]
+    trend = f["error_trend"]
+    charts = [
+        time_chart(
+            "Errors",
+            _times(trend),
+            [Line("errors", [p["count"] for p in trend])],
+            markers=markers,
+            bars=True,
+        ),
+        bar_list("By type", [(r["type"], r["count"]) for r in f["errors_by_type"][:12]]),
+        bar_list("By severity", [(r["severity"], r["count"]) for r in f["errors_by_severity"]]),
+    ]
+    return {"f": f, "charts": charts, "groups": groups, "recent": recent}
+
+
+async def error_group_page(ctx: PageContext, query: MakeQuery) -> Figures:
+    fingerprint = ctx.request.path_params["fingerprint"]
+    _, groups, found = await error_figures(query(ctx, ctx.project_id))
+    mine = [g for g in groups if g["fingerprint"] == fingerprint]
+    if not mine:
+        raise BadQuery("fingerprint", "no error group with this fingerprint in the range")
+    occurrences = [e for e in found if isinstance(e, ErrorEvent) and e.fingerprint == fingerprint]
+    return {
+        "groups": mine,
+        "count": sum(g["count"] for g in mine),
+        "fingerprint": fingerprint,
+        "occurrences": occurrences[:50],
+        "latest": occurrences[0] if occurrences else None,
+    }
+
+
+async def performance_page(ctx: PageContext, query: MakeQuery) -> Figures:
+    q = query(ctx, ctx.project_id)
+    f, markers = await asyncio.gather(performance(q), _markers(ctx, query))
+    rows = f["endpoints"]
+    if "endpoint" in ctx.filters:
+        rows = [r for r in rows if ctx.filters["endpoint"] in r["endpoint"]]
+    trend = f["latency_trend"]
+    charts = [
+        time_chart(
+            "API latency",
+            _times(trend),
+            [Line("average", [p["avg"] for p in trend]), Line("p95", [p["p95"] for p in trend])],
+            fmt=ms,
+            markers=markers,
+        ),
+        time_chart(
+            "Requests",
+            _times(trend),
+            [
+                Line("requests", [p["count"] for p in trend]),
+                Line("errors", [p["errors"] for p in trend]),
+            ],
+            markers=markers,
+            bars=True,
+        ),
+    ]
+    sort = ctx.request.query_params.get("sort", "count")
+    return {"f": f, "charts": charts, "rows": rows, "sort": sort, "sorts": tuple(SORTS)}
+
+
+async def endpoint_page(ctx: PageContext, query: MakeQuery) -> Figures:
+    params = ctx.request.query_params
+    method, endpoint = params.get("method"), ctx.filters.get("endpoint")
+    if not method:
+        raise BadQuery("method", "is required")
+    if not endpoint:
+        raise BadQuery("endpoint", "is required")
+    f, markers = await asyncio.gather(
+        endpoint_latency(query(ctx, ctx.project_id), method, endpoint), _markers(ctx, query)
+    )
+    trend = f["latency_trend"]
+    charts = [
+        time_chart(
+            "Latency",
+            _times(trend),
+            [Line(n, [p[n] for p in trend]) for n in ("p50", "p95", "p99")],
+            fmt=ms,
+            markers=markers,
+        ),
+        time_chart(
+            "Requests",
+            _times(trend),
+            [
+                Line("requests", [p["count"] for p in trend]),
+                Line("errors", [p["errors"] for p in trend]),
+            ],
+            markers=markers,
+            bars=True,
+        ),
+    ]
+    return {"f": f, "charts": charts}
+
+
+def _rate(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+PAGES: tuple[Page, ...] = (
+    Page("/", "Overview", "overview.html", overview, live=True),
+    Page("/deployments", "Deployments", "deployments.html", deployments_page, ("status", "type")),
+    Page("/functions", "Functions", "functions.html", functions_page, live=True),
+    Page("/builds", "Builds", "builds.html", builds_page, ("status",)),
+    Page("/errors", "Errors", "errors.html", errors_page, ("severity", "type", "endpoint")),
+    Page("/errors/{fingerprint}", "", "error_group.html", error_group_page),
+    Page("/performance", "Performance", "performance.html", performance_page, ("endpoint",)),
+    Page("/performance/endpoint", "", "endpoint.html", endpoint_page, ("endpoint",)),
+)
+"""Every page; a capability that adds pages adds entries here."""
