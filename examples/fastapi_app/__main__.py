@@ -12,6 +12,7 @@ import uvicorn
 from asgimon import Monitor
 
 from .app import create_app, synthetic_traffic
+from .history import backfill
 
 
 async def main(host: str, port: int, duration: float | None) -> None:
@@ -20,15 +21,19 @@ async def main(host: str, port: int, duration: float | None) -> None:
     app = create_app(monitor)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     base = f"http://{host}:{port}"
-    print(f"asgimon demo: app on {base}, storage {monitor.settings.storage_url}")
-    print(f"  summary (JSON):  {base}{monitor.settings.mount_path}/api/summary")
-    print(f"  recorder health: {base}{monitor.settings.mount_path}/api/health")
+    mount = monitor.settings.mount_path
+    print(f"asgimon dashboard: {base}{mount}/", flush=True)
+    print(f"  the example app: {base}/docs, storage {monitor.settings.storage_url}")
+    print(f"  summary (JSON):  {base}{mount}/api/summary")
+    print(f"  recorder health: {base}{mount}/api/health", flush=True)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
             await serving  # start-up failed: show why
             return
         await asyncio.sleep(0.05)
+    if await backfill(monitor):
+        print("  (a week of made-up history was written into the empty store)", flush=True)
     traffic = asyncio.create_task(synthetic_traffic(base, monitor))
     try:
         if duration is None:
