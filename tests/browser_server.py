@@ -30,6 +30,7 @@ from .pg_cluster import free_port
 class Served:
     base_url: str
     monitor: Monitor
+    server: uvicorn.Server
 
     @property
     def mount(self) -> str:
@@ -68,7 +69,7 @@ def serve(events: Sequence[Event], **settings: Any) -> Iterator[Served]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
     try:
-        yield Served(f"http://127.0.0.1:{port}", monitor)
+        yield Served(f"http://127.0.0.1:{port}", monitor, server)
     finally:
         server.should_exit = True
         thread.join(timeout=20)

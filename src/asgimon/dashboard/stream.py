@@ -3,8 +3,9 @@
 One read of storage per project per second in each process, whatever the number of open
 streams: every stream of a project waits on the same :class:`Snapshot`. A stream ends by
 itself after :data:`STREAM_LIFETIME_S` (the browser reconnects at once, sending
-``Last-Event-ID``), when the client goes away, and when the monitor stops, so that no
-stream keeps a worker from shutting down; at most :data:`MAX_STREAMS` are open per process.
+``Last-Event-ID``), when the client goes away, when the server starts shutting down
+(``server_exit.py``) and when the monitor stops, so that no stream keeps a worker from
+shutting down; at most :data:`MAX_STREAMS` are open per process.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from asgimon.analytics.live import live_figures
 from asgimon.analytics.query import Reader
 from asgimon.errors import StorageError
 
+from . import server_exit
 from .guard import principal_of
 from .responses import error_response, forbidden
 from .wire import to_wire
@@ -54,7 +56,15 @@ class LiveStream:
         self.snapshots: dict[str, Snapshot] = {}
         self.open = 0
         self.reads = 0
+        self.max_streams = MAX_STREAMS
         self.closed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        server_exit.listen(self)
+
+    def server_exiting(self) -> None:
+        """From the server's signal handler, perhaps in another thread than the loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.closed.set)
 
     async def latest(self, project_id: str) -> Snapshot:
         """The project's figures, read from storage if the last read is a second old."""
@@ -76,7 +86,8 @@ class LiveStream:
             return error_response(422, "invalid_query", f"project: {problem}", detail)
         if not principal_of(request).can_see(project_id):
             return forbidden(project_id)
-        if self.open >= MAX_STREAMS or self.closed.is_set():
+        self._loop = asyncio.get_running_loop()
+        if self.open >= self.max_streams or self.closed.is_set():
             return error_response(
                 503,
                 "too_many_streams",
