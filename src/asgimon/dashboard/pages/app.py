@@ -11,7 +11,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery
@@ -21,6 +20,7 @@ from asgimon.settings import Settings
 from asgimon.storage.base import Storage
 
 from . import csrf
+from .assets import Assets
 from .context import FILTER_CHOICES, RANGE_NAMES, PageContext, UnknownProject, page_context
 from .formats import FILTERS
 from .signin import SignIn
@@ -105,9 +105,7 @@ class Pages:
             Route("/signin", self.signin.get, methods=["GET", "HEAD"]),
             Route("/signin", self.signin.post, methods=["POST"]),
             Route("/signout", self.signin.signout, methods=["POST"]),
-            Mount(
-                "/static", StaticFiles(packages=[("asgimon.dashboard", "static")]), name="static"
-            ),
+            Mount("/static", Assets(), name="static"),
         ]
         return routes
 

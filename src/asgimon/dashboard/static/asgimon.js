@@ -10,8 +10,8 @@
   const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1, minimumFractionDigits: 1 });
   const whole = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
   const decimals = { requestsPerSecond: true, inFlight: true };
-  const source = new EventSource(section.dataset.stream);
-  source.addEventListener("figures", function (event) {
+
+  function show(event) {
     let figures;
     try { figures = JSON.parse(event.data); } catch (e) { return; }
     fields.forEach(function (el) {
@@ -24,11 +24,24 @@
       state.textContent = "live";
       state.classList.add("on");
     }
-  });
-  source.addEventListener("error", function () {
-    if (state && source.readyState === EventSource.CLOSED) {
-      state.textContent = "offline";
-      state.classList.remove("on");
-    }
-  });
+  }
+
+  function start() {
+    const source = new EventSource(section.dataset.stream);
+    source.addEventListener("figures", show);
+    source.addEventListener("error", function () {
+      if (state && source.readyState === EventSource.CLOSED) {
+        state.textContent = "offline";
+        state.classList.remove("on");
+      }
+    });
+  }
+
+  // The page already shows the figures as of its load: the stream starts once the page has
+  // painted, so that its first read does not compete with the first paint.
+  if (document.readyState === "complete") {
+    setTimeout(start, 200);
+  } else {
+    window.addEventListener("load", function () { setTimeout(start, 200); });
+  }
 })();
