@@ -116,7 +116,8 @@ def first_paints(url: str, rounds: int, range_: str) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     storage = SQLStorage(url)
-    monitor = Monitor(storage=storage, api_rate_limit=None)
+    # Its own requests are not recorded: the store stays what query.py loaded.
+    monitor = Monitor(storage=storage, api_rate_limit=None, enabled=False)
     # A one-line page beside the dashboard: the browser's own floor in the same run.
     host = Starlette(routes=[Route("/blank", lambda _: HTMLResponse(BLANK))])
     server = uvicorn.Server(
