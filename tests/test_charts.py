@@ -99,3 +99,16 @@ def test_the_formats_read_as_people_write_them() -> None:
     assert count(1234567) == "1,234,567"
     assert nbytes(2_500_000) == "2.5 MB"
     assert when(T0) == "2026-03-01 00:00:00 UTC"
+
+
+def test_deployments_in_one_bucket_share_one_marker_that_names_them() -> None:
+    at = HOURS[5] + timedelta(minutes=10)
+    markers = [Marker(at + timedelta(minutes=i), f"d{i}", failed=i == 3) for i in range(7)]
+    chart = time_chart("Deployments", HOURS, [Line("n", [1.0] * 24)], markers=markers)
+    lines = [e for e in parse(chart.svg).findall(f"{SVG}line") if "marker" in e.get("class", "")]
+    assert len(lines) == 1
+    assert lines[0].get("class") == "marker failed"  # one of them failed
+    assert child(lines[0], "title").text == "d0; d1; d2; d3; d4; and 2 more"
+    # Drawn inside its bucket's slot: between the slot's edges, not at another bucket.
+    dots = parse(chart.svg).findall(f"{SVG}circle")
+    assert num(dots[5], "cx") - 20 < num(lines[0], "x1") < num(dots[6], "cx")

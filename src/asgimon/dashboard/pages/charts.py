@@ -151,17 +151,7 @@ def time_chart(
                 f"<title>{escape(tip)}</title></circle>"
             )
     if times and markers:
-        first, last = times[0].timestamp(), times[-1].timestamp()
-        width_s = (last - first) / max(len(times) - 1, 1) or 1.0
-        for m in markers:
-            pos = (m.at.timestamp() - first) / width_s
-            if -0.5 <= pos <= len(times) - 0.5:
-                mx = x(pos)
-                cls = "marker failed" if m.failed else "marker"
-                body.append(
-                    f'<line class="{cls}" x1="{mx:.1f}" x2="{mx:.1f}" y1="{TOP}" '
-                    f'y2="{TOP + plot_h}"><title>{escape(m.label)}</title></line>'
-                )
+        body.extend(_markers(times, markers, step, TOP, TOP + plot_h))
     names = [line.name for line in lines]
     desc = f"{', '.join(names)} per bucket, from {when(times[0]) if times else DASH}"
     if markers:
@@ -174,6 +164,36 @@ def time_chart(
         empty,
         tuple(names),
     )
+
+
+MARKER_LABELS = 5  # named in one marker's tooltip; the rest are counted
+
+
+def _markers(
+    times: Sequence[datetime], markers: Sequence[Marker], step: float, top: float, bottom: float
+) -> list[str]:
+    """One line per bucket that saw deployments (red if one failed), where they fell in it,
+    its tooltip naming them: a busy month stays readable and light to draw."""
+    first = times[0].timestamp()
+    width_s = (times[-1].timestamp() - first) / max(len(times) - 1, 1) or 1.0
+    slots: dict[int, list[tuple[float, Marker]]] = {}
+    for m in markers:
+        pos = (m.at.timestamp() - first) / width_s  # in buckets from the first one's start
+        if 0 <= pos < len(times):
+            slots.setdefault(int(pos), []).append((pos, m))
+    out = []
+    for _, group in sorted(slots.items()):
+        mx = LEFT + step * sum(pos for pos, _ in group) / len(group)
+        failed = any(m.failed for _, m in group)
+        labels = [m.label for _, m in sorted(group, key=lambda g: g[0])]
+        if len(labels) > MARKER_LABELS:
+            labels = [*labels[:MARKER_LABELS], f"and {len(labels) - MARKER_LABELS} more"]
+        out.append(
+            f'<line class="{"marker failed" if failed else "marker"}" x1="{mx:.1f}" '
+            f'x2="{mx:.1f}" y1="{top}" y2="{bottom}"><title>{escape("; ".join(labels))}</title>'
+            "</line>"
+        )
+    return out
 
 
 def _tick(at: datetime, times: Sequence[datetime]) -> str:
