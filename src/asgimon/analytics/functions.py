@@ -73,3 +73,8 @@ async def functions(q: Query) -> dict[str, Any]:
 
 def _trend_point(r: Rollup) -> dict[str, Any]:
     return {"invocations": r.count, "errors": r.error_count, "avg_execution_time": r.avg}
+
+
+async def invocation_trend(q: Query) -> list[dict[str, Any]]:
+    """The project's invocations per bucket alone: one read, for pages that show no more."""
+    return trend(await q.rollups(FUNCTION_TOTAL), q.span, _trend_point)

@@ -12,7 +12,7 @@ from typing import Any
 from asgimon.analytics.builds import builds
 from asgimon.analytics.deployments import deployments
 from asgimon.analytics.error_groups import error_figures, errors
-from asgimon.analytics.functions import functions
+from asgimon.analytics.functions import functions, invocation_trend
 from asgimon.analytics.live import live_figures
 from asgimon.analytics.overview import dashboard, overview_row
 from asgimon.analytics.performance import SORTS, endpoint_latency, performance
@@ -64,10 +64,10 @@ async def _live(ctx: PageContext, query: MakeQuery) -> Figures:
 
 
 async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
-    f, markers, fn, live = await asyncio.gather(
+    f, markers, fn_trend, live = await asyncio.gather(
         dashboard(query(ctx, ctx.project_id)),
         _markers(ctx, query),
-        functions(query(ctx, ctx.project_id)),
+        invocation_trend(query(ctx, ctx.project_id)),
         _live(ctx, query),
     )
     others = [p for p in ctx.projects if p != ctx.project_id][: SUMMARY_PROJECTS - 1]
@@ -77,7 +77,6 @@ async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
             await asyncio.gather(*(overview_row(query(ctx, p)) for p in [ctx.project_id, *others]))
         )
     trend = f["deployment_trend"]
-    fn_trend = fn["invocation_trend"]
     charts = [
         time_chart(
             "Deployments",
@@ -104,7 +103,7 @@ async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
             markers=markers,
         ),
     ]
-    return {"f": f, "fn": fn, "charts": charts, "projects_summary": rows, "live": live}
+    return {"f": f, "charts": charts, "projects_summary": rows, "live": live}
 
 
 async def deployments_page(ctx: PageContext, query: MakeQuery) -> Figures:
