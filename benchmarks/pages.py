@@ -5,9 +5,10 @@ Reuses the SQLite store that ``benchmarks/query.py --reuse --backends sqlite`` l
 keeps (10,000,000 API calls and 1,000,000 other events over 90 days). Each page is asked
 for ``range=30d`` through the mounted app in process, ``--requests`` rounds: *cold* right
 after the analytics cache is cleared, *warm* repeated at once (server time: the page's
-reads, its figures and its template). Then a real uvicorn serves the same store and
-Debian's Chromium opens the overview ``--fcp-rounds`` times in a fresh context, cache
-cleared before each, and reads the first contentful paint from the Paint Timing API.
+reads, its figures and its template). Then a real uvicorn, in its own process and with no
+analytics cache, serves the same store and Debian's Chromium opens the overview
+``--fcp-rounds`` times, each in a fresh context, and reads the first contentful paint from
+the Paint Timing API, beside a one-line page served by the same process.
 
     .venv/bin/python benchmarks/query.py --reuse --backends sqlite   # once: loads, keeps
     .venv/bin/python benchmarks/pages.py [--requests 40] [--fcp-rounds 20] [--md PATH]
@@ -19,9 +20,10 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
+import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -112,30 +114,39 @@ async def server_times(url: str, rounds: int, range_: str) -> list[dict[str, Any
     ]
 
 
+def serve(url: str, port: int) -> None:
+    """The server, in its own process as in production: the browser's driver shares no GIL
+    with it. No analytics cache (every page is cold), and its own requests unrecorded (the
+    store stays what query.py loaded); a one-line page beside the dashboard is the
+    browser's own floor in the same run."""
+    monitor = Monitor(
+        storage=SQLStorage(url), api_rate_limit=None, enabled=False, local_cache_ttl=0
+    )
+    host = Starlette(routes=[Route("/blank", lambda _: HTMLResponse(BLANK))])
+    uvicorn.run(monitor.wrap(host), host="127.0.0.1", port=port, log_level="warning")
+
+
 def first_paints(url: str, rounds: int, range_: str) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    storage = SQLStorage(url)
-    # Its own requests are not recorded: the store stays what query.py loaded.
-    monitor = Monitor(storage=storage, api_rate_limit=None, enabled=False)
-    # A one-line page beside the dashboard: the browser's own floor in the same run.
-    host = Starlette(routes=[Route("/blank", lambda _: HTMLResponse(BLANK))])
-    server = uvicorn.Server(
-        uvicorn.Config(monitor.wrap(host), host="127.0.0.1", port=0, log_level="warning")
-    )
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = multiprocessing.get_context("spawn").Process(target=serve, args=(url, port))
+    server.start()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/blank", timeout=1)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline or not server.is_alive():
+                raise RuntimeError("the page server did not start") from None
+            time.sleep(0.1)
     urls = {
         "overview": f"http://127.0.0.1:{port}/analytics/?project={PROJECT}&range={range_}",
         "blank": f"http://127.0.0.1:{port}/blank",
     }
-
-    async def clear() -> None:
-        monitor.dashboard.api.cache.clear()
 
     paints: dict[str, list[float]] = {name: [] for name in urls}
     loads: list[float] = []
@@ -152,7 +163,6 @@ def first_paints(url: str, rounds: int, range_: str) -> dict[str, Any]:
             )
             for rnd in range(rounds + 1):
                 for name, url in urls.items():
-                    asyncio.run_coroutine_threadsafe(clear(), loop).result(10)
                     context = browser.new_context(viewport={"width": 1440, "height": 900})
                     page = context.new_page()
                     page.goto(url, wait_until="load")
@@ -178,8 +188,8 @@ def first_paints(url: str, rounds: int, range_: str) -> dict[str, Any]:
                             loads.append(float(load))
             browser.close()
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        server.terminate()
+        server.join(timeout=30)
     return {
         "rounds": rounds,
         "fcp_median_ms": statistics.median(paints["overview"]),
