@@ -312,7 +312,9 @@ def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | Non
     assert params <= {"project_id", "fingerprint"}, (
         f"{route.path}: the matrix does not know {params}"
     )
-    path = "/analytics" + route.path.replace("{project_id}", project).replace("{fingerprint}", "f")
+    path = "/analytics" + route.path.replace("{project_id}", project).replace(
+        "{fingerprint:path}", "f"
+    )
     out: list[tuple[str, str, bytes | None]] = []
     if route.path in FORMS:
         # Forms refuse any post that is not this browser's form, whoever sends it.
@@ -381,7 +383,7 @@ async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) 
                         assert response.status_code == 200, where
                     elif route.path in FORMS:
                         assert response.status_code in (400, 403), where
-                    elif route.path == "/errors/{fingerprint}":
+                    elif route.path == "/errors/{fingerprint:path}":
                         # No such group in tenant-a either: a clear 422, never its data.
                         assert response.status_code in (403, 404, 422), where
                     elif target == "tenant-a" and (

@@ -3,6 +3,7 @@ of a shutdown. Over a real uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -12,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
-from asgimon import DeploymentEvent
+from asgimon import DeploymentEvent, MemoryStorage, Monitor
 
 from .browser_server import Served, serve
 
@@ -72,6 +74,7 @@ def test_the_stream_reports_traffic_and_deployments_from_storage(served: Served)
 
 def test_many_clients_share_one_read_a_second(served: Served) -> None:
     stream = served.monitor.dashboard.stream
+    stream.max_per_caller = 20  # every client here is the same loopback caller
     before = stream.reads
     threads = [threading.Thread(target=events, args=(served, 3.0)) for _ in range(12)]
     t0 = time.monotonic()
@@ -137,3 +140,21 @@ def test_open_streams_do_not_hold_the_server_at_shutdown() -> None:
         # The streams ended at once, not at the end of their 15 s lifetime.
         assert time.monotonic() - t0 < 3.0
         assert all(not t.is_alive() for t in readers)
+
+
+async def test_streams_asked_for_at_once_are_counted_before_any_is_served() -> None:
+    """The bound holds for requests that arrive together, and per caller."""
+    monitor = Monitor(storage=MemoryStorage())
+    stream = monitor.dashboard.stream
+    stream.lifetime_s = 0.5
+    stream.max_streams, stream.max_per_caller = 100, 4
+    app = monitor.wrap(Starlette())
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        answers = await asyncio.gather(
+            *(client.get("/analytics/api/stream?project=shop") for _ in range(20))
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] * 4 + [503] * 16
+    assert stream.open == 0  # every place given back
+    assert stream.by_caller == {}

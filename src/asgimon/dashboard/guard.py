@@ -100,16 +100,16 @@ class Guard:
             return
         path = _route_path(scope)
         if self.authn.configured and (path in PUBLIC_PATHS or path.startswith(STATIC_PREFIX)):
-            # The sign-in page and its stylesheet: nothing behind them is a project's.
-            await self.app(scope, receive, send)
+            # The sign-in page and its stylesheet: nothing behind them is a project's. A
+            # refused token there counts against the address like any other.
+            await self.app(scope, receive, self._counting_refusals(send, failures_key))
             return
         refusal, principal = await self._principal(scope)
-        unauthorized = refusal is not None and refusal.status_code == 401
-        if principal is None and unauthorized and _wants_page(scope, path):
-            refusal = _to_signin(scope)
         if principal is None:
             if self.throttle is not None and refusal is not None and refusal.status_code == 401:
                 await self.throttle.check(failures_key)
+            if refusal is not None and refusal.status_code == 401 and _wants_page(scope, path):
+                refusal = _to_signin(scope)
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             else:
@@ -144,6 +144,18 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, send_with_limits)
+
+    def _counting_refusals(self, send: Send, failures_key: str) -> Send:
+        throttle = self.throttle
+        if throttle is None:
+            return send
+
+        async def counting(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                await throttle.check(failures_key)
+            await send(message)
+
+        return counting
 
     async def _principal(self, scope: Scope) -> tuple[Response | None, Principal | None]:
         token = presented_token(scope)

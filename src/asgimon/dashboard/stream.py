@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -37,7 +38,30 @@ log = logging.getLogger("asgimon.dashboard")
 INTERVAL_S = 1.0
 STREAM_LIFETIME_S = 15.0
 MAX_STREAMS = 100
+MAX_STREAMS_PER_CALLER = 10  # one tenant's tabs cannot take every slot of the process
+MAX_SNAPSHOTS = 1000  # projects whose figures are kept between reads
 RETRY_MS = 500
+
+
+class Slot:
+    """One open stream's place in the bounds, given back exactly once, whichever of the
+    stream's end or the response's end comes first."""
+
+    def __init__(self, owner: LiveStream, caller: str) -> None:
+        self.owner, self.caller, self.held = owner, caller, True
+        owner.open += 1
+        owner.by_caller[caller] = owner.by_caller.get(caller, 0) + 1
+
+    async def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self.owner.open -= 1
+        left = self.owner.by_caller[self.caller] - 1
+        if left:
+            self.owner.by_caller[self.caller] = left
+        else:
+            del self.owner.by_caller[self.caller]
 
 
 @dataclass
@@ -55,8 +79,10 @@ class LiveStream:
         self.lifetime_s = lifetime_s
         self.snapshots: dict[str, Snapshot] = {}
         self.open = 0
+        self.by_caller: dict[str, int] = {}
         self.reads = 0
         self.max_streams = MAX_STREAMS
+        self.max_per_caller = MAX_STREAMS_PER_CALLER
         self.closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         server_exit.listen(self)
@@ -68,7 +94,11 @@ class LiveStream:
 
     async def latest(self, project_id: str) -> Snapshot:
         """The project's figures, read from storage if the last read is a second old."""
-        snap = self.snapshots.setdefault(project_id, Snapshot())
+        snap = self.snapshots.get(project_id)
+        if snap is None:
+            if len(self.snapshots) >= MAX_SNAPSHOTS:
+                self.snapshots.pop(next(iter(self.snapshots)))
+            snap = self.snapshots[project_id] = Snapshot()
         async with snap.lock:  # the first caller reads; the others wait and share it
             now = time.time()
             if now * 1000 - snap.id >= INTERVAL_S * 1000:
@@ -87,7 +117,12 @@ class LiveStream:
         if not principal_of(request).can_see(project_id):
             return forbidden(project_id)
         self._loop = asyncio.get_running_loop()
-        if self.open >= self.max_streams or self.closed.is_set():
+        if self.closed.is_set():
+            return error_response(
+                503, "shutting_down", "the server is shutting down", headers={"Retry-After": "5"}
+            )
+        caller = _caller(request)
+        if self.open >= self.max_streams or self.by_caller.get(caller, 0) >= self.max_per_caller:
             return error_response(
                 503,
                 "too_many_streams",
@@ -96,19 +131,27 @@ class LiveStream:
             )
         last = request.headers.get("last-event-id", "")
         last_id = int(last) if last.isascii() and last.isdigit() and len(last) < 16 else 0
+        # The place is taken before the first await: requests arriving together are counted.
+        slot = Slot(self, caller)
         try:
             first = await self.latest(project_id)
         except StorageError as exc:
+            await slot.release()
             log.warning("asgimon: the live stream could not read storage: %s", exc)
             return error_response(503, "storage_unavailable", "storage is unavailable; retry later")
+        except BaseException:
+            await slot.release()
+            raise
         return StreamingResponse(
-            self._events(project_id, first, last_id),
+            self._events(project_id, first, last_id, slot),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(slot.release),
         )
 
-    async def _events(self, project_id: str, first: Snapshot, last_id: int) -> AsyncIterator[str]:
-        self.open += 1
+    async def _events(
+        self, project_id: str, first: Snapshot, last_id: int, slot: Slot
+    ) -> AsyncIterator[str]:
         try:
             yield f"retry: {RETRY_MS}\n\n"
             ends = time.monotonic() + self.lifetime_s
@@ -125,10 +168,18 @@ class LiveStream:
                 except StorageError:
                     snap = None  # the page keeps its last figures; the next second retries
         finally:
-            self.open -= 1
+            await slot.release()
 
     def stats(self) -> dict[str, Any]:
         return {"open": self.open, "reads": self.reads}
 
     def close(self) -> None:
         self.closed.set()
+
+
+def _caller(request: Request) -> str:
+    principal = principal_of(request)
+    if principal.admin and principal.subject == "local":
+        client = request.scope.get("client")
+        return "addr:" + (str(client[0]) if client else "-")
+    return "sub:" + principal.subject

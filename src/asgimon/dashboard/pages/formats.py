@@ -4,6 +4,7 @@ by the templates)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 DASH = "\u2013"  # an en dash: no figure
 
@@ -63,6 +64,12 @@ def when(at: datetime | float | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def segment(text: str) -> str:
+    """``text`` as one path segment: "/", "?" and "#" quoted too, so a link built from
+    client-chosen text (an error's fingerprint) cannot leave the page it names."""
+    return quote(text, safe="")
+
+
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -76,4 +83,5 @@ FILTERS = {
     "nbytes": nbytes,
     "when": when,
     "iso": iso,
+    "segment": segment,
 }

@@ -1,4 +1,6 @@
-"""The headers every page and asset carries: a strict CSP, no sniffing, no framing."""
+"""The headers every page and asset carries: a strict CSP, no sniffing, no framing, and no
+caching of anything that does not say otherwise (a project's figures read with the sign-in
+cookie are as private as those read with a bearer token)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,10 @@ class PageHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *HEADERS]}
+                headers = [*message.get("headers", ()), *HEADERS]
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"private, no-store"))
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -21,6 +21,7 @@ from asgimon.dashboard.auth import SESSION_COOKIE, Authenticator, AuthError, tok
 from . import csrf
 
 MAX_FORM_BYTES = 16_384
+MAX_COOKIE_TOKEN = 3800  # browsers drop a cookie past about 4 KB, name and flags included
 Render = Callable[..., Response]
 
 
@@ -93,6 +94,9 @@ class SignIn:
             return self._page(request, 401, error=f"the token was refused: {exc}")
         if principal is None:
             return self._page(request, 401, error="paste a token to sign in")
+        if len(token) > MAX_COOKIE_TOKEN:
+            message = f"the token is over {MAX_COOKIE_TOKEN} bytes, too long for a browser to keep"
+            return self._page(request, 400, error=message + "; send it as a bearer token instead")
         expires = token_expiry(token)
         response = RedirectResponse(_next(request, form.get("next")), status_code=303)
         response.set_cookie(

@@ -355,7 +355,8 @@ PAGES: tuple[Page, ...] = (
     Page("/functions", "Functions", "functions.html", functions_page, live=True),
     Page("/builds", "Builds", "builds.html", builds_page, ("status",)),
     Page("/errors", "Errors", "errors.html", errors_page, ("severity", "type", "endpoint")),
-    Page("/errors/{fingerprint}", "", "error_group.html", error_group_page),
+    # :path: a fingerprint is the client's text, "/" included (sent as %2F).
+    Page("/errors/{fingerprint:path}", "", "error_group.html", error_group_page),
     Page("/performance", "Performance", "performance.html", performance_page, ("endpoint",)),
     Page("/performance/endpoint", "", "endpoint.html", endpoint_page, ("endpoint",)),
 )
