@@ -74,6 +74,11 @@ def test_the_demo_opens_onto_a_populated_dashboard(tmp_path: Path) -> None:
         assert "Nothing recorded" not in page.text  # not the empty state
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C, as a person stops `make demo`
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail("the demo did not stop within 30 s of Ctrl-C:\n" + out.decode()[-3000:])
     assert proc.returncode == 0, out.decode()
     assert "/analytics/api/summary" in "".join(banner)
