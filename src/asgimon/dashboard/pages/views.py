@@ -20,9 +20,9 @@ from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery
 from asgimon.events import DeploymentEvent, ErrorEvent
 
-from .charts import Line, Marker, bar_list, time_chart
+from .charts import Chart, Format, Line, Marker, bar_list, time_chart
 from .context import PageContext
-from .formats import ms, pct
+from .formats import count, ms, pct
 
 Figures = dict[str, Any]
 MakeQuery = Callable[[PageContext, str], Query]
@@ -42,6 +42,34 @@ class Page:
 
 def _times(trend: list[Figures]) -> list[datetime]:
     return [p["time"] for p in trend]
+
+
+def _trend_chart(
+    title: str,
+    trend: list[Figures],
+    lines: dict[str, str],
+    markers: list[Marker],
+    *,
+    fmt: Format = count,
+    bars: bool = False,
+) -> Chart:
+    """A chart of a trend's points: ``lines`` maps each line's name to its figure."""
+    return time_chart(
+        title,
+        _times(trend),
+        [Line(name, [point[key] for point in trend]) for name, key in lines.items()],
+        fmt=fmt,
+        markers=markers,
+        bars=bars,
+    )
+
+
+def _matching(rows: list[Figures], ctx: PageContext, *filters: str) -> list[Figures]:
+    """The rows whose figure equals each of ``filters`` the URL sets."""
+    for name in filters:
+        if name in ctx.filters:
+            rows = [r for r in rows if r[name] == ctx.filters[name]]
+    return rows
 
 
 async def _markers(ctx: PageContext, query: MakeQuery) -> list[Marker]:
@@ -78,22 +106,11 @@ async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
         )
     trend = f["deployment_trend"]
     charts = [
-        time_chart(
-            "Deployments",
-            _times(trend),
-            [
-                Line("deployments", [p["count"] for p in trend]),
-                Line("failed", [p["failures"] for p in trend]),
-            ],
-            markers=markers,
-            bars=True,
+        _trend_chart(
+            "Deployments", trend, {"deployments": "count", "failed": "failures"}, markers, bars=True
         ),
-        time_chart(
-            "Function invocations",
-            _times(fn_trend),
-            [Line("invocations", [p["invocations"] for p in fn_trend])],
-            markers=markers,
-            bars=True,
+        _trend_chart(
+            "Function invocations", fn_trend, {"invocations": "invocations"}, markers, bars=True
         ),
         time_chart(
             "Function error rate",
@@ -109,29 +126,14 @@ async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
 async def deployments_page(ctx: PageContext, query: MakeQuery) -> Figures:
     f, markers = await asyncio.gather(deployments(query(ctx, ctx.project_id)), _markers(ctx, query))
     trend = f["deployment_trend"]
-    listed = f["deployments"]
-    if "status" in ctx.filters:
-        listed = [d for d in listed if d["status"] == ctx.filters["status"]]
-    if "type" in ctx.filters:
-        listed = [d for d in listed if d["type"] == ctx.filters["type"]]
+    listed = _matching(f["deployments"], ctx, "status", "type")
     durations = [d["duration_ms"] for d in f["deployments"] if d["duration_ms"] is not None]
     charts = [
-        time_chart(
-            "Deployments",
-            _times(trend),
-            [
-                Line("deployments", [p["count"] for p in trend]),
-                Line("failed", [p["failures"] for p in trend]),
-            ],
-            markers=markers,
-            bars=True,
+        _trend_chart(
+            "Deployments", trend, {"deployments": "count", "failed": "failures"}, markers, bars=True
         ),
-        time_chart(
-            "Average deployment duration",
-            _times(trend),
-            [Line("average", [p["avg_duration"] for p in trend])],
-            fmt=ms,
-            markers=markers,
+        _trend_chart(
+            "Average deployment duration", trend, {"average": "avg_duration"}, markers, fmt=ms
         ),
         bar_list(
             "Success and failure",
@@ -169,22 +171,15 @@ async def functions_page(ctx: PageContext, query: MakeQuery) -> Figures:
     trend = f["invocation_trend"]
     rows = sorted(f["functions"], key=lambda r: -r["invocations"])
     charts = [
-        time_chart(
+        _trend_chart(
             "Invocations",
-            _times(trend),
-            [
-                Line("invocations", [p["invocations"] for p in trend]),
-                Line("errors", [p["errors"] for p in trend]),
-            ],
-            markers=markers,
+            trend,
+            {"invocations": "invocations", "errors": "errors"},
+            markers,
             bars=True,
         ),
-        time_chart(
-            "Average execution time",
-            _times(trend),
-            [Line("average", [p["avg_execution_time"] for p in trend])],
-            fmt=ms,
-            markers=markers,
+        _trend_chart(
+            "Average execution time", trend, {"average": "avg_execution_time"}, markers, fmt=ms
         ),
         bar_list(
             "Execution time distribution",
@@ -210,26 +205,11 @@ async def functions_page(ctx: PageContext, query: MakeQuery) -> Figures:
 async def builds_page(ctx: PageContext, query: MakeQuery) -> Figures:
     f, markers = await asyncio.gather(builds(query(ctx, ctx.project_id)), _markers(ctx, query))
     trend = f["duration_trend"]
-    listed = f["builds"]
-    if "status" in ctx.filters:
-        listed = [b for b in listed if b["status"] == ctx.filters["status"]]
+    listed = _matching(f["builds"], ctx, "status")
     charts = [
-        time_chart(
-            "Average build duration",
-            _times(trend),
-            [Line("average", [p["avg_duration"] for p in trend])],
-            fmt=ms,
-            markers=markers,
-        ),
-        time_chart(
-            "Builds",
-            _times(trend),
-            [
-                Line("builds", [p["builds"] for p in trend]),
-                Line("failed phases", [p["failures"] for p in trend]),
-            ],
-            markers=markers,
-            bars=True,
+        _trend_chart("Average build duration", trend, {"average": "avg_duration"}, markers, fmt=ms),
+        _trend_chart(
+            "Builds", trend, {"builds": "builds", "failed phases": "failures"}, markers, bars=True
         ),
         bar_list(
             "Average duration per phase",
@@ -243,23 +223,11 @@ async def builds_page(ctx: PageContext, query: MakeQuery) -> Figures:
 
 async def errors_page(ctx: PageContext, query: MakeQuery) -> Figures:
     f, markers = await asyncio.gather(errors(query(ctx, ctx.project_id)), _markers(ctx, query))
-    groups = f["groups"]
-    recent = f["recent_errors"]
-    for key, name in (("severity", "severity"), ("type", "type")):
-        if key in ctx.filters:
-            groups = [g for g in groups if g[name] == ctx.filters[key]]
-            recent = [e for e in recent if e[name] == ctx.filters[key]]
-    if "endpoint" in ctx.filters:
-        recent = [e for e in recent if e["endpoint"] == ctx.filters["endpoint"]]
+    groups = _matching(f["groups"], ctx, "severity", "type")
+    recent = _matching(f["recent_errors"], ctx, "severity", "type", "endpoint")
     trend = f["error_trend"]
     charts = [
-        time_chart(
-            "Errors",
-            _times(trend),
-            [Line("errors", [p["count"] for p in trend])],
-            markers=markers,
-            bars=True,
-        ),
+        _trend_chart("Errors", trend, {"errors": "count"}, markers, bars=True),
         bar_list("By type", [(r["type"], r["count"]) for r in f["errors_by_type"][:12]]),
         bar_list("By severity", [(r["severity"], r["count"]) for r in f["errors_by_severity"]]),
     ]
@@ -290,22 +258,9 @@ async def performance_page(ctx: PageContext, query: MakeQuery) -> Figures:
         rows = [r for r in rows if ctx.filters["endpoint"] in r["endpoint"]]
     trend = f["latency_trend"]
     charts = [
-        time_chart(
-            "API latency",
-            _times(trend),
-            [Line("average", [p["avg"] for p in trend]), Line("p95", [p["p95"] for p in trend])],
-            fmt=ms,
-            markers=markers,
-        ),
-        time_chart(
-            "Requests",
-            _times(trend),
-            [
-                Line("requests", [p["count"] for p in trend]),
-                Line("errors", [p["errors"] for p in trend]),
-            ],
-            markers=markers,
-            bars=True,
+        _trend_chart("API latency", trend, {"average": "avg", "p95": "p95"}, markers, fmt=ms),
+        _trend_chart(
+            "Requests", trend, {"requests": "count", "errors": "errors"}, markers, bars=True
         ),
     ]
     sort = ctx.request.query_params.get("sort", "count")
@@ -331,15 +286,8 @@ async def endpoint_page(ctx: PageContext, query: MakeQuery) -> Figures:
             fmt=ms,
             markers=markers,
         ),
-        time_chart(
-            "Requests",
-            _times(trend),
-            [
-                Line("requests", [p["count"] for p in trend]),
-                Line("errors", [p["errors"] for p in trend]),
-            ],
-            markers=markers,
-            bars=True,
+        _trend_chart(
+            "Requests", trend, {"requests": "count", "errors": "errors"}, markers, bars=True
         ),
     ]
     return {"f": f, "charts": charts}
