@@ -316,6 +316,11 @@ def test_bad_input_gives_a_page_with_a_clear_message(
         (f"{served.mount}/?project=nope", 404, "no project of that name"),
         (page_url(served, "/", colour="red"), 422, "colour: is not a parameter"),
         (page_url(served, "/performance/endpoint"), 422, "method: is required"),
+        (
+            page_url(served, "/performance/endpoint", method="x" * 5000, endpoint="/items"),
+            422,
+            "method: must be an HTTP method",
+        ),
     ]
     for url, status, message in cases:
         p = visit(context, url, status=status)

@@ -41,6 +41,7 @@ from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
 from .pages.app import Pages
 from .pages.headers import PageHeaders
+from .params import check_params
 from .responses import (
     bad_query,
     error_response,
@@ -81,15 +82,6 @@ STREAM_PATH = "/api/stream"
 RANGE_PARAMS = frozenset({"range", "start", "end", "format", "table"})
 MAX_OVERVIEW_PROJECTS = 500
 OVERVIEW_CONCURRENCY = 2
-
-
-def _check_params(request: Request, allowed: frozenset[str]) -> None:
-    for name in request.query_params:
-        if name not in allowed:
-            raise BadQuery(name, "is not a parameter of this endpoint")
-    for name in allowed:
-        if len(request.query_params.getlist(name)) > 1:
-            raise BadQuery(name, "give it once")
 
 
 def _export_table(request: Request, tables: tuple[str, ...]) -> str | None:
@@ -149,7 +141,7 @@ class Api:
                 project_id = _project_id(request)
                 if not principal_of(request).can_see(project_id):
                     return forbidden(project_id)
-                _check_params(request, allowed)
+                check_params(request.query_params, allowed)
                 table = _export_table(request, endpoint.tables)
                 span = parse_range(request.query_params, now)
                 body = to_wire(await endpoint.compute(self.query(request, project_id, span, now)))
@@ -167,7 +159,7 @@ class Api:
         now = time.time()
         principal = principal_of(request)
         try:
-            _check_params(request, RANGE_PARAMS | frozenset(OVERVIEW.params))
+            check_params(request.query_params, RANGE_PARAMS | frozenset(OVERVIEW.params))
             table = _export_table(request, OVERVIEW.tables)
             span = parse_range(request.query_params, now)
             if principal.admin:

@@ -38,6 +38,16 @@ def _client_address(scope: Scope) -> str:
     return str(client[0]) if client else "-"
 
 
+def mount_root(scope: Scope) -> str:
+    """Where the dashboard is mounted, without a trailing slash ("" at the root)."""
+    return str(scope.get("root_path", "")).rstrip("/")
+
+
+def cookie_path(scope: Scope) -> str:
+    """The path the dashboard's cookies are scoped to: the mount."""
+    return mount_root(scope) or "/"
+
+
 def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -54,7 +64,7 @@ def _wants_page(scope: Scope, path: str) -> bool:
 
 
 def _to_signin(scope: Scope) -> Response:
-    root = str(scope.get("root_path", "")).rstrip("/")
+    root = mount_root(scope)
     target = _route_path(scope)
     query = scope.get("query_string", b"").decode("latin-1")
     nxt = quote(target + ("?" + query if query else ""), safe="")

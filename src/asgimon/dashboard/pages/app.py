@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery
 from asgimon.dashboard.auth import SESSION_COOKIE, Authenticator, cookie_value
+from asgimon.dashboard.guard import mount_root
 from asgimon.errors import StorageError
 from asgimon.settings import Settings
 from asgimon.storage.base import Storage
@@ -55,7 +56,7 @@ class Pages:
         return self._query(ctx.request, project_id, ctx.span, ctx.now)
 
     def render(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
-        root = str(request.scope.get("root_path", "")).rstrip("/")
+        root = mount_root(request.scope)
         html = self.env.get_template(template).render(
             root=root,
             nav=[p for p in PAGES if p.name],

@@ -11,7 +11,8 @@ from starlette.requests import Request
 
 from asgimon._validate import project_id_problem
 from asgimon.analytics.ranges import DEFAULT_RANGE, RANGES, BadQuery, TimeRange, parse_range
-from asgimon.dashboard.guard import principal_of
+from asgimon.dashboard.guard import mount_root, principal_of
+from asgimon.dashboard.params import check_params
 
 # Which filters each page takes, and the values each may have (None: free text, bounded).
 FILTER_CHOICES: dict[str, tuple[str, ...] | None] = {
@@ -42,7 +43,7 @@ class PageContext:
 
     @property
     def base(self) -> str:
-        return str(self.request.scope.get("root_path", "")).rstrip("/")
+        return mount_root(self.request.scope)
 
     @property
     def here(self) -> str:
@@ -75,11 +76,7 @@ class PageContext:
 async def page_context(request: Request, known_projects: list[str], default: str) -> PageContext:
     """The context of a page request; :class:`BadQuery` or :class:`UnknownProject` if wrong."""
     q: Mapping[str, str] = request.query_params
-    for name in q:
-        if name not in KNOWN:
-            raise BadQuery(name, "is not a parameter of this page")
-        if len(request.query_params.getlist(name)) > 1:
-            raise BadQuery(name, "give it once")
+    check_params(request.query_params, KNOWN, "this page")
     principal = principal_of(request)
     visible = sorted({p for p in known_projects if principal.can_see(p)} | set(principal.projects))
     if principal.admin and default not in visible:

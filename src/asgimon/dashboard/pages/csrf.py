@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from asgimon.dashboard.auth import cookie_value
+from asgimon.dashboard.guard import cookie_path
 
 CSRF_COOKIE = "asgimon_csrf"
 FIELD = "csrf_token"
@@ -37,7 +38,7 @@ def remember(response: Response, request: Request, token: str) -> None:
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        path=str(request.scope.get("root_path", "")) or "/",
+        path=cookie_path(request.scope),
     )
 
 

@@ -70,10 +70,6 @@ def segment(text: str) -> str:
     return quote(text, safe="")
 
 
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 FILTERS = {
     "count": count,
     "ms": ms,
@@ -82,6 +78,5 @@ FILTERS = {
     "per_minute": per_minute,
     "nbytes": nbytes,
     "when": when,
-    "iso": iso,
     "segment": segment,
 }

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from asgimon.dashboard.auth import SESSION_COOKIE, Authenticator, AuthError, token_expiry
+from asgimon.dashboard.guard import cookie_path, mount_root
 
 from . import csrf
 
@@ -44,7 +45,7 @@ async def _form(request: Request) -> dict[str, str] | None:
 
 def _next(request: Request, raw: str | None) -> str:
     """Where to go after signing in: a page of this mount, never another site."""
-    root = str(request.scope.get("root_path", "")).rstrip("/")
+    root = mount_root(request.scope)
     if raw and raw.startswith("/") and not raw.startswith(("//", "/\\")) and "\\" not in raw:
         return root + raw
     return root + "/"
@@ -106,7 +107,7 @@ class SignIn:
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
-            path=str(request.scope.get("root_path", "")) or "/",
+            path=cookie_path(request.scope),
         )
         return response
 
@@ -115,11 +116,11 @@ class SignIn:
         refused = csrf.problem(request, None if form is None else form.get(csrf.FIELD))
         if refused is not None:
             return self._page(request, 403, error=refused)
-        root = str(request.scope.get("root_path", "")).rstrip("/")
+        root = mount_root(request.scope)
         response = RedirectResponse(f"{root}/signin", status_code=303)
         response.delete_cookie(
             SESSION_COOKIE,
-            path=str(request.scope.get("root_path", "")) or "/",
+            path=cookie_path(request.scope),
             httponly=True,
             samesite="strict",
         )

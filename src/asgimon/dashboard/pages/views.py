@@ -272,6 +272,8 @@ async def endpoint_page(ctx: PageContext, query: MakeQuery) -> Figures:
     method, endpoint = params.get("method"), ctx.filters.get("endpoint")
     if not method:
         raise BadQuery("method", "is required")
+    if len(method) > 16 or not (method.isascii() and method.isalpha() and method.isupper()):
+        raise BadQuery("method", "must be an HTTP method in capitals, such as GET")
     if not endpoint:
         raise BadQuery("endpoint", "is required")
     f, markers = await asyncio.gather(
