@@ -170,7 +170,9 @@ async def test_the_start_up_heap_is_frozen_once_unless_turned_off(
         assert frozen >= before + len(startup)
         assert again == frozen  # a second monitor in the process freezes nothing more
     else:
-        assert frozen == before
+        # Nothing was frozen. The count may still fall: an object an earlier test's monitor
+        # froze can be freed meanwhile, and leaves the permanent generation with it.
+        assert frozen <= before
 
 
 async def test_a_memory_write_cancelled_at_a_yield_stores_nothing() -> None:
