@@ -242,7 +242,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
     modules = {
         "analytics",
         "breaker",
-        "capture",
+        "errortracking",
         "context",
         "errors",
         "events",

@@ -13,18 +13,23 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from starlette.types import Scope
+
 Figure = float | int | str | bool
 
 _current: ContextVar[RequestContext | None] = ContextVar("asgimon_request", default=None)
 
 
 class RequestContext:
-    __slots__ = ("figures",)
+    __slots__ = ("figures", "root0", "scope")
 
-    def __init__(self) -> None:
+    def __init__(self, scope: Scope | None = None, root0: str = "") -> None:
         # Left None until a figure comes: the request record stays made of atoms, which
         # keeps it out of the garbage collector's old generation (see the middleware).
         self.figures: dict[str, Figure] | None = None
+        # What an error reported from inside the request says of it (capture_exception).
+        self.scope = scope
+        self.root0 = root0
 
 
 def current() -> RequestContext | None:
@@ -56,9 +61,9 @@ def add_figure(name: str, value: Figure) -> None:
         figures[name] = value
 
 
-def open_request() -> tuple[RequestContext, object]:
+def open_request(scope: Scope | None = None, root0: str = "") -> tuple[RequestContext, object]:
     """A fresh context made current; the token undoes it (:func:`close_request`)."""
-    ctx = RequestContext()
+    ctx = RequestContext(scope, root0)
     return ctx, _current.set(ctx)
 
 

@@ -39,6 +39,7 @@ MAX_ID = 64
 MAX_NAME = 200
 MAX_MESSAGE = 2000
 MAX_STACK = 32_768
+MAX_EXCEPTION = 65_536  # the chain's frames as JSON
 MAX_SIZE_BYTES = 2**53
 
 DEPLOYMENT_TYPES = frozenset({"started", "in_progress", "completed"})
@@ -293,6 +294,9 @@ class ErrorEvent(Event):
     error_type: str = spec("Exception", text(MAX_NAME))
     message: str = spec("", LONG_TEXT, max_len=MAX_MESSAGE, blank=True)
     stack: str = spec("", LONG_TEXT, max_len=MAX_STACK, blank=True)
+    # The chain as JSON, outermost first: [{type, value, frames: [{module, function,
+    # filename, lineno, inApp, line, vars?}]}]; None for reports without frames.
+    exception: str | None = spec(None, LONG_TEXT, max_len=MAX_EXCEPTION)
     fingerprint: str = spec("", text(MAX_ID), indexed=True)
     severity: str = spec("high", text(16), choices=SEVERITIES)
     handled: bool = spec(False, BOOL)
@@ -319,7 +323,13 @@ class ErrorEvent(Event):
         return True
 
     def size_hint(self) -> int:
-        return 300 + len(self.message) + len(self.stack) + 64 * len(self.context)
+        return (
+            300
+            + len(self.message)
+            + len(self.stack)
+            + len(self.exception or "")
+            + 64 * len(self.context)
+        )
 
 
 EVENT_TYPES: dict[str, type[Event]] = {}

@@ -16,6 +16,7 @@ from ._heap import freeze_startup_heap
 from .dashboard import create_dashboard
 from .dashboard.auth import AuthHook
 from .dashboard.mount import Mounted
+from .errortracking.tracker import ErrorTracker
 from .lag import LagProbe
 from .middleware import ApiCallBuilder, AsgimonMiddleware
 from .middleware.host import InFlight, Queue, RouteTable, ScopeResolver
@@ -102,6 +103,16 @@ class Monitor(Recording):
             convert=self.api_calls,
             sampling=RawSampling(settings.api_call_sample_rate, settings.slow_request_ms),
         )
+        self.errors = ErrorTracker(
+            settings,
+            storage,
+            user_resolver=user_resolver,
+            route_resolver=route_resolver,
+            project_resolver=project_resolver,
+        )
+        """Error reports' rules, and the groups' lifecycle kept as errors are stored."""
+        if settings.error_tracking_enabled:
+            self.recorder.sinks.subscribe(self.errors.lifecycle, name="error-groups")
         self.scheduler = Scheduler(storage)
         self.scheduler.every("purge", settings.purge_interval, self.purge)
         self.scheduler.every("compact", settings.compact_interval, self.compact)

@@ -6,18 +6,18 @@ Monitor's own module holds its parts and their lifecycle only.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 from starlette.types import Scope
 
 from ._validate import to_epoch
-from .capture import error_event
 from .errors import InvalidEventError
+from .errortracking.capture import current_stack, exception_event, message_event
+from .errortracking.tracker import ErrorTracker
 from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event, FunctionInvocation
-from .middleware import route_template
 from .middleware.host import ScopeResolver
 from .pipeline.recorder import Recorder
 from .pipeline.sinks import DELIVERY_TIMEOUT_S, MAX_PENDING_EVENTS, Sink, Subscription
@@ -25,6 +25,7 @@ from .settings import Settings
 from .tracking import Tracker, build_phase_tracker, function_tracker
 
 Timestamp = datetime | float | int | None
+_PHRASES = frozenset(s.value for s in HTTPStatus)
 
 
 class Recording:
@@ -32,6 +33,7 @@ class Recording:
 
     settings: Settings
     recorder: Recorder
+    errors: ErrorTracker
     route_resolver: ScopeResolver | None
     project_resolver: ScopeResolver | None
 
@@ -185,15 +187,51 @@ class Recording:
         *,
         severity: str = "medium",
         context: dict[str, Any] | None = None,
+        fingerprint: str | Sequence[str] | None = None,
         project_id: str | None = None,
     ) -> ErrorEvent | None:
-        """Record a handled exception. Never raises; returns the event, or None if dropped."""
+        """Record a handled exception. Never raises; returns the event, or None if dropped.
+
+        Inside a request it carries the request's endpoint, user and (scrubbed) headers.
+        ``fingerprint`` replaces the grouping (``"{{ default }}"`` in it extends it)."""
         if not self.settings.error_tracking_enabled:
             return None
-        pid = self.settings.project_id if project_id is None else project_id
+        errors = self.errors
         event = self.record_quietly(
-            lambda: error_event(
-                exc, project_id=pid, timestamp=time.time(), severity=severity, context=context
+            lambda: exception_event(
+                exc,
+                errors.where(None, project_id=project_id),
+                errors.rules,
+                severity=severity,
+                handled=True,
+                context=context,
+                fingerprint_parts=fingerprint,
+            )
+        )
+        return event if isinstance(event, ErrorEvent) else None
+
+    def capture_message(
+        self,
+        message: str,
+        *,
+        severity: str = "medium",
+        context: dict[str, Any] | None = None,
+        fingerprint: str | Sequence[str] | None = None,
+        project_id: str | None = None,
+    ) -> ErrorEvent | None:
+        """Record a message as an error report (with the caller's stack, for reading)."""
+        if not self.settings.error_tracking_enabled:
+            return None
+        errors = self.errors
+        event = self.record_quietly(
+            lambda: message_event(
+                str(message),
+                errors.where(None, project_id=project_id),
+                errors.rules,
+                severity=severity,
+                context=context,
+                fingerprint_parts=fingerprint,
+                stack=current_stack(skip=3),
             )
         )
         return event if isinstance(event, ErrorEvent) else None
@@ -206,25 +244,35 @@ class Recording:
         """
         if not self.settings.error_tracking_enabled:
             return
+        errors = self.errors
+        self.record_quietly(
+            lambda: exception_event(
+                exc, errors.where(scope, root0=root0), errors.rules, severity="high", handled=False
+            )
+        )
+
+    @property
+    def failing_statuses(self) -> frozenset[int]:
+        if not self.settings.error_tracking_enabled:
+            return frozenset()
+        return self.errors.failing_statuses
+
+    def capture_response(self, status: int, scope: Scope, root0: str = "") -> None:
+        """Called by the middleware for a failing status the app answered without raising."""
+        errors = self.errors
 
         def make() -> Event:
-            route = scope.get("route")
-            endpoint = None
-            if self.route_resolver is not None:
-                endpoint = self.route_resolver(scope)
-            elif route is not None:
-                endpoint = route_template(route, root0, scope.get("root_path", ""))
-            project = self.project_resolver(scope) if self.project_resolver else None
-            return error_event(
-                exc,
-                project_id=project
-                if isinstance(project, str) and project
-                else self.settings.project_id,
-                timestamp=time.time(),
-                severity="high",
-                handled=False,
-                endpoint=endpoint,
-                method=scope.get("method"),
+            at = errors.where(scope, root0=root0)
+            title = HTTPStatus(status).phrase if status in _PHRASES else ""
+            route = at.endpoint or "<unmatched>"
+            return message_event(
+                f"{at.method} {route} answered {status} {title}".rstrip(),
+                at,
+                errors.rules,
+                severity="high" if status >= 500 else "medium",
+                error_type=f"HTTP {status}",
+                template=f"{at.method} {route} {status}",
+                context={"status": status},
             )
 
         self.record_quietly(make)

@@ -18,7 +18,9 @@ def cutoffs(settings: Settings, now: float | None = None) -> dict[str, float]:
 
     Each kind of event by the setting its class names (``METRICS_RETENTION_DAYS``; errors
     ``ERROR_LOG_RETENTION_DAYS``); minute / hour / day rollups by their own settings (7, 90
-    and 365 days by default).
+    and 365 days by default). An error group's lifecycle (``error_groups``, by its last
+    occurrence) lasts as long as its errors or its hourly counts, whichever is longer: a
+    resolved group that recurs within that time is a regression, not a new group.
     """
     now = time.time() if now is None else now
     kept: dict[str, float] = {
@@ -30,4 +32,6 @@ def cutoffs(settings: Settings, now: float | None = None) -> dict[str, float]:
         "rollup:hour": now - settings.hour_rollup_retention_days * DAY,
         "rollup:day": now - settings.day_rollup_retention_days * DAY,
         "claims": now - CLAIMS_KEPT_S,
+        "error_groups": now
+        - max(settings.error_log_retention_days, settings.hour_rollup_retention_days) * DAY,
     }

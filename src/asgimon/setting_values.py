@@ -160,7 +160,54 @@ def is_paths(v: Any) -> bool:
     )
 
 
-SECRET_FIELDS = frozenset({"jwt_secret", "ingest_keys"})
+def parse_statuses(raw: str) -> tuple[tuple[int, int], ...]:
+    """``500-599,429`` as ranges ``((500, 599), (429, 429))``; empty for none."""
+    ranges = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        lo, sep, hi = item.partition("-")
+        ranges.append((int(lo), int(hi) if sep else int(lo)))
+    return tuple(ranges)
+
+
+def is_statuses(v: Any) -> bool:
+    return isinstance(v, tuple) and all(
+        isinstance(r, tuple)
+        and len(r) == 2
+        and all(isinstance(n, int) and 100 <= n <= 599 for n in r)
+        and r[0] <= r[1]
+        for r in v
+    )
+
+
+def parse_words(raw: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in raw.split(",") if w.strip())
+
+
+def is_words(v: Any) -> bool:
+    return isinstance(v, tuple) and all(
+        isinstance(w, str) and 0 < len(w) <= 100 and w.isprintable() for w in v
+    )
+
+
+RELEASE_VARIABLES = (
+    "SENTRY_RELEASE",
+    "GIT_SHA",
+    "GIT_COMMIT",
+    "SOURCE_VERSION",
+    "RENDER_GIT_COMMIT",
+    "VERCEL_GIT_COMMIT_SHA",
+    "RAILWAY_GIT_COMMIT_SHA",
+    "HEROKU_SLUG_COMMIT",
+    "CF_PAGES_COMMIT_SHA",
+)
+"""Where platforms and CI put the release a process runs, read when
+``ANALYTICS_DEPLOYMENT_ID`` is not set."""
+
+
+SECRET_FIELDS = frozenset({"jwt_secret", "ingest_keys", "sentry_keys"})
 
 
 def shown(field_name: str, value: Any) -> Any:

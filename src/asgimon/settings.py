@@ -20,6 +20,7 @@ from .setting_values import (
     DEFAULT_EXCLUDE_PATHS,
     JWT_ALGORITHMS,
     PROJECT_ID_RULE,
+    RELEASE_VARIABLES,
     STORAGE_SCHEMES,
     float_between,
     int_at_least,
@@ -32,12 +33,16 @@ from .setting_values import (
     is_optional_url,
     is_paths,
     is_project_id,
+    is_statuses,
     is_storage_url,
+    is_words,
     parse_bool,
     parse_ingest_keys,
     parse_key,
     parse_optional_str,
     parse_paths,
+    parse_statuses,
+    parse_words,
     setting,
     shown,
 )
@@ -83,6 +88,42 @@ class Settings:
         2000.0,
         float,
         float_between(0.0, 600_000.0, "a number of milliseconds"),
+    )
+    deployment_id: str | None = setting(
+        "ANALYTICS_DEPLOYMENT_ID",
+        None,
+        parse_optional_str,
+        (
+            lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 128 and v.isprintable()),
+            "the release this process runs, at most 128 characters (else read from "
+            + ", ".join(RELEASE_VARIABLES)
+            + ")",
+        ),
+    )
+
+    # -- Error tracking: what a report may hold -------------------------------------
+    error_capture_statuses: tuple[tuple[int, int], ...] = setting(
+        "ERROR_CAPTURE_STATUSES",
+        ((500, 599),),
+        parse_statuses,
+        (is_statuses, "comma-separated statuses or ranges within 100-599, e.g. 500-599,429"),
+    )
+    error_scrub_keys: tuple[str, ...] = setting(
+        "ERROR_SCRUB_KEYS",
+        (),
+        parse_words,
+        (is_words, "comma-separated key terms to filter, besides the default denylist"),
+    )
+    error_scrub_defaults: bool = setting("ERROR_SCRUB_DEFAULTS", True, parse_bool, BOOL)
+    error_include_locals: bool = setting("ERROR_INCLUDE_LOCALS", False, parse_bool, BOOL)
+    sentry_keys: tuple[tuple[str, str], ...] = setting(
+        "ERROR_SENTRY_KEYS",
+        (),
+        parse_ingest_keys,
+        (
+            is_ingest_keys,
+            "comma-separated project=public-key pairs (keys of 16+ characters) for Sentry SDKs",
+        ),
     )
 
     # -- Storage --------------------------------------------------------------------
@@ -308,6 +349,11 @@ class Settings:
             if not check(value):
                 raise ConfigError(name, shown(f.name, raw), allowed)
             values[f.name] = value
+        if "deployment_id" not in values and "deployment_id" not in overrides:
+            set_ = (env[v].strip() for v in RELEASE_VARIABLES if env.get(v, "").strip())
+            release = next(set_, None)
+            if release is not None and len(release) <= 128 and release.isprintable():
+                values["deployment_id"] = release
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")

@@ -39,6 +39,7 @@ class AsgimonMiddleware:
         self._user_resolver = monitor.user_resolver
         self._route_resolver = monitor.route_resolver
         self._project_resolver = monitor.project_resolver
+        self._failing = monitor.failing_statuses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -71,7 +72,8 @@ class AsgimonMiddleware:
         response_bytes = 0
         disconnected = False
         root0 = scope.get("root_path", "")
-        ctx, token = open_request()
+        ctx, token = open_request(scope, root0)
+        captured = False
         wall = time()
         t0 = perf_counter()
 
@@ -108,6 +110,7 @@ class AsgimonMiddleware:
         except BaseException as exc:
             if not status:
                 status = 500
+            captured = True  # a failing status raised is reported as its exception
             if not disconnected and isinstance(exc, Exception):
                 monitor.capture_unhandled(exc, scope, root0)
             raise
@@ -117,6 +120,8 @@ class AsgimonMiddleware:
             in_flight.count -= 1
             if disconnected and not complete:
                 status = CLIENT_CLOSED
+            elif status in self._failing and not captured:
+                monitor.capture_response(status, scope, root0)
             self._record(
                 scope,
                 scope["method"],
@@ -201,6 +206,7 @@ class AsgimonMiddleware:
         status = 0
         first = 0.0
         root0 = scope.get("root_path", "")
+        _, token = open_request(scope, root0)
         wall = time()
         t0 = perf_counter()
 
@@ -224,5 +230,6 @@ class AsgimonMiddleware:
             raise
         finally:
             end = perf_counter()
+            close_request(token)
             status = status or CLIENT_CLOSED
             self._record(scope, "WS", status, root0, t0, first, first or end, end, wall, 0)

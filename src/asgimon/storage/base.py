@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from asgimon.errortracking.state import GroupState
 from asgimon.events import EVENT_TYPES, Event
 from asgimon.rollups import Rollup, Window, merge_per_series
 from asgimon.sampling import KEEP_ALL, RawSampling
@@ -121,6 +122,30 @@ class RollupReader(Protocol):
         ...
 
 
+GroupChange = Callable[[dict[str, GroupState | None]], Iterable[GroupState]]
+"""Given the held state of each asked-for group (None where nothing is held), the states to
+write. Pure: it may be called again if another writer got there first."""
+
+
+class ErrorGroups(Protocol):
+    """Error groups' lifecycle (:class:`~asgimon.errortracking.state.GroupState`), shared by
+    every worker: read, and changed atomically."""
+
+    async def error_groups(
+        self, project_id: str, fingerprints: Sequence[str] | None = None
+    ) -> list[GroupState]:
+        """The groups held for a project (those of ``fingerprints`` only, if given)."""
+        ...
+
+    async def change_error_groups(
+        self, project_id: str, fingerprints: Sequence[str], change: GroupChange
+    ) -> list[GroupState]:
+        """Read the groups, apply ``change`` and write what it returns, as one atomic step
+        against every other writer; each written state's ``version`` is one more than the
+        one read. Returns the states written."""
+        ...
+
+
 class Maintenance(Protocol):
     """What keeps a store bounded and lawful: retention, compaction, erasure, job claims."""
 
@@ -149,7 +174,7 @@ class Maintenance(Protocol):
 
 
 @runtime_checkable
-class Storage(EventStore, RollupReader, Maintenance, Protocol):
+class Storage(EventStore, RollupReader, ErrorGroups, Maintenance, Protocol):
     """Where events and rollups live.
 
     ``write`` is atomic per batch and idempotent on ``(project_id, id)``: events already

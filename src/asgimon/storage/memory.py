@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from asgimon._slices import Slicer
+from asgimon.errortracking.state import GroupState
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 
-from .base import SumsByScan, WriteResult
+from .base import GroupChange, SumsByScan, WriteResult
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -41,6 +42,7 @@ class MemoryStorage(SumsByScan):
         self._ids: dict[tuple[str, str, str], float] = {}
         self._rollups: dict[tuple[str, str, str, int], Rollup] = {}
         self._claims: dict[tuple[str, int], tuple[int, str]] = {}
+        self._groups: dict[tuple[str, str], GroupState] = {}
         self.closed = False
 
     async def start(self) -> None:
@@ -164,6 +166,9 @@ class MemoryStorage(SumsByScan):
                 deleted[key] = _drop(self._rollups, doomed)
             elif key == "claims":
                 deleted[key] = _drop(self._claims, [k for k in self._claims if k[1] < cutoff])
+            elif key == "error_groups":
+                doomed_groups = [k for k, g in self._groups.items() if g.last_seen < cutoff]
+                deleted[key] = _drop(self._groups, doomed_groups)
             else:
                 table = self._events[key]
                 doomed_ev = [k for k, ev in table.items() if ev.timestamp < cutoff]
@@ -181,6 +186,36 @@ class MemoryStorage(SumsByScan):
             mine = [k for k, ev in table.items() if getattr(ev, "user_id", None) == user_id]
             deleted[kind] = _drop(table, mine)
         return deleted
+
+    async def error_groups(
+        self, project_id: str, fingerprints: Sequence[str] | None = None
+    ) -> list[GroupState]:
+        if fingerprints is None:
+            found = [g for (p, _), g in self._groups.items() if p == project_id]
+        else:
+            found = [
+                g for fp in dict.fromkeys(fingerprints) if (g := self._groups.get((project_id, fp)))
+            ]
+        return [dataclasses.replace(g) for g in found]
+
+    async def change_error_groups(
+        self, project_id: str, fingerprints: Sequence[str], change: GroupChange
+    ) -> list[GroupState]:
+        # No await between the read and the write: atomic on the one loop that uses it.
+        held: dict[str, GroupState | None] = {}
+        for fp in dict.fromkeys(fingerprints):
+            g = self._groups.get((project_id, fp))
+            held[fp] = None if g is None else dataclasses.replace(g)
+        written = []
+        for state in list(change(held)):
+            if state.fingerprint not in held:
+                raise ValueError(f"{state.fingerprint!r} was not asked for")
+            before = held[state.fingerprint]
+            state = dataclasses.replace(state, version=(before.version if before else 0) + 1)
+            written.append(state)
+        for state in written:
+            self._groups[(project_id, state.fingerprint)] = dataclasses.replace(state)
+        return written
 
     async def claim(self, job: str, period_start: int, holder: str) -> bool:
         key = (job, period_start)

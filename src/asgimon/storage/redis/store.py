@@ -18,6 +18,7 @@ from asgimon.rollups import RESOLUTIONS, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import SumsByScan, WriteResult
 
+from .groups import Groups
 from .members import _decode
 from .script import _WRITE, SCRIPT_EVENTS, SEP, SLICE_EVENTS, _Call
 
@@ -46,7 +47,7 @@ def _classify(exc: BaseException) -> StorageError:
     return StorageUnavailable(message)
 
 
-class RedisStorage(SumsByScan):
+class RedisStorage(Groups, SumsByScan):
     """Events and rollups in Redis for a real-time window (24 h by default).
 
     >>> storage = RedisStorage("redis://127.0.0.1:6379/0")     # pip install 'asgimon[redis]'
@@ -222,6 +223,9 @@ class RedisStorage(SumsByScan):
             total = 0
             if key == "claims":
                 deleted[key] = 0
+                continue
+            if key == "error_groups":
+                deleted[key] = await self._call(self._purge_all_groups(cutoff))
                 continue
             for project in await self.projects():
                 if key.startswith("rollup:"):

@@ -11,13 +11,14 @@ UPSERT, histograms included, so a retried batch or a second worker never double 
 from __future__ import annotations
 
 from .base import DRIVER_ROWS_PER_CALL, ROWS_PER_CALL
+from .groups import Groups
 from .maintenance import Maintenance
 from .writes import Writes
 
 __all__ = ["DRIVER_ROWS_PER_CALL", "ROWS_PER_CALL", "SQLStorage"]
 
 
-class SQLStorage(Writes, Maintenance):
+class SQLStorage(Writes, Groups, Maintenance):
     """SQLite or PostgreSQL, chosen by URL.
 
     >>> storage = SQLStorage("sqlite:///asgimon.db")

@@ -143,6 +143,12 @@ class Maintenance(Reads):
                 total = await self._delete_in_batches(
                     t, [t.c.job, t.c.period_start], cond, batch_size
                 )
+            elif key == "error_groups":
+                t = s.error_groups
+                cond = [t.c.last_seen < us(cutoff)]
+                total = await self._delete_in_batches(
+                    t, [t.c.project_id, t.c.fingerprint], cond, batch_size
+                )
             else:
                 tables = [s.table_of(key)] + ([s.api_call_ids] if key == "api_call" else [])
                 here = projects

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,7 +38,7 @@ from asgimon.series import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
 
 from .rows import rollup_row
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 PREFIX = "asgimon_"
 
 metadata = MetaData()
@@ -100,6 +101,34 @@ job_claims = Table(
     Column("claimed_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("job", "period_start"),
 )
+
+# Each error group's lifecycle (asgimon.errortracking.state.GroupState), one row per group.
+error_groups = Table(
+    PREFIX + "error_groups",
+    metadata,
+    Column("project_id", String(128), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("error_type", String(200), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("first_seen", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("first_release", String(128)),
+    Column("last_release", String(128)),
+    Column("resolved_at", BigInteger),
+    Column("ignore_until", BigInteger),
+    Column("ignore_count", BigInteger),
+    Column("ignored_seen", BigInteger, nullable=False),
+    Column("regressions", Integer, nullable=False),
+    Column("regressed_at", BigInteger),
+    Column("changed_at", BigInteger),
+    Column("changed_by", String(200)),
+    Column("version", Integer, nullable=False),
+    PrimaryKeyConstraint("project_id", "fingerprint"),
+)
+Index(f"ix_{PREFIX}error_groups_last_seen", error_groups.c.last_seen)
 
 _SQL_TYPES: dict[str, Any] = {
     "long_text": Text,
@@ -246,11 +275,21 @@ def _v5_sampled_api_call_ids(conn: Connection) -> None:
     api_call_ids.create(conn, checkfirst=True)
 
 
+def _v6_error_groups(conn: Connection) -> None:
+    """Version 6: error groups' lifecycle, and each error's chain of frames."""
+    error_groups.create(conn, checkfirst=True)
+    errors = table_of("error")
+    if "exception" not in {c["name"] for c in inspect(conn).get_columns(errors.name)}:
+        name = conn.dialect.identifier_preparer.format_table(errors)
+        conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN exception TEXT")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_job_claims,
     3: _v3_packed_histograms,
     4: _v4_series_byte_order,
     5: _v5_sampled_api_call_ids,
+    6: _v6_error_groups,
 }
 """Version N's migration takes a database from N - 1 to N. A fresh database is created at
 the latest version directly."""
@@ -259,5 +298,6 @@ ONLY_ON: dict[int, str] = {4: "postgresql"}
 """Migrations that change one kind of database only. Where they change nothing they are
 applied at start, without waiting for ``asgimon db upgrade``."""
 
-ADDITIVE = frozenset({5})
-"""Migrations that only add a table that nothing older reads: applied at start too."""
+ADDITIVE = frozenset({5, 6})
+"""Migrations that only add what nothing older reads (a table, a nullable column): applied
+at start too."""
