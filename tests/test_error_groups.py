@@ -40,7 +40,8 @@ def seen(ts: float, n: int = 1, severity: str = "medium") -> Seen:
 
 def test_a_first_occurrence_makes_a_new_unresolved_group() -> None:
     state, t = observe(None, "p1", "fp1", seen(T0, 3))
-    assert t is not None and t.kind == "new"
+    assert t is not None
+    assert t.kind == "new"
     assert (state.status, state.count, state.first_seen, state.first_release) == (
         "unresolved",
         3,
@@ -54,9 +55,11 @@ def test_a_resolved_group_that_recurs_regresses_once_and_counts_it() -> None:
     state = resolve(state, T0 + 10, "ann")
     # An occurrence from before the resolve (late in arriving) is no regression.
     late, t = observe(state, "p1", "fp1", seen(T0 + 5))
-    assert t is None and late.status == "resolved"
+    assert t is None
+    assert late.status == "resolved"
     again, t = observe(late, "p1", "fp1", seen(T0 + 20))
-    assert t is not None and t.kind == "regression"
+    assert t is not None
+    assert t.kind == "regression"
     assert (again.status, again.regressions, again.regressed, again.regressed_at) == (
         "unresolved",
         1,
@@ -64,16 +67,20 @@ def test_a_resolved_group_that_recurs_regresses_once_and_counts_it() -> None:
         T0 + 20,
     )
     more, t = observe(again, "p1", "fp1", seen(T0 + 30))
-    assert t is None and more.regressions == 1 and more.count == 4
+    assert t is None
+    assert more.regressions == 1
+    assert more.count == 4
 
 
 def test_ignore_for_a_count_lasts_that_many_occurrences() -> None:
     state, _ = observe(None, "p1", "fp1", seen(T0))
     state = ignore(state, T0 + 1, "ann", count=5)
     state, t = observe(state, "p1", "fp1", seen(T0 + 2, n=4))
-    assert t is None and (state.status, state.ignored_seen) == ("ignored", 4)
+    assert t is None
+    assert (state.status, state.ignored_seen) == ("ignored", 4)
     state, t = observe(state, "p1", "fp1", seen(T0 + 3))
-    assert t is not None and t.kind == "unignored"
+    assert t is not None
+    assert t.kind == "unignored"
     assert (state.status, state.ignore_count, state.ignored_seen) == ("unresolved", None, 0)
 
 
@@ -83,16 +90,20 @@ def test_ignore_until_a_date_ends_at_that_date_even_without_recurrence() -> None
     assert effective(state, T0 + 99).status == "ignored"
     assert effective(state, T0 + 100).status == "unresolved"
     state, t = observe(state, "p1", "fp1", seen(T0 + 50))
-    assert t is None and state.status == "ignored"
+    assert t is None
+    assert state.status == "ignored"
     state, t = observe(state, "p1", "fp1", seen(T0 + 150))
-    assert t is not None and t.kind == "unignored" and state.status == "unresolved"
+    assert t is not None
+    assert t.kind == "unignored"
+    assert state.status == "unresolved"
 
 
 def test_ignore_forever_outlasts_any_number_of_occurrences() -> None:
     state, _ = observe(None, "p1", "fp1", seen(T0))
     state = ignore(state, T0 + 1, None)
     state, t = observe(state, "p1", "fp1", seen(T0 + 10**6, n=10**6))
-    assert t is None and state.status == "ignored"
+    assert t is None
+    assert state.status == "ignored"
     assert unresolve(state, T0 + 2, "bo").status == "unresolved"
 
 
@@ -113,7 +124,8 @@ def test_a_batch_is_folded_per_project_and_group() -> None:
     folded = group_events(events)
     assert sorted(folded) == ["p0", "p1", "p2"]
     assert sum(s.count for groups in folded.values() for s in groups.values()) == 12
-    assert folded["p0"]["fp0"].first == T0 and folded["p0"]["fp0"].last == T0 + 6
+    assert folded["p0"]["fp0"].first == T0
+    assert folded["p0"]["fp0"].last == T0 + 6
 
 
 # -- every backend --------------------------------------------------------------------
@@ -129,14 +141,16 @@ async def test_storage_keeps_group_states_and_versions_them(storage: Storage) ->
     written = await storage.change_error_groups("p1", ["fp2", "fp1"], create)
     assert sorted((s.fingerprint, s.version) for s in written) == [("fp1", 1), ("fp2", 1)]
     got = {s.fingerprint: s for s in await storage.error_groups("p1")}
-    assert set(got) == {"fp1", "fp2"} and got["fp1"].first_seen == pytest.approx(T0)
+    assert set(got) == {"fp1", "fp2"}
+    assert got["fp1"].first_seen == pytest.approx(T0)
     assert await storage.error_groups("p2") == []
     only = await storage.error_groups("p1", ["fp2", "nope"])
     assert [s.fingerprint for s in only] == ["fp2"]
 
     def resolve_it(held: dict[str, GroupState | None]) -> list[GroupState]:
         held_state = held["fp1"]
-        assert held_state is not None and held_state.version == 1
+        assert held_state is not None
+        assert held_state.version == 1
         return [resolve(held_state, T0 + 60, "ann")]
 
     (after,) = await storage.change_error_groups("p1", ["fp1"], resolve_it)
@@ -159,7 +173,8 @@ async def test_concurrent_changes_to_one_group_lose_nothing(storage: Storage) ->
     await asyncio.gather(*(lifecycle(batch) for batch in batches))
     (state,) = await storage.error_groups("p1")
     assert state.count == 40
-    assert state.first_seen == pytest.approx(T0) and state.last_seen == pytest.approx(T0 + 74)
+    assert state.first_seen == pytest.approx(T0)
+    assert state.last_seen == pytest.approx(T0 + 74)
     assert lifecycle.transitions["new"] == 1
 
 
@@ -180,7 +195,9 @@ async def test_a_regression_reaches_the_listeners_once(storage: Storage) -> None
     lifecycle.listen(listener)
     await lifecycle([error(T0), error(T0 + 1)])
     await storage.change_error_groups(
-        "p1", ["fp1"], lambda held: [resolve(held["fp1"], T0 + 5, "ann")]  # type: ignore[arg-type]
+        "p1",
+        ["fp1"],
+        lambda held: [resolve(held["fp1"], T0 + 5, "ann")],  # type: ignore[arg-type]
     )
     await lifecycle([error(T0 + 10), error(T0 + 11)])
     assert [t.kind for t in heard] == ["new", "regression"]
@@ -201,4 +218,5 @@ async def test_a_failing_listener_is_counted_and_the_others_still_hear(storage: 
     lifecycle.listen(broken)
     lifecycle.listen(fine)
     await lifecycle([error(time.time())])
-    assert heard == ["new"] and lifecycle.listener_failures == 1
+    assert heard == ["new"]
+    assert lifecycle.listener_failures == 1

@@ -222,7 +222,7 @@ def request_context(scope: Mapping[str, Any], scrubber: Scrubber) -> dict[str, A
         else:
             query[clean_text(key, 100)] = clean_text(val, 500)
     return {
-        "method": scope.get("method") or "WS",
+        "method": "WS" if scope.get("type") == "websocket" else scope.get("method"),
         "path": clean_text(str(scope.get("path", "")), 500),
         "query": query,
         "headers": headers,

@@ -44,7 +44,10 @@ DEFAULT_DENYLIST = (
 
 _NORMALISE = str.maketrans("", "", "-_. ")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_BEARER = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic|token)\s+([A-Za-z0-9._~+/=-]{8,})")
+# key=value, key: value, "key": "value": filtered when the key is sensitive.
+_KEY = re.compile(r"([\w.-]+)[\"']?\s*[:=]\s*[\"']?")
+_VALUE = re.compile(r"[^\s\"'&,;}]+")
 MIN_ECHO = 6
 """Values shorter than this are not hunted for in free text: ``1`` would blank every digit."""
 
@@ -77,20 +80,11 @@ class Scrubber:
         terms = {normalise_key(t) for t in (*(DEFAULT_DENYLIST if defaults else ()), *extra)}
         self.terms = tuple(sorted(t for t in terms if t))
         self.echoes: set[str] = set()
-        # key=value, key: value, "key": "value" with a sensitive key (a word holding a term).
-        if self.terms:
-            words = "|".join(re.escape(t) for t in self.terms)
-            self._pairs: re.Pattern[str] | None = re.compile(
-                r"(?i)([\w.-]*(?:" + words + r")[\w.-]*[\"']?\s*[:=]\s*[\"']?)([^\s\"'&,;}]+)"
-            )
-        else:
-            self._pairs = None
 
     def fork(self) -> Scrubber:
         """A scrubber for one report: the same rules, its own remembered values."""
         other = object.__new__(Scrubber)
         other.terms = self.terms
-        other._pairs = self._pairs
         other.echoes = set()
         return other
 
@@ -103,18 +97,35 @@ class Scrubber:
             self.echoes.add(value)
 
     def text(self, value: str) -> str:
-        if self._pairs is not None:
-            value = self._pairs.sub(self._pair, value)
-        value = _BEARER.sub(lambda m: f"{m.group(1)} {FILTERED}", value)
+        value = _BEARER.sub(self._bearer, value)
+        value = self._pairs(value)
         value = _CARD.sub(_card, value)
         for echo in sorted(self.echoes, key=len, reverse=True):
             if echo in value:
                 value = value.replace(echo, FILTERED)
         return value
 
-    def _pair(self, m: re.Match[str]) -> str:
+    def _bearer(self, m: re.Match[str]) -> str:
         self.remember(m.group(2))
-        return m.group(1) + FILTERED
+        return f"{m.group(1)} {FILTERED}"
+
+    def _pairs(self, text: str) -> str:
+        # A loop rather than one sub(): in "for ann: password=x" the pair "ann: ..." must
+        # not swallow the sensitive pair inside its value.
+        out: list[str] = []
+        pos = 0
+        while (key := _KEY.search(text, pos)) is not None:
+            value = _VALUE.match(text, key.end())
+            if value is None or not self.sensitive(key.group(1)):
+                out.append(text[pos : key.end()])
+                pos = key.end()
+                continue
+            if not text.startswith(FILTERED, key.end()):
+                self.remember(value.group(0))
+            out.append(text[pos : key.end()] + FILTERED)
+            pos = key.end() + len(FILTERED) if text.startswith(FILTERED, key.end()) else value.end()
+        out.append(text[pos:])
+        return "".join(out)
 
     def value(self, value: Any, depth: int = 0) -> Any:
         """A JSON-like value with sensitive keys filtered and its text cleaned, recursively."""

@@ -63,7 +63,7 @@ class ErrorTracker:
             if isinstance(found, str) and found:
                 at.project_id = clean_text(found, 128)
         at.scope = scope
-        at.method = scope.get("method") or ("WS" if scope.get("type") == "websocket" else None)
+        at.method = "WS" if scope.get("type") == "websocket" else scope.get("method")
         at.endpoint = self._endpoint(scope, root0)
         user = self.user_resolver(scope) if self.user_resolver else scope.get("user")
         if isinstance(user, int):
