@@ -25,11 +25,12 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from asgimon import histogram
 from asgimon.breaker import CircuitBreaker
+from asgimon.errortracking.state import GroupState
 from asgimon.events import Event
 from asgimon.rollups import RESOLUTIONS, Rollup, Window, merge_per_series
 from asgimon.storage.base import SeriesTotal, Storage
@@ -222,10 +223,16 @@ class CachedStorage:
         start: float | None = None,
         end: float | None = None,
         limit: int = 1000,
+        match: Mapping[str, Any] | None = None,
     ) -> list[Event]:
         return await self._storage.events(
-            kind, project_id=project_id, start=start, end=end, limit=limit
+            kind, project_id=project_id, start=start, end=end, limit=limit, match=match
         )
+
+    async def error_groups(
+        self, project_id: str, fingerprints: Sequence[str] | None = None
+    ) -> list[GroupState]:
+        return await self._storage.error_groups(project_id, fingerprints)
 
     async def projects(self) -> list[str]:
         return await self._storage.projects()

@@ -16,6 +16,16 @@ from asgimon.rollups import Rollup
 from .ranges import TimeRange
 
 
+class Verbatim:
+    """A figure whose keys are data (variable names, context keys), not names of ours: the
+    wire form leaves it as it is."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 def instant(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 

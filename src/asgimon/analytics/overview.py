@@ -14,7 +14,7 @@ from asgimon.storage.base import SeriesTotal
 
 from .builds import is_build_start
 from .common import header, instant, ratio, trend
-from .error_groups import error_figures
+from .error_groups import NO_FILTERS, error_figures
 from .query import Query
 
 TOP_ERRORS = 10
@@ -59,12 +59,12 @@ def headline(
 
 async def dashboard(q: Query) -> dict[str, Any]:
     span = q.span
-    totals, deploys, phases, (_, groups, _), recent = await asyncio.gather(
+    totals, deploys, phases, errors, recent = await asyncio.gather(
         q.rollups(HEADLINE_SERIES),
         # Per bucket: the deployment trend needs them.
         q.rollups(series.DEPLOY),
         q.series_totals(series.BUILD),
-        error_figures(q),
+        error_figures(q, NO_FILTERS),
         q.events("deployment", RECENT_DEPLOYMENTS),
     )
     return {
@@ -83,7 +83,7 @@ async def dashboard(q: Query) -> dict[str, Any]:
             for ev in recent
             if isinstance(ev, DeploymentEvent)
         ],
-        "top_errors": groups[:TOP_ERRORS],
+        "top_errors": errors.groups[:TOP_ERRORS],
         "deployment_trend": trend(
             deploys,
             span,

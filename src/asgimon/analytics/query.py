@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from asgimon.errortracking.state import GroupState
 from asgimon.events import Event
 from asgimon.rollups import Rollup, Window
 from asgimon.settings import Settings
@@ -25,7 +26,12 @@ class Reader(RollupReader, Protocol):
         start: float | None = None,
         end: float | None = None,
         limit: int = 1000,
+        match: Mapping[str, Any] | None = None,
     ) -> list[Event]: ...
+
+    async def error_groups(
+        self, project_id: str, fingerprints: Sequence[str] | None = None
+    ) -> list[GroupState]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +84,22 @@ class Query:
         """Every series summed per bucket, no histogram."""
         return self.storage.bucket_totals(self.window, prefix)
 
-    def events(self, kind: str, limit: int) -> Awaitable[list[Event]]:
-        """The newest raw events of the range."""
+    def events(
+        self, kind: str, limit: int, match: Mapping[str, Any] | None = None
+    ) -> Awaitable[list[Event]]:
+        """The newest raw events of the range (those matching ``match``, if given)."""
         return self.storage.events(
-            kind, project_id=self.project_id, start=self.span.start, end=self.span.end, limit=limit
+            kind,
+            project_id=self.project_id,
+            start=self.span.start,
+            end=self.span.end,
+            limit=limit,
+            match=match,
         )
+
+    def error_groups(self) -> Awaitable[list[GroupState]]:
+        """The project's error groups' lifecycle (all of them: it has no time range)."""
+        return self.storage.error_groups(self.project_id)
 
     @property
     def window(self) -> Window:

@@ -41,7 +41,7 @@ class TimeRange:
         return 3600 if self.resolution == "hour" else 86_400
 
 
-def _instant(field: str, raw: str) -> float:
+def instant_param(field: str, raw: str) -> float:
     parsed = iso_instant(raw)
     if parsed is None:
         raise BadQuery(field, "must be an ISO 8601 timestamp with a UTC offset")
@@ -63,8 +63,8 @@ def parse_range(query: Mapping[str, str], now: float | None = None) -> TimeRange
     if has_start != has_end:
         raise BadQuery("end" if has_start else "start", "start and end go together")
     if has_start:
-        start = _instant("start", query["start"])
-        end = _instant("end", query["end"])
+        start = instant_param("start", query["start"])
+        end = instant_param("end", query["end"])
         if end <= start:
             raise BadQuery("end", "must be after start")
     else:

@@ -35,7 +35,8 @@ from asgimon.storage.base import Storage, WriteResult, storage_identity
 
 from .auth import Authenticator, AuthHook
 from .endpoints import ENDPOINTS, OPERATIONS, OVERVIEW, Endpoint
-from .export import csv_response
+from .error_routes import ErrorGroupsApi
+from .export import csv_response, export_table
 from .guard import Guard, principal_of
 from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
@@ -84,21 +85,6 @@ MAX_OVERVIEW_PROJECTS = 500
 OVERVIEW_CONCURRENCY = 2
 
 
-def _export_table(request: Request, tables: tuple[str, ...]) -> str | None:
-    """The table to answer as CSV, or None for JSON."""
-    fmt = request.query_params.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise BadQuery("format", "must be json or csv")
-    table = request.query_params.get("table")
-    if table is not None and table not in tables:
-        raise BadQuery("table", "must be one of " + ", ".join(tables))
-    if fmt == "json":
-        if table is not None:
-            raise BadQuery("table", "only with format=csv")
-        return None
-    return table or tables[0]
-
-
 def _project_id(request: Request) -> str:
     project_id: str = request.path_params["project_id"]
     problem = project_id_problem(project_id)
@@ -142,7 +128,7 @@ class Api:
                 if not principal_of(request).can_see(project_id):
                     return forbidden(project_id)
                 check_params(request.query_params, allowed)
-                table = _export_table(request, endpoint.tables)
+                table = export_table(request, endpoint.tables)
                 span = parse_range(request.query_params, now)
                 body = to_wire(await endpoint.compute(self.query(request, project_id, span, now)))
             except BadQuery as exc:
@@ -160,7 +146,7 @@ class Api:
         principal = principal_of(request)
         try:
             check_params(request.query_params, RANGE_PARAMS | frozenset(OVERVIEW.params))
-            table = _export_table(request, OVERVIEW.tables)
+            table = export_table(request, OVERVIEW.tables)
             span = parse_range(request.query_params, now)
             if principal.admin:
                 projects = await self.monitor.storage.projects()
@@ -290,9 +276,13 @@ class DashboardApp:
         self.stream = LiveStream(monitor.storage)
         self.pages = Pages(s, monitor.storage, api.query, authn)
         routes: list[BaseRoute] = [Route(OVERVIEW.path, api.overview, methods=["GET"])]
-        routes += [
-            Route(op.path, getattr(api, op.handler), methods=[op.method]) for op in OPERATIONS
-        ]
+        self.error_groups = ErrorGroupsApi(monitor.storage, api.query)
+        owners = {"api": api, "errors": self.error_groups}
+        for op in OPERATIONS:
+            owner = owners[op.owner]
+            kind, _, name = op.handler.partition(":")
+            handler = owner.action(name) if name else getattr(owner, kind)  # type: ignore[attr-defined]
+            routes.append(Route(op.route, handler, methods=[op.method]))
         routes += [Route(e.path, api.analytics(e), methods=["GET"]) for e in ENDPOINTS.values()]
         routes.append(Route(STREAM_PATH, self.stream.endpoint, methods=["GET"]))
         routes += self.pages.routes()

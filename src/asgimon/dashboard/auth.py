@@ -51,9 +51,11 @@ SESSION_COOKIE = "asgimon_session"
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-def presented_token(scope: Scope) -> str | None:
+def presented_token(scope: Scope, *, form_post: bool = False) -> str | None:
     """The credential a request presents: ``Authorization: Bearer …``, the ingest header, or,
-    for a read only, the sign-in cookie (a cookie never authorises a change: no CSRF)."""
+    for a read only, the sign-in cookie (a cookie never authorises a change of the API: no
+    CSRF). A page's ``form_post`` reads the cookie too: its handler checks the CSRF token
+    and the origin before changing anything."""
     headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
     cookie: str | None = None
     for name, value in headers:
@@ -65,7 +67,7 @@ def presented_token(scope: Scope) -> str | None:
                 return token.strip()
         if name == b"cookie" and cookie is None:
             cookie = cookie_value(value.decode("latin-1"), SESSION_COOKIE)
-    if scope["type"] == "websocket" or scope.get("method") in READ_METHODS:
+    if form_post or scope["type"] == "websocket" or scope.get("method") in READ_METHODS:
         return cookie
     return None
 

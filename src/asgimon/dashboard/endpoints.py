@@ -12,6 +12,7 @@ from typing import Any
 
 from asgimon.analytics.builds import builds
 from asgimon.analytics.deployments import deployments
+from asgimon.analytics.error_groups import PARAMS as ERROR_PARAMS
 from asgimon.analytics.error_groups import errors
 from asgimon.analytics.functions import functions
 from asgimon.analytics.listing import MAX_LIMIT
@@ -21,8 +22,19 @@ from asgimon.analytics.performance import SORTS, performance
 from asgimon.analytics.query import Query
 from asgimon.events import EVENT_TYPES
 
+from .error_routes import GROUP_PATH
 from .guard import INGEST_PATH
-from .schemas import INGEST_ANSWER, INGEST_BODY, OVERVIEW_ANSWER, RESPONSES, Schema
+from .schemas import (
+    EMPTY_BODY,
+    GROUP_DETAIL,
+    GROUP_STATE,
+    IGNORE_BODY,
+    INGEST_ANSWER,
+    INGEST_BODY,
+    OVERVIEW_ANSWER,
+    RESPONSES,
+    Schema,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +101,8 @@ ENDPOINTS: dict[str, Endpoint] = {
             "/api/errors/{project_id}",
             errors,
             ("groups", "errorsByType", "errorsBySeverity", "recentErrors", "errorTrend"),
-            {},
-            "Errors by group, type and severity, with their trend",
+            ERROR_PARAMS,
+            "Error groups with their lifecycle, by type and severity, with their trend",
             RESPONSES["errors"],
         ),
         Endpoint(
@@ -131,7 +143,10 @@ OVERVIEW = Endpoint(
 class Operation:
     """One of the API's own routes (not a project's analytics): where, how, what it answers.
 
-    ``handler`` names the :class:`~asgimon.dashboard.app.Api` method that serves it.
+    ``handler`` names the method that serves it, of the :class:`~asgimon.dashboard.app.Api`
+    or (``owner="errors"``) of the
+    :class:`~asgimon.dashboard.error_routes.ErrorGroupsApi`; a ``handler`` of the form
+    ``action:NAME`` is that object's ``action(NAME)``.
     """
 
     path: str
@@ -141,6 +156,13 @@ class Operation:
     answers: dict[int, tuple[str, Schema]]  # status -> (description, schema)
     errors: tuple[int, ...]  # statuses answered in the error shape
     request: Schema | None = None  # the JSON body it takes
+    owner: str = "api"
+    params: tuple[str, ...] = ()  # query parameters besides the path's
+
+    @property
+    def route(self) -> str:
+        """The path as Starlette routes it: a fingerprint may hold "/" (ingested ones do)."""
+        return self.path.replace("{fingerprint}", "{fingerprint:path}")
 
 
 OBJECT: Schema = {"type": "object"}
@@ -170,6 +192,39 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: ("Stored: how many were new and how many already stored", INGEST_ANSWER)},
         (400, 401, 403, 404, 413, 415, 422, 429, 503),
         request=INGEST_BODY,
+    ),
+    # The actions first: a fingerprint may hold "/", so the detail's path also matches
+    # theirs, and the router answers a wrong method from the first route that matches.
+    *(
+        Operation(
+            f"{GROUP_PATH}/{action}",
+            "POST",
+            f"action:{action}",
+            summary,
+            {200: ("The group's lifecycle after the change", GROUP_STATE)},
+            (401, 403, 404, 422, 429, 503),
+            request=body,
+            owner="errors",
+        )
+        for action, summary, body in (
+            ("resolve", "Resolve an error group: its next occurrence is a regression", EMPTY_BODY),
+            ("unresolve", "Unresolve an error group", EMPTY_BODY),
+            (
+                "ignore",
+                "Ignore an error group forever, until a date, or for a number of occurrences",
+                IGNORE_BODY,
+            ),
+        )
+    ),
+    Operation(
+        GROUP_PATH,
+        "GET",
+        "detail",
+        "One error group: lifecycle, trend, stack, occurrences, users, endpoints, deployments",
+        {200: ("OK", GROUP_DETAIL)},
+        (401, 403, 404, 422, 429, 503),
+        owner="errors",
+        params=("range", "start", "end", "format"),
     ),
     Operation(
         "/api/openapi.json",

@@ -8,7 +8,10 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
+
+from asgimon.analytics.ranges import BadQuery
 
 # A cell starting with one of these is a formula to a spreadsheet (CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -63,3 +66,18 @@ def csv_response(rows: Sequence[Mapping[str, Any]], filename: str) -> Response:
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{safe}"'},
     )
+
+
+def export_table(request: Request, tables: tuple[str, ...]) -> str | None:
+    """The table to answer as CSV, or None for JSON."""
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadQuery("format", "must be json or csv")
+    table = request.query_params.get("table")
+    if table is not None and table not in tables:
+        raise BadQuery("table", "must be one of " + ", ".join(tables))
+    if fmt == "json":
+        if table is not None:
+            raise BadQuery("table", "only with format=csv")
+        return None
+    return table or tables[0]

@@ -63,6 +63,16 @@ def _wants_page(scope: Scope, path: str) -> bool:
     )
 
 
+def _is_form_post(scope: Scope, path: str) -> bool:
+    """A page's own form (not the API's): it checks the CSRF token itself."""
+    return (
+        scope["type"] == "http"
+        and scope.get("method") == "POST"
+        and not path.startswith(("/api/", STATIC_PREFIX))
+        and path not in PUBLIC_PATHS
+    )
+
+
 def _to_signin(scope: Scope) -> Response:
     root = mount_root(scope)
     target = _route_path(scope)
@@ -168,7 +178,7 @@ class Guard:
         return counting
 
     async def _principal(self, scope: Scope) -> tuple[Response | None, Principal | None]:
-        token = presented_token(scope)
+        token = presented_token(scope, form_post=_is_form_post(scope, _route_path(scope)))
         if token is not None:
             keyed = self.authn.ingest_principal(token)
             if keyed is not None:

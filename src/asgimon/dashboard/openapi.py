@@ -6,13 +6,14 @@ of its answer (``dashboard/schemas.py``).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from asgimon.analytics.ranges import RANGES
 
 from .endpoints import OPERATIONS, OVERVIEW, Operation
 from .ingest import COMMON, _flag, _instant, _integer, _number, wire_kinds
-from .schemas import ERROR, Schema, T, arr, obj, ref
+from .schemas import ERROR, INGEST_BODY, Schema, T, arr, obj, ref
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint
@@ -92,14 +93,23 @@ def _range_params() -> list[Schema]:
 
 
 def _extra_param(name: str, description: str) -> Schema:
+    from asgimon.analytics.error_groups import SEVERITY_ORDER, STATUSES
     from asgimon.analytics.listing import MAX_LIMIT
     from asgimon.analytics.performance import SORTS
     from asgimon.events import EVENT_TYPES
 
+    text: Schema = {"type": "string", "minLength": 1, "maxLength": 400}
     schemas: dict[str, Schema] = {
         "sort": {"type": "string", "enum": list(SORTS)},
         "kind": {"type": "string", "enum": list(EVENT_TYPES)},
         "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "severity": {"type": "string", "enum": list(SEVERITY_ORDER)},
+        "type": text,
+        "endpoint": text,
+        "deployment": text,
+        "newSince": text,
+        "firstSeenIn": text,
     }
     return {"name": name, "in": "query", "schema": schemas[name], "description": description}
 
@@ -139,11 +149,36 @@ def _operation(op: Operation) -> Schema:
         for status, (text, schema) in op.answers.items()
     }
     out: Schema = {"summary": op.summary, "responses": {**answers, **_error_responses(*op.errors)}}
-    if op.request is not None:
+    params = [_PATH_PARAMS[name] for name in re.findall(r"\{(\w+)\}", op.path)]
+    params += [p for p in _range_params() if p["name"] in op.params]
+    if params:
+        out["parameters"] = params
+    if op.request is INGEST_BODY:
         events = arr({"oneOf": [ref(f"{k.title()}Event") for k in wire_kinds()]})
         body = {**op.request, "properties": {**op.request["properties"], "events": events}}
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    elif op.request is not None:
+        out["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": op.request}},
+        }
     return out
+
+
+_PATH_PARAMS: dict[str, Schema] = {
+    "project_id": {
+        "name": "project_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+    "fingerprint": {
+        "name": "fingerprint",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-9;-~]+$"},
+    },
+}
 
 
 def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema:
@@ -159,7 +194,7 @@ def openapi_document(endpoints: dict[str, Endpoint], server: str = "") -> Schema
         params += [*_range_params(), *(_extra_param(p, d) for p, d in e.params.items())]
         paths[e.path] = _get(e.summary, e.response, params, e.tables)
     for op in OPERATIONS:
-        paths[op.path] = {op.method.lower(): _operation(op)}
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     schemas: dict[str, Schema] = {"Error": ERROR}
     schemas.update({f"{k.title()}Event": _event_schema(k) for k in wire_kinds()})
     return {

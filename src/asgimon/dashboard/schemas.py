@@ -101,7 +101,75 @@ DEPLOYMENT = obj(
 RECENT_DEPLOYMENT = obj(
     id=S, deploymentId=S, type=S, status=SN, durationMs=NN, framework=SN, timestamp=T
 )
-GROUP = obj(fingerprint=S, type=S, severity=S, count=INT, firstSeen=T, lastSeen=T, message=SN)
+TN: Schema = {**T, "nullable": True}
+GROUP_STATUS: Schema = {"type": "string", "enum": ["unresolved", "resolved", "ignored"]}
+GROUP = obj(
+    fingerprint=S,
+    type=S,
+    severity=S,
+    count=INT,
+    firstSeen=T,
+    lastSeen=T,
+    message=SN,
+    status=GROUP_STATUS,
+    regressed=B,
+    regressions=INT,
+    previousCount=INT,
+    spike=B,
+    totalCount=INT,
+    firstRelease=SN,
+    lastRelease=SN,
+    resolvedAt=TN,
+    ignoreUntil=TN,
+    ignoreCount=nullable(INT),
+)
+GROUP_STATE = obj(
+    projectId=S,
+    fingerprint=S,
+    errorType=S,
+    message=S,
+    severity=S,
+    status=GROUP_STATUS,
+    firstSeen=T,
+    lastSeen=T,
+    count=INT,
+    firstRelease=SN,
+    lastRelease=SN,
+    resolvedAt=TN,
+    ignoreUntil=TN,
+    ignoreCount=nullable(INT),
+    ignoredSeen=INT,
+    regressions=INT,
+    regressedAt=TN,
+    changedAt=TN,
+    changedBy=SN,
+    version=INT,
+)
+OCCURRENCE = {
+    "id": S,
+    "timestamp": T,
+    "message": S,
+    "severity": S,
+    "handled": B,
+    "endpoint": SN,
+    "method": SN,
+    "userId": SN,
+}
+FRAME: Schema = {
+    "type": "object",
+    "required": ["module", "function", "filename", "lineno", "inApp", "line"],
+    "properties": {
+        "module": S,
+        "function": S,
+        "filename": S,
+        "lineno": INT,
+        "inApp": B,
+        "line": S,
+        "vars": {"type": "object", "additionalProperties": S},
+    },
+    "additionalProperties": False,
+}
+EXCEPTION_LINK = obj(type=S, value=S, frames=arr(FRAME))
 FUNCTION_FIGURES = {
     "invocations": INT,
     "errors": INT,
@@ -184,6 +252,7 @@ RESPONSES: dict[str, Schema] = {
         errorsByType=arr(obj(type=S, count=INT)),
         errorsBySeverity=arr(obj(severity=S, count=INT)),
         errorTrend=arr(obj(time=T, count=INT)),
+        exact=B,
         recentErrors=arr(
             obj(
                 id=S,
@@ -195,6 +264,7 @@ RESPONSES: dict[str, Schema] = {
                 endpoint=SN,
                 method=SN,
                 deploymentId=SN,
+                userId=SN,
                 timestamp=T,
             )
         ),
@@ -235,6 +305,53 @@ ERROR = obj(
         details=arr({"type": "object", "properties": {"field": S, "message": S}}),
     )
 )
+
+GROUP_DETAIL = obj(
+    **HEADER,
+    fingerprint=S,
+    type=S,
+    message=S,
+    severity=S,
+    status=GROUP_STATUS,
+    regressed=B,
+    regressions=INT,
+    count=INT,
+    previousCount=INT,
+    spike=B,
+    totalCount=INT,
+    firstSeen=TN,
+    lastSeen=TN,
+    firstRelease=SN,
+    lastRelease=SN,
+    resolvedAt=TN,
+    ignoreUntil=TN,
+    ignoreCount=nullable(INT),
+    ignoredSeen=INT,
+    changedAt=TN,
+    changedBy=SN,
+    trend=arr(obj(time=T, count=INT)),
+    usersAffected=INT,
+    endpoints=arr(obj(method=SN, endpoint=S, count=INT)),
+    deployments=arr(obj(deploymentId=SN, count=INT)),
+    latest={"type": "object", "nullable": True, "required": ["kind", "id", "stack"]},
+    exception=arr(EXCEPTION_LINK),
+    occurrences=arr(obj(**OCCURRENCE, requestId=SN, deploymentId=SN)),
+    exact=B,
+)
+IGNORE_BODY: Schema = {
+    "type": "object",
+    "properties": {
+        "until": {**T, "description": "ignored until this instant (in the future)"},
+        "count": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1_000_000_000,
+            "description": "ignored for this many more occurrences",
+        },
+    },
+    "additionalProperties": False,
+}
+EMPTY_BODY: Schema = {"type": "object", "properties": {}, "additionalProperties": False}
 
 INGEST_ANSWER = obj(accepted=INT, duplicates=INT)
 INGEST_BODY: Schema = obj(events=arr({"oneOf": []}))

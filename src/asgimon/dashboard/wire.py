@@ -11,6 +11,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
+from asgimon.analytics.common import Verbatim
 from asgimon.events import Event
 from asgimon.fields import INSTANT, camel, declared
 
@@ -40,6 +41,8 @@ def to_wire(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Event):
         return event(value)
+    if isinstance(value, Verbatim):
+        return value.value
     return value
 
 

@@ -57,8 +57,10 @@ class EventStore(Protocol):
         start: float | None = None,
         end: float | None = None,
         limit: int = 1000,
+        match: Mapping[str, Any] | None = None,
     ) -> list[Event]:
-        """Raw events of one kind, newest first."""
+        """Raw events of one kind, newest first; with ``match``, only those whose fields
+        equal its values (``{"fingerprint": fp}``: one error group's occurrences)."""
         ...
 
     async def count(

@@ -119,8 +119,11 @@ class MemoryStorage(SumsByScan):
         start: float | None = None,
         end: float | None = None,
         limit: int = 1000,
+        match: Mapping[str, Any] | None = None,
     ) -> list[Event]:
         found = self._select(kind, project_id, start, end)
+        if match:
+            found = [ev for ev in found if all(getattr(ev, k) == v for k, v in match.items())]
         found.sort(key=lambda ev: ev.timestamp, reverse=True)
         return found[:limit]
 

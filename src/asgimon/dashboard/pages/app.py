@@ -24,6 +24,7 @@ from . import csrf
 from .assets import Assets
 from .context import FILTER_CHOICES, RANGE_NAMES, PageContext, UnknownProject, page_context
 from .formats import FILTERS
+from .group_forms import GroupForms
 from .signin import SignIn
 from .views import PAGES, Page
 
@@ -51,6 +52,7 @@ class Pages:
         )
         self.env.filters.update(FILTERS)
         self.signin = SignIn(authn, self.render)
+        self.group_forms = GroupForms(storage, self.problem)
 
     def query(self, ctx: PageContext, project_id: str) -> Query:
         return self._query(ctx.request, project_id, ctx.span, ctx.now)
@@ -81,7 +83,10 @@ class Pages:
             except StorageError as exc:
                 log.warning("asgimon: a dashboard page could not read storage: %s", exc)
                 return self.problem(request, ctx, 503, "storage is unavailable; retry shortly")
-            return self.render(
+            token = csrf.issue(request) if page.forms else None
+            if token is not None:
+                figures = {**figures, "csrf_token": token}
+            response = self.render(
                 request,
                 page.template,
                 ctx=ctx,
@@ -90,6 +95,9 @@ class Pages:
                 filter_choices=FILTER_CHOICES,
                 **figures,
             )
+            if token is not None:
+                csrf.remember(response, request, token)
+            return response
 
         return handle
 
@@ -103,6 +111,7 @@ class Pages:
             Route(p.path, self.handler(p), methods=["GET", "HEAD"]) for p in PAGES
         ]
         routes += [
+            Route("/errors/{fingerprint:path}", self.group_forms.post, methods=["POST"]),
             Route("/signin", self.signin.get, methods=["GET", "HEAD"]),
             Route("/signin", self.signin.post, methods=["POST"]),
             Route("/signout", self.signin.signout, methods=["POST"]),

@@ -16,10 +16,12 @@ from asgimon.dashboard.params import check_params
 
 # Which filters each page takes, and the values each may have (None: free text, bounded).
 FILTER_CHOICES: dict[str, tuple[str, ...] | None] = {
-    "status": ("success", "failure"),
+    # Deployments' and builds' outcomes; the errors page offers groups' states instead.
+    "status": ("success", "failure", "unresolved", "resolved", "ignored", "regressed"),
     "severity": ("critical", "high", "medium", "low"),
     "type": None,
     "endpoint": None,
+    "deployment": None,
 }
 MAX_FILTER_LEN = 256
 KNOWN = frozenset({"project", "range", "start", "end", "sort", "method", *FILTER_CHOICES})

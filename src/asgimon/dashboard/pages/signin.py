@@ -26,7 +26,7 @@ MAX_COOKIE_TOKEN = 3800  # browsers drop a cookie past about 4 KB, name and flag
 Render = Callable[..., Response]
 
 
-async def _form(request: Request) -> dict[str, str] | None:
+async def read_form(request: Request) -> dict[str, str] | None:
     if request.headers.get("content-type", "").split(";")[0].strip() != (
         "application/x-www-form-urlencoded"
     ):
@@ -80,7 +80,7 @@ class SignIn:
         return self._page(request)
 
     async def post(self, request: Request) -> Response:
-        form = await _form(request)
+        form = await read_form(request)
         if form is None:
             return self._page(request, 400, error="send the sign-in form")
         refused = csrf.problem(request, form.get(csrf.FIELD))
@@ -112,7 +112,7 @@ class SignIn:
         return response
 
     async def signout(self, request: Request) -> Response:
-        form = await _form(request)
+        form = await read_form(request)
         refused = csrf.problem(request, None if form is None else form.get(csrf.FIELD))
         if refused is not None:
             return self._page(request, 403, error=refused)

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from asgimon.analytics.builds import builds
 from asgimon.analytics.deployments import deployments
-from asgimon.analytics.error_groups import error_figures, errors
+from asgimon.analytics.error_detail import error_group
+from asgimon.analytics.error_groups import STATUSES as GROUP_STATUSES
+from asgimon.analytics.error_groups import errors
 from asgimon.analytics.functions import functions, invocation_trend
 from asgimon.analytics.live import live_figures
 from asgimon.analytics.overview import dashboard, overview_row
 from asgimon.analytics.performance import SORTS, endpoint_latency, performance
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery
-from asgimon.events import DeploymentEvent, ErrorEvent
+from asgimon.events import DeploymentEvent
 
 from .charts import Chart, Format, Line, Marker, bar_list, time_chart
 from .context import PageContext
@@ -27,6 +29,7 @@ from .formats import count, ms, pct
 Figures = dict[str, Any]
 MakeQuery = Callable[[PageContext, str], Query]
 SUMMARY_PROJECTS = 5
+OUTCOMES = ("success", "failure")
 MARKER_DEPLOYMENTS = 100
 
 
@@ -38,6 +41,8 @@ class Page:
     view: Callable[[PageContext, MakeQuery], Awaitable[Figures]]
     filters: tuple[str, ...] = ()  # of FILTER_CHOICES, offered in the controls
     live: bool = False  # shows the live figures
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # this page's own
+    forms: bool = False  # has forms that post back: the page hands out a CSRF token
 
 
 def _times(trend: list[Figures]) -> list[datetime]:
@@ -222,32 +227,26 @@ async def builds_page(ctx: PageContext, query: MakeQuery) -> Figures:
 
 
 async def errors_page(ctx: PageContext, query: MakeQuery) -> Figures:
+    # The figures come filtered (status, type, severity, endpoint) from the URL's query,
+    # which the page shares with GET /api/errors.
     f, markers = await asyncio.gather(errors(query(ctx, ctx.project_id)), _markers(ctx, query))
-    groups = _matching(f["groups"], ctx, "severity", "type")
-    recent = _matching(f["recent_errors"], ctx, "severity", "type", "endpoint")
     trend = f["error_trend"]
     charts = [
         _trend_chart("Errors", trend, {"errors": "count"}, markers, bars=True),
         bar_list("By type", [(r["type"], r["count"]) for r in f["errors_by_type"][:12]]),
         bar_list("By severity", [(r["severity"], r["count"]) for r in f["errors_by_severity"]]),
     ]
-    return {"f": f, "charts": charts, "groups": groups, "recent": recent}
+    return {"f": f, "charts": charts, "groups": f["groups"], "recent": f["recent_errors"]}
 
 
 async def error_group_page(ctx: PageContext, query: MakeQuery) -> Figures:
     fingerprint = ctx.request.path_params["fingerprint"]
-    _, groups, found = await error_figures(query(ctx, ctx.project_id))
-    mine = [g for g in groups if g["fingerprint"] == fingerprint]
-    if not mine:
-        raise BadQuery("fingerprint", "no error group with this fingerprint in the range")
-    occurrences = [e for e in found if isinstance(e, ErrorEvent) and e.fingerprint == fingerprint]
-    return {
-        "groups": mine,
-        "count": sum(g["count"] for g in mine),
-        "fingerprint": fingerprint,
-        "occurrences": occurrences[:50],
-        "latest": occurrences[0] if occurrences else None,
-    }
+    q = query(ctx, ctx.project_id)
+    found, markers = await asyncio.gather(error_group(q, fingerprint), _markers(ctx, query))
+    if found is None:
+        raise BadQuery("fingerprint", "no error group with this fingerprint in this project")
+    chart = _trend_chart("Occurrences", found["trend"], {"errors": "count"}, markers, bars=True)
+    return {"g": found, "chart": chart, "exception": found["exception"].value}
 
 
 async def performance_page(ctx: PageContext, query: MakeQuery) -> Figures:
@@ -301,12 +300,28 @@ def _rate(part: float, whole: float) -> float | None:
 
 PAGES: tuple[Page, ...] = (
     Page("/", "Overview", "overview.html", overview, live=True),
-    Page("/deployments", "Deployments", "deployments.html", deployments_page, ("status", "type")),
+    Page(
+        "/deployments",
+        "Deployments",
+        "deployments.html",
+        deployments_page,
+        ("status", "type"),
+        choices={"status": OUTCOMES},
+    ),
     Page("/functions", "Functions", "functions.html", functions_page, live=True),
-    Page("/builds", "Builds", "builds.html", builds_page, ("status",)),
-    Page("/errors", "Errors", "errors.html", errors_page, ("severity", "type", "endpoint")),
+    Page(
+        "/builds", "Builds", "builds.html", builds_page, ("status",), choices={"status": OUTCOMES}
+    ),
+    Page(
+        "/errors",
+        "Errors",
+        "errors.html",
+        errors_page,
+        ("status", "severity", "type", "endpoint", "deployment"),
+        choices={"status": GROUP_STATUSES},
+    ),
     # :path: a fingerprint is the client's text, "/" included (sent as %2F).
-    Page("/errors/{fingerprint:path}", "", "error_group.html", error_group_page),
+    Page("/errors/{fingerprint:path}", "", "error_group.html", error_group_page, forms=True),
     Page("/performance", "Performance", "performance.html", performance_page, ("endpoint",)),
     Page("/performance/endpoint", "", "endpoint.html", endpoint_page, ("endpoint",)),
 )

@@ -145,6 +145,7 @@ class RedisStorage(Groups, SumsByScan):
         start: float | None = None,
         end: float | None = None,
         limit: int = 1000,
+        match: Mapping[str, Any] | None = None,
     ) -> list[Event]:
         if kind not in EVENT_TYPES:
             raise ValueError(f"unknown event kind {kind!r}")
@@ -154,10 +155,20 @@ class RedisStorage(Groups, SumsByScan):
         for project in await self._projects_for(project_id):
             for hour in reversed(await self._hours(kind, project, start, end)):
                 key = f"{self.prefix}:ev:{kind}:{project}:{hour}"
+                # With a filter, each hour is read whole (members are JSON: Redis cannot
+                # compare their fields), newest hours first, until enough are found.
+                num = None if match else limit
                 rows = await self._call(
-                    self._redis().zrevrangebyscore(key, hi, lo, start=0, num=limit, withscores=True)
+                    self._redis().zrevrangebyscore(
+                        key, hi, lo, start=0 if num else None, num=num, withscores=True
+                    )
                 )
-                found.extend((score, _decode(member)) for member, score in rows)
+                for member, score in rows:
+                    ev = _decode(member)
+                    if not match or all(getattr(ev, k) == v for k, v in match.items()):
+                        found.append((score, ev))
+                if match and len(found) >= limit:
+                    break
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [ev for _, ev in found[:limit]]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, cast
 
@@ -56,8 +56,11 @@ class Reads(SQLBase):
         start: float | None = None,
         end: float | None = None,
         limit: int = 1000,
+        match: Mapping[str, Any] | None = None,
     ) -> list[Event]:
         t, cond = self._where(kind, project_id, start, end)
+        for name, value in (match or {}).items():
+            cond.append(t.c[name] == value)
         stmt = select(t).where(*cond).order_by(t.c.created_at.desc()).limit(limit)
         return [from_row(kind, row) for row in await self._fetch(stmt)]
 
