@@ -793,6 +793,8 @@ def expected_deployments(w: World, span: TimeRange, now: float) -> dict[str, Any
                 "durationMs": approx(d.duration_ms),
                 "framework": d.framework,
                 "timestamp": iso(d.timestamp),
+                # No error group has a lifecycle here (events written to the store directly).
+                "newErrorGroups": 0 if (d.type, d.status) == ("completed", "success") else None,
                 "impact": impact(w, d.timestamp, now) if d.id in compared else None,
             }
             for d in listed

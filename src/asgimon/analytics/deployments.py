@@ -15,6 +15,7 @@ from asgimon.series import API_TOTAL, FUNCTION_TOTAL
 
 from .common import day, header, instant, ratio, trend
 from .query import Query
+from .releases import Releases
 
 RECENT = 100
 IMPACT_WINDOW_S = 3600
@@ -24,10 +25,13 @@ IMPACT_MAX = 20  # deployments compared per answer: 4 windows each, one round tr
 async def deployments(q: Query) -> dict[str, Any]:
     """Completed deployments from the ``deploy:{framework}`` rollups; the latest events raw."""
     span = q.span
-    rows, recent = await asyncio.gather(
+    rows, recent, groups, releases = await asyncio.gather(
         q.rollups(series.DEPLOY),
         q.events("deployment", RECENT),
+        q.error_groups(),
+        Releases.load(q.storage, q.project_id, span.end),
     )
+    first_in = Counter(releases.first_seen_in(g.first_seen, g.first_release) for g in groups)
     total = sum(r.count for r in rows)
     failed = sum(r.error_count for r in rows)
     timed = sum(r.value_count for r in rows)
@@ -37,7 +41,7 @@ async def deployments(q: Query) -> dict[str, Any]:
         by_date[day(r.bucket_start)] += r.count
         by_framework[series.deploy_framework(r.series)] += r.count
     p50, p95, p99 = combine(rows).quantiles((0.5, 0.95, 0.99))
-    listed = [_deployment(ev) for ev in recent if isinstance(ev, DeploymentEvent)]
+    listed = [_deployment(ev, first_in) for ev in recent if isinstance(ev, DeploymentEvent)]
     await _add_impact(q, listed, [ev for ev in recent if isinstance(ev, DeploymentEvent)])
     return {
         **header(q.project_id, span),
@@ -66,7 +70,8 @@ def _trend_point(r: Rollup) -> dict[str, Any]:
     return {"count": r.count, "failures": r.error_count, "avg_duration": r.avg}
 
 
-def _deployment(ev: DeploymentEvent) -> dict[str, Any]:
+def _deployment(ev: DeploymentEvent, first_in: Counter[str | None]) -> dict[str, Any]:
+    live = ev.type == "completed" and ev.status == "success"
     return {
         "id": ev.id,
         "deployment_id": ev.deployment_id,
@@ -75,6 +80,8 @@ def _deployment(ev: DeploymentEvent) -> dict[str, Any]:
         "duration_ms": ev.duration_ms,
         "framework": ev.framework,
         "timestamp": instant(ev.timestamp),
+        # The error groups first seen while it was live: what it brought.
+        "new_error_groups": first_in.get(ev.deployment_id, 0) if live else None,
         "impact": None,
     }
 

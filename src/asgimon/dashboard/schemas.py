@@ -87,6 +87,7 @@ DEPLOYMENT = obj(
     durationMs=NN,
     framework=SN,
     timestamp=T,
+    newErrorGroups=nullable(INT),
     impact=nullable(
         obj(
             windowSeconds=INT,
