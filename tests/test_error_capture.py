@@ -79,7 +79,7 @@ async def with_background(request: Request) -> Response:
 
 async def chained(request: Request) -> Response:
     try:
-        {}["missing"]
+        {"present": 1}["missing"]
     except KeyError as exc:
         raise ValueError("could not build the invoice") from exc
     return PlainTextResponse("never")

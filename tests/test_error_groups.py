@@ -156,12 +156,8 @@ async def test_storage_keeps_group_states_and_versions_them(storage: Storage) ->
     (after,) = await storage.change_error_groups("p1", ["fp1"], resolve_it)
     assert after.version == 2
     (stored,) = await storage.error_groups("p1", ["fp1"])
-    assert (stored.status, stored.resolved_at, stored.changed_by, stored.version) == (
-        "resolved",
-        pytest.approx(T0 + 60),
-        "ann",
-        2,
-    )
+    assert (stored.status, stored.changed_by, stored.version) == ("resolved", "ann", 2)
+    assert stored.resolved_at == pytest.approx(T0 + 60)
     # A change that writes nothing leaves no trace, not even an empty group.
     assert await storage.change_error_groups("p1", ["fp9"], lambda held: []) == []
     assert {s.fingerprint for s in await storage.error_groups("p1")} == {"fp1", "fp2"}

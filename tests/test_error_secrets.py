@@ -73,7 +73,7 @@ async def dump(storage: Storage, tmp: Path) -> bytes:
                 storage.schema,
             )
             assert len(tables) >= 8
-            out = []
+            out: list[bytes] = []
             for (name,) in tables:
                 rows = await conn.fetch(f'SELECT t::text FROM "{storage.schema}"."{name}" t')
                 out.extend(r[0].encode() for r in rows)
@@ -82,21 +82,21 @@ async def dump(storage: Storage, tmp: Path) -> bytes:
             await conn.close()
     assert isinstance(storage, RedisStorage)
     r = storage._redis()
-    out = []
+    texts: list[str] = []
     async for key in r.scan_iter(match=f"{storage.prefix}:*", count=1000):
         kind = await r.type(key)
         if kind == "string":
-            out.append(str(await r.get(key)))
+            texts.append(str(await r.get(key)))
         elif kind == "hash":
-            out.append(str(await r.hgetall(key)))
+            texts.append(str(await r.hgetall(key)))
         elif kind == "zset":
-            out.append(str(await r.zrange(key, 0, -1, withscores=True)))
+            texts.append(str(await r.zrange(key, 0, -1, withscores=True)))
         elif kind == "set":
-            out.append(str(await r.smembers(key)))
+            texts.append(str(await r.smembers(key)))
         elif kind == "list":
-            out.append(str(await r.lrange(key, 0, -1)))
-        out.append(key)
-    return "\n".join(out).encode()
+            texts.append(str(await r.lrange(key, 0, -1)))
+        texts.append(key)
+    return "\n".join(texts).encode()
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql", "redis"], indirect=True)
