@@ -310,7 +310,7 @@ def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | Non
     """Every (method, path, body) a route answers, aimed at ``project`` where it takes one."""
     assert route.methods is not None
     params = set(route.param_convertors)
-    assert params <= {"project_id", "fingerprint"}, (
+    assert params <= {"project_id", "fingerprint", "sentry_id"}, (
         f"{route.path}: the matrix does not know {params}"
     )
     path = "/analytics" + route.path.replace("{project_id}", project).replace(
@@ -322,6 +322,9 @@ def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | Non
         if "GET" in route.methods:  # the sign-in page itself: nobody's data
             return [("GET", path, None)]
         return [("POST", path, b"csrf_token=x&token=y")]
+    if "sentry_id" in params:
+        # Sentry's SDKs' paths: a DSN key opens them, a bearer token never does.
+        return [("POST", path.replace("{sentry_id:int}", "1"), b"{}")]
     if route.path.endswith(("/resolve", "/unresolve", "/ignore")):
         return [("POST", path, b"{}")]
     if route.methods == {"POST"} and by_query(route):
@@ -384,6 +387,9 @@ async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) 
                     if target == "tenant-b" and by_query(route) and method == "GET":
                         assert response.status_code in (403, 404), where
                     page_form = route.path == "/errors/{fingerprint:path}" and method == "POST"
+                    if "{sentry_id:int}" in route.path:
+                        assert response.status_code == 401, where
+                        continue
                     if (
                         target == "tenant-b"
                         and method == "POST"

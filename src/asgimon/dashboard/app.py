@@ -27,6 +27,7 @@ from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery, TimeRange, parse_range
 from asgimon.analytics.summary import SUMMARY_WINDOW_S, project_summary
 from asgimon.errors import StorageError
+from asgimon.errortracking.tracker import ErrorTracker
 from asgimon.events import Event
 from asgimon.ratelimit import RateLimiter
 from asgimon.redis_pools import RedisPools
@@ -51,6 +52,7 @@ from .responses import (
     internal_error,
     storage_unavailable,
 )
+from .sentry_ingest import SentryIngest
 from .stream import LiveStream
 from .wire import to_wire
 
@@ -73,6 +75,9 @@ class Host(Protocol):
 
     @property
     def redis(self) -> RedisPools: ...
+
+    @property
+    def errors(self) -> ErrorTracker: ...
 
     async def health(self) -> dict[str, Any]: ...
 
@@ -285,6 +290,11 @@ class DashboardApp:
             routes.append(Route(op.route, handler, methods=[op.method]))
         routes += [Route(e.path, api.analytics(e), methods=["GET"]) for e in ENDPOINTS.values()]
         routes.append(Route(STREAM_PATH, self.stream.endpoint, methods=["GET"]))
+        self.sentry = SentryIngest(s, monitor.errors.rules, monitor.recorder)
+        routes += [
+            Route("/api/{sentry_id:int}/envelope/", self.sentry.envelope, methods=["POST"]),
+            Route("/api/{sentry_id:int}/store/", self.sentry.store, methods=["POST"]),
+        ]
         routes += self.pages.routes()
         self.routes = routes
         inner = Starlette(

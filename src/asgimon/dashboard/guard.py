@@ -15,6 +15,7 @@ from asgimon.ratelimit import RateLimiter, Verdict
 from .access import cross_site, host_count, local_request
 from .auth import Authenticator, AuthError, Principal, presented_token
 from .responses import error_response
+from .sentry_keys import SENTRY_PATH, sentry_key, sentry_principal
 
 log = logging.getLogger("asgimon.dashboard")
 
@@ -136,8 +137,12 @@ class Guard:
                 assert refusal is not None
                 await refusal(scope, receive, send)
             return
-        ingest = scope["type"] == "http" and _route_path(scope) == INGEST_PATH
-        if principal.ingest_only and not (ingest and scope.get("method") == "POST"):
+        route = _route_path(scope)
+        posted = scope["type"] == "http" and scope.get("method") == "POST"
+        opens = (
+            SENTRY_PATH.match(route) if principal.subject == "sentry-key" else route == INGEST_PATH
+        )
+        if principal.ingest_only and not (opens and posted):
             # As to a stranger: the key opens ingestion and nothing else.
             await error_response(404, "not_found", "Not Found")(scope, receive, send)
             return
@@ -178,6 +183,13 @@ class Guard:
         return counting
 
     async def _principal(self, scope: Scope) -> tuple[Response | None, Principal | None]:
+        if SENTRY_PATH.match(_route_path(scope)):
+            # Sentry's SDKs: the DSN's public key, and nothing else, opens these two paths.
+            key = sentry_key(scope)
+            keyed = sentry_principal(self.authn.settings, key) if key else None
+            if keyed is None:
+                return self._unauthorized("invalid_key", "unknown Sentry DSN key"), None
+            return None, keyed
         token = presented_token(scope, form_post=_is_form_post(scope, _route_path(scope)))
         if token is not None:
             keyed = self.authn.ingest_principal(token)

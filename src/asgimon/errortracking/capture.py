@@ -168,11 +168,11 @@ def render(chain: Sequence[dict[str, Any]]) -> str:
     return "\n".join(blocks)
 
 
-def _bounded_stack(text: str) -> str:
+def bounded_stack(text: str) -> str:
     return text if len(text) <= MAX_STACK else "…" + text[-(MAX_STACK - 1) :]
 
 
-def _exception_json(chain: list[dict[str, Any]]) -> str:
+def exception_json(chain: list[dict[str, Any]]) -> str:
     text = json.dumps(chain, separators=(",", ":"), ensure_ascii=False)
     # Locals go first, then the oldest causes, then the outer frames: the failing line stays.
     while len(text) > MAX_EXCEPTION:
@@ -230,7 +230,7 @@ def request_context(scope: Mapping[str, Any], scrubber: Scrubber) -> dict[str, A
     }
 
 
-def _context(
+def scrubbed_context(
     scrubber: Scrubber, context: Mapping[str, Any] | None, request: dict[str, Any] | None
 ) -> dict[str, Any]:
     given = bounded_json(dict(context or {}))
@@ -313,11 +313,11 @@ def exception_event(
         error_type=chain[0]["type"],
         message=chain[0]["value"],
         stack=render(chain),
-        exception=_exception_json(chain),
+        exception=exception_json(chain),
         group=fingerprint(grouping, custom),
         severity=severity,
         handled=handled,
-        context=_context(scrubber, context, request),
+        context=scrubbed_context(scrubber, context, request),
     )
 
 
@@ -352,11 +352,11 @@ def message_event(
         error_type=clean_text(error_type, MAX_NAME),
         message=text,
         stack=render(chain) if frames else "",
-        exception=_exception_json(chain) if frames else "",
+        exception=exception_json(chain) if frames else "",
         group=fingerprint([(error_type, template or message, [])], fingerprint_parts),
         severity=severity,
         handled=True,
-        context=_context(scrubber, context, request),
+        context=scrubbed_context(scrubber, context, request),
     )
 
 
@@ -379,7 +379,7 @@ def _event(
         timestamp=at.timestamp,
         error_type=error_type,
         message=message,
-        stack=_bounded_stack(scrubber.text(stack)),
+        stack=bounded_stack(scrubber.text(stack)),
         exception=exception or None,
         fingerprint=group,
         severity=severity,
