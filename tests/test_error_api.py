@@ -64,14 +64,7 @@ class Shop:
         self.heard: list[Transition] = []
 
     async def settle(self) -> None:
-        """Until every stored error reached the lifecycle."""
-        await self.monitor.recorder.flush()
-        sub = self.monitor.recorder.sinks._subs["error-groups"]
-        for _ in range(200):
-            if not sub._batches and not sub._delivering:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the lifecycle did not catch up")
+        await settle_monitor(self.monitor)
 
     async def fail(self, path: str, times: int = 1) -> None:
         for _ in range(times):
@@ -275,8 +268,14 @@ async def test_a_groups_detail_shows_its_stack_occurrences_and_reach(shop: Shop)
 
 
 async def settle_monitor(monitor: Monitor) -> None:
+    """Until every stored error reached the lifecycle."""
     await monitor.recorder.flush()
-    await asyncio.sleep(0.1)
+    sub = monitor.recorder.sinks._subs["error-groups"]
+    for _ in range(200):
+        if not sub._batches and not sub._delivering:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the lifecycle did not catch up")
 
 
 async def test_errors_belong_to_the_deployment_live_when_they_happened(storage: Storage) -> None:

@@ -249,7 +249,8 @@ def test_every_page_shows_the_apis_figures(context: BrowserContext, served: Serv
     p = visit(context, page_url(served, "/errors", **rng))
     f = api(served, "errors/shop", **rng)
     assert card(p.page, "Errors") == count(f["totalErrors"])
-    assert column(p.page, "Groups", 3) == [count(g["count"]) for g in f["groups"]]
+    assert column(p.page, "Groups", 4) == [count(g["count"]) for g in f["groups"]]
+    assert column(p.page, "Groups", 2)[0].split()[0] == f["groups"][0]["status"]
     p.clean()
 
     group = f["groups"][0]
@@ -297,7 +298,7 @@ def test_filters_and_the_range_change_what_is_shown(
     p = visit(context, page_url(served, "/errors", range="30d", severity="critical"))
     f = api(served, "errors/shop", range="30d")
     critical = [g for g in f["groups"] if g["severity"] == "critical"]
-    assert column(p.page, "Groups", 2) == ["critical"] * len(critical)
+    assert column(p.page, "Groups", 3) == ["critical"] * len(critical)
     p.clean()
 
     p = visit(context, page_url(served, "/", range="30d"))
@@ -542,3 +543,121 @@ def test_every_answer_carries_the_security_headers(served: Served) -> None:
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["x-frame-options"] == "DENY"
         assert headers["referrer-policy"] == "same-origin"
+
+
+# -- the error lifecycle -------------------------------------------------------------------
+
+
+def group_status(served: Served, fingerprint: str) -> dict[str, Any]:
+    return api(served, f"errors/shop/groups/{quote(fingerprint, safe='')}", range="24h")
+
+
+def boom(served: Served, text: str) -> None:
+    assert httpx.get(f"{served.base_url}/boom/{text}", timeout=10).status_code == 500
+
+
+def settled(served: Served, fingerprint: str, **want: Any) -> dict[str, Any]:
+    """The group once the lifecycle caught up with what was recorded."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = group_status(served, fingerprint)
+        if all(found[k] == v for k, v in want.items()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def boom_group(served: Served) -> str:
+    """The fingerprint of the host app's ``/boom`` error, once recorded."""
+    deadline = time.monotonic() + 10
+    while True:
+        groups = api(served, "errors/shop", range="24h", type="RuntimeError")["groups"]
+        mine = [g for g in groups if (g["message"] or "").startswith("boom at")]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    (group,) = mine
+    fingerprint: str = group["fingerprint"]
+    return fingerprint
+
+
+def test_resolve_ignore_and_a_regression_through_the_page(browser: Browser, served: Served) -> None:
+    boom(served, "checkout")
+    fp = boom_group(served)
+    # Without JavaScript: the forms are plain HTML forms.
+    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 1440, "height": 900})
+    try:
+        p = visit(ctx, page_url(served, "/errors", range="24h", status="unresolved"))
+        p.page.click(f'tr[data-fingerprint="{fp}"] a')
+        p.page.wait_for_url(re.compile("/errors/"))
+        assert p.page.locator(".status-line .state").first.inner_text() == "unresolved"
+        p.page.click('button:text-is("Resolve")')
+        p.page.wait_for_load_state()
+        assert p.page.locator(".status-line .state").first.inner_text() == "resolved"
+        assert "resolved" in p.page.locator(".status-line").inner_text()
+        assert group_status(served, fp)["status"] == "resolved"
+        p.clean()
+
+        p = visit(ctx, page_url(served, "/errors", range="24h", status="resolved"))
+        assert p.page.locator(f'tr[data-fingerprint="{fp}"]').count() == 1
+        p = visit(ctx, page_url(served, "/errors", range="24h", status="unresolved"))
+        assert p.page.locator(f'tr[data-fingerprint="{fp}"]').count() == 0
+
+        boom(served, "checkout-again")
+        after = settled(served, fp, regressed=True)
+        assert (after["status"], after["regressed"], after["regressions"]) == (
+            "unresolved",
+            True,
+            1,
+        )
+        p = visit(ctx, page_url(served, "/errors/" + quote(fp, safe=""), range="24h"))
+        tags = p.page.locator(".status-line .state").all_inner_texts()
+        assert tags[:2] == ["unresolved", "regressed"]
+        assert card(p.page, "Regressions") == "1"
+        p.page.select_option('select[name="ignore"]', "count:10")
+        p.page.click('button:text-is("Ignore")')
+        p.page.wait_for_load_state()
+        assert "for 10 occurrences" in p.page.locator(".status-line").inner_text()
+        assert group_status(served, fp)["ignoreCount"] == 10
+        p.clean()
+    finally:
+        ctx.close()
+    # With JavaScript, the status filter as a person uses it.
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        p = visit(ctx, page_url(served, "/errors", range="24h"))
+        p.page.select_option('select[name="status"]', "ignored")
+        p.page.click('button:text-is("Apply")')
+        p.page.wait_for_url(re.compile(r"status=ignored"))
+        rows = p.page.locator("section.panel", has=p.page.locator('h2:text-is("Groups")'))
+        assert rows.locator(f'tr[data-fingerprint="{fp}"]').count() == 1
+        assert set(column(p.page, "Groups", 2)) == {"ignored"}
+        p.page.click(f'tr[data-fingerprint="{fp}"] a')
+        p.page.wait_for_url(re.compile("/errors/"))
+        p.page.click('button:text-is("Unresolve")')
+        p.page.wait_for_load_state()
+        assert group_status(served, fp)["status"] == "unresolved"
+        p.clean()
+    finally:
+        ctx.close()
+
+
+def test_a_forged_lifecycle_form_changes_nothing(browser: Browser, served: Served) -> None:
+    boom(served, "forged")
+    fp = boom_group(served)
+    before = group_status(served, fp)
+    url = page_url(served, "/errors/" + quote(fp, safe=""))
+    # From another site, the guard answers as to a stranger; from here without this
+    # browser's token, the form is refused.
+    for headers, body, status in (
+        ({"origin": "http://evil.example"}, {"action": "resolve", "csrf_token": "guess"}, 404),
+        ({"origin": served.base_url}, {"action": "resolve"}, 403),
+        ({"origin": served.base_url}, {"action": "resolve", "csrf_token": "guess"}, 403),
+    ):
+        forged = httpx.post(
+            url,
+            content=urlencode(body),
+            headers={"content-type": "application/x-www-form-urlencoded", **headers},
+        )
+        assert forged.status_code == status
+    after = group_status(served, fp)
+    assert (after["status"], after["changedAt"]) == (before["status"], before["changedAt"])

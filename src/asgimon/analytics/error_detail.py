@@ -21,8 +21,9 @@ from .error_groups import SEVERITY_ORDER, SPIKE_FACTOR, SPIKE_MIN, status_of
 from .query import Query
 from .releases import Releases
 
-OCCURRENCES = 1000
+OCCURRENCES = 500
 LISTED = 50
+TOP = 20  # endpoints and deployments listed, the most frequent first
 
 
 def exception_chain(ev: ErrorEvent) -> list[dict[str, Any]]:
@@ -64,8 +65,6 @@ async def error_group(q: Query, fingerprint: str) -> dict[str, Any] | None:
     severities = [series.error_parts(t.series)[0] for t in totals]
     first_bucket = min((t.first_bucket for t in totals), default=None)
     first_seen = state.first_seen if state else first_bucket
-    if state is not None and first_bucket is not None:
-        first_seen = min(state.first_seen, first_bucket)
     last_seen = latest.timestamp if latest else (state.last_seen if state else None)
     return {
         **header(q.project_id, span),
@@ -96,11 +95,11 @@ async def error_group(q: Query, fingerprint: str) -> dict[str, Any] | None:
         "users_affected": len(users),
         "endpoints": [
             {"method": m, "endpoint": e, "count": c}
-            for (m, e), c in sorted(endpoints.items(), key=lambda kv: (-kv[1], str(kv[0])))
+            for (m, e), c in sorted(endpoints.items(), key=lambda kv: (-kv[1], str(kv[0])))[:TOP]
         ],
         "deployments": [
             {"deployment_id": d, "count": c}
-            for d, c in sorted(deployments.items(), key=lambda kv: (-kv[1], str(kv[0])))
+            for d, c in sorted(deployments.items(), key=lambda kv: (-kv[1], str(kv[0])))[:TOP]
         ],
         "latest": latest,
         "exception": Verbatim(exception_chain(latest)) if latest else Verbatim([]),

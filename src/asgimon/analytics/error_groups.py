@@ -61,15 +61,21 @@ class Filters:
     @classmethod
     def of(cls, q: Query) -> Filters:
         def text(name: str) -> str | None:
-            raw = q.params.get(name)
-            if raw is not None and not 0 < len(raw) <= 400:
-                raise BadQuery(name, "must be 1 to 400 characters")
+            raw = q.params.get(name) or None  # a form's field left empty: no filter
+            if raw is not None and len(raw) > 400:
+                raise BadQuery(name, "must be at most 400 characters")
+            return raw
+
+        def choice(name: str, choices: tuple[str, ...]) -> str | None:
+            raw = text(name)
+            if raw is not None and raw not in choices:
+                raise BadQuery(name, "must be one of " + ", ".join(choices))
             return raw
 
         return cls(
-            status=q.choice_param("status", STATUSES, None),
+            status=choice("status", STATUSES),
             type=text("type"),
-            severity=q.choice_param("severity", SEVERITY_ORDER, None),
+            severity=choice("severity", SEVERITY_ORDER),
             endpoint=text("endpoint"),
             deployment=text("deployment"),
             new_since=text("newSince"),
@@ -228,7 +234,9 @@ def _groups(
         last_seen = g.pop("last_bucket") if last is None else last.timestamp
         g.pop("last_bucket", None)
         if state is not None:
-            first_seen = min(first_seen, state.first_seen)
+            # Exact, where a bucket's start only bounds it: which deployment brought a
+            # group turns on the second.
+            first_seen = state.first_seen
         groups.append(
             {
                 **g,

@@ -25,6 +25,7 @@ from .assets import Assets
 from .context import FILTER_CHOICES, RANGE_NAMES, PageContext, UnknownProject, page_context
 from .formats import FILTERS
 from .group_forms import GroupForms
+from .headers import STYLESHEET
 from .signin import SignIn
 from .views import PAGES, Page
 
@@ -63,6 +64,7 @@ class Pages:
             root=root,
             nav=[p for p in PAGES if p.name],
             signed_in=_signed_in(request),
+            stylesheet=STYLESHEET,
             **{"csrf_token": csrf.token_of(request), **values},
         )
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})

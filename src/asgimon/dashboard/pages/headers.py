@@ -4,13 +4,23 @@ cookie are as private as those read with a bearer token)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from importlib.resources import files
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# No inline script or style anywhere: scripts and stylesheets come from the mount's static
-# files; the live figures come from the same origin.
+STYLESHEET = files("asgimon.dashboard").joinpath("static", "asgimon.css").read_text("utf-8")
+"""The stylesheet, inlined in every page: a fresh visitor's first paint waits for no second
+request. The CSP allows it by its hash, and nothing else inline."""
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLESHEET.encode()).digest()).decode()
+
+# No inline script anywhere, and no inline style but the stylesheet itself (by its hash);
+# the script comes from the mount's static files, the live figures from the same origin.
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    f"default-src 'none'; script-src 'self'; style-src 'self' 'sha256-{_STYLE_HASH}'; "
+    "img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
 )
 HEADERS = [
     (b"content-security-policy", CSP.encode()),
