@@ -89,3 +89,31 @@ def test_the_http_benchmark_serves_each_quick_variant_and_reads_asgimons_health(
         assert run["eventLoop"]["samples"] > 0, run
         assert run["after_shutdown"]["pending"] == 0, run
     assert "| asgimon-sqlite |" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_error_capture_benchmark_runs_beside_sentry(tmp_path: Path) -> None:
+    out = tmp_path / "capture.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/error_capture.py",
+            "--rounds",
+            "1",
+            "--captures",
+            "20",
+            "--md",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = out.read_text()
+    for depth in (5, 40):
+        assert f"| {depth} | asgimon, unhandled in a request |" in table
+        assert (
+            f"| {depth} | Sentry SDK, capture_exception (local variables, its default) |" in table
+        )

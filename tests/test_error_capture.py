@@ -436,3 +436,33 @@ async def test_a_failure_inside_capture_leaves_the_response_alone_and_is_counted
     assert monitor.stats().internal_errors == before + 3
     await settle(monitor)
     assert await stored_errors(storage) == []
+
+
+async def test_with_the_store_down_error_capture_leaves_responses_alone_and_counts(
+    tmp_path: Any,
+) -> None:
+    from asgimon.storage.sql import SQLStorage
+
+    # A store that can never be opened: every write of every report fails.
+    storage = SQLStorage(f"sqlite:///{tmp_path}/missing-dir/asgimon.db")
+    monitor = Monitor(
+        storage=storage, flush_interval=0.01, retry_deadline=0.2, retry_backoff_max=0.05
+    )
+    app = monitor.wrap(starlette_app(monitor))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with monitor, httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for _ in range(20):
+            r = await client.get("/unavailable")
+            assert (r.status_code, r.json()) == (503, {"error": "down"})
+            r = await client.get("/users/7")
+            assert (r.status_code, r.text) == (500, "Internal Server Error")
+            assert (await client.get("/handled")).text == "ok"
+        deadline = asyncio.get_running_loop().time() + 5
+        while monitor.stats().dropped.get("storage_unavailable", 0) < 80:
+            assert asyncio.get_running_loop().time() < deadline, monitor.stats()
+            await asyncio.sleep(0.05)
+        health = await monitor.health()
+    assert health["status"] == "degraded"
+    assert health["recorder"]["retries"] > 0
+    # 20 times (a failing status, an exception, a handled one and a message) plus the API calls.
+    assert health["recorder"]["droppedTotal"] >= 80

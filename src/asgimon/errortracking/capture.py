@@ -379,7 +379,8 @@ def _event(
         timestamp=at.timestamp,
         error_type=error_type,
         message=message,
-        stack=bounded_stack(scrubber.text(stack)),
+        # Rendered from the chain's parts, each cleaned already.
+        stack=bounded_stack(scrubber.echoes_out(stack)),
         exception=exception or None,
         fingerprint=group,
         severity=severity,

@@ -46,8 +46,11 @@ _NORMALISE = str.maketrans("", "", "-_. ")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)\s+([A-Za-z0-9._~+/=-]{8,})")
 # key=value, key: value, "key": "value": filtered when the key is sensitive.
-_KEY = re.compile(r"([\w.-]+)[\"']?\s*[:=]\s*[\"']?")
+# From the start of a word only: tried at every position, a key would be matched again
+# from each of its letters.
+_KEY = re.compile(r"(?<![\w.-])([\w.-]+)[\"']?\s*[:=]\s*[\"']?")
 _VALUE = re.compile(r"[^\s\"'&,;}]+")
+MAX_JUDGED = 4096
 MIN_ECHO = 6
 """Values shorter than this are not hunted for in free text: ``1`` would blank every digit."""
 
@@ -80,26 +83,44 @@ class Scrubber:
         terms = {normalise_key(t) for t in (*(DEFAULT_DENYLIST if defaults else ()), *extra)}
         self.terms = tuple(sorted(t for t in terms if t))
         self.echoes: set[str] = set()
+        # Keys repeat (header names, context keys): each is judged once, for every report.
+        self._judged: dict[str, bool] = {}
 
     def fork(self) -> Scrubber:
         """A scrubber for one report: the same rules, its own remembered values."""
         other = object.__new__(Scrubber)
         other.terms = self.terms
         other.echoes = set()
+        other._judged = self._judged
         return other
 
     def sensitive(self, key: str) -> bool:
-        k = normalise_key(key)
-        return any(t in k for t in self.terms)
+        found = self._judged.get(key)
+        if found is None:
+            k = normalise_key(key)
+            found = any(t in k for t in self.terms)
+            if len(self._judged) < MAX_JUDGED:
+                self._judged[key] = found
+        return found
 
     def remember(self, value: Any) -> None:
         if isinstance(value, str) and len(value) >= MIN_ECHO:
             self.echoes.add(value)
 
     def text(self, value: str) -> str:
+        if not value:
+            return value
         value = _BEARER.sub(self._bearer, value)
-        value = self._pairs(value)
+        if ":" in value or "=" in value:
+            value = self._pairs(value)
         value = _CARD.sub(_card, value)
+        for echo in sorted(self.echoes, key=len, reverse=True):
+            if echo in value:
+                value = value.replace(echo, FILTERED)
+        return value
+
+    def echoes_out(self, value: str) -> str:
+        """Only the remembered values blanked: for text made of parts already cleaned."""
         for echo in sorted(self.echoes, key=len, reverse=True):
             if echo in value:
                 value = value.replace(echo, FILTERED)

@@ -268,7 +268,7 @@ def error_event(event: Mapping[str, Any], project_id: str, rules: Rules, now: fl
         text = chain[0]["value"] or clean_text(scrubber.text(message), MAX_MESSAGE)
         group_by = grouping
         chain_json = exception_json(chain)
-        stack = bounded_stack(scrubber.text(render(chain)))
+        stack = bounded_stack(scrubber.echoes_out(render(chain)))
     custom = event.get("fingerprint")
     parts = [str(p) for p in custom] if isinstance(custom, list) and custom else None
     if parts == [DEFAULT]:
