@@ -466,3 +466,31 @@ async def test_with_the_store_down_error_capture_leaves_responses_alone_and_coun
     assert health["recorder"]["retries"] > 0
     # 20 times (a failing status, an exception, a handled one and a message) plus the API calls.
     assert health["recorder"]["droppedTotal"] >= 80
+
+
+async def test_errors_in_tracked_functions_name_them_and_are_reported_once(
+    setup: tuple[Monitor, MemoryStorage, httpx.AsyncClient],
+) -> None:
+    monitor, storage, _ = setup
+
+    @monitor.track_function("resize-image")
+    async def resize(width: int) -> None:
+        raise MemoryError(f"no room for {width}px; token=tk-123456789 in the url")
+
+    with pytest.raises(MemoryError):
+        await resize(4096)
+    try:
+        raise TimeoutError("upstream took 30 s")
+    except TimeoutError as exc:
+        monitor.capture_exception(exc)
+        monitor.capture_exception(exc)  # the same exception again: one report
+    await settle(monitor)
+    found = await stored_errors(storage)
+    assert [(e.error_type, e.context.get("function_id")) for e in found] == [
+        ("MemoryError", "resize-image"),
+        ("TimeoutError", None),
+    ]
+    (invocation,) = await storage.events("function")
+    assert invocation.status == "error"  # type: ignore[attr-defined]
+    assert "tk-123456789" not in (invocation.error_message or "")  # type: ignore[attr-defined]
+    assert "tk-123456789" not in found[0].message

@@ -145,7 +145,9 @@ async def test_the_monitor_samples_by_its_settings_and_still_counts_every_reques
         assert [ev.status for ev in listed] == [502] * 3  # type: ignore[attr-defined]
         rows = await monitor.storage.rollups(Window("default", "day", 0, 2**40), API_TOTAL)
         assert sum(r.count for r in rows) == 43
-        assert monitor.stats().written == 43
+        # 43 API calls, and each 502 is also an error report (ERROR_CAPTURE_STATUSES).
+        assert monitor.stats().written == 46
+        assert await monitor.storage.count("error") == 3
 
 
 async def test_the_test_double_keeps_every_call_whatever_the_default() -> None:

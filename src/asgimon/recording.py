@@ -15,7 +15,7 @@ from starlette.types import Scope
 
 from ._validate import to_epoch
 from .errors import InvalidEventError
-from .errortracking.capture import current_stack, exception_event, message_event
+from .errortracking.capture import current_stack, exception_event, message_event, reported
 from .errortracking.tracker import ErrorTracker
 from .events import BuildEvent, DeploymentEvent, DomainEvent, ErrorEvent, Event, FunctionInvocation
 from .middleware.host import ScopeResolver
@@ -194,7 +194,7 @@ class Recording:
 
         Inside a request it carries the request's endpoint, user and (scrubbed) headers.
         ``fingerprint`` replaces the grouping (``"{{ default }}"`` in it extends it)."""
-        if not self.settings.error_tracking_enabled:
+        if not self.settings.error_tracking_enabled or reported(exc):
             return None
         errors = self.errors
         event = self.record_quietly(
@@ -242,7 +242,7 @@ class Recording:
         ``root0`` is the root_path the request arrived with, so the error is filed under
         the same endpoint as the request.
         """
-        if not self.settings.error_tracking_enabled:
+        if not self.settings.error_tracking_enabled or reported(exc):
             return
         errors = self.errors
         self.record_quietly(
@@ -291,13 +291,17 @@ class Recording:
         >>> @monitor.track_function("resize-image")          # doctest: +SKIP
         ... async def resize(...): ...
         """
+        pid = self.settings.project_id if project_id is None else project_id
         return function_tracker(
             self,
             function_id,
-            project_id=self.settings.project_id if project_id is None else project_id,
+            project_id=pid,
             deployment_id=deployment_id,
             cold_start=cold_start,
             memory_mb=memory_mb,
+            # The invocation's error message is stored too: scrubbed like a report.
+            scrub=lambda text: self.errors.rules.scrubber.fork().text(text),
+            on_error=lambda exc: self.capture_exception(exc, severity="high", project_id=pid),
         )
 
     def track_build_phase(

@@ -6,6 +6,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +22,9 @@ class QuietRecorder(Protocol):
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+current_function: ContextVar[str | None] = ContextVar("asgimon_function", default=None)
+"""The tracked function running now: error reports made inside it name it."""
+
 
 class Tracker:
     """Times a block or a function and records one event when it ends, success or error.
@@ -31,14 +35,24 @@ class Tracker:
     """
 
     def __init__(
-        self, monitor: QuietRecorder, make: Callable[[float, float, BaseException | None], Event]
+        self,
+        monitor: QuietRecorder,
+        make: Callable[[float, float, BaseException | None], Event],
+        *,
+        function_id: str | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
     ):
         self._monitor = monitor
         self._make = make
+        self._function_id = function_id
+        self._on_error = on_error
+        self._token: Token[str | None] | None = None
         self._t0 = 0.0
         self._wall0 = 0.0
 
     def __enter__(self) -> Tracker:
+        if self._function_id is not None:
+            self._token = current_function.set(self._function_id)
         self._wall0 = time.time()
         self._t0 = time.perf_counter()
         return self
@@ -50,7 +64,14 @@ class Tracker:
         tb: TracebackType | None,
     ) -> None:
         elapsed = time.perf_counter() - self._t0
-        self._monitor.record_quietly(lambda: self._make(self._wall0, elapsed, exc))
+        try:
+            self._monitor.record_quietly(lambda: self._make(self._wall0, elapsed, exc))
+            if exc is not None and isinstance(exc, Exception) and self._on_error is not None:
+                self._on_error(exc)  # still inside: the report names the function
+        finally:
+            if self._token is not None:
+                current_function.reset(self._token)
+                self._token = None
 
     async def __aenter__(self) -> Tracker:
         return self.__enter__()
@@ -63,20 +84,25 @@ class Tracker:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
+    def _fresh(self) -> Tracker:
+        return Tracker(
+            self._monitor, self._make, function_id=self._function_id, on_error=self._on_error
+        )
+
     def __call__(self, fn: F) -> F:
-        make, monitor = self._make, self._monitor
+        fresh = self._fresh
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with Tracker(monitor, make):
+                async with fresh():
                     return await fn(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Tracker(monitor, make):
+            with fresh():
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -90,6 +116,8 @@ def function_tracker(
     deployment_id: str | None,
     cold_start: bool,
     memory_mb: float | None,
+    scrub: Callable[[str], str] = lambda text: text,
+    on_error: Callable[[BaseException], object] | None = None,
 ) -> Tracker:
     def make(wall0: float, elapsed: float, exc: BaseException | None) -> Event:
         return FunctionInvocation(
@@ -102,10 +130,10 @@ def function_tracker(
             cold_start=cold_start,
             memory_mb=memory_mb,
             error_type=type(exc).__name__ if exc is not None else None,
-            error_message=clean_text(str(exc), 2000) if exc is not None else None,
+            error_message=clean_text(scrub(str(exc)), 2000) if exc is not None else None,
         )
 
-    return Tracker(monitor, make)
+    return Tracker(monitor, make, function_id=function_id, on_error=on_error)
 
 
 def build_phase_tracker(

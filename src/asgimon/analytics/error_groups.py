@@ -61,9 +61,9 @@ class Filters:
     @classmethod
     def of(cls, q: Query) -> Filters:
         def text(name: str) -> str | None:
-            raw = q.params.get(name) or None  # a form's field left empty: no filter
-            if raw is not None and len(raw) > 400:
-                raise BadQuery(name, "must be at most 400 characters")
+            raw = q.params.get(name)
+            if raw is not None and not 0 < len(raw) <= 400:
+                raise BadQuery(name, "must be 1 to 400 characters")
             return raw
 
         def choice(name: str, choices: tuple[str, ...]) -> str | None:

@@ -10,6 +10,7 @@ when enabled, and scrubbed like the rest.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import linecache
@@ -89,6 +90,21 @@ class Rules:
     scrubber: Scrubber = field(default_factory=Scrubber)
     include_locals: bool = False
     release: str | None = None
+
+
+_REPORTED = "__asgimon_reported__"
+
+
+def reported(exc: BaseException) -> bool:
+    """Whether this exception was reported already (by host code, then again by the
+    middleware as it escapes): one report per exception object."""
+    return getattr(exc, _REPORTED, False) is True
+
+
+def _mark(exc: BaseException) -> None:
+    # An exception type that takes no attributes is reported each time it is met.
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, _REPORTED, True)
 
 
 def chain_of(exc: BaseException) -> list[BaseException]:
@@ -261,6 +277,7 @@ class Where:
     request_id: str | None = None
     deployment_id: str | None = None
     scope: Mapping[str, Any] | None = None
+    function_id: str | None = None  # the tracked function it happened in
 
 
 def exception_event(
@@ -273,6 +290,7 @@ def exception_event(
     context: Mapping[str, Any] | None = None,
     fingerprint_parts: Sequence[str] | str | None = None,
 ) -> ErrorEvent:
+    _mark(exc)
     scrubber = rules.scrubber.fork()
     request = request_context(at.scope, scrubber) if at.scope is not None else None
     if context:
@@ -374,6 +392,8 @@ def _event(
     handled: bool,
     context: dict[str, Any],
 ) -> ErrorEvent:
+    if at.function_id is not None:
+        context = {**context, "function_id": clean_text(at.function_id, MAX_NAME)}
     return ErrorEvent(
         project_id=at.project_id,
         timestamp=at.timestamp,

@@ -13,6 +13,7 @@ from asgimon.middleware.host import ScopeResolver
 from asgimon.pipeline.records import user_id_of
 from asgimon.settings import Settings
 from asgimon.storage.base import ErrorGroups
+from asgimon.tracking import current_function
 
 from .capture import Rules, Where
 from .lifecycle import Lifecycle
@@ -55,7 +56,7 @@ class ErrorTracker:
             if ctx is not None:
                 scope, root0 = ctx.scope, ctx.root0
         pid = project_id or self.settings.project_id
-        at = Where(project_id=pid, timestamp=time.time())
+        at = Where(project_id=pid, timestamp=time.time(), function_id=current_function.get())
         if scope is None:
             return at
         if project_id is None and self.project_resolver is not None:

@@ -3,6 +3,7 @@ template, the sign-in forms, and the static files, all behind the API's guard.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -56,7 +57,9 @@ class Pages:
         self.group_forms = GroupForms(storage, self.problem)
 
     def query(self, ctx: PageContext, project_id: str) -> Query:
-        return self._query(ctx.request, project_id, ctx.span, ctx.now)
+        q = self._query(ctx.request, project_id, ctx.span, ctx.now)
+        # A form's field left empty is no filter (the API, stricter, refuses one).
+        return dataclasses.replace(q, params={k: v for k, v in q.params.items() if v})
 
     def render(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
         root = mount_root(request.scope)

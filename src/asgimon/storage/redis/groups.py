@@ -1,14 +1,17 @@
 """Error groups' lifecycle in Redis: one hash per project, a JSON state per group.
 
-A change is an optimistic transaction: WATCH the project's hash, read the groups, compute,
-MULTI / EXEC; if another worker wrote the hash meanwhile, EXEC fails and the change is
-computed again from what that worker left.
+A change is optimistic: read the groups (HMGET), compute, then one script writes them only
+if each still holds the version read; if another worker wrote one meanwhile, the change is
+computed again from what that worker left. Two round trips, and no connection held between
+them (a WATCH would pin one while the change is computed, starving the writer on a slow
+link).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -18,6 +21,22 @@ from asgimon.errortracking.state import GroupState
 from asgimon.storage.base import GroupChange
 
 MAX_ATTEMPTS = 20
+
+# KEYS[1]: the project's hash; ARGV: n, then n fingerprints, the n versions they were read
+# at (0: absent) and the n states to write. All or nothing: 0 if any changed meanwhile.
+_CAS = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local held = redis.call('HGET', KEYS[1], ARGV[1 + i])
+  local version = 0
+  if held then version = cjson.decode(held)['version'] end
+  if version ~= tonumber(ARGV[1 + n + i]) then return 0 end
+end
+for i = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[1 + i], ARGV[1 + 2 * n + i])
+end
+return 1
+"""
 
 
 def groups_key(prefix: str, project_id: str) -> str:
@@ -61,27 +80,26 @@ class Groups:
         if not wanted:
             return []
         key = groups_key(self.prefix, project_id)
+        r = self._redis()
         try:
-            async with self._redis().pipeline(transaction=True) as pipe:
-                for _ in range(MAX_ATTEMPTS):
-                    try:
-                        await pipe.watch(key)
-                        raw = await pipe.hmget(key, wanted)
-                        held = dict(zip(wanted, map(_decode, raw), strict=True))
-                        written = []
-                        for state in change(held):
-                            if state.fingerprint not in held:
-                                raise ValueError(f"{state.fingerprint!r} was not asked for")
-                            before = held[state.fingerprint]
-                            state.version = (before.version if before else 0) + 1
-                            written.append(state)
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        if written:
-                            pipe.hset(key, mapping={s.fingerprint: _encode(s) for s in written})
-                        await pipe.execute()
-                        return written
-                    except redis_errors.WatchError:
-                        continue
+            for _ in range(MAX_ATTEMPTS):
+                raw = await r.hmget(key, wanted)
+                held = dict(zip(wanted, map(_decode, raw), strict=True))
+                written = []
+                for state in change(held):
+                    if state.fingerprint not in held:
+                        raise ValueError(f"{state.fingerprint!r} was not asked for")
+                    before = held[state.fingerprint]
+                    state.version = (before.version if before else 0) + 1
+                    written.append(state)
+                if not written:
+                    return []
+                args: list[Any] = [len(written)]
+                args += [s.fingerprint for s in written]
+                args += [s.version - 1 for s in written]
+                args += [_encode(s) for s in written]
+                if await r.eval(_CAS, 1, key, *args):
+                    return written
         except (redis_errors.RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
         raise StorageUnavailable(f"redis: {key} kept changing; gave up after {MAX_ATTEMPTS} tries")
