@@ -494,3 +494,24 @@ async def test_errors_in_tracked_functions_name_them_and_are_reported_once(
     assert invocation.status == "error"  # type: ignore[attr-defined]
     assert "tk-123456789" not in (invocation.error_message or "")  # type: ignore[attr-defined]
     assert "tk-123456789" not in found[0].message
+
+
+async def test_a_failing_response_after_a_reported_error_is_one_report() -> None:
+    storage = MemoryStorage()
+    monitor = Monitor(storage=storage, flush_interval=0.01)
+
+    async def pay(request: Request) -> Response:
+        try:
+            raise TimeoutError("payment provider timed out")
+        except TimeoutError as exc:
+            monitor.capture_exception(exc, severity="high")
+        return JSONResponse({"error": "payment provider unavailable"}, status_code=503)
+
+    app = monitor.wrap(Starlette(routes=[Route("/pay", pay), Route("/down", unavailable)]))
+    transport = httpx.ASGITransport(app=app)
+    async with monitor, httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/pay")).status_code == 503
+        assert (await client.get("/down")).status_code == 503
+        await settle(monitor)
+    found = await stored_errors(storage)
+    assert [e.error_type for e in found] == ["TimeoutError", "HTTP 503"]

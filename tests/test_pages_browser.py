@@ -661,3 +661,22 @@ def test_a_forged_lifecycle_form_changes_nothing(browser: Browser, served: Serve
         assert forged.status_code == status
     after = group_status(served, fp)
     assert (after["status"], after["changedAt"]) == (before["status"], before["changedAt"])
+
+
+def test_the_errors_list_resolves_a_group_in_place(browser: Browser, served: Served) -> None:
+    boom(served, "from-the-list")
+    fp = boom_group(served)
+    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 1440, "height": 900})
+    try:
+        p = visit(ctx, page_url(served, "/errors", range="24h", type="RuntimeError"))
+        row = p.page.locator(f'tr[data-fingerprint="{fp}"]')
+        row.locator('button:text-is("Unresolve"), button:text-is("Resolve")').first.click()
+        p.page.wait_for_load_state()
+        # Back on the list it was sent from, filters kept, the row's state changed.
+        assert "/errors?" in p.page.url
+        assert "type=RuntimeError" in p.page.url
+        state = group_status(served, fp)["status"]
+        assert p.page.locator(f'tr[data-fingerprint="{fp}"] .state').first.inner_text() == state
+        p.clean()
+    finally:
+        ctx.close()

@@ -16,6 +16,7 @@ from asgimon import (
     FunctionInvocation,
     Monitor,
 )
+from asgimon.errortracking.actions import change_group
 
 DAYS = 7
 ROUTES = (
@@ -133,4 +134,11 @@ async def backfill(monitor: Monitor, *, days: int = DAYS, seed: int = 1) -> int:
                 written += (await storage.write(batch)).inserted
                 batch = []
         written += (await storage.write(batch)).inserted
+    # Written to the store directly, the history has no lifecycle yet: give it one, as a
+    # team would have (one bug fixed, one noisy one ignored for a while).
+    project = monitor.settings.project_id
+    await change_group(storage, project, "demo-KeyError", "resolve", by="demo", now=now)
+    await change_group(
+        storage, project, "demo-ConnectionResetError", "ignore", by="demo", now=now, count=1000
+    )
     return written

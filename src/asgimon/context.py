@@ -21,7 +21,7 @@ _current: ContextVar[RequestContext | None] = ContextVar("asgimon_request", defa
 
 
 class RequestContext:
-    __slots__ = ("figures", "root0", "scope")
+    __slots__ = ("figures", "reported", "root0", "scope")
 
     def __init__(self, scope: Scope | None = None, root0: str = "") -> None:
         # Left None until a figure comes: the request record stays made of atoms, which
@@ -30,6 +30,8 @@ class RequestContext:
         # What an error reported from inside the request says of it (capture_exception).
         self.scope = scope
         self.root0 = root0
+        # An error was reported from inside it: its failing status says nothing more.
+        self.reported = False
 
 
 def current() -> RequestContext | None:

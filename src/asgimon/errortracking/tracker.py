@@ -51,9 +51,10 @@ class ErrorTracker:
     ) -> Where:
         """Where a report happened: inside ``scope`` (default: the current request), else
         the process. ``root0`` is the root_path the request arrived with."""
-        if scope is None:
-            ctx = current()
-            if ctx is not None:
+        ctx = current()
+        if ctx is not None:
+            ctx.reported = True
+            if scope is None:
                 scope, root0 = ctx.scope, ctx.root0
         pid = project_id or self.settings.project_id
         at = Where(project_id=pid, timestamp=time.time(), function_id=current_function.get())

@@ -120,7 +120,7 @@ class AsgimonMiddleware:
             in_flight.count -= 1
             if disconnected and not complete:
                 status = CLIENT_CLOSED
-            elif status in self._failing and not captured:
+            elif status in self._failing and not captured and not ctx.reported:
                 monitor.capture_response(status, scope, root0)
             self._record(
                 scope,

@@ -75,6 +75,11 @@ class GroupForms:
             return self.problem(request, None, 503, "storage is unavailable; retry shortly")
         if written is None:
             return self.problem(request, None, 404, "no error group with this fingerprint")
+        root = mount_root(request.scope)
+        back = form.get("next", "")
+        if back.startswith(("/errors?", "/errors/")) or back == "/errors":
+            # Back to the list it was sent from (a path of this mount, never elsewhere).
+            return RedirectResponse(root + back, status_code=303)
         keep = {k: v for k, v in request.query_params.items() if k in ("project", "range")}
-        target = f"{mount_root(request.scope)}/errors/{quote(fingerprint, safe='')}"
+        target = f"{root}/errors/{quote(fingerprint, safe='')}"
         return RedirectResponse(f"{target}?{urlencode(keep)}", status_code=303)

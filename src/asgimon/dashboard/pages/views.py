@@ -319,6 +319,7 @@ PAGES: tuple[Page, ...] = (
         errors_page,
         ("status", "severity", "type", "endpoint", "deployment"),
         choices={"status": GROUP_STATUSES},
+        forms=True,
     ),
     # :path: a fingerprint is the client's text, "/" included (sent as %2F).
     Page("/errors/{fingerprint:path}", "", "error_group.html", error_group_page, forms=True),
