@@ -515,3 +515,80 @@ async def test_a_failing_response_after_a_reported_error_is_one_report() -> None
         await settle(monitor)
     found = await stored_errors(storage)
     assert [e.error_type for e in found] == ["TimeoutError", "HTTP 503"]
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ itself fails")
+
+
+def deep(n: int) -> None:
+    if n:
+        deep(n - 1)
+    raise LookupError("at the bottom")
+
+
+def cyclic() -> dict[str, Any]:
+    loop: dict[str, Any] = {"name": "a"}
+    loop["self"] = loop
+    return loop
+
+
+def _nest(depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for _ in range(depth):
+        out = {"d": out}
+    return out
+
+
+BAD_REPORTS: list[tuple[str, Any, dict[str, Any]]] = [
+    ("a message of ten megabytes", ValueError("x" * 10_000_000), {}),
+    ("NUL and lone surrogates", ValueError("nul\x00 and \ud800 lone"), {}),
+    ("an exception whose str() raises", Unprintable(), {}),
+    ("an exception never raised", KeyError("no traceback"), {}),
+    ("a context that refers to itself", ValueError("cycle"), {"context": cyclic()}),
+    ("a context of objects and bytes", ValueError("objects"), {"context": {"o": object()}}),
+    ("a context nested 500 deep", ValueError("deep"), {"context": {"d": _nest(500)}}),
+    (
+        "a context of a million keys",
+        ValueError("wide"),
+        {"context": dict.fromkeys(map(str, range(10**6)), 1)},
+    ),
+    ("a fingerprint of odd parts", ValueError("odd"), {"fingerprint": [None, 3, "\x00", "a:b"]}),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "exc", "options"), BAD_REPORTS, ids=[c for c, _, _ in BAD_REPORTS]
+)
+async def test_any_exception_or_context_gives_a_bounded_valid_report(
+    case: str, exc: BaseException, options: dict[str, Any]
+) -> None:
+    storage = MemoryStorage()
+    monitor = Monitor(storage=storage, flush_interval=0.01)
+    async with monitor:
+        ev = monitor.capture_exception(exc, **options)
+        await monitor.recorder.flush()
+    assert ev is not None, case
+    (stored,) = await stored_errors(storage)
+    assert len(stored.message) <= 2000
+    assert "\x00" not in stored.message
+    stored.message.encode("utf-8")  # no lone surrogate left
+    assert len(json.dumps(stored.context)) <= 16_384
+    assert ":" not in stored.fingerprint
+    assert monitor.stats().internal_errors == 0
+
+
+async def test_a_recursion_deep_stack_is_bounded() -> None:
+    storage = MemoryStorage()
+    monitor = Monitor(storage=storage, flush_interval=0.01)
+    async with monitor:
+        try:
+            deep(900)
+        except LookupError as exc:
+            ev = monitor.capture_exception(exc)
+        await monitor.recorder.flush()
+    assert ev is not None
+    (frames,) = [len(link["frames"]) for link in exception_chain(ev)]
+    assert frames == 50
+    assert len(ev.stack) <= 32_768

@@ -89,4 +89,5 @@ def fingerprint(
     if custom is not None:
         given = [custom] if isinstance(custom, str) else [str(p) for p in custom]
         parts = [p for item in given for p in (parts if item == DEFAULT else [f"custom:{item}"])]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    # surrogatepass: a message may hold lone surrogates, and still name one group.
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
