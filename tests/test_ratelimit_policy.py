@@ -1,0 +1,73 @@
+"""The host app's rate limits as configured: burst, endpoint rules, exemptions, keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from asgimon.ratelimit.headers import Standing
+from asgimon.ratelimit.keys import ClientAddress, hashed, parse_networks
+from asgimon.ratelimit.policy import Policy, default_rule, parse_endpoint_rules
+
+
+def test_burst_is_a_larger_window_held_to_the_average_over_two() -> None:
+    rule = default_rule(100, 60, 10)
+    assert [(i.amount, i.get_expiry()) for i in rule.items] == [(110, 60), (200, 120)]
+    assert [(i.amount, i.get_expiry()) for i in default_rule(5, 60, 0).items] == [(5, 60)]
+
+
+def test_endpoint_rules_match_method_and_template_first_wins() -> None:
+    rules = parse_endpoint_rules(
+        "GET /items/{id}=10/minute; /items/{id}=3/minute; /files/{rest:path}=1 per 5 seconds"
+    )
+    policy = Policy(default_rule(100, 60, 0), rules, ["/health", "/static/*"])
+    assert policy.rule_for("GET", "/items/7").name == "GET /items/{id}"  # type: ignore[union-attr]
+    assert policy.rule_for("POST", "/items/7").name == "/items/{id}"  # type: ignore[union-attr]
+    assert policy.rule_for("GET", "/items/7/more").name == "default"  # type: ignore[union-attr]
+    assert policy.rule_for("GET", "/files/a/b/c").name == "/files/{rest:path}"  # type: ignore[union-attr]
+    assert policy.rule_for("GET", "/health") is None
+    assert policy.rule_for("GET", "/static/app.css") is None
+
+
+@pytest.mark.parametrize(
+    "raw", ["GET /a", "/a=ten/minute", "FETCH /a=1/minute", "a=1/minute", "GET /a b=1/minute"]
+)
+def test_a_bad_endpoint_rule_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"expected|starts with|not a rate"):
+        parse_endpoint_rules(raw)
+
+
+def test_forwarding_headers_count_only_from_a_trusted_proxy() -> None:
+    def scope(peer: str, *headers: tuple[bytes, bytes]) -> dict[str, object]:
+        return {"client": (peer, 5000), "headers": list(headers)}
+
+    spoof = (b"x-forwarded-for", b"6.6.6.6")
+    nobody = ClientAddress()
+    assert nobody(scope("203.0.113.9", spoof)) == "203.0.113.9"
+    proxied = ClientAddress(parse_networks(["10.0.0.0/8", "127.0.0.1"]))
+    assert proxied(scope("203.0.113.9", spoof)) == "203.0.113.9"  # not from a proxy
+    assert proxied(scope("10.1.2.3", (b"x-forwarded-for", b"6.6.6.6, 198.51.100.7"))) == (
+        "198.51.100.7"
+    )
+    # Hops the proxies added are skipped; the first untrusted one from the right is the client.
+    chain = (b"x-forwarded-for", b"1.1.1.1, 198.51.100.7, 10.9.9.9")
+    assert proxied(scope("127.0.0.1", chain)) == "198.51.100.7"
+    forwarded = (b"forwarded", b'for=192.0.2.60;proto=http, for="[2001:db8::1]:4711"')
+    assert proxied(scope("10.0.0.1", forwarded)) == "2001:db8::1"
+    assert proxied(scope("10.0.0.1", (b"x-forwarded-for", b"not-an-ip"))) == "10.0.0.1"
+    with pytest.raises(ValueError, match=r"10\.0\.0\.0/33"):
+        parse_networks(["10.0.0.0/33"])
+
+
+def test_keys_are_hashed_and_headers_are_exact() -> None:
+    assert hashed("user:ann") == hashed("user:ann") != hashed("user:bo")
+    assert "ann" not in hashed("user:ann")
+    headers = dict(Standing("default", 100, 60, 42, 17, True).headers())
+    assert headers == {
+        b"ratelimit-policy": b'"default";q=100;w=60',
+        b"ratelimit": b'"default";r=42;t=17',
+        b"x-ratelimit-limit": b"100",
+        b"x-ratelimit-remaining": b"42",
+        b"x-ratelimit-reset": b"17",
+    }
+    denied = dict(Standing("GET /a", 5, 60, 0, 0, False).headers())
+    assert denied[b"retry-after"] == b"1"
