@@ -343,3 +343,25 @@ async def test_the_process_release_is_every_errors_deployment(storage: Storage) 
     assert ev.deployment_id == "rel-2026.12"
     (state,) = await storage.error_groups("default")
     assert (state.first_release, state.last_release) == ("rel-2026.12", "rel-2026.12")
+
+
+async def test_a_group_recorded_before_its_lifecycle_keeps_its_history(storage: Storage) -> None:
+    from asgimon import ErrorEvent
+
+    now = time.time()
+    old = [
+        ErrorEvent(
+            project_id="default", timestamp=now - h * 3600, fingerprint="legacy", message="m"
+        )
+        for h in (30, 20, 1)
+    ]
+    await storage.write(old)  # straight to the store: no lifecycle was kept for them
+    monitor = Monitor(storage=storage, api_rate_limit=None)
+    transport = httpx.ASGITransport(app=monitor.wrap(Starlette()))
+    async with monitor, httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        r = await c.post(f"{API}/errors/default/groups/legacy/resolve")
+    assert r.status_code == 200
+    state = r.json()
+    assert state["count"] == 3
+    first = datetime.fromisoformat(state["firstSeen"]).timestamp()
+    assert first <= now - 30 * 3600

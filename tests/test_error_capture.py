@@ -592,3 +592,54 @@ async def test_a_recursion_deep_stack_is_bounded() -> None:
     (frames,) = [len(link["frames"]) for link in exception_chain(ev)]
     assert frames == 50
     assert len(ev.stack) <= 32_768
+
+
+class Haunted(Exception):
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("no attributes here")
+
+
+async def test_what_the_review_found_stays_fixed(
+    setup: tuple[Monitor, MemoryStorage, httpx.AsyncClient],
+) -> None:
+    monitor, storage, _ = setup
+    # An exception whose attribute lookup fails is still reported, and nothing raises.
+    assert monitor.capture_exception(Haunted("odd")) is not None
+    # One tracker shared by concurrent tasks, and nested: no ValueError into host code.
+    shared = monitor.track_function("shared")
+
+    async def use() -> None:
+        async with shared:
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(use(), use())
+    with shared, shared:
+        pass
+    # A secret header past the first 40, echoed in a message: still blanked.
+    headers = [(f"x-h{i}".encode(), b"v") for i in range(45)]
+    headers.append((b"x-api-key", b"late-secret-987654"))
+    scope = {**http_scope("/late"), "headers": headers}
+    monitor.capture_unhandled(ValueError("rejected late-secret-987654"), scope)
+    await settle(monitor)
+    found = await stored_errors(storage)
+    assert "late-secret-987654" not in repr(found)
+    assert len(found[-1].context["request"]["headers"]) == 40
+
+
+async def test_a_tracked_function_in_a_request_scrubs_its_stored_message() -> None:
+    storage = MemoryStorage()
+    monitor = Monitor(storage=storage, flush_interval=0.01, api_call_sample_rate=1.0)
+
+    async def call(request: Request) -> Response:
+        async with monitor.track_function("charge"):
+            raise PermissionError("rejected " + request.headers["x-api-key"])
+
+    app = monitor.wrap(Starlette(routes=[Route("/charge", call)]))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with monitor, httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        r = await client.get("/charge", headers={"x-api-key": "K-SECRET-123456"})
+        assert r.status_code == 500
+        await settle(monitor)
+    everything = repr(await storage.events("function")) + repr(await storage.events("error"))
+    assert "K-SECRET-123456" not in everything
+    assert "[Filtered]" in everything

@@ -126,9 +126,10 @@ async def test_planted_secrets_are_stored_nowhere(storage: Storage, tmp_path: Pa
             await monitor.recorder.flush()
             await asyncio.sleep(0.2)
             # What was stored is there: the scrub removed the secrets, not the reports.
+            # The 502 after a logged error is that error's report, not a second one.
             errors = await storage.events("error", limit=100)
-            assert len(errors) == 4
-            assert len(await storage.error_groups("default")) == 4
+            assert len(errors) == 3
+            assert len(await storage.error_groups("default")) == 3
     finally:
         logging.getLogger("shop.checkout").removeHandler(handler)
     stored = await dump(storage, tmp_path)

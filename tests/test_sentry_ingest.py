@@ -257,3 +257,25 @@ async def test_only_a_known_dsn_key_opens_the_sentry_paths_and_nothing_else(inge
     r = await client.get(f"/analytics/api/errors/shop?sentry_key={KEY}")
     assert r.status_code == 404
     assert await storage.events("error") == []
+
+
+async def test_odd_shapes_are_a_400_and_list_tags_are_scrubbed(ingest: Any) -> None:
+    storage, client = ingest
+    # A timestamp no float holds is refused; malformed parts of a usable event are left out.
+    for odd, status in (
+        (event(timestamp=10**400), 400),
+        (event(request={"headers": [1, 2, 3], "query_string": [5]}), 200),
+        (event(exception={"values": [{"type": "E", "stacktrace": {"frames": [7, None]}}]}), 200),
+    ):
+        r = await client.post(
+            "/analytics/api/1/envelope/", content=envelope(({"type": "event"}, odd)), headers=AUTH
+        )
+        assert r.status_code == status, r.text
+    listed = event(tags=[["session_token", "TAG-SECRET-4242"], ["env", "prod"]])
+    r = await client.post(
+        "/analytics/api/1/envelope/", content=envelope(({"type": "event"}, listed)), headers=AUTH
+    )
+    assert r.status_code == 200
+    stored = repr(await storage.events("error", limit=100))
+    assert "TAG-SECRET-4242" not in stored
+    assert "prod" in stored

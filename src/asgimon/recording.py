@@ -300,7 +300,7 @@ class Recording:
             cold_start=cold_start,
             memory_mb=memory_mb,
             # The invocation's error message is stored too: scrubbed like a report.
-            scrub=lambda text: self.errors.rules.scrubber.fork().text(text),
+            scrub=self.errors.scrub_text,
             on_error=lambda exc: self.capture_exception(exc, severity="high", project_id=pid),
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
@@ -46,13 +47,14 @@ class Tracker:
         self._make = make
         self._function_id = function_id
         self._on_error = on_error
-        self._token: Token[str | None] | None = None
+        # One per use in flight: a tracker entered twice (nested) resets each in turn.
+        self._tokens: list[Token[str | None]] = []
         self._t0 = 0.0
         self._wall0 = 0.0
 
     def __enter__(self) -> Tracker:
         if self._function_id is not None:
-            self._token = current_function.set(self._function_id)
+            self._tokens.append(current_function.set(self._function_id))
         self._wall0 = time.time()
         self._t0 = time.perf_counter()
         return self
@@ -69,9 +71,12 @@ class Tracker:
             if exc is not None and isinstance(exc, Exception) and self._on_error is not None:
                 self._on_error(exc)  # still inside: the report names the function
         finally:
-            if self._token is not None:
-                current_function.reset(self._token)
-                self._token = None
+            if self._tokens:
+                token = self._tokens.pop()
+                # One tracker shared by concurrent tasks: each has its own context, where
+                # another's token cannot be reset; the task's context ends with it anyway.
+                with contextlib.suppress(ValueError):
+                    current_function.reset(token)
 
     async def __aenter__(self) -> Tracker:
         return self.__enter__()

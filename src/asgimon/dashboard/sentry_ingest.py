@@ -65,11 +65,15 @@ def _decode(raw: bytes, encoding: str, limit: int) -> bytes:
             import brotli  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             raise BadEnvelope("Content-Encoding", "br needs the brotli package here") from None
+        decompressor = brotli.Decompressor()
         try:
-            out = brotli.decompress(raw)
+            # Bounded as it inflates, like gzip: a small body must not take the memory.
+            out = decompressor.process(raw, output_buffer_limit=limit + 1)
+        except TypeError:
+            raise BadEnvelope("Content-Encoding", "br needs brotli 1.1 or later here") from None
         except brotli.error:
             raise BadEnvelope("Content-Encoding", "the body is not valid br") from None
-        if len(out) > limit:
+        if len(out) > limit or not decompressor.is_finished():
             raise _TooLarge
         return bytes(out)
     raise BadEnvelope("Content-Encoding", "must be gzip, deflate, br or none")

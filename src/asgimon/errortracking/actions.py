@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from asgimon import series
+from asgimon._validate import clean_text
 from asgimon.events import ErrorEvent
+from asgimon.rollups import Window
 from asgimon.storage.base import Storage
 
-from .state import GroupState, ignore, resolve, unresolve
+from .state import SEVERITY_RANK, GroupState, ignore, resolve, unresolve
 
 ACTIONS = ("resolve", "unresolve", "ignore")
+MAX_BY = 200  # the column's size: a JWT's subject may be longer
 
 
 async def change_group(
@@ -24,6 +28,7 @@ async def change_group(
     """The group after ``action``, or None if the project has no such group."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
+    by = clean_text(by, MAX_BY) if by else by
     latest = await storage.events(
         "error", project_id=project_id, limit=1, match={"fingerprint": fingerprint}
     )
@@ -31,6 +36,14 @@ async def change_group(
     if not latest and not held:
         return None
     seed = _seed(project_id, fingerprint, latest[0] if latest else None)
+    if not held:
+        # Recorded before groups had a lifecycle: its day rollups know how many and since
+        # when (the newest event alone would make it new).
+        names = tuple(f"{series.ERROR}{s}:{fingerprint}:" for s in SEVERITY_RANK)
+        totals = await storage.series_totals(Window(project_id, "day", 0, now + 86_400), names)
+        if totals:
+            seed.count = sum(t.count for t in totals)
+            seed.first_seen = min(seed.first_seen, *(t.first_bucket for t in totals))
 
     def change(states: dict[str, GroupState | None]) -> list[GroupState]:
         state = states.get(fingerprint) or seed

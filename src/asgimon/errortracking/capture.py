@@ -35,6 +35,7 @@ MAX_CHAIN = 5
 MAX_LOCALS = 20
 MAX_LINE = 200
 MAX_HEADERS = 40
+MAX_QUERY = 50
 
 _LIBRARY_ROOTS = tuple(
     sorted(
@@ -98,7 +99,10 @@ _REPORTED = "__asgimon_reported__"
 def reported(exc: BaseException) -> bool:
     """Whether this exception was reported already (by host code, then again by the
     middleware as it escapes): one report per exception object."""
-    return getattr(exc, _REPORTED, False) is True
+    try:
+        return getattr(exc, _REPORTED, False) is True
+    except Exception:  # an exception class whose __getattr__ fails: report it again
+        return False
 
 
 def _mark(exc: BaseException) -> None:
@@ -211,31 +215,39 @@ def request_context(scope: Mapping[str, Any], scrubber: Scrubber) -> dict[str, A
     names, scrubbed. Cookie values are never kept: each is a secret until shown otherwise."""
     headers: dict[str, str] = {}
     cookies: list[str] = []
-    for raw_name, raw_value in list(scope.get("headers") or ())[:MAX_HEADERS]:
+    # Every header and query value is looked at, so that each secret is remembered (and
+    # blanked wherever it is echoed); only the first few are kept.
+    for raw_name, raw_value in scope.get("headers") or ():
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
+        keep = len(headers) < MAX_HEADERS
         if name == "cookie":
             for part in value.split(";"):
                 key, _, val = part.strip().partition("=")
                 if key:
-                    cookies.append(clean_text(key, 100))
+                    if len(cookies) < MAX_HEADERS:
+                        cookies.append(clean_text(key, 100))
                     scrubber.remember(val)
             scrubber.remember(value)
-            headers[name] = FILTERED
+            if keep:
+                headers[name] = FILTERED
         elif scrubber.sensitive(name):
             scrubber.remember(value)
             for word in value.split():
                 scrubber.remember(word)
-            headers[name] = FILTERED
-        else:
+            if keep:
+                headers[name] = FILTERED
+        elif keep:
             headers[name] = clean_text(value, 500)
     query: dict[str, str] = {}
     raw_query = scope.get("query_string") or b""
-    for key, val in parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)[:50]:
+    for key, val in parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True):
+        keep = len(query) < MAX_QUERY
         if scrubber.sensitive(key):
             scrubber.remember(val)
-            query[clean_text(key, 100)] = FILTERED
-        else:
+            if keep:
+                query[clean_text(key, 100)] = FILTERED
+        elif keep:
             query[clean_text(key, 100)] = clean_text(val, 500)
     return {
         "method": "WS" if scope.get("type") == "websocket" else scope.get("method"),

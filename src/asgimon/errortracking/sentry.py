@@ -120,7 +120,10 @@ def _timestamp(raw: Any, now: float) -> float:
     if raw is None:
         return now
     if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw)
+        try:
+            return float(raw)
+        except OverflowError:
+            raise BadEnvelope("timestamp", "is out of range") from None
     if isinstance(raw, str):
         try:
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -188,7 +191,11 @@ def _scope(request: Any) -> dict[str, Any] | None:
     if isinstance(headers_raw, Mapping):
         pairs = [(str(k), _text(v, 2000)) for k, v in headers_raw.items()]
     elif isinstance(headers_raw, list):
-        pairs = [(str(p[0]), _text(p[1], 2000)) for p in headers_raw if len(p) == 2]
+        pairs = [
+            (str(p[0]), _text(p[1], 2000))
+            for p in headers_raw
+            if isinstance(p, list | tuple) and len(p) == 2
+        ]
     cookies = request.get("cookies")
     if isinstance(cookies, Mapping):
         pairs.append(("cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
@@ -198,7 +205,9 @@ def _scope(request: Any) -> dict[str, Any] | None:
     if isinstance(query, Mapping):
         query = urlencode({str(k): str(v) for k, v in query.items()})
     elif isinstance(query, list):
-        query = urlencode([(str(p[0]), str(p[1])) for p in query if len(p) == 2])
+        query = urlencode(
+            [(str(p[0]), str(p[1])) for p in query if isinstance(p, list | tuple) and len(p) == 2]
+        )
     method = request.get("method")
     return {
         "type": "http",
@@ -220,12 +229,28 @@ def _endpoint(transaction: Any) -> str | None:
 
 def error_event(event: Mapping[str, Any], project_id: str, rules: Rules, now: float) -> ErrorEvent:
     """One Sentry event as an asgimon error report, scrubbed; BadEnvelope if it cannot be."""
+    try:
+        return _error_event(event, project_id, rules, now)
+    except BadEnvelope:
+        raise
+    except Exception as exc:  # any shape the reading above did not foresee: a 400, not a 500
+        raise BadEnvelope("event", f"could not be read ({type(exc).__name__})") from None
+
+
+def _error_event(event: Mapping[str, Any], project_id: str, rules: Rules, now: float) -> ErrorEvent:
     scrubber = rules.scrubber.fork()
     scope = _scope(event.get("request"))
     request = request_context(scope, scrubber) if scope is not None else None
     if isinstance(event.get("request"), Mapping) and "data" in event["request"]:
         scrubber.collect(bounded_json(event["request"]["data"]))
-    extra = {k: event[k] for k in ("tags", "extra") if isinstance(event.get(k), Mapping | list)}
+    extra: dict[str, Any] = {}
+    for key in ("tags", "extra"):
+        given = event.get(key)
+        if isinstance(given, list):
+            # Sentry allows tags as [[key, value], ...]: keyed here, so their keys are judged.
+            given = {str(p[0]): p[1] for p in given if isinstance(p, list | tuple) and len(p) == 2}
+        if isinstance(given, Mapping):
+            extra[key] = dict(given)
     scrubber.collect(bounded_json(extra))
     links = _exceptions(event)
     chain: list[dict[str, Any]] = []

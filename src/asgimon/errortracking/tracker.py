@@ -15,7 +15,7 @@ from asgimon.settings import Settings
 from asgimon.storage.base import ErrorGroups
 from asgimon.tracking import current_function
 
-from .capture import Rules, Where
+from .capture import Rules, Where, request_context
 from .lifecycle import Lifecycle
 from .scrub import Scrubber
 
@@ -78,6 +78,14 @@ class ErrorTracker:
                 at.request_id = clean_text(value.decode("latin-1"), 200)
                 break
         return at
+
+    def scrub_text(self, text: str) -> str:
+        """Text scrubbed as a report would be: the current request's secrets blanked too."""
+        scrubber = self.rules.scrubber.fork()
+        ctx = current()
+        if ctx is not None and ctx.scope is not None:
+            request_context(ctx.scope, scrubber)  # for what it remembers
+        return scrubber.text(text)
 
     def _endpoint(self, scope: Scope, root0: str | None) -> str | None:
         if self.route_resolver is not None:

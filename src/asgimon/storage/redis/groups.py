@@ -22,6 +22,19 @@ from asgimon.storage.base import GroupChange
 
 MAX_ATTEMPTS = 20
 
+# KEYS[1]: a project's hash; ARGV[1]: the cutoff. Deletes the groups last seen before it.
+_PURGE = """
+local doomed = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if cjson.decode(fields[i + 1])['last_seen'] < tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], fields[i])
+    doomed = doomed + 1
+  end
+end
+return doomed
+"""
+
 # KEYS[1]: the project's hash; ARGV: n, then n fingerprints, the n versions they were read
 # at (0: absent) and the n states to write. All or nothing: 0 if any changed meanwhile.
 _CAS = """
@@ -106,14 +119,9 @@ class Groups:
 
     async def _purge_all_groups(self, cutoff: float) -> int:
         # Every project's hash, found by its key: a project's groups may outlive its events.
+        # The age is judged inside the script, so a group seen meanwhile is kept.
         r = self._redis()
         total = 0
         async for key in r.scan_iter(match=groups_key(self.prefix, "*"), count=500):
-            doomed = [
-                fp
-                for fp, raw in (await r.hgetall(key)).items()
-                if (state := _decode(raw)) is not None and state.last_seen < cutoff
-            ]
-            if doomed:
-                total += int(await r.hdel(key, *doomed))
+            total += int(await r.eval(_PURGE, 1, key, cutoff))
         return total

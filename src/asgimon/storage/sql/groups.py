@@ -71,7 +71,11 @@ class Groups(SQLBase):
                 await conn.execute(self._insert(t).on_conflict_do_nothing(), placeholders)
                 held: dict[str, GroupState | None] = dict.fromkeys(wanted)
                 for run in chunks(wanted, _IN_CLAUSE):
-                    stmt = select(t).where(t.c.project_id == project_id, t.c.fingerprint.in_(run))
+                    stmt = (
+                        select(t)
+                        .where(t.c.project_id == project_id, t.c.fingerprint.in_(run))
+                        .order_by(t.c.fingerprint)  # locked in one order by every writer
+                    )
                     if self.dialect == "postgresql":
                         stmt = stmt.with_for_update()
                     for found in (await conn.execute(stmt)).fetchall():
