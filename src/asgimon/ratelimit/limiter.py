@@ -13,13 +13,18 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from limits.aio.strategies import RateLimiter as Strategy
 
 from asgimon import redis_pools as pools
 from asgimon.breaker import CircuitBreaker
@@ -28,6 +33,12 @@ log = logging.getLogger("asgimon.ratelimit")
 
 TIMEOUT_S = 0.1
 T = TypeVar("T")
+STRATEGIES: dict[str, type[Strategy]] = {
+    "fixed-window": FixedWindowRateLimiter,
+    "moving-window": MovingWindowRateLimiter,
+    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+}
+LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +47,7 @@ class Verdict:
     limit: int
     remaining: int
     reset_s: int
+    window_s: int = 0
 
     def headers(self) -> dict[str, str]:
         out = {
@@ -56,28 +68,35 @@ class RateLimiter:
         redis_url: str | None = None,
         redis_pool: Any = None,
         key_prefix: str = "asgimon",
+        strategy: str = "sliding-window-counter",
+        timeout: float = TIMEOUT_S,
+        namespace: str = "api-limit",
     ):
         """Counts in Redis when ``redis_url`` is given, over ``redis_pool`` (its owner's,
         who closes it; without one, a pool of the limiter's own), else in memory."""
+        self.timeout = timeout
         self.items: list[RateLimitItem] = parse_many(rate)
         storage: Storage
         self._pool: Any = None  # its own, closed with it
         if redis_url:
             if redis_pool is None:
-                redis_pool = self._pool = pools.pool(redis_url, timeout=TIMEOUT_S)
+                redis_pool = self._pool = pools.pool(redis_url, timeout=timeout)
             scheme, _, rest = redis_url.partition("://")
             storage = RedisStorage(
                 {"unix": "async+redis+unix"}.get(scheme, "async+" + scheme) + "://" + rest,
                 implementation="redispy",
-                key_prefix=f"{key_prefix}:api-limit",
+                key_prefix=f"{key_prefix}:{namespace}",
                 wrap_exceptions=True,
                 connection_pool=redis_pool,
             )
         else:
             storage = MemoryStorage()
-        self.limiter = SlidingWindowCounterRateLimiter(storage)
+        self.storage = storage
+        self.limiter = STRATEGIES[strategy](storage)
         self.breaker = CircuitBreaker()
         self.failures = 0
+        self.bypassed = 0  # calls let through unchecked: the store failed, or its breaker
+        self._last_log = -LOG_EVERY_S
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -95,14 +114,23 @@ class RateLimiter:
         """The call's answer; None when the store fails, is slow or its breaker is open."""
         if not self.breaker.allow():
             call.close()
+            self.bypassed += 1
             return None
         try:
-            answer = await asyncio.wait_for(call, TIMEOUT_S * 2)
+            answer = await asyncio.wait_for(call, self.timeout * 2)
         except Exception as exc:  # the limiter must never fail a request
             self.failures += 1
+            self.bypassed += 1
             self.breaker.failure()
-            if self.failures == 1 or self.failures % 1000 == 0:
-                log.warning("API rate limiter unavailable (%d failures): %r", self.failures, exc)
+            now = time.monotonic()
+            if now - self._last_log >= LOG_EVERY_S:  # once per interval, never per request
+                self._last_log = now
+                log.warning(
+                    "rate limiter unavailable (%d failures, %d let through): %r",
+                    self.failures,
+                    self.bypassed,
+                    exc,
+                )
             return None
         self.breaker.success()
         return answer
@@ -113,16 +141,39 @@ class RateLimiter:
                 return True
         return False
 
+    async def decide(
+        self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int = 1
+    ) -> Verdict | None:
+        """Spend ``cost`` of ``key`` against every one of ``items`` (counted under
+        ``scope``, a rule's name): the tightest verdict, or None when the store failed."""
+        return await self._guarded(self._decide(items, scope, key, cost))
+
     async def _check(self, key: str) -> Verdict:
+        return await self._decide(self.items, "api", key, 1)
+
+    async def _decide(
+        self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
+    ) -> Verdict:
         tightest: Verdict | None = None
-        for item in self.items:
-            allowed = await self.limiter.hit(item, "api", key)
-            stats = await self.limiter.get_window_stats(item, "api", key)
+        for item in items:
+            if isinstance(self.limiter, FixedWindowRateLimiter):
+                # The count the increment answers is this request's own: remaining is exact
+                # however many requests land at once (a second read would see theirs).
+                counter = item.key_for(scope, key)
+                count = await self.storage.incr(counter, item.get_expiry(), amount=cost)
+                allowed = count <= item.amount
+                remaining = item.amount - count
+                reset_at = await self.storage.get_expiry(counter)
+            else:
+                allowed = await self.limiter.hit(item, scope, key, cost=cost)
+                stats = await self.limiter.get_window_stats(item, scope, key)
+                remaining, reset_at = stats.remaining, stats.reset_time
             verdict = Verdict(
                 allowed=allowed,
                 limit=item.amount,
-                remaining=max(0, stats.remaining),
-                reset_s=max(0, math.ceil(stats.reset_time - time.time())),
+                remaining=max(0, remaining),
+                reset_s=max(0, math.ceil(reset_at - time.time())),
+                window_s=item.get_expiry(),
             )
             if not allowed:
                 return verdict

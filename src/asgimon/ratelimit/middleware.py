@@ -1,0 +1,216 @@
+"""The host app's rate limit, as a pure-ASGI middleware.
+
+Before the app runs, each HTTP request (and websocket connection) meets its rule
+(:class:`~asgimon.ratelimit.policy.Policy`): its key (the user, an API key, else the client
+address through trusted proxies only) spends its cost against the rule's limits. Denied, it
+is answered 429 with a JSON body naming the limit and ``Retry-After`` (a websocket is closed
+with 1008 before it is accepted); in shadow mode it goes through and the denial it would have
+been is only reported. Allowed, it goes through with the limit headers added to the app's
+response (configurable); nothing else of the response is touched. With the counters' store
+failing or slow, the request goes through (counted as let through), unless its rule fails
+closed: then a 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asgimon.pipeline.records import user_id_of
+
+from .headers import Standing
+from .keys import ClientAddress, hashed
+from .limiter import RateLimiter, Verdict
+from .policy import Policy, Rule
+
+FAIL_CLOSED_RETRY_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A request refused (or, in shadow mode, that would have been)."""
+
+    key: str  # hashed unless configured otherwise
+    method: str
+    path: str
+    rule: Rule
+    standing: Standing
+    shadow: bool
+
+
+Report = Callable[[Denial], object]
+Cost = Callable[[Scope], int]
+Tier = Callable[[Scope], "Rule | None"]
+
+
+class RateLimitMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter,
+        policy: Policy,
+        client: ClientAddress | None = None,
+        key_header: str | None = "x-api-key",
+        hash_keys: bool = True,
+        shadow: bool = False,
+        headers: bool = True,
+        fail_closed: frozenset[str] = frozenset(),
+        cost: Cost | None = None,
+        tier: Tier | None = None,
+        report: Report | None = None,
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.policy = policy
+        self.client = client or ClientAddress()
+        self.key_header = key_header.lower().encode() if key_header else None
+        self.hash_keys = hash_keys
+        self.shadow = shadow
+        self.headers = headers
+        self.fail_closed = fail_closed
+        self.cost = cost
+        self.tier = tier
+        self.report = report
+        self.denied = 0
+        self.shadow_denied = 0
+        self.refused_closed = 0
+
+    def key_of(self, scope: Scope) -> str:
+        user = user_id_of(scope.get("user")) if "user" in scope else None
+        if user:
+            key = "user:" + user
+        else:
+            key = ""
+            if self.key_header is not None:
+                for name, value in scope.get("headers") or ():
+                    if name == self.key_header and value:
+                        key = "key:" + value.decode("latin-1")
+                        break
+            if not key:
+                key = "addr:" + self.client(scope)
+        return hashed(key) if self.hash_keys else key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET") if kind == "http" else "WS"
+        path = scope.get("path", "/")
+        rule = self.tier(scope) if self.tier is not None else None
+        rule = rule or self.policy.rule_for(method, path)
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+        key = self.key_of(scope)
+        cost = self.cost(scope) if self.cost is not None else 1
+        verdict = await self.limiter.decide(rule.items, rule.name, key, max(1, cost))
+        if verdict is None:
+            if rule.name in self.fail_closed:
+                self.refused_closed += 1
+                await _answer(
+                    scope, receive, send, 503, _body(rule, None), [_retry(FAIL_CLOSED_RETRY_S)]
+                )
+                return
+            await self.app(scope, receive, send)  # fails open: counted by the limiter
+            return
+        standing = _standing(rule, verdict)
+        if not verdict.allowed:
+            self._tell(Denial(key, method, path, rule, standing, self.shadow))
+            if not self.shadow:
+                self.denied += 1
+                await _answer(scope, receive, send, 429, _body(rule, standing), standing.headers())
+                return
+            self.shadow_denied += 1
+        if not self.headers or kind != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = Standing(
+            standing.policy,
+            standing.limit,
+            standing.window_s,
+            standing.remaining,
+            standing.reset_s,
+            True,
+        ).headers()
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+    def _tell(self, denial: Denial) -> None:
+        if self.report is None:
+            return
+        with contextlib.suppress(Exception):  # reporting one must never fail the request
+            self.report(denial)
+
+
+def _standing(rule: Rule, verdict: Verdict) -> Standing:
+    return Standing(
+        rule.name,
+        verdict.limit,
+        verdict.window_s,
+        verdict.remaining,
+        verdict.reset_s,
+        verdict.allowed,
+    )
+
+
+def _retry(seconds: int) -> tuple[bytes, bytes]:
+    return (b"retry-after", str(seconds).encode())
+
+
+def _body(rule: Rule, standing: Standing | None) -> dict[str, Any]:
+    if standing is None:
+        return {
+            "error": {
+                "code": "rate_limiter_unavailable",
+                "message": "the rate limiter cannot decide now; retry shortly",
+                "details": [{"field": "limit", "message": rule.describe()}],
+            },
+            "retryAfter": FAIL_CLOSED_RETRY_S,
+        }
+    return {
+        "error": {
+            "code": "rate_limited",
+            "message": f"too many requests: {standing.limit} per {standing.window_s} seconds",
+            "details": [{"field": "limit", "message": rule.describe()}],
+        },
+        "limit": rule.name,
+        "retryAfter": max(1, standing.reset_s),
+    }
+
+
+async def _answer(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
