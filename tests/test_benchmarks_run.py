@@ -117,3 +117,17 @@ def test_the_error_capture_benchmark_runs_beside_sentry(tmp_path: Path) -> None:
         assert (
             f"| {depth} | Sentry SDK, capture_exception (local variables, its default) |" in table
         )
+
+
+@pytest.mark.slow
+def test_the_rate_limit_benchmark_runs_beside_slowapi() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/ratelimit.py", "--rounds", "1", "--batch", "50"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| asgimon, memory, fixed window |" in done.stdout
+    assert "| slowapi, memory, SlowAPIASGIMiddleware |" in done.stdout

@@ -1,0 +1,122 @@
+"""The host app's rate limiter, per request, in process: beside slowapi, same run.
+
+A bare Starlette app answers ``GET /items/{id}``; each variant wraps it with one rate
+limiter whose limit is never reached (a million per minute: every request pays the check
+and is let through), keyed by the client address, one client per 100 requests. Variants
+are interleaved per round; the figure is the median round's µs per request above the bare
+app's in the same round.
+
+    .venv/bin/python benchmarks/ratelimit.py [--rounds 15] [--batch 2000] [--redis URL]
+
+slowapi (0.1.9+) is measured as its pure-ASGI ``SlowAPIASGIMiddleware`` with a default limit,
+the way its documentation applies one limit to every route, on its memory storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from overhead import Cycle, scope_template
+
+from asgimon.ratelimit.limiter import RateLimiter
+from asgimon.ratelimit.middleware import RateLimitMiddleware
+from asgimon.ratelimit.policy import Policy, default_rule
+
+LIMIT = 1_000_000
+
+
+async def item(request: Request) -> JSONResponse:
+    return JSONResponse({"id": request.path_params["id"]})
+
+
+def bare() -> Starlette:
+    return Starlette(routes=[Route("/items/{id}", item)])
+
+
+def asgimon_variant(strategy: str, burst: int, redis: str | None = None) -> ASGIApp:
+    limiter = RateLimiter("1/second", strategy=strategy, redis_url=redis, key_prefix="bench")
+    policy = Policy(default_rule(LIMIT, 60, burst), (), ())
+    return RateLimitMiddleware(bare(), limiter=limiter, policy=policy)
+
+
+def slowapi_variant() -> ASGIApp:
+    from slowapi import Limiter
+    from slowapi.middleware import SlowAPIASGIMiddleware
+    from slowapi.util import get_remote_address
+
+    app = bare()
+    app.state.limiter = Limiter(
+        key_func=get_remote_address, default_limits=[f"{LIMIT}/minute"], headers_enabled=True
+    )
+    app.add_middleware(SlowAPIASGIMiddleware)
+    return app
+
+
+async def drive(app: ASGIApp, n: int, offset: int) -> None:
+    for i in range(n):
+        scope = scope_template(f"/items/{i % 50}")
+        scope["client"] = (f"10.0.{(offset + i) // 100 % 250}.{(offset + i) % 100}", 5000)
+        cycle = Cycle()
+        await app(scope, cycle.receive, cycle.send)
+        if cycle.status != 200:
+            raise RuntimeError(f"status {cycle.status}")
+        await asyncio.sleep(0)
+
+
+async def main(args: argparse.Namespace) -> None:
+    variants: dict[str, Callable[[], ASGIApp]] = {
+        "bare Starlette": bare,
+        "asgimon, memory, fixed window": lambda: asgimon_variant("fixed-window", 0),
+        "asgimon, memory, fixed window with burst (2 limits)": lambda: asgimon_variant(
+            "fixed-window", 10
+        ),
+        "asgimon, memory, sliding window counter": lambda: asgimon_variant(
+            "sliding-window-counter", 0
+        ),
+        "slowapi, memory, SlowAPIASGIMiddleware": slowapi_variant,
+    }
+    if args.redis:
+        variants["asgimon, Redis, fixed window"] = lambda: asgimon_variant(
+            "fixed-window", 0, args.redis
+        )
+    apps = {name: make() for name, make in variants.items()}
+    for app in apps.values():
+        await drive(app, 200, 0)  # warm up
+    per: dict[str, list[float]] = {name: [] for name in apps}
+    for r in range(args.rounds):
+        names = list(apps)
+        names = names[r % len(names) :] + names[: r % len(names)]
+        for name in names:
+            t0 = time.perf_counter()
+            await drive(apps[name], args.batch, r * args.batch)
+            per[name].append((time.perf_counter() - t0) / args.batch * 1e6)
+    base = per["bare Starlette"]
+    lines = [
+        f"| variant | µs per request (median of {args.rounds}) | added over bare, µs |",
+        "|---|---:|---:|",
+    ]
+    for name, values in per.items():
+        added = statistics.median(v - b for v, b in zip(values, base, strict=True))
+        lines.append(f"| {name} | {statistics.median(values):.1f} | {added:+.1f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--redis", default=None, help="also a Redis variant at this URL")
+    asyncio.run(main(ap.parse_args()))
