@@ -71,3 +71,25 @@ def test_keys_are_hashed_and_headers_are_exact() -> None:
     }
     denied = dict(Standing("GET /a", 5, 60, 0, 0, False).headers())
     assert denied[b"retry-after"] == b"1"
+
+
+async def test_memory_counters_expire_lazily_and_forget_old_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgimon.ratelimit import counters
+
+    now = [1_000.0]
+    monkeypatch.setattr("asgimon.ratelimit.counters.time.time", lambda: now[0])
+    c = counters.Counters()
+    assert [await c.incr("a", 60) for _ in range(3)] == [1, 2, 3]
+    assert await c.get_expiry("a") == 1_060.0
+    for i in range(100):
+        await c.incr(f"k{i}", 60, amount=2)
+    assert len(c) == 101
+    now[0] += 61  # every window over: each next count starts afresh and forgets a few old
+    assert await c.incr("a", 60) == 1
+    assert await c.get("k5") == 0
+    for i in range(30):
+        await c.incr(f"new{i}", 60)
+    # Four expired windows forgotten per count: after 31 counts, only the live ones remain.
+    assert len(c) == 31
