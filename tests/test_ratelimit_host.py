@@ -116,6 +116,7 @@ async def test_a_hundred_at_once_against_five_a_minute_allow_five_on_redis(
     redis_limiter: RateLimiter,
 ) -> None:
     check_exactly_five(await hundred(limited(redis_limiter)))
+    assert redis_limiter.bypassed == 0
 
 
 async def test_on_redis_the_sliding_window_allows_five_too() -> None:
@@ -123,12 +124,17 @@ async def test_on_redis_the_sliding_window_allows_five_too() -> None:
     # concurrent requests it may show another's spending (the fixed window's never does).
     async for prefix in redis_prefix():
         limiter = RateLimiter(
-            "1/second", redis_url=REDIS_URL, key_prefix=prefix, strategy="sliding-window-counter"
+            "1/second",
+            redis_url=REDIS_URL,
+            key_prefix=prefix,
+            strategy="sliding-window-counter",
+            timeout=2,
         )
         try:
             answers = await hundred(limited(limiter))
         finally:
             await limiter.aclose()
+        assert limiter.bypassed == 0
         assert Counter(r.status_code for r in answers) == {200: 5, 429: 95}
 
 
