@@ -158,9 +158,13 @@ async def test_endpoint_rules_exemptions_and_keys_per_client() -> None:
     # Each client address, API key and user has its own count.
     async with client(app, peer="198.51.100.1") as other:
         assert (await other.post("/pay")).status_code == 200
-    async with client(app) as c:
+    by_key = limited(
+        RateLimiter("1/second"), endpoints="POST /pay=2/minute", key_header="X-API-Key"
+    )
+    async with client(by_key) as c:
         keyed = [await c.post("/pay", headers={"x-api-key": "k-1"}) for _ in range(3)]
         assert [r.status_code for r in keyed] == [200, 200, 429]
+        assert (await c.post("/pay", headers={"x-api-key": "k-2"})).status_code == 200
 
 
 async def test_a_spoofed_forwarded_for_changes_nothing_unless_from_a_trusted_proxy() -> None:
@@ -220,3 +224,49 @@ async def test_websocket_connections_are_limited_too() -> None:
             sent[0]["type"] if sent[0]["type"] == "websocket.accept" else sent[0]["code"]
         )
     assert outcomes == ["websocket.accept", "websocket.accept", 1008]
+
+
+async def test_a_refused_request_spends_nothing_and_a_big_cost_does_not_overshoot() -> None:
+    limiter = RateLimiter("1/second", strategy="fixed-window")
+    app = limited(limiter, maximum=5, cost=lambda scope: int(scope["path"].rsplit("/", 1)[1]))
+    async with client(app) as c:
+        assert (await c.get("/items/3")).status_code == 200  # 2 left
+        big = await c.get("/items/5")
+        assert big.status_code == 429
+        assert big.headers["x-ratelimit-remaining"] == "2"  # the refusal cost nothing
+        assert [(await c.get("/items/1")).status_code for _ in range(3)] == [200, 200, 429]
+
+
+async def test_what_the_review_of_the_limiter_found_stays_fixed() -> None:
+    # The proxies' own header only: a client's Forwarded through an XFF proxy is ignored.
+    trusting = ClientAddress(parse_networks(["10.0.0.0/8"]))
+    scope = {
+        "client": ("10.0.0.1", 1),
+        "headers": [(b"forwarded", b"for=6.6.6.6"), (b"x-forwarded-for", b"198.51.100.7")],
+    }
+    assert trusting(scope) == "198.51.100.7"
+    assert trusting({"client": ("::ffff:10.0.0.1", 1), "headers": []}) == "10.0.0.1"
+    # An API key header is no key unless one is named: random ones are no way around it.
+    app = limited(RateLimiter("1/second"), maximum=2)
+    async with client(app) as c:
+        codes = [
+            (await c.get("/items/1", headers={"x-api-key": f"k{i}"})).status_code for i in range(3)
+        ]
+    assert codes == [200, 200, 429]
+
+    # A tier never lifts an exemption; a failing cost or tier callback is no 500.
+    def broken(scope: Any) -> Any:
+        raise RuntimeError("host bug")
+
+    app = limited(RateLimiter("1/second"), maximum=1, tier=broken, cost=broken)
+    async with client(app) as c:
+        assert [(await c.get("/health")).status_code for _ in range(3)] == [200, 200, 200]
+        assert [(await c.get("/items/1")).status_code for _ in range(2)] == [200, 429]
+    assert app.callback_failures >= 4
+    # HEAD is held to a GET rule; shadow mode adds no headers.
+    app = limited(RateLimiter("1/second"), endpoints="GET /items/{id}=1/minute")
+    async with client(app) as c:
+        assert [(await c.head("/items/1")).status_code for _ in range(2)] == [200, 429]
+    shadow = limited(RateLimiter("1/second"), shadow=True)
+    async with client(shadow) as c:
+        assert "x-ratelimit-limit" not in (await c.get("/items/1")).headers

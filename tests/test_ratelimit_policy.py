@@ -52,7 +52,9 @@ def test_forwarding_headers_count_only_from_a_trusted_proxy() -> None:
     chain = (b"x-forwarded-for", b"1.1.1.1, 198.51.100.7, 10.9.9.9")
     assert proxied(scope("127.0.0.1", chain)) == "198.51.100.7"
     forwarded = (b"forwarded", b'for=192.0.2.60;proto=http, for="[2001:db8::1]:4711"')
-    assert proxied(scope("10.0.0.1", forwarded)) == "2001:db8::1"
+    assert proxied(scope("10.0.0.1", forwarded)) == "10.0.0.1"  # not the header it reads
+    by_forwarded = ClientAddress(parse_networks(["10.0.0.0/8"]), header="Forwarded")
+    assert by_forwarded(scope("10.0.0.1", forwarded)) == "2001:db8::1"
     assert proxied(scope("10.0.0.1", (b"x-forwarded-for", b"not-an-ip"))) == "10.0.0.1"
     with pytest.raises(ValueError, match=r"10\.0\.0\.0/33"):
         parse_networks(["10.0.0.0/33"])

@@ -19,16 +19,20 @@ SWEEP_PER_CALL = 4  # expired windows forgotten per count, at most: memory stays
 class Counters:
     def __init__(self) -> None:
         self._counts: dict[str, list[float]] = {}  # key -> [count, expires at]
-        self._order: deque[tuple[float, str]] = deque()  # (expires at, key), oldest first
+        # Per window length, (expires at, key) oldest first: a long window at the head of one
+        # queue must not keep the short ones behind it from being forgotten.
+        self._order: dict[int, deque[tuple[float, str]]] = {}
 
     async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         now = time.time()
         entry = self._counts.get(key)
         if entry is None or entry[1] <= now:
             entry = self._counts[key] = [0.0, now + expiry]
-            self._order.append((entry[1], key))
+            self._order.setdefault(expiry, deque()).append((entry[1], key))
         entry[0] += amount
-        self._sweep(now)
+        order = self._order.get(expiry)
+        if order is not None:
+            self._sweep(order, now)
         return int(entry[0])
 
     async def get(self, key: str) -> int:
@@ -42,8 +46,7 @@ class Counters:
     async def clear(self, key: str) -> None:
         self._counts.pop(key, None)
 
-    def _sweep(self, now: float) -> None:
-        order = self._order
+    def _sweep(self, order: deque[tuple[float, str]], now: float) -> None:
         for _ in range(SWEEP_PER_CALL):
             if not order or order[0][0] > now:
                 return

@@ -1,8 +1,10 @@
 """Who a request counts against: the user, an API key, else the client's address.
 
 The address is the socket's peer, unless that peer is a configured trusted proxy: then the
-forwarding headers (``Forwarded``'s ``for=``, else ``X-Forwarded-For``) are read from the
-right, skipping the trusted hops, and the first untrusted address is the client. With no
+one forwarding header those proxies write (``X-Forwarded-For`` by default, or ``Forwarded``'s
+``for=``) is read from the right, skipping the trusted hops, and the first untrusted address
+is the client. Only that header: most proxies append to one and pass the other through as
+the client sent it. With no
 trusted proxy configured (the default) the headers are never read: any client can write
 them. Keys are hashed (SHA-256, 16 bytes) unless configured otherwise, so a store of
 counters never holds a user's id, an API key or an address.
@@ -32,9 +34,13 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text)
+        addr = ipaddress.ip_address(text)
     except ValueError:
         return None
+    # A dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d: compared as the IPv4 they are.
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
 
 
 def _forwarded_for(value: str) -> list[str]:
@@ -51,8 +57,11 @@ def _forwarded_for(value: str) -> list[str]:
 class ClientAddress:
     """The client's address as this deployment can trust it."""
 
-    def __init__(self, trusted: Sequence[Network] = ()) -> None:
+    def __init__(self, trusted: Sequence[Network] = (), header: str = "x-forwarded-for") -> None:
         self.trusted = tuple(trusted)
+        self.header = header.lower().encode()
+        if self.header not in (b"x-forwarded-for", b"forwarded"):
+            raise ValueError(f"{header!r}: the forwarding header is X-Forwarded-For or Forwarded")
 
     def _is_trusted(self, addr: Any) -> bool:
         return addr is not None and any(addr in net for net in self.trusted)
@@ -60,16 +69,16 @@ class ClientAddress:
     def __call__(self, scope: Scope) -> str:
         client = scope.get("client")
         peer = str(client[0]) if client else ""
-        if not self.trusted or not self._is_trusted(_address(peer)):
+        peer_addr = _address(peer)
+        if peer_addr is not None:
+            peer = str(peer_addr)
+        if not self.trusted or not self._is_trusted(peer_addr):
             return peer
-        forwarded: list[str] = []
-        xff: list[str] = []
+        hops: list[str] = []
         for name, value in scope.get("headers") or ():
-            if name == b"forwarded":
-                forwarded += _forwarded_for(value.decode("latin-1"))
-            elif name == b"x-forwarded-for":
-                xff += value.decode("latin-1").split(",")
-        hops = forwarded or xff
+            if name == self.header:
+                text = value.decode("latin-1")
+                hops += _forwarded_for(text) if name == b"forwarded" else text.split(",")
         for hop in reversed(hops):
             addr = _address(hop)
             if addr is None:

@@ -163,30 +163,57 @@ class RateLimiter:
     async def _decide(
         self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
     ) -> Verdict:
+        if isinstance(self.limiter, FixedWindowRateLimiter):
+            return await self._fixed(items, scope, key, cost)
+        # The other strategies cannot take a hit back: every limit is tested before any is
+        # spent, so a request one limit refuses costs nothing against the others (a request
+        # racing between the test and the hit may still be counted once).
+        for item in items:
+            if not await self.limiter.test(item, scope, key, cost=cost):
+                stats = await self.limiter.get_window_stats(item, scope, key)
+                return self._verdict(item, False, stats.remaining, stats.reset_time)
         tightest: Verdict | None = None
         for item in items:
-            if isinstance(self.limiter, FixedWindowRateLimiter):
-                store = self.storage
-                # The count the increment answers is this request's own: remaining is exact
-                # however many requests land at once (a second read would see theirs).
-                counter = item.key_for(scope, key)
-                count = await store.incr(counter, item.get_expiry(), amount=cost)
-                allowed = count <= item.amount
-                remaining = item.amount - count
-                reset_at = await store.get_expiry(counter)
-            else:
-                allowed = await self.limiter.hit(item, scope, key, cost=cost)
-                stats = await self.limiter.get_window_stats(item, scope, key)
-                remaining, reset_at = stats.remaining, stats.reset_time
-            verdict = Verdict(
-                allowed=allowed,
-                limit=item.amount,
-                remaining=max(0, remaining),
-                reset_s=max(0, math.ceil(reset_at - time.time())),
-                window_s=item.get_expiry(),
-            )
+            allowed = await self.limiter.hit(item, scope, key, cost=cost)
+            stats = await self.limiter.get_window_stats(item, scope, key)
+            verdict = self._verdict(item, allowed, stats.remaining, stats.reset_time)
             if not allowed:
                 return verdict
+            if tightest is None or verdict.remaining < tightest.remaining:
+                tightest = verdict
+        assert tightest is not None
+        return tightest
+
+    @staticmethod
+    def _verdict(item: RateLimitItem, allowed: bool, remaining: int, reset_at: float) -> Verdict:
+        return Verdict(
+            allowed=allowed,
+            limit=item.amount,
+            remaining=max(0, remaining),
+            reset_s=max(0, math.ceil(reset_at - time.time())),
+            window_s=item.get_expiry(),
+        )
+
+    async def _fixed(
+        self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
+    ) -> Verdict:
+        """The count the increment answers is this request's own: remaining is exact however
+        many requests land at once (a second read would see theirs). A refused request is
+        taken back from every limit it was counted against, its own included: it spends
+        nothing."""
+        store = self.storage
+        spent: list[tuple[str, int]] = []
+        tightest: Verdict | None = None
+        for item in items:
+            counter = item.key_for(scope, key)
+            count = await store.incr(counter, item.get_expiry(), amount=cost)
+            spent.append((counter, item.get_expiry()))
+            reset_at = await store.get_expiry(counter)
+            if count > item.amount:
+                for taken, expiry in spent:
+                    await store.incr(taken, expiry, amount=-cost)
+                return self._verdict(item, False, item.amount - count + cost, reset_at)
+            verdict = self._verdict(item, True, item.amount - count, reset_at)
             if tightest is None or verdict.remaining < tightest.remaining:
                 tightest = verdict
         assert tightest is not None

@@ -1,8 +1,11 @@
 """The host app's rate limit, as a pure-ASGI middleware.
 
 Before the app runs, each HTTP request (and websocket connection) meets its rule
-(:class:`~asgimon.ratelimit.policy.Policy`): its key (the user, an API key, else the client
-address through trusted proxies only) spends its cost against the rule's limits. Denied, it
+(:class:`~asgimon.ratelimit.policy.Policy`): its key (the user, else an API key header when
+one is configured, else the client address through trusted proxies only) spends its cost
+against the rule's limits. An API key header is trusted as the client sends it: a random
+one per request is a fresh bucket each time, so name one only where the key is checked
+before the app (a gateway) or through the key resolver. Denied, it
 is answered 429 with a JSON body naming the limit and ``Retry-After`` (a websocket is closed
 with 1008 before it is accepted); in shadow mode it goes through and the denial it would have
 been is only reported. Allowed, it goes through with the limit headers added to the app's
@@ -29,6 +32,7 @@ from .limiter import RateLimiter, Verdict
 from .policy import Policy, Rule
 
 FAIL_CLOSED_RETRY_S = 5
+_LIMIT_HEADERS = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,7 @@ class RateLimitMiddleware:
         limiter: RateLimiter,
         policy: Policy,
         client: ClientAddress | None = None,
-        key_header: str | None = "x-api-key",
+        key_header: str | None = None,
         hash_keys: bool = True,
         shadow: bool = False,
         headers: bool = True,
@@ -80,6 +84,28 @@ class RateLimitMiddleware:
         self.denied = 0
         self.shadow_denied = 0
         self.refused_closed = 0
+        self.callback_failures = 0
+
+    def _rule(self, scope: Scope, method: str, path: str) -> Rule | None:
+        rule = self.policy.rule_for(method, path)
+        if rule is None or self.tier is None:
+            return rule  # exempt paths stay exempt whatever the tier
+        try:
+            tiered = self.tier(scope)
+        except Exception:  # the host's callback failing must not fail the request
+            self.callback_failures += 1
+            return rule
+        # A tier replaces the default limit, not an endpoint's own.
+        return tiered if tiered is not None and rule is self.policy.default else rule
+
+    def _cost(self, scope: Scope) -> int:
+        if self.cost is None:
+            return 1
+        try:
+            return max(1, int(self.cost(scope)))
+        except Exception:
+            self.callback_failures += 1
+            return 1
 
     def key_of(self, scope: Scope) -> str:
         user = user_id_of(scope.get("user")) if "user" in scope else None
@@ -103,14 +129,12 @@ class RateLimitMiddleware:
             return
         method = scope.get("method", "GET") if kind == "http" else "WS"
         path = scope.get("path", "/")
-        rule = self.tier(scope) if self.tier is not None else None
-        rule = rule or self.policy.rule_for(method, path)
+        rule = self._rule(scope, method, path)
         if rule is None:
             await self.app(scope, receive, send)
             return
         key = self.key_of(scope)
-        cost = self.cost(scope) if self.cost is not None else 1
-        verdict = await self.limiter.decide(rule.items, rule.name, key, max(1, cost))
+        verdict = await self.limiter.decide(rule.items, rule.name, key, self._cost(scope))
         if verdict is None:
             if rule.name in self.fail_closed:
                 self.refused_closed += 1
@@ -128,7 +152,8 @@ class RateLimitMiddleware:
                 await _answer(scope, receive, send, 429, _body(rule, standing), standing.headers())
                 return
             self.shadow_denied += 1
-        if not self.headers or kind != "http":
+        # No headers in shadow mode: a client that obeys them would slow down for nothing.
+        if not self.headers or self.shadow or kind != "http":
             await self.app(scope, receive, send)
             return
         extra = Standing(
@@ -142,7 +167,10 @@ class RateLimitMiddleware:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                held = message.get("headers", ())
+                # The app's own limit headers (an API of its own) win over ours.
+                if not any(name.lower() in _LIMIT_HEADERS for name, _ in held):
+                    message = {**message, "headers": [*held, *extra]}
             await send(message)
 
         await self.app(scope, receive, with_headers)

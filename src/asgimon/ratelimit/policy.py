@@ -66,7 +66,10 @@ class EndpointRule:
     rule: Rule
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and bool(self.pattern.match(path))
+        # HEAD runs the GET handler: a GET rule that HEAD escaped would not be one.
+        same = self.method is None or self.method == method
+        same = same or (self.method == "GET" and method == "HEAD")
+        return same and bool(self.pattern.match(path))
 
 
 def parse_endpoint_rules(raw: str) -> tuple[EndpointRule, ...]:
