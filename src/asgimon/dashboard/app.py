@@ -20,7 +20,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from asgimon._validate import project_id_problem
 from asgimon.analytics.cache import CachedStorage, RollupCache
 from asgimon.analytics.common import instant
 from asgimon.analytics.query import Query
@@ -43,7 +42,7 @@ from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
 from .pages.app import Pages
 from .pages.headers import PageHeaders
-from .params import check_params
+from .params import check_params, project_id_of
 from .responses import (
     bad_query,
     error_response,
@@ -90,14 +89,6 @@ MAX_OVERVIEW_PROJECTS = 500
 OVERVIEW_CONCURRENCY = 2
 
 
-def _project_id(request: Request) -> str:
-    project_id: str = request.path_params["project_id"]
-    problem = project_id_problem(project_id)
-    if problem is not None:
-        raise BadQuery("projectId", problem)
-    return project_id
-
-
 class Api:
     """The endpoints, bound to one monitor, its cache and its rate limiter."""
 
@@ -129,7 +120,7 @@ class Api:
         async def handle(request: Request) -> Response:
             now = time.time()
             try:
-                project_id = _project_id(request)
+                project_id = project_id_of(request)
                 if not principal_of(request).can_see(project_id):
                     return forbidden(project_id)
                 check_params(request.query_params, allowed)

@@ -19,7 +19,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from asgimon._validate import project_id_problem
 from asgimon.analytics.common import instant
 from asgimon.analytics.error_detail import error_group
 from asgimon.analytics.query import Query
@@ -31,7 +30,7 @@ from asgimon.storage.base import Storage
 
 from .export import csv_response, export_table
 from .guard import principal_of
-from .params import check_params
+from .params import check_params, project_id_of
 from .responses import bad_query, error_response, forbidden, storage_unavailable
 from .wire import to_wire
 
@@ -42,14 +41,6 @@ MAX_IGNORE_COUNT = 1_000_000_000
 _INSTANTS = ("first_seen", "last_seen", "resolved_at", "ignore_until", "regressed_at", "changed_at")
 
 MakeQuery = Callable[[Request, str, TimeRange, float], Query]
-
-
-def _project_id(request: Request) -> str:
-    project_id: str = request.path_params["project_id"]
-    problem = project_id_problem(project_id)
-    if problem is not None:
-        raise BadQuery("projectId", problem)
-    return project_id
 
 
 def _fingerprint(request: Request) -> str:
@@ -116,7 +107,7 @@ class ErrorGroupsApi:
     async def detail(self, request: Request) -> Response:
         now = time.time()
         try:
-            project_id = _project_id(request)
+            project_id = project_id_of(request)
             if not principal_of(request).can_see(project_id):
                 return forbidden(project_id)
             fingerprint = _fingerprint(request)
@@ -147,7 +138,7 @@ class ErrorGroupsApi:
         now = time.time()
         principal = principal_of(request)
         try:
-            project_id = _project_id(request)
+            project_id = project_id_of(request)
             if not principal.can_see(project_id):
                 return forbidden(project_id)
             fingerprint = _fingerprint(request)

@@ -72,10 +72,6 @@ def where(filename: str) -> tuple[str, bool]:
     return rel, True
 
 
-def is_in_app(filename: str) -> bool:
-    return where(filename)[1]
-
-
 def type_name(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__

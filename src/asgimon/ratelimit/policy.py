@@ -32,11 +32,6 @@ class Rule:
     name: str
     items: tuple[RateLimitItem, ...]
 
-    @property
-    def headline(self) -> RateLimitItem:
-        """The limit the headers name: the first (the per-window one)."""
-        return self.items[0]
-
     def describe(self) -> str:
         return ", ".join(f"{i.amount} per {i.get_expiry()} seconds" for i in self.items)
 
