@@ -22,20 +22,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
-from urllib.parse import parse_qsl
 
-from asgimon._validate import MAX_CONTEXT_BYTES, bounded_json, clean_text
+from asgimon._validate import bounded_json, clean_text
 from asgimon.events import MAX_EXCEPTION, MAX_MESSAGE, MAX_NAME, MAX_STACK, ErrorEvent
 
 from .grouping import Frame, fingerprint
+from .request import request_context, scrubbed_context
 from .scrub import FILTERED, Scrubber
 
 MAX_FRAMES = 50
 MAX_CHAIN = 5
 MAX_LOCALS = 20
 MAX_LINE = 200
-MAX_HEADERS = 40
-MAX_QUERY = 50
 
 _LIBRARY_ROOTS = tuple(
     sorted(
@@ -206,73 +204,6 @@ def exception_json(chain: list[dict[str, Any]]) -> str:
     return text
 
 
-def request_context(scope: Mapping[str, Any], scrubber: Scrubber) -> dict[str, Any]:
-    """What an error report says of its request: method, path, query, headers and cookie
-    names, scrubbed. Cookie values are never kept: each is a secret until shown otherwise."""
-    headers: dict[str, str] = {}
-    cookies: list[str] = []
-    # Every header and query value is looked at, so that each secret is remembered (and
-    # blanked wherever it is echoed); only the first few are kept.
-    for raw_name, raw_value in scope.get("headers") or ():
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        keep = len(headers) < MAX_HEADERS
-        if name == "cookie":
-            for part in value.split(";"):
-                key, _, val = part.strip().partition("=")
-                if key:
-                    if len(cookies) < MAX_HEADERS:
-                        cookies.append(clean_text(key, 100))
-                    scrubber.remember(val)
-            scrubber.remember(value)
-            if keep:
-                headers[name] = FILTERED
-        elif scrubber.sensitive(name):
-            scrubber.remember(value)
-            for word in value.split():
-                scrubber.remember(word)
-            if keep:
-                headers[name] = FILTERED
-        elif keep:
-            headers[name] = clean_text(value, 500)
-    query: dict[str, str] = {}
-    raw_query = scope.get("query_string") or b""
-    for key, val in parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True):
-        keep = len(query) < MAX_QUERY
-        if scrubber.sensitive(key):
-            scrubber.remember(val)
-            if keep:
-                query[clean_text(key, 100)] = FILTERED
-        elif keep:
-            query[clean_text(key, 100)] = clean_text(val, 500)
-    return {
-        "method": "WS" if scope.get("type") == "websocket" else scope.get("method"),
-        "path": clean_text(str(scope.get("path", "")), 500),
-        "query": query,
-        "headers": headers,
-        "cookies": cookies,
-    }
-
-
-def scrubbed_context(
-    scrubber: Scrubber, context: Mapping[str, Any] | None, request: dict[str, Any] | None
-) -> dict[str, Any]:
-    given = bounded_json(dict(context or {}))
-    out: dict[str, Any] = scrubber.mapping(given) if isinstance(given, dict) else {}
-    if request is not None:
-        out["request"] = {
-            k: scrubber.value(v) if k in ("path", "query", "headers") else v
-            for k, v in request.items()
-        }
-    # Over the bound, what the host added goes before the request's own description.
-    if len(json.dumps(out, separators=(",", ":"))) > MAX_CONTEXT_BYTES:
-        out = {"request": out["request"]} if "request" in out else {}
-        if len(json.dumps(out, separators=(",", ":"))) > MAX_CONTEXT_BYTES:
-            out = {}
-        out["truncated"] = True
-    return out
-
-
 @dataclass(slots=True)
 class Where:
     """Where an error happened: its project, request and deployment, as far as known."""
@@ -288,6 +219,18 @@ class Where:
     function_id: str | None = None  # the tracked function it happened in
 
 
+def _begin(
+    at: Where, rules: Rules, context: Mapping[str, Any] | None
+) -> tuple[Scrubber, dict[str, Any] | None]:
+    """A report's own scrubber, having learnt the request's and the context's secrets (so
+    that they are blanked in everything cleaned after), and the request's description."""
+    scrubber = rules.scrubber.fork()
+    request = request_context(at.scope, scrubber) if at.scope is not None else None
+    if context:
+        scrubber.collect(bounded_json(dict(context)))
+    return scrubber, request
+
+
 def exception_event(
     exc: BaseException,
     at: Where,
@@ -299,10 +242,7 @@ def exception_event(
     fingerprint_parts: Sequence[str] | str | None = None,
 ) -> ErrorEvent:
     _mark(exc)
-    scrubber = rules.scrubber.fork()
-    request = request_context(at.scope, scrubber) if at.scope is not None else None
-    if context:
-        scrubber.collect(bounded_json(dict(context)))
+    scrubber, request = _begin(at, rules, context)
     # Every link's frames (and locals) first: a secret a local variable held is then
     # blanked in every message of the chain, not only in the ones after it.
     links = [(link, *frames_of(link.__traceback__, rules)) for link in chain_of(exc)]
@@ -364,10 +304,7 @@ def message_event(
     It is grouped by its ``template`` (a log record's unformatted message, say) or else by
     the message with its numbers and ids stripped; ``stack`` is shown, not grouped by: one
     call site reports many different messages."""
-    scrubber = rules.scrubber.fork()
-    request = request_context(at.scope, scrubber) if at.scope is not None else None
-    if context:
-        scrubber.collect(bounded_json(dict(context)))
+    scrubber, request = _begin(at, rules, context)
     frames = list(stack)
     text = clean_text(scrubber.text(message), MAX_MESSAGE)
     chain = [{"type": error_type, "value": text, "frames": [f.to_json() for f in frames]}]

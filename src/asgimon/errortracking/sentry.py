@@ -33,10 +33,9 @@ from .capture import (
     bounded_stack,
     exception_json,
     render,
-    request_context,
-    scrubbed_context,
 )
 from .grouping import DEFAULT, Frame, fingerprint
+from .request import request_context, scrubbed_context
 
 MAX_ITEMS = 100
 LEVELS = {"fatal": "critical", "error": "high", "warning": "medium", "info": "low", "debug": "low"}

@@ -15,8 +15,9 @@ from asgimon.settings import Settings
 from asgimon.storage.base import ErrorGroups
 from asgimon.tracking import current_function
 
-from .capture import Rules, Where, request_context
+from .capture import Rules, Where
 from .lifecycle import Lifecycle
+from .request import request_context
 from .scrub import Scrubber
 
 
