@@ -279,3 +279,18 @@ async def test_odd_shapes_are_a_400_and_list_tags_are_scrubbed(ingest: Any) -> N
     stored = repr(await storage.events("error", limit=100))
     assert "TAG-SECRET-4242" not in stored
     assert "prod" in stored
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"*={KEY}",
+        f"shop={KEY},blog={KEY}",
+        "shop=short",
+    ],
+)
+def test_a_bad_dsn_key_setting_fails_at_start_up_naming_it(raw: str) -> None:
+    from asgimon import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="ERROR_SENTRY_KEYS"):
+        Settings.from_env({"ERROR_SENTRY_KEYS": raw})

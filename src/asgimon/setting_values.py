@@ -150,6 +150,14 @@ def is_ingest_keys(v: Any) -> bool:
     )
 
 
+def is_sentry_keys(v: Any) -> bool:
+    """Ingest-key pairs, each key naming one project (a DSN reports into one), none ``*``."""
+    if not is_ingest_keys(v):
+        return False
+    keys = [key for _, key in v]
+    return all(project != "*" for project, _ in v) and len(keys) == len(set(keys))
+
+
 def is_key_prefix(v: Any) -> bool:
     return isinstance(v, str) and 0 < len(v) <= 64 and all(c.isalnum() or c in "-_." for c in v)
 

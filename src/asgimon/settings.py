@@ -33,6 +33,7 @@ from .setting_values import (
     is_optional_url,
     is_paths,
     is_project_id,
+    is_sentry_keys,
     is_statuses,
     is_storage_url,
     is_words,
@@ -121,8 +122,9 @@ class Settings:
         (),
         parse_ingest_keys,
         (
-            is_ingest_keys,
-            "comma-separated project=public-key pairs (keys of 16+ characters) for Sentry SDKs",
+            is_sentry_keys,
+            "comma-separated project=public-key pairs for Sentry SDKs: keys of 16+ characters,"
+            " each naming one project (not *)",
         ),
     )
 
