@@ -57,6 +57,13 @@ SCOPE: dict[str, Any] = {
 }
 
 
+def _without_locals() -> dict[str, Any]:
+    """The SDK's option that leaves frame variables out: renamed in its version 3."""
+    if int(sentry_sdk.VERSION.split(".")[0]) >= 3:
+        return {"data_collection": {"stack_frame_variables": False}}
+    return {"include_local_variables": False}
+
+
 def nested(depth: int, order_id: int) -> None:
     if depth <= 1:
         raise ValueError(f"payment for order {order_id} declined by the bank")
@@ -93,7 +100,7 @@ def main() -> None:
         "traces_sample_rate": None,
     }
     sentry = sentry_sdk.Client(**options)
-    sentry_no_locals = sentry_sdk.Client(include_local_variables=False, **options)
+    sentry_no_locals = sentry_sdk.Client(**options, **_without_locals())
 
     def in_sentry(client: sentry_sdk.Client) -> Callable[[BaseException], object]:
         def capture(exc: BaseException) -> object:

@@ -37,9 +37,16 @@ SCRIPT = textwrap.dedent(
     import sys
 
     import sentry_sdk
-    from sentry_sdk.scrubber import EventScrubber
 
     SECRETS = {secrets!r}
+
+    # The SDK's own scrubbing off, so that asgimon's is what is tested (version 3 has no
+    # event scrubber: it filters only what its integrations collect).
+    scrubbing = {{}}
+    if int(sentry_sdk.VERSION.split(".")[0]) < 3:
+        from sentry_sdk.scrubber import EventScrubber
+
+        scrubbing["event_scrubber"] = EventScrubber(denylist=[], pii_denylist=[])
 
 
     def before_send(event, hint):
@@ -59,7 +66,7 @@ SCRIPT = textwrap.dedent(
         release="shop@1.4.2",
         environment="test",
         before_send=before_send,
-        event_scrubber=EventScrubber(denylist=[], pii_denylist=[]),
+        **scrubbing,
     )
     sentry_sdk.set_extra("client_secret", SECRETS["extra"])
     sentry_sdk.set_user({{"id": "u-42"}})
