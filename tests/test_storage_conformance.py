@@ -17,9 +17,11 @@ from asgimon import (
     ErrorEvent,
     Event,
     FunctionInvocation,
+    RateLimitEvent,
     Storage,
     histogram,
 )
+from asgimon.ratelimit.overrides import Override
 from asgimon.rollups import Rollup, Window, combine
 
 T0 = float(1_790_000_000 // 86400 * 86400)  # a UTC day boundary, so bucket counts are exact
@@ -599,3 +601,59 @@ async def test_ids_and_projects_with_separators_stay_apart(storage: Storage) -> 
     assert await storage.count("domain", project_id="a") == 1
     assert await storage.forget_user("u\x1fv") == {"api_call": 1, "error": 0}
     assert await storage.count("api_call") == 0
+
+
+async def test_rate_limit_refusals_are_listed_and_summed_per_rule(storage: Storage) -> None:
+    refused = [
+        RateLimitEvent(
+            project_id="p1",
+            timestamp=T0 + i,
+            last_at=T0 + i + 0.5,
+            key=f"k{i % 2}",
+            rule="POST /pay",
+            method="POST",
+            path="/pay",
+            limit=5,
+            window_s=60,
+            count=10 * (i + 1),
+        )
+        for i in range(3)
+    ]
+    shadow = RateLimitEvent(project_id="p1", timestamp=T0, key="k9", count=4, shadow=True)
+    await storage.write([*refused, shadow])
+    listed = await storage.events("ratelimit", project_id="p1", limit=10)
+    assert sorted((e.key, e.count) for e in listed if isinstance(e, RateLimitEvent)) == [
+        ("k0", 10),
+        ("k0", 30),
+        ("k1", 20),
+        ("k9", 4),
+    ]
+    assert {asdict(e)["last_at"] for e in listed} >= {T0 + 0.5, T0 + 2.5}
+    totals = await storage.series_totals(Window("p1", "hour", T0, T0 + 3600), "ratelimit:")
+    assert [(t.series, t.count, t.value_sum) for t in totals] == [
+        ("ratelimit:denied:POST /pay", 3, 60.0),
+        ("ratelimit:shadow:default", 1, 4.0),
+    ]
+
+
+async def test_rate_limit_overrides_are_set_replaced_and_removed(storage: Storage) -> None:
+    alice = Override(
+        key="h-alice", subject="user:alice", rate="1000/minute", note="plan", created_at=T0
+    )
+    bot = Override(
+        key="h-bot",
+        subject="addr:203.0.113.7",
+        rate="1/minute",
+        created_at=T0 + 1,
+        created_by="ops",
+        expires_at=T0 + 3600,
+    )
+    await storage.set_rate_limit_override(alice)
+    await storage.set_rate_limit_override(bot)
+    assert await storage.rate_limit_overrides() == [alice, bot]
+    raised = Override(key="h-alice", subject="user:alice", rate="5000/minute", created_at=T0 + 2)
+    await storage.set_rate_limit_override(raised)
+    assert sorted(await storage.rate_limit_overrides(), key=lambda o: o.key) == [raised, bot]
+    assert await storage.remove_rate_limit_override("h-bot") is True
+    assert await storage.remove_rate_limit_override("h-bot") is False
+    assert await storage.rate_limit_overrides() == [raised]

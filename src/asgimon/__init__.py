@@ -26,6 +26,7 @@ from .events import (
     ErrorEvent,
     Event,
     FunctionInvocation,
+    RateLimitEvent,
 )
 from .middleware import AsgimonMiddleware
 from .monitor import Monitor
@@ -55,6 +56,7 @@ __all__ = [
     "MemoryStorage",
     "Monitor",
     "Principal",
+    "RateLimitEvent",
     "RawSampling",
     "Recorder",
     "RecorderStats",

@@ -332,6 +332,33 @@ class ErrorEvent(Event):
         )
 
 
+@dataclass(slots=True, kw_only=True)
+class RateLimitEvent(Event):
+    """Requests of one key the host's rate limit refused (or, in shadow mode, would have),
+    counted over a short interval: ``count`` of them from ``timestamp`` to ``last_at``. One
+    row per key, rule and interval keeps a flood of refusals from flooding the queue; the
+    rollups' ``sum`` is the number of requests."""
+
+    kind: ClassVar[str] = "ratelimit"
+    table: ClassVar[str] = "rate_limit_denials"
+
+    key: str = spec("", text(MAX_ID), indexed=True, required=True)
+    rule: str = spec("default", text(MAX_NAME * 2), required=True)
+    method: str = spec("GET", text(16))
+    path: str = spec("/", text(MAX_NAME * 2), slash=True)
+    limit: int = spec(0, BIG_INT, high=10**12)
+    window_s: int = spec(0, BIG_INT, high=10**9)
+    count: int = spec(1, BIG_INT, high=10**12)
+    last_at: float = spec(0.0, INSTANT)
+    shadow: bool = spec(False, BOOL)
+
+    def series(self) -> str:
+        return series.rate_limit(self.shadow, self.rule)
+
+    def value(self) -> float:
+        return float(self.count)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {}
 """Every kind of event, by its name: storage, retention, ingestion, the OpenAPI schema and
 the event listing all read it, so a kind registered here is a kind all of them know."""
@@ -352,7 +379,15 @@ def register(cls: E) -> E:
     return cls
 
 
-for _cls in (ApiCall, DeploymentEvent, BuildEvent, FunctionInvocation, DomainEvent, ErrorEvent):
+for _cls in (
+    ApiCall,
+    DeploymentEvent,
+    BuildEvent,
+    FunctionInvocation,
+    DomainEvent,
+    ErrorEvent,
+    RateLimitEvent,
+):
     register(_cls)
 BUILT_IN_KINDS = frozenset(EVENT_TYPES)
 

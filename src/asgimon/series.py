@@ -2,10 +2,10 @@
 
 A series name is the rollups' key below the project: ``api:{METHOD} {endpoint}``,
 ``fn:{function}``, ``deploy:{framework}`` (completed deployments), ``deploystep:{type}``,
-``build:{phase}:{framework}``, ``error:{severity}:{fingerprint}:{type}`` and
-``domain:{type}``, plus each project's totals. The prefixes are also the ranges that reads
-ask for (every series starting with ``build:``), so they live here, built and parsed in one
-place.
+``build:{phase}:{framework}``, ``error:{severity}:{fingerprint}:{type}``, ``domain:{type}``
+and ``ratelimit:{denied|shadow}:{rule}``, plus each project's totals. The prefixes are also
+the ranges that reads ask for (every series starting with ``build:``), so they live here,
+built and parsed in one place.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ DEPLOY_STEP = "deploystep:"
 BUILD = "build:"
 ERROR = "error:"
 DOMAIN = "domain:"
+RATE_LIMIT = "ratelimit:"
 
 API_TOTAL = "all:api"
 FUNCTION_TOTAL = "all:fn"
@@ -82,3 +83,13 @@ def error_parts(series: str) -> tuple[str, str, str]:
 
 def domain(step: str) -> str:
     return DOMAIN + step
+
+
+def rate_limit(shadow: bool, rule: str) -> str:
+    return f"{RATE_LIMIT}{'shadow' if shadow else 'denied'}:{rule}"
+
+
+def rate_limit_parts(series: str) -> tuple[bool, str]:
+    """(shadow, rule) of a rate-limit series; rule names may hold colons, the mode does not."""
+    mode, _, rule = series.removeprefix(RATE_LIMIT).partition(":")
+    return mode == "shadow", rule

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from asgimon.errortracking.state import GroupState
 from asgimon.events import EVENT_TYPES, Event
+from asgimon.ratelimit.overrides import Override
 from asgimon.rollups import Rollup, Window, merge_per_series
 from asgimon.sampling import KEEP_ALL, RawSampling
 
@@ -148,6 +149,23 @@ class ErrorGroups(Protocol):
         ...
 
 
+class RateLimitOverrides(Protocol):
+    """Per-key limits of the host's rate limit
+    (:class:`~asgimon.ratelimit.overrides.Override`), the same for every worker."""
+
+    async def rate_limit_overrides(self) -> list[Override]:
+        """Every override held, expired ones included (readers skip those)."""
+        ...
+
+    async def set_rate_limit_override(self, override: Override) -> None:
+        """Add the override, or replace the one held for its key."""
+        ...
+
+    async def remove_rate_limit_override(self, key: str) -> bool:
+        """Remove the override of ``key``; whether there was one."""
+        ...
+
+
 class Maintenance(Protocol):
     """What keeps a store bounded and lawful: retention, compaction, erasure, job claims."""
 
@@ -176,7 +194,7 @@ class Maintenance(Protocol):
 
 
 @runtime_checkable
-class Storage(EventStore, RollupReader, ErrorGroups, Maintenance, Protocol):
+class Storage(EventStore, RollupReader, ErrorGroups, RateLimitOverrides, Maintenance, Protocol):
     """Where events and rollups live.
 
     ``write`` is atomic per batch and idempotent on ``(project_id, id)``: events already

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from asgimon._slices import Slicer
 from asgimon.errortracking.state import GroupState
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
+from asgimon.ratelimit.overrides import Override
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 
@@ -43,6 +44,7 @@ class MemoryStorage(SumsByScan):
         self._rollups: dict[tuple[str, str, str, int], Rollup] = {}
         self._claims: dict[tuple[str, int], tuple[int, str]] = {}
         self._groups: dict[tuple[str, str], GroupState] = {}
+        self._overrides: dict[str, Override] = {}
         self.closed = False
 
     async def start(self) -> None:
@@ -219,6 +221,15 @@ class MemoryStorage(SumsByScan):
         for state in written:
             self._groups[(project_id, state.fingerprint)] = dataclasses.replace(state)
         return written
+
+    async def rate_limit_overrides(self) -> list[Override]:
+        return list(self._overrides.values())
+
+    async def set_rate_limit_override(self, override: Override) -> None:
+        self._overrides[override.key] = override
+
+    async def remove_rate_limit_override(self, key: str) -> bool:
+        return self._overrides.pop(key, None) is not None
 
     async def claim(self, job: str, period_start: int, holder: str) -> bool:
         key = (job, period_start)

@@ -20,6 +20,7 @@ from asgimon.storage.base import SumsByScan, WriteResult
 
 from .groups import Groups
 from .members import _decode
+from .overrides import Overrides
 from .script import _WRITE, SCRIPT_EVENTS, SEP, SLICE_EVENTS, _Call
 
 # Replies that say the server cannot take writes now, not that the data is bad.
@@ -47,7 +48,7 @@ def _classify(exc: BaseException) -> StorageError:
     return StorageUnavailable(message)
 
 
-class RedisStorage(Groups, SumsByScan):
+class RedisStorage(Groups, Overrides, SumsByScan):
     """Events and rollups in Redis for a real-time window (24 h by default).
 
     >>> storage = RedisStorage("redis://127.0.0.1:6379/0")     # pip install 'asgimon[redis]'

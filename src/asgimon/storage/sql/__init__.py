@@ -13,12 +13,13 @@ from __future__ import annotations
 from .base import DRIVER_ROWS_PER_CALL, ROWS_PER_CALL
 from .groups import Groups
 from .maintenance import Maintenance
+from .overrides import Overrides
 from .writes import Writes
 
 __all__ = ["DRIVER_ROWS_PER_CALL", "ROWS_PER_CALL", "SQLStorage"]
 
 
-class SQLStorage(Writes, Groups, Maintenance):
+class SQLStorage(Writes, Groups, Overrides, Maintenance):
     """SQLite or PostgreSQL, chosen by URL.
 
     >>> storage = SQLStorage("sqlite:///asgimon.db")

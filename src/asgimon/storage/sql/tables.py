@@ -38,7 +38,7 @@ from asgimon.series import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
 
 from .rows import rollup_row
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 PREFIX = "asgimon_"
 
 metadata = MetaData()
@@ -129,6 +129,19 @@ error_groups = Table(
     PrimaryKeyConstraint("project_id", "fingerprint"),
 )
 Index(f"ix_{PREFIX}error_groups_last_seen", error_groups.c.last_seen)
+
+# Per-key limits of the host's rate limit (asgimon.ratelimit.overrides), read by every worker.
+rate_limit_overrides = Table(
+    PREFIX + "rate_limit_overrides",
+    metadata,
+    Column("key", String(64), primary_key=True, autoincrement=False),
+    Column("subject", String(400), nullable=False),
+    Column("rate", String(200), nullable=False),
+    Column("note", String(500), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(200)),
+    Column("expires_at", BigInteger),
+)
 
 _SQL_TYPES: dict[str, Any] = {
     "long_text": Text,
@@ -284,12 +297,19 @@ def _v6_error_groups(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN exception TEXT")
 
 
+def _v7_rate_limits(conn: Connection) -> None:
+    """Version 7: the host's rate-limit refusals, and per-key overrides of its limits."""
+    table_of("ratelimit").create(conn, checkfirst=True)
+    rate_limit_overrides.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_job_claims,
     3: _v3_packed_histograms,
     4: _v4_series_byte_order,
     5: _v5_sampled_api_call_ids,
     6: _v6_error_groups,
+    7: _v7_rate_limits,
 }
 """Version N's migration takes a database from N - 1 to N. A fresh database is created at
 the latest version directly."""
@@ -298,6 +318,6 @@ ONLY_ON: dict[int, str] = {4: "postgresql"}
 """Migrations that change one kind of database only. Where they change nothing they are
 applied at start, without waiting for ``asgimon db upgrade``."""
 
-ADDITIVE = frozenset({5, 6})
+ADDITIVE = frozenset({5, 6, 7})
 """Migrations that only add what nothing older reads (a table, a nullable column): applied
 at start too."""
