@@ -56,7 +56,8 @@ class ProbedMiddleware(AsgimonMiddleware):
 
 
 def wrap(app: ASGIApp) -> ASGIApp:
-    monitor = Monitor(storage=MemoryStorage(), flush_interval=1.0)
+    # The rate limit applied to every request (its cost is part of the figure), never refusing.
+    monitor = Monitor(storage=MemoryStorage(), flush_interval=1.0, rate_limit_max=10**9)
 
     def probe() -> str:
         s = monitor.stats()
@@ -72,7 +73,7 @@ def wrap(app: ASGIApp) -> ASGIApp:
 
 def _served(label: str, storage: Storage, app: ASGIApp, **settings: Any) -> ASGIApp:
     """``app`` behind the whole of asgimon (``Monitor.wrap``), reporting at shutdown."""
-    monitor = Monitor(storage=storage, **settings)
+    monitor = Monitor(storage=storage, **{"rate_limit_max": 10**9, **settings})
     reports = os.environ.get("ASGIMON_BENCH_REPORTS")
     if reports:
         stop = monitor.stop
@@ -121,3 +122,22 @@ def wrap_sqlite_unfrozen(app: ASGIApp) -> ASGIApp:
     path = Path(tempfile.mkdtemp(prefix="asgimon-bench-"), "asgimon.db")
     monitor_storage = SQLStorage(f"sqlite:///{path}")
     return _served("sqlite-unfrozen", monitor_storage, app, gc_freeze=False)
+
+
+def wrap_memory_unlimited(app: ASGIApp) -> ASGIApp:
+    """``wrap_memory`` with the host's rate limit off: what the limit itself costs."""
+    return _served("memory-unlimited", MemoryStorage(), app, rate_limit_enabled=False)
+
+
+def wrap_memory_redis_limit(app: ASGIApp) -> ASGIApp:
+    """``wrap_memory`` with the rate limit counted in Redis (``ASGIMON_BENCH_REDIS_URL``,
+    default the loopback one), as several workers would share it."""
+    url = os.environ.get("ASGIMON_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"asgimon-bench-{uuid.uuid4().hex[:8]}"
+    return _served(
+        "memory-redis-limit",
+        MemoryStorage(),
+        app,
+        rate_limit_storage_url=url,
+        redis_key_prefix=prefix,
+    )

@@ -187,7 +187,9 @@ async def test_a_spoofed_forwarded_for_changes_nothing_unless_from_a_trusted_pro
 
 async def test_shadow_mode_reports_would_be_denials_and_enforces_none() -> None:
     heard: list[Denial] = []
-    app = limited(RateLimiter("1/second"), shadow=True, report=heard.append)
+    app = limited(
+        RateLimiter("1/second"), shadow=True, report=lambda denial, scope: heard.append(denial)
+    )
     answers = await hundred(app)
     assert {r.status_code for r in answers} == {200}
     assert len(heard) == 95

@@ -17,6 +17,10 @@ from .history import backfill
 
 async def main(host: str, port: int, duration: float | None) -> None:
     os.environ.setdefault("ANALYTICS_STORAGE_URL", "sqlite:///asgimon-demo.db")
+    # The synthetic traffic is one client: a limit it meets only at checkout, so the
+    # rate-limit page has refusals to show and the other pages have traffic.
+    os.environ.setdefault("RATE_LIMIT_MAX", "100000")
+    os.environ.setdefault("RATE_LIMIT_ENDPOINTS", "POST /checkout=120/minute")
     monitor = Monitor.from_env()
     app = create_app(monitor)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))

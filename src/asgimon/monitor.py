@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 from . import retention
 from ._heap import freeze_startup_heap
 from .dashboard import create_dashboard
-from .dashboard.auth import AuthHook
+from .dashboard.auth import AuthHook, bearer_subject
 from .dashboard.mount import Mounted
 from .errortracking.tracker import ErrorTracker
 from .lag import LagProbe
@@ -23,6 +23,7 @@ from .middleware.host import InFlight, Queue, RouteTable, ScopeResolver
 from .parts import Part, Parts
 from .pipeline.recorder import Recorder, RecorderStats
 from .pipeline.scheduler import Scheduler
+from .ratelimit.host import CostOf, HostLimits, TierOf
 from .recording import Recording
 from .redis_pools import RedisPools
 from .sampling import RawSampling
@@ -76,6 +77,8 @@ class Monitor(Recording):
         project_resolver: ScopeResolver | None = None,
         route_resolver: ScopeResolver | None = None,
         auth: AuthHook | None = None,
+        rate_limit_tier: TierOf | None = None,
+        rate_limit_cost: CostOf | None = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -117,6 +120,17 @@ class Monitor(Recording):
         self.scheduler.every("purge", settings.purge_interval, self.purge)
         self.scheduler.every("compact", settings.compact_interval, self.compact)
         self.lag = LagProbe()
+        self.rate_limits = HostLimits(
+            settings,
+            storage,
+            put=self.recorder.put,
+            user=user_resolver,
+            project=project_resolver,
+            tier=rate_limit_tier,
+            cost=rate_limit_cost,
+            subject=bearer_subject(settings) if settings.rate_limit_jwt_subject else None,
+        )
+        """The host app's rate limit: its limiter, overrides and administration."""
         self.redis = RedisPools()
         """Redis connections shared by the parts that use ``ANALYTICS_REDIS_URL``."""
         self.dashboard = create_dashboard(self, auth)
@@ -141,7 +155,14 @@ class Monitor(Recording):
         """Settings from ``environ`` (default ``os.environ``), then ``overrides``."""
         resolvers = {
             k: overrides.pop(k)
-            for k in ("user_resolver", "project_resolver", "route_resolver", "auth")
+            for k in (
+                "user_resolver",
+                "project_resolver",
+                "route_resolver",
+                "auth",
+                "rate_limit_tier",
+                "rate_limit_cost",
+            )
             if k in overrides
         }
         return cls(Settings.from_env(environ, **overrides), storage=storage, **resolvers)
@@ -176,6 +197,8 @@ class Monitor(Recording):
             Part("the dashboard's clients", lambda left: self.dashboard.aclose()),
             Part("subscribers", close_sinks, recorder.sinks.start),
             Part("recorder", close_recorder, recorder.start, self_bounded=True),
+            # After the recorder: its close hands the last refusals to the recorder.
+            Part("rate limit", lambda left: self.rate_limits.close(), self.rate_limits.start),
             Part("scheduler", close_scheduler, scheduler.start, self_bounded=True),
             Part("lag probe", lambda left: self.lag.aclose(), self._start_lag_probe, True),
         ]
@@ -241,6 +264,10 @@ class Monitor(Recording):
         return AsgimonMiddleware(
             Mounted(app, self.settings.mount_path, self.dashboard), monitor=self
         )
+
+    def limited(self, app: ASGIApp) -> ASGIApp:
+        """``app`` behind the host's rate limit (the middleware puts it inside its timing)."""
+        return self.rate_limits.wrap(app)
 
     def excluded_paths(self) -> tuple[frozenset[str], tuple[str, ...]]:
         """Paths never recorded: exact ones, and prefixes (the dashboard's mount included)."""
@@ -344,4 +371,5 @@ class Monitor(Recording):
             "jobs": self.scheduler.report(),
             "eventLoop": self.lag.snapshot(),
             "sinks": self.recorder.sinks.report(),
+            "rateLimit": self.rate_limits.report(),
         }

@@ -15,6 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .ratelimit.values import (
+    DEFAULT_EXEMPT,
+    ENDPOINTS_RULE,
+    FAIL_CLOSED_RULE,
+    FORWARDED_RULE,
+    HEADER_RULE,
+    PROXIES_RULE,
+    REDIS_OR_MEMORY_RULE,
+    STRATEGY_RULE,
+    is_counter_url,
+    is_endpoint_rules,
+    is_forwarded_header,
+    is_networks,
+    is_optional_header,
+    is_rule_names,
+    is_strategy,
+    parse_list,
+    parse_lower,
+    rule_names,
+)
 from .setting_values import (
     BOOL,
     DEFAULT_EXCLUDE_PATHS,
@@ -269,6 +289,46 @@ class Settings:
     rate_limit_max: int = setting("RATE_LIMIT_MAX", 100, int, int_at_least(1))
     rate_limit_window: int = setting("RATE_LIMIT_WINDOW", 60, int, int_at_least(1))
     rate_limit_burst: int = setting("RATE_LIMIT_BURST", 10, int, int_at_least(0))
+    rate_limit_strategy: str = setting(
+        "RATE_LIMIT_STRATEGY", "fixed-window", parse_lower, (is_strategy, STRATEGY_RULE)
+    )
+    rate_limit_endpoints: str = setting(
+        "RATE_LIMIT_ENDPOINTS", "", str.strip, (is_endpoint_rules, ENDPOINTS_RULE)
+    )
+    rate_limit_exempt: tuple[str, ...] = setting(
+        "RATE_LIMIT_EXEMPT",
+        DEFAULT_EXEMPT,
+        parse_paths,
+        (is_paths, "comma-separated paths starting with /, a trailing * for a prefix"),
+    )
+    rate_limit_shadow: bool = setting("RATE_LIMIT_SHADOW", False, parse_bool, BOOL)
+    rate_limit_headers: bool = setting("RATE_LIMIT_HEADERS", True, parse_bool, BOOL)
+    rate_limit_trusted_proxies: tuple[str, ...] = setting(
+        "RATE_LIMIT_TRUSTED_PROXIES", (), parse_list, (is_networks, PROXIES_RULE)
+    )
+    rate_limit_forwarded_header: str = setting(
+        "RATE_LIMIT_FORWARDED_HEADER",
+        "x-forwarded-for",
+        parse_lower,
+        (is_forwarded_header, FORWARDED_RULE),
+    )
+    rate_limit_key_header: str | None = setting(
+        "RATE_LIMIT_KEY_HEADER", None, parse_optional_str, (is_optional_header, HEADER_RULE)
+    )
+    rate_limit_jwt_subject: bool = setting("RATE_LIMIT_JWT_SUBJECT", False, parse_bool, BOOL)
+    rate_limit_hash_keys: bool = setting("RATE_LIMIT_HASH_KEYS", True, parse_bool, BOOL)
+    rate_limit_fail_closed: tuple[str, ...] = setting(
+        "RATE_LIMIT_FAIL_CLOSED", (), parse_list, (is_rule_names, FAIL_CLOSED_RULE)
+    )
+    rate_limit_timeout_ms: float = setting(
+        "RATE_LIMIT_TIMEOUT_MS",
+        100.0,
+        float,
+        float_between(1.0, 10_000.0, "a number of milliseconds"),
+    )
+    rate_limit_storage_url: str | None = setting(
+        "RATE_LIMIT_STORAGE_URL", None, parse_optional_str, (is_counter_url, REDIS_OR_MEMORY_RULE)
+    )
 
     # -- Alerts ---------------------------------------------------------------------
     alerts_enabled: bool = setting("ALERTS_ENABLED", True, parse_bool, BOOL)
@@ -288,6 +348,7 @@ class Settings:
             if not check(value):
                 raise ConfigError(f.metadata["env"], shown(f.name, value), allowed)
         self._check_jwt()
+        self._check_rate_limit()
         # The purge finds projects through their daily rollups: those must outlive raw data.
         longest_raw = max(self.metrics_retention_days, self.error_log_retention_days)
         if self.day_rollup_retention_days < longest_raw:
@@ -322,6 +383,22 @@ class Settings:
             raise ConfigError("ANALYTICS_JWT_ALGORITHM", algorithm, "RS* with a public key")
         if algorithm.startswith("RS") and self.jwt_public_key is None:
             raise ConfigError("ANALYTICS_JWT_ALGORITHM", algorithm, "HS* with a secret")
+
+    def _check_rate_limit(self) -> None:
+        unknown = set(self.rate_limit_fail_closed) - rule_names(self.rate_limit_endpoints)
+        if unknown:
+            raise ConfigError(
+                "RATE_LIMIT_FAIL_CLOSED",
+                ", ".join(sorted(unknown)),
+                "default, or a target of RATE_LIMIT_ENDPOINTS: "
+                + ", ".join(sorted(rule_names(self.rate_limit_endpoints))),
+            )
+        if self.rate_limit_jwt_subject and not self.jwt_configured:
+            raise ConfigError(
+                "RATE_LIMIT_JWT_SUBJECT",
+                "true",
+                "false unless ANALYTICS_JWT_SECRET or ANALYTICS_JWT_PUBLIC_KEY verifies the tokens",
+            )
 
     @property
     def jwt_configured(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -185,3 +186,37 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         raise AuthError("invalid token: projects must be a list of project ids")
     admin = claims.get("admin") is True or claims.get("role") == "admin"
     return Principal(subject=subject, projects=frozenset(projects), admin=admin)
+
+
+def bearer_subject(settings: Settings) -> Callable[[Scope], str | None]:
+    """For the host's rate limit (``RATE_LIMIT_JWT_SUBJECT``): the ``sub`` of a bearer JWT
+    that the ``ANALYTICS_JWT_*`` keys verify: an unverified
+    subject is the client's to choose, a fresh bucket per request. Verified tokens are
+    remembered until they expire, so a client's repeated token costs one verification."""
+    authn = Authenticator(settings)
+    seen: dict[str, tuple[str, float]] = {}
+
+    def subject(scope: Scope) -> str | None:
+        token = None
+        for name, value in scope.get("headers") or ():
+            if name == b"authorization":
+                scheme, _, given = bytes(value).decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and given.strip():
+                    token = given.strip()
+                break
+        if token is None:
+            return None
+        now = time.time()
+        hit = seen.get(token)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            principal = authn.decode(token)
+        except AuthError:
+            return None
+        if len(seen) >= 10_000:
+            seen.clear()
+        seen[token] = (principal.subject, token_expiry(token) or now + 60)
+        return principal.subject
+
+    return subject

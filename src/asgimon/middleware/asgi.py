@@ -27,7 +27,8 @@ class AsgimonMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, monitor: Host) -> None:
-        self.app = app
+        # The rate limit inside the timing: a refusal is recorded as the 429 it is.
+        self.app = monitor.limited(app)
         self.monitor = monitor
         self._enabled = monitor.enabled
         self._excluded_exact, self._excluded_prefixes = monitor.excluded_paths()

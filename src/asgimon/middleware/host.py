@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from starlette.types import Scope
+from starlette.types import ASGIApp, Scope
 
 ScopeResolver = Callable[[Scope], str | None]
 
@@ -73,6 +73,10 @@ class Host(Protocol):
     def start_soon(self) -> None: ...
 
     def excluded_paths(self) -> tuple[frozenset[str], tuple[str, ...]]: ...
+
+    def limited(self, app: ASGIApp) -> ASGIApp:
+        """The app behind the host's rate limit."""
+        ...
 
     @property
     def failing_statuses(self) -> frozenset[int]:

@@ -65,7 +65,7 @@ class Verdict:
 class RateLimiter:
     def __init__(
         self,
-        rate: str,
+        rate: str = "",
         *,
         redis_url: str | None = None,
         redis_pool: Any = None,
@@ -77,7 +77,7 @@ class RateLimiter:
         """Counts in Redis when ``redis_url`` is given, over ``redis_pool`` (its owner's,
         who closes it; without one, a pool of the limiter's own), else in memory."""
         self.timeout = timeout
-        self.items: list[RateLimitItem] = parse_many(rate)
+        self.items: list[RateLimitItem] = parse_many(rate) if rate else []
         storage: Storage
         self._pool: Any = None  # its own, closed with it
         if redis_url:
@@ -102,6 +102,7 @@ class RateLimiter:
         self.failures = 0
         self.bypassed = 0  # calls let through unchecked: the store failed, or its breaker
         self._last_log = -LOG_EVERY_S
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -123,7 +124,7 @@ class RateLimiter:
             return None
         try:
             # Memory cannot hang: no timeout (a task per call) for what never waits.
-            answer = await (asyncio.wait_for(call, self.timeout * 2) if self.remote else call)
+            answer = await (self._bounded(call) if self.remote else call)
         except Exception as exc:  # the limiter must never fail a request
             self.failures += 1
             self.bypassed += 1
@@ -141,6 +142,21 @@ class RateLimiter:
         self.breaker.success()
         return answer
 
+    async def _bounded(self, call: Coroutine[Any, Any, T]) -> T:
+        """The call's answer within the timeout, else TimeoutError at the timeout. Not
+        ``wait_for``: it waits for the cancelled call to unwind, and a client talking to a
+        hung Redis took the whole hang to (1.5 s measured under SIGSTOP). The call is left
+        to finish, or fail, on its own."""
+        task = asyncio.ensure_future(call)
+        await asyncio.wait({task}, timeout=self.timeout)
+        if not task.done():
+            task.cancel()
+            self._abandoned.add(task)  # held until done, or asyncio may collect it pending
+            task.add_done_callback(self._abandoned.discard)
+            task.add_done_callback(_consume)
+            raise TimeoutError(f"no answer within {self.timeout * 1000:g} ms")
+        return task.result()
+
     async def _exhausted(self, key: str) -> bool:
         for item in self.items:
             if isinstance(self.storage, Counters):
@@ -156,6 +172,40 @@ class RateLimiter:
         """Spend ``cost`` of ``key`` against every one of ``items`` (counted under
         ``scope``, a rule's name): the tightest verdict, or None when the store failed."""
         return await self._guarded(self._decide(items, scope, key, cost))
+
+    async def usage(
+        self, items: Sequence[RateLimitItem], scope: str, key: str
+    ) -> list[Verdict] | None:
+        """Where ``key`` stands against each of ``items`` now, spending nothing (None when
+        the store failed)."""
+        return await self._guarded(self._usage(items, scope, key))
+
+    async def reset(self, items: Sequence[RateLimitItem], scope: str, key: str) -> bool:
+        """Forget what ``key`` spent against ``items``; False when the store failed."""
+        return await self._guarded(self._reset(items, scope, key)) is True
+
+    async def _usage(self, items: Sequence[RateLimitItem], scope: str, key: str) -> list[Verdict]:
+        out = []
+        for item in items:
+            if isinstance(self.limiter, FixedWindowRateLimiter):
+                counter = item.key_for(scope, key)
+                count = await self.storage.get(counter)
+                reset_at = await self.storage.get_expiry(counter)
+                out.append(self._verdict(item, count < item.amount, item.amount - count, reset_at))
+            else:
+                stats = await self.limiter.get_window_stats(item, scope, key)
+                out.append(
+                    self._verdict(item, stats.remaining > 0, stats.remaining, stats.reset_time)
+                )
+        return out
+
+    async def _reset(self, items: Sequence[RateLimitItem], scope: str, key: str) -> bool:
+        for item in items:
+            if isinstance(self.limiter, FixedWindowRateLimiter):
+                await self.storage.clear(item.key_for(scope, key))
+            else:
+                await self.limiter.clear(item, scope, key)
+        return True
 
     async def _check(self, key: str) -> Verdict:
         return await self._decide(self.items, "api", key, 1)
@@ -218,3 +268,9 @@ class RateLimiter:
                 tightest = verdict
         assert tightest is not None
         return tightest
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Read an abandoned call's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()

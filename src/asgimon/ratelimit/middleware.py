@@ -16,7 +16,6 @@ closed: then a 503 with ``Retry-After``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,9 +46,11 @@ class Denial:
     shadow: bool
 
 
-Report = Callable[[Denial], object]
+Report = Callable[[Denial, Scope], object]
 Cost = Callable[[Scope], int]
 Tier = Callable[[Scope], "Rule | None"]
+Identify = Callable[[Scope], "str | None"]
+Lookup = Callable[[str], "Rule | None"]
 
 
 class RateLimitMiddleware:
@@ -68,6 +69,9 @@ class RateLimitMiddleware:
         cost: Cost | None = None,
         tier: Tier | None = None,
         report: Report | None = None,
+        user: Identify | None = None,
+        subject: Identify | None = None,
+        overrides: Lookup | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
@@ -81,22 +85,31 @@ class RateLimitMiddleware:
         self.cost = cost
         self.tier = tier
         self.report = report
+        self.user = user
+        self.subject = subject
+        self.overrides = overrides
         self.denied = 0
         self.shadow_denied = 0
         self.refused_closed = 0
         self.callback_failures = 0
 
-    def _rule(self, scope: Scope, method: str, path: str) -> Rule | None:
-        rule = self.policy.rule_for(method, path)
-        if rule is None or self.tier is None:
-            return rule  # exempt paths stay exempt whatever the tier
+    def _rule(self, scope: Scope, rule: Rule, key: str) -> Rule:
+        """An override of the key, else its tier, in place of the default limit: never in
+        place of an endpoint's own, which guards a resource, not a client."""
+        if rule is not self.policy.default:
+            return rule
+        if self.overrides is not None:
+            override = self.overrides(key)
+            if override is not None:
+                return override
+        if self.tier is None:
+            return rule
         try:
             tiered = self.tier(scope)
         except Exception:  # the host's callback failing must not fail the request
             self.callback_failures += 1
             return rule
-        # A tier replaces the default limit, not an endpoint's own.
-        return tiered if tiered is not None and rule is self.policy.default else rule
+        return tiered if tiered is not None else rule
 
     def _cost(self, scope: Scope) -> int:
         if self.cost is None:
@@ -107,20 +120,31 @@ class RateLimitMiddleware:
             self.callback_failures += 1
             return 1
 
+    def _identify(self, who: Identify, scope: Scope) -> str | None:
+        try:
+            found = who(scope)
+        except Exception:
+            self.callback_failures += 1
+            return None
+        return found if isinstance(found, str) and found else None
+
     def key_of(self, scope: Scope) -> str:
+        """The user, else the JWT's subject, else the API key, else the client address."""
+        return hashed(self.subject_of(scope)) if self.hash_keys else self.subject_of(scope)
+
+    def subject_of(self, scope: Scope) -> str:
         user = user_id_of(scope.get("user")) if "user" in scope else None
+        if not user and self.user is not None:
+            user = self._identify(self.user, scope)
         if user:
-            key = "user:" + user
-        else:
-            key = ""
-            if self.key_header is not None:
-                for name, value in scope.get("headers") or ():
-                    if name == self.key_header and value:
-                        key = "key:" + value.decode("latin-1")
-                        break
-            if not key:
-                key = "addr:" + self.client(scope)
-        return hashed(key) if self.hash_keys else key
+            return "user:" + user
+        if self.subject is not None and (sub := self._identify(self.subject, scope)):
+            return "sub:" + sub
+        if self.key_header is not None:
+            for name, value in scope.get("headers") or ():
+                if name == self.key_header and value:
+                    return "key:" + bytes(value).decode("latin-1")
+        return "addr:" + self.client(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -129,11 +153,12 @@ class RateLimitMiddleware:
             return
         method = scope.get("method", "GET") if kind == "http" else "WS"
         path = scope.get("path", "/")
-        rule = self._rule(scope, method, path)
-        if rule is None:
+        matched = self.policy.rule_for(method, path)
+        if matched is None:  # exempt, whoever asks
             await self.app(scope, receive, send)
             return
         key = self.key_of(scope)
+        rule = self._rule(scope, matched, key)
         verdict = await self.limiter.decide(rule.items, rule.name, key, self._cost(scope))
         if verdict is None:
             if rule.name in self.fail_closed:
@@ -146,7 +171,7 @@ class RateLimitMiddleware:
             return
         standing = _standing(rule, verdict)
         if not verdict.allowed:
-            self._tell(Denial(key, method, path, rule, standing, self.shadow))
+            self._tell(Denial(key, method, path, rule, standing, self.shadow), scope)
             if not self.shadow:
                 self.denied += 1
                 await _answer(scope, receive, send, 429, _body(rule, standing), standing.headers())
@@ -175,11 +200,13 @@ class RateLimitMiddleware:
 
         await self.app(scope, receive, with_headers)
 
-    def _tell(self, denial: Denial) -> None:
+    def _tell(self, denial: Denial, scope: Scope) -> None:
         if self.report is None:
             return
-        with contextlib.suppress(Exception):  # reporting one must never fail the request
-            self.report(denial)
+        try:
+            self.report(denial, scope)
+        except Exception:  # reporting one must never fail the request
+            self.callback_failures += 1
 
 
 def _standing(rule: Rule, verdict: Verdict) -> Standing:
