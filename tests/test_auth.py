@@ -327,6 +327,13 @@ def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | Non
         return [("POST", path.replace("{sentry_id:int}", "1"), b"{}")]
     if route.path.endswith(("/resolve", "/unresolve", "/ignore")):
         return [("POST", path, b"{}")]
+    if route.path.startswith("/api/admin/ratelimits/"):
+        # The host's rate limit is nobody's project: its administration is for admins only.
+        subject = f'{{"subject": "user:{project}", "rate": "1/minute"}}'.encode()
+        return [
+            (m, path + f"?subject=user:{project}", subject if m in ("PUT", "POST") else None)
+            for m in sorted(route.methods - {"HEAD"})
+        ]
     if route.methods == {"POST"} and by_query(route):
         # A page's form: refused without this browser's CSRF token, whoever sends it.
         return [("POST", path + f"?project={project}", b"csrf_token=x&action=resolve")]
@@ -351,6 +358,8 @@ def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | Non
 
 
 FORMS = frozenset({"/signin", "/signout"})
+PAGE_FORMS = frozenset({"/errors/{fingerprint:path}", "/ratelimits/overrides"})
+"""Forms of the pages: each refuses a post without this browser's CSRF token."""
 PAGE_PARAMS = {"/performance/endpoint": "&method=GET&endpoint=/items"}
 
 
@@ -386,7 +395,10 @@ async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) 
                         assert response.status_code == 403, where
                     if target == "tenant-b" and by_query(route) and method == "GET":
                         assert response.status_code in (403, 404), where
-                    page_form = route.path == "/errors/{fingerprint:path}" and method == "POST"
+                    if route.path.startswith("/api/admin/"):
+                        assert response.status_code == 403, where  # admins only
+                        continue
+                    page_form = method == "POST" and route.path in PAGE_FORMS
                     if "{sentry_id:int}" in route.path:
                         assert response.status_code == 401, where
                         continue

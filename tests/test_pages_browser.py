@@ -423,6 +423,7 @@ def all_pages(served: Served) -> list[str]:
         page_url(
             served, "/performance/endpoint", method=e["method"], endpoint=e["endpoint"], range="30d"
         ),
+        page_url(served, "/ratelimits", range="30d"),
     ]
 
 
@@ -437,6 +438,7 @@ def test_screenshots_of_every_page(browser: Browser, served: Served) -> None:
         "error-group",
         "performance",
         "endpoint",
+        "ratelimits",
     ]
     for scheme in ("light", "dark"):
         for width in (375, 1440):

@@ -29,6 +29,7 @@ from asgimon.errors import StorageError
 from asgimon.errortracking.tracker import ErrorTracker
 from asgimon.events import Event
 from asgimon.ratelimit import RateLimiter
+from asgimon.ratelimit.host import HostLimits
 from asgimon.redis_pools import RedisPools
 from asgimon.settings import Settings
 from asgimon.storage.base import Storage, WriteResult, storage_identity
@@ -43,6 +44,7 @@ from .openapi import openapi_document
 from .pages.app import Pages
 from .pages.headers import PageHeaders
 from .params import check_params, project_id_of
+from .ratelimit_routes import RateLimitsApi
 from .responses import (
     bad_query,
     error_response,
@@ -77,6 +79,9 @@ class Host(Protocol):
 
     @property
     def errors(self) -> ErrorTracker: ...
+
+    @property
+    def rate_limits(self) -> HostLimits: ...
 
     async def health(self) -> dict[str, Any]: ...
 
@@ -270,15 +275,21 @@ class DashboardApp:
         api = self.api
         authn = Authenticator(s, auth)
         self.stream = LiveStream(monitor.storage)
-        self.pages = Pages(s, monitor.storage, api.query, authn)
+        self.pages = Pages(s, monitor.storage, api.query, authn, monitor.rate_limits)
         routes: list[BaseRoute] = [Route(OVERVIEW.path, api.overview, methods=["GET"])]
         self.error_groups = ErrorGroupsApi(monitor.storage, api.query)
-        owners = {"api": api, "errors": self.error_groups}
+        self.rate_limit_admin = RateLimitsApi(monitor.rate_limits)
+        owners = {"api": api, "errors": self.error_groups, "ratelimits": self.rate_limit_admin}
+        # One route per path, whatever its methods: a wrong method is a 405 whose Allow
+        # header lists all of them.
+        by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
         for op in OPERATIONS:
             owner = owners[op.owner]
             kind, _, name = op.handler.partition(":")
             handler = owner.action(name) if name else getattr(owner, kind)  # type: ignore[attr-defined]
-            routes.append(Route(op.route, handler, methods=[op.method]))
+            by_path.setdefault(op.route, {})[op.method] = handler
+        for path, handlers in by_path.items():
+            routes.append(Route(path, _by_method(handlers), methods=list(handlers)))
         routes += [Route(e.path, api.analytics(e), methods=["GET"]) for e in ENDPOINTS.values()]
         routes.append(Route(STREAM_PATH, self.stream.endpoint, methods=["GET"]))
         self.sentry = SentryIngest(s, monitor.errors.rules, monitor.recorder)
@@ -308,3 +319,15 @@ class DashboardApp:
 
 def create_dashboard(monitor: Host, auth: AuthHook | None = None) -> DashboardApp:
     return DashboardApp(monitor, auth)
+
+
+def _by_method(
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers[request.method if request.method != "HEAD" else "GET"](request)
+
+    return dispatch

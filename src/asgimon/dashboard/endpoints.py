@@ -20,10 +20,12 @@ from asgimon.analytics.listing import events as event_list
 from asgimon.analytics.overview import dashboard, overview_row
 from asgimon.analytics.performance import SORTS, performance
 from asgimon.analytics.query import Query
+from asgimon.analytics.ratelimits import ratelimits
 from asgimon.events import EVENT_TYPES
 
 from .error_routes import GROUP_PATH
 from .guard import INGEST_PATH
+from .ratelimit_routes import ADMIN_PATH
 from .schemas import (
     EMPTY_BODY,
     GROUP_DETAIL,
@@ -31,8 +33,10 @@ from .schemas import (
     IGNORE_BODY,
     INGEST_ANSWER,
     INGEST_BODY,
+    OVERRIDE_BODY,
     OVERVIEW_ANSWER,
     RESPONSES,
+    SUBJECT_BODY,
     Schema,
 )
 
@@ -112,6 +116,15 @@ ENDPOINTS: dict[str, Endpoint] = {
             {"sort": "order of endpoints: " + ", ".join(SORTS)},
             "API latency, error rate and Apdex per endpoint",
             RESPONSES["performance"],
+        ),
+        Endpoint(
+            "/api/ratelimits/{project_id}",
+            ratelimits,
+            ("topKeys", "topEndpoints", "byRule", "denialTrend", "recentDenials"),
+            {},
+            "Requests the host's rate limit refused (and in shadow mode would have): "
+            "by rule, key and endpoint, with their trend",
+            RESPONSES["ratelimits"],
         ),
         Endpoint(
             "/api/events/{project_id}",
@@ -225,6 +238,64 @@ OPERATIONS: tuple[Operation, ...] = (
         (401, 403, 404, 422, 429, 503),
         owner="errors",
         params=("range", "start", "end", "format"),
+    ),
+    Operation(
+        ADMIN_PATH + "/limits",
+        "GET",
+        "limits_config",
+        "The host's rate limit as configured: default, burst, endpoints, exemptions (admins)",
+        {200: ("OK", OBJECT)},
+        (401, 403, 404, 422, 429),
+        owner="ratelimits",
+    ),
+    Operation(
+        ADMIN_PATH + "/usage",
+        "GET",
+        "usage",
+        "Where a key stands against each of its limits now, spending nothing (admins)",
+        {200: ("OK", OBJECT)},
+        (401, 403, 404, 422, 429, 503),
+        owner="ratelimits",
+        params=("subject",),
+    ),
+    Operation(
+        ADMIN_PATH + "/reset",
+        "POST",
+        "reset",
+        "Forget what a key spent against every limit (admins)",
+        {200: ("Reset", OBJECT)},
+        (401, 403, 404, 422, 429, 503),
+        request=SUBJECT_BODY,
+        owner="ratelimits",
+    ),
+    Operation(
+        ADMIN_PATH + "/overrides",
+        "GET",
+        "overrides",
+        "The per-key limits in force, the same in every worker (admins)",
+        {200: ("OK", OBJECT)},
+        (401, 403, 404, 422, 429),
+        owner="ratelimits",
+    ),
+    Operation(
+        ADMIN_PATH + "/overrides",
+        "PUT",
+        "set_override",
+        "Set a key's own limit in place of the default (admins)",
+        {200: ("The override stored", OBJECT)},
+        (401, 403, 404, 422, 429, 503),
+        request=OVERRIDE_BODY,
+        owner="ratelimits",
+    ),
+    Operation(
+        ADMIN_PATH + "/overrides",
+        "DELETE",
+        "remove_override",
+        "Remove a key's override: the default limit applies again (admins)",
+        {200: ("Removed", OBJECT)},
+        (401, 403, 404, 422, 429, 503),
+        owner="ratelimits",
+        params=("subject",),
     ),
     Operation(
         "/api/openapi.json",

@@ -11,7 +11,6 @@ own projects' groups. A bad body is a 4xx naming the field, and changes nothing.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,13 +29,12 @@ from asgimon.storage.base import Storage
 
 from .export import csv_response, export_table
 from .guard import principal_of
-from .params import check_params, project_id_of
+from .params import check_params, json_body, project_id_of
 from .responses import bad_query, error_response, forbidden, storage_unavailable
 from .wire import to_wire
 
 GROUP_PATH = "/api/errors/{project_id}/groups/{fingerprint}"
 DETAIL_TABLES = ("occurrences", "endpoints", "deployments", "trend")
-MAX_BODY = 4096
 MAX_IGNORE_COUNT = 1_000_000_000
 _INSTANTS = ("first_seen", "last_seen", "resolved_at", "ignore_until", "regressed_at", "changed_at")
 
@@ -72,29 +70,6 @@ def _ignore_terms(body: dict[str, Any], now: float) -> tuple[float | None, int |
             raise BadQuery("count", f"must be an integer from 1 to {MAX_IGNORE_COUNT}")
         count = raw
     return until, count
-
-
-async def _body(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise BadQuery("body", f"must be at most {MAX_BODY} bytes")
-    if not raw.strip():
-        return {}
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise BadQuery("Content-Type", "must be application/json")
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise BadQuery("body", "must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadQuery("body", "must be a JSON object")
-    for key in body:
-        if key not in allowed:
-            raise BadQuery(key, "is not a field of this request")
-    return body
 
 
 class ErrorGroupsApi:
@@ -144,7 +119,7 @@ class ErrorGroupsApi:
             fingerprint = _fingerprint(request)
             check_params(request.query_params, set())
             allowed = frozenset({"until", "count"} if action == "ignore" else ())
-            body = await _body(request, allowed)
+            body = await json_body(request, allowed)
             until, count = _ignore_terms(body, now) if action == "ignore" else (None, None)
             written = await change_group(
                 self.storage,

@@ -284,6 +284,31 @@ RESPONSES: dict[str, Schema] = {
         latencyTrend=arr(obj(time=T, count=INT, errors=INT, avg=NN, p95=NN)),
         endpoints=arr(obj(endpoint=S, method=S, **LATENCY, apdex=nullable(RATE))),
     ),
+    "ratelimits": obj(
+        **HEADER,
+        totalDenied=INT,
+        totalShadowDenied=INT,
+        throttledKeys=INT,
+        byRule=arr(obj(rule=S, denied=INT, shadowDenied=INT)),
+        topKeys=arr(obj(key=S, denied=INT, shadowDenied=INT, rules=arr(S), lastAt=T)),
+        topEndpoints=arr(obj(method=S, path=S, denied=INT, shadowDenied=INT, keys=INT)),
+        denialTrend=arr(obj(time=T, denied=INT, shadowDenied=INT)),
+        recentDenials=arr(
+            obj(
+                time=T,
+                lastAt=T,
+                key=S,
+                rule=S,
+                method=S,
+                path=S,
+                limit=INT,
+                windowS=INT,
+                count=INT,
+                shadow=B,
+            )
+        ),
+        sampled=B,
+    ),
     "events": obj(
         **HEADER,
         kind=S,
@@ -353,6 +378,28 @@ IGNORE_BODY: Schema = {
     "additionalProperties": False,
 }
 EMPTY_BODY: Schema = {"type": "object", "properties": {}, "additionalProperties": False}
+SUBJECT: Schema = {
+    **S,
+    "description": "a key: user:ID, sub:JWT_SUBJECT, key:API_KEY or addr:IP",
+    "maxLength": 400,
+}
+SUBJECT_BODY: Schema = {
+    "type": "object",
+    "required": ["subject"],
+    "properties": {"subject": SUBJECT},
+    "additionalProperties": False,
+}
+OVERRIDE_BODY: Schema = {
+    "type": "object",
+    "required": ["subject", "rate"],
+    "properties": {
+        "subject": SUBJECT,
+        "rate": {**S, "description": "a rate such as 1000/minute (several separated by ,)"},
+        "note": {**S, "maxLength": 500},
+        "expiresAt": {**N, "nullable": True, "description": "epoch seconds; null for never"},
+    },
+    "additionalProperties": False,
+}
 
 INGEST_ANSWER = obj(accepted=INT, duplicates=INT)
 INGEST_BODY: Schema = obj(events=arr({"oneOf": []}))

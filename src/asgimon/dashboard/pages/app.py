@@ -18,6 +18,7 @@ from asgimon.analytics.ranges import BadQuery
 from asgimon.dashboard.auth import SESSION_COOKIE, Authenticator, cookie_value
 from asgimon.dashboard.guard import mount_root
 from asgimon.errors import StorageError
+from asgimon.ratelimit.host import HostLimits
 from asgimon.settings import Settings
 from asgimon.storage.base import Storage
 
@@ -27,6 +28,7 @@ from .context import FILTER_CHOICES, RANGE_NAMES, PageContext, UnknownProject, p
 from .formats import FILTERS
 from .group_forms import GroupForms
 from .headers import STYLESHEET
+from .ratelimits import OverrideForms, ratelimits_page
 from .signin import SignIn
 from .views import PAGES, Page
 
@@ -42,6 +44,7 @@ class Pages:
         storage: Storage,
         query: Callable[[Request, str, Any, float], Query],
         authn: Authenticator,
+        limits: HostLimits,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -55,6 +58,8 @@ class Pages:
         self.env.filters.update(FILTERS)
         self.signin = SignIn(authn, self.render)
         self.group_forms = GroupForms(storage, self.problem)
+        self.override_forms = OverrideForms(limits, self.problem)
+        self.pages = (*PAGES, ratelimits_page(limits))
 
     def query(self, ctx: PageContext, project_id: str) -> Query:
         q = self._query(ctx.request, project_id, ctx.span, ctx.now)
@@ -65,7 +70,7 @@ class Pages:
         root = mount_root(request.scope)
         html = self.env.get_template(template).render(
             root=root,
-            nav=[p for p in PAGES if p.name],
+            nav=[p for p in self.pages if p.name],
             signed_in=_signed_in(request),
             stylesheet=STYLESHEET,
             **{"csrf_token": csrf.token_of(request), **values},
@@ -113,10 +118,11 @@ class Pages:
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = [
-            Route(p.path, self.handler(p), methods=["GET", "HEAD"]) for p in PAGES
+            Route(p.path, self.handler(p), methods=["GET", "HEAD"]) for p in self.pages
         ]
         routes += [
             Route("/errors/{fingerprint:path}", self.group_forms.post, methods=["POST"]),
+            Route("/ratelimits/overrides", self.override_forms.post, methods=["POST"]),
             Route("/signin", self.signin.get, methods=["GET", "HEAD"]),
             Route("/signin", self.signin.post, methods=["POST"]),
             Route("/signout", self.signin.signout, methods=["POST"]),
