@@ -55,9 +55,10 @@ class ProbedMiddleware(AsgimonMiddleware):
     peerbench_probe: Callable[[], str]
 
 
-def wrap(app: ASGIApp) -> ASGIApp:
+def wrap(app: ASGIApp, **settings: Any) -> ASGIApp:
     # The rate limit applied to every request (its cost is part of the figure), never refusing.
-    monitor = Monitor(storage=MemoryStorage(), flush_interval=1.0, rate_limit_max=10**9)
+    options: dict[str, Any] = {"rate_limit_max": 10**9, **settings}
+    monitor = Monitor(storage=MemoryStorage(), flush_interval=1.0, **options)
 
     def probe() -> str:
         s = monitor.stats()
@@ -141,3 +142,8 @@ def wrap_memory_redis_limit(app: ASGIApp) -> ASGIApp:
         rate_limit_storage_url=url,
         redis_key_prefix=prefix,
     )
+
+
+def wrap_unlimited(app: ASGIApp) -> ASGIApp:
+    """``wrap`` with the host's rate limit off, in process: what the limit itself costs."""
+    return wrap(app, rate_limit_enabled=False)

@@ -70,7 +70,8 @@ async def load(client: httpx.AsyncClient, seconds: float) -> tuple[Counter[int],
 async def until_closed(monitor: Monitor, client: httpx.AsyncClient, within: float) -> None:
     deadline = time.monotonic() + within
     while monitor.rate_limits.limiter.breaker.is_open:
-        assert time.monotonic() < deadline, monitor.rate_limits.report()
+        breaker = monitor.rate_limits.limiter.breaker
+        assert time.monotonic() < deadline, repr((breaker.opened, monitor.rate_limits.report()))
         statuses, _ = await load(client, 0.2)
         assert set(statuses) == {200}
 

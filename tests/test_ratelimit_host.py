@@ -272,3 +272,44 @@ async def test_what_the_review_of_the_limiter_found_stays_fixed() -> None:
     shadow = limited(RateLimiter("1/second"), shadow=True)
     async with client(shadow) as c:
         assert "x-ratelimit-limit" not in (await c.get("/items/1")).headers
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+async def test_a_refused_request_spends_nothing_against_any_limit_of_its_rule(where: str) -> None:
+    # The burst's two limits: 4 in one window, 6 in two. The 5th request is refused by the
+    # first and must not have been counted against the second.
+    rule = default_rule(3, 60, 1)
+    async for prefix in redis_prefix():
+        limiter = RateLimiter(
+            redis_url=REDIS_URL if where == "redis" else None,
+            key_prefix=prefix,
+            strategy="fixed-window",
+            timeout=2,
+        )
+        try:
+            verdicts = [await limiter.decide(rule.items, rule.name, "k") for _ in range(6)]
+            usage = await limiter.usage(rule.items, rule.name, "k")
+        finally:
+            await limiter.aclose()
+        assert [v.allowed for v in verdicts if v] == [True] * 4 + [False] * 2
+        assert [v.remaining for v in verdicts if v] == [3, 2, 1, 0, 0, 0]
+        assert usage is not None
+        assert [(u.limit, u.limit - u.remaining) for u in usage] == [(4, 4), (6, 4)]
+        assert 1 <= verdicts[-1].reset_s <= 60  # type: ignore[union-attr]
+
+
+def test_late_failures_of_calls_in_flight_do_not_stretch_the_breakers_wait() -> None:
+    from asgimon.breaker import CircuitBreaker
+
+    breaker = CircuitBreaker(threshold=5, base=1.0)
+    for _ in range(12):  # twelve calls that were in flight when the store hung
+        breaker.failure()
+    assert breaker.is_open and breaker.opened == 1
+    breaker._retry_at = 0.0  # the wait is up: one trial
+    assert breaker.allow() and not breaker.allow()
+    breaker.failure()  # the trial failed: twice the wait
+    assert breaker.opened == 2
+    breaker._retry_at = 0.0
+    assert breaker.allow()
+    breaker.success()
+    assert not breaker.is_open and breaker.allow()

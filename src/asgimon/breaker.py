@@ -19,6 +19,7 @@ class CircuitBreaker:
         self.failures = 0  # consecutive
         self.opened = 0  # times opened in a row, for the backoff
         self._retry_at = 0.0
+        self._trial = False
 
     @property
     def is_open(self) -> bool:
@@ -33,19 +34,29 @@ class CircuitBreaker:
             return False
         # Half-open: this one call may go; the next waits for its outcome's verdict.
         self._retry_at = now + self._wait()
+        self._trial = True
         return True
 
     def success(self) -> None:
         self.failures = 0
         self.opened = 0
+        self._trial = False
 
     def failure(self) -> None:
+        was_open = self.is_open
         self.failures += 1
-        if self.failures >= self.threshold:
-            if self.failures == self.threshold:
-                self.opened = 0
-            self.opened += 1
-            self._retry_at = time.monotonic() + self._wait()
+        if not self.is_open:
+            return
+        if not was_open:
+            self.opened = 1
+        elif self._trial:
+            self.opened += 1  # the trial failed: wait longer
+        else:
+            # A call let in before the breaker opened, failing late (many were in flight at
+            # once): no new verdict, or eight such would stretch the wait to 64 s at once.
+            return
+        self._trial = False
+        self._retry_at = time.monotonic() + self._wait()
 
     def _wait(self) -> float:
         return min(self.max_wait, self.base * 2.0 ** max(0, self.opened - 1))

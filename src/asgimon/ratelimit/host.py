@@ -315,6 +315,7 @@ class HostLimits:
             "shadowRefused": self.denials.shadow_refused,
             "letThrough": self.limiter.bypassed,
             "storeFailures": self.limiter.failures,
+            "lastStoreError": self.limiter.last_error,
             "breakerOpen": self.limiter.breaker.is_open,
             "refusedClosed": m.refused_closed if m else 0,
             "callbackFailures": m.callback_failures if m else 0,

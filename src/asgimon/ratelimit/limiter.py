@@ -30,6 +30,7 @@ from asgimon import redis_pools as pools
 from asgimon.breaker import CircuitBreaker
 
 from .counters import Counters
+from .redis_window import RedisFixedWindow
 
 log = logging.getLogger("asgimon.ratelimit")
 
@@ -96,6 +97,11 @@ class RateLimiter:
         self.limiter = STRATEGIES[strategy](storage)
         self.storage: Storage | Counters = storage
         self.remote = bool(redis_url)
+        self._window = (
+            RedisFixedWindow(redis_pool, f"{key_prefix}:{namespace}")
+            if redis_url and strategy == "fixed-window"
+            else None
+        )
         if not redis_url and strategy == "fixed-window":
             self.storage = Counters()  # limits' own sweeps every key on the loop
         self.breaker = CircuitBreaker()
@@ -103,6 +109,7 @@ class RateLimiter:
         self.bypassed = 0  # calls let through unchecked: the store failed, or its breaker
         self._last_log = -LOG_EVERY_S
         self._abandoned: set[asyncio.Future[Any]] = set()
+        self.last_error: str | None = None
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -128,6 +135,7 @@ class RateLimiter:
         except Exception as exc:  # the limiter must never fail a request
             self.failures += 1
             self.bypassed += 1
+            self.last_error = repr(exc)[:300]
             self.breaker.failure()
             now = time.monotonic()
             if now - self._last_log >= LOG_EVERY_S:  # once per interval, never per request
@@ -213,6 +221,8 @@ class RateLimiter:
     async def _decide(
         self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
     ) -> Verdict:
+        if self._window is not None:
+            return await self._fixed_remote(items, scope, key, cost)
         if isinstance(self.limiter, FixedWindowRateLimiter):
             return await self._fixed(items, scope, key, cost)
         # The other strategies cannot take a hit back: every limit is tested before any is
@@ -243,6 +253,24 @@ class RateLimiter:
             reset_s=max(0, math.ceil(reset_at - time.time())),
             window_s=item.get_expiry(),
         )
+
+    async def _fixed_remote(
+        self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
+    ) -> Verdict:
+        """As :meth:`_fixed`, in one round trip to Redis."""
+        assert self._window is not None
+        counters = [(i.key_for(scope, key), i.get_expiry(), i.amount) for i in items]
+        refused, spent = await self._window.spend(counters, cost)
+        now = time.time()
+        if refused is not None:
+            ((count, ttl),) = spent
+            item = items[refused]
+            return self._verdict(item, False, item.amount - count + cost, now + ttl)
+        verdicts = [
+            self._verdict(i, True, i.amount - count, now + ttl)
+            for i, (count, ttl) in zip(items, spent, strict=True)
+        ]
+        return min(verdicts, key=lambda v: v.remaining)
 
     async def _fixed(
         self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
