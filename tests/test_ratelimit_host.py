@@ -304,12 +304,15 @@ def test_late_failures_of_calls_in_flight_do_not_stretch_the_breakers_wait() -> 
     breaker = CircuitBreaker(threshold=5, base=1.0)
     for _ in range(12):  # twelve calls that were in flight when the store hung
         breaker.failure()
-    assert breaker.is_open and breaker.opened == 1
+    assert breaker.is_open
+    assert breaker.opened == 1
     breaker._retry_at = 0.0  # the wait is up: one trial
-    assert breaker.allow() and not breaker.allow()
+    assert breaker.allow()
+    assert not breaker.allow()
     breaker.failure()  # the trial failed: twice the wait
     assert breaker.opened == 2
     breaker._retry_at = 0.0
     assert breaker.allow()
     breaker.success()
-    assert not breaker.is_open and breaker.allow()
+    assert not breaker.is_open
+    assert breaker.allow()
