@@ -107,6 +107,7 @@ async def redis_limiter() -> AsyncIterator[RateLimiter]:
             key_prefix=prefix,
             namespace="h",
             strategy="fixed-window",
+            timeout=2,  # under a loaded machine the default 100 ms rightly lets requests through
         )
         yield limiter
         await limiter.aclose()
