@@ -20,6 +20,7 @@ from typing import Any
 from starlette.types import Scope
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_PEERS = 4096
 
 
 def parse_networks(items: Iterable[str]) -> tuple[Network, ...]:
@@ -59,6 +60,8 @@ class ClientAddress:
 
     def __init__(self, trusted: Sequence[Network] = (), header: str = "x-forwarded-for") -> None:
         self.trusted = tuple(trusted)
+        # A peer's address parsed once: ``ipaddress`` took a fifth of the limiter's time.
+        self._peers: dict[str, tuple[str, Any]] = {}
         self.header = header.lower().encode()
         if self.header not in (b"x-forwarded-for", b"forwarded"):
             raise ValueError(f"{header!r}: the forwarding header is X-Forwarded-For or Forwarded")
@@ -68,10 +71,14 @@ class ClientAddress:
 
     def __call__(self, scope: Scope) -> str:
         client = scope.get("client")
-        peer = str(client[0]) if client else ""
-        peer_addr = _address(peer)
-        if peer_addr is not None:
-            peer = str(peer_addr)
+        raw = str(client[0]) if client else ""
+        known = self._peers.get(raw)
+        if known is None:
+            if len(self._peers) >= MAX_PEERS:
+                self._peers.clear()  # bounded: a new parse per peer is cheap, not free
+            addr = _address(raw)
+            known = self._peers[raw] = (raw if addr is None else str(addr), addr)
+        peer, peer_addr = known
         if not self.trusted or not self._is_trusted(peer_addr):
             return peer
         hops: list[str] = []

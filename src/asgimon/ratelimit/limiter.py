@@ -10,6 +10,7 @@ per principal, else per client address) runs on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -196,7 +197,7 @@ class RateLimiter:
         out = []
         for item in items:
             if isinstance(self.limiter, FixedWindowRateLimiter):
-                counter = item.key_for(scope, key)
+                counter = _counter(item, scope, key)
                 count = await self.storage.get(counter)
                 reset_at = await self.storage.get_expiry(counter)
                 out.append(self._verdict(item, count < item.amount, item.amount - count, reset_at))
@@ -210,7 +211,7 @@ class RateLimiter:
     async def _reset(self, items: Sequence[RateLimitItem], scope: str, key: str) -> bool:
         for item in items:
             if isinstance(self.limiter, FixedWindowRateLimiter):
-                await self.storage.clear(item.key_for(scope, key))
+                await self.storage.clear(_counter(item, scope, key))
             else:
                 await self.limiter.clear(item, scope, key)
         return True
@@ -259,7 +260,7 @@ class RateLimiter:
     ) -> Verdict:
         """As :meth:`_fixed`, in one round trip to Redis."""
         assert self._window is not None
-        counters = [(i.key_for(scope, key), i.get_expiry(), i.amount) for i in items]
+        counters = [(_counter(i, scope, key), i.get_expiry(), i.amount) for i in items]
         refused, spent = await self._window.spend(counters, cost)
         now = time.time()
         if refused is not None:
@@ -283,7 +284,7 @@ class RateLimiter:
         spent: list[tuple[str, int]] = []
         tightest: Verdict | None = None
         for item in items:
-            counter = item.key_for(scope, key)
+            counter = _counter(item, scope, key)
             count = await store.incr(counter, item.get_expiry(), amount=cost)
             spent.append((counter, item.get_expiry()))
             reset_at = await store.get_expiry(counter)
@@ -302,3 +303,16 @@ def _consume(task: asyncio.Future[Any]) -> None:
     """Read an abandoned call's outcome, so asyncio does not log it as never retrieved."""
     if not task.cancelled():
         task.exception()
+
+
+@functools.lru_cache(maxsize=4096)
+def _counter_parts(item: RateLimitItem, scope: str) -> tuple[str, str]:
+    head, _, tail = item.key_for(scope, "\x00").partition("\x00")
+    return head, tail
+
+
+def _counter(item: RateLimitItem, scope: str, key: str) -> str:
+    """``item.key_for(scope, key)``, the key ``limits`` counts under, without rebuilding
+    its constant parts on every request."""
+    head, tail = _counter_parts(item, scope)
+    return head + key + tail
