@@ -243,6 +243,7 @@ async def test_an_override_set_through_one_worker_holds_in_another(tmp_path: Pat
         ({"rate": "5/minute"}, "subject"),
         ({"subject": "alice", "rate": "5/minute"}, "subject"),
         ({"subject": "addr:not-an-ip", "rate": "5/minute"}, "subject"),
+        ({"subject": "addr:10.0.0.0/8", "rate": "5/minute"}, "subject"),  # one client, no net
         ({"subject": "user:alice"}, "rate"),
         ({"subject": "user:alice", "rate": "lots"}, "rate"),
         ({"subject": "user:alice", "rate": "5/minute", "expiresAt": 5}, "expiresAt"),
@@ -316,3 +317,16 @@ def test_a_bad_rate_limit_setting_fails_at_start_up_naming_it(
 ) -> None:
     with pytest.raises(ConfigError, match=variable):
         Monitor.from_env(env)
+
+
+async def test_an_infinite_expiry_is_refused_too() -> None:
+    monitor = monitor_of()
+    async for client in opened(monitor):
+        r = await client.put(
+            f"{ADMIN}/overrides",
+            content=b'{"subject": "user:alice", "rate": "5/minute", "expiresAt": 1e999}',
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"][0]["field"] == "expiresAt"
+        assert await monitor.storage.rate_limit_overrides() == []

@@ -54,15 +54,9 @@ class DenialLog:
         self.max_open = max_open
         self._open: dict[tuple[Any, ...], list[Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self.refused = 0
-        self.shadow_refused = 0
         self.recorded = 0
 
     def __call__(self, denial: Denial, scope: Scope) -> None:
-        if denial.shadow:
-            self.shadow_refused += 1
-        else:
-            self.refused += 1
         now = time.time()
         entry_key = (
             self._project_of(scope),

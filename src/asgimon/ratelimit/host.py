@@ -25,7 +25,7 @@ from asgimon.analytics.ranges import BadQuery
 from asgimon.errors import StorageError
 
 from .denials import DenialLog
-from .keys import ClientAddress, hashed, parse_networks
+from .keys import ClientAddress, hashed, parse_address, parse_networks
 from .limiter import RateLimiter, Verdict
 from .middleware import RateLimitMiddleware
 from .overrides import SUBJECT_KINDS, Override
@@ -65,22 +65,23 @@ def parse_subject(subject: Any) -> str:
     if len(subject) > MAX_SUBJECT or not subject.isprintable():
         raise SubjectError("subject", f"at most {MAX_SUBJECT} printable characters")
     if kind == "addr":
-        try:
-            rest = str(parse_networks([rest])[0].network_address)
-        except ValueError:
-            raise SubjectError("subject", "addr: takes an IPv4 or IPv6 address") from None
+        # As the limiter writes a client's address: canonical, IPv4-mapped as IPv4.
+        addr = parse_address(rest) if "/" not in rest else None
+        if addr is None:
+            raise SubjectError("subject", "addr: takes one IPv4 or IPv6 address")
+        rest = str(addr)
     return f"{kind}:{rest}"
 
 
-def parse_rate(rate: Any, field: str = "rate") -> Rule:
+def parse_rate(rate: Any) -> Rule:
     if not isinstance(rate, str) or not rate.strip() or len(rate) > 200:
-        raise SubjectError(field, "is required: a rate such as 1000/minute")
+        raise SubjectError("rate", "is required: a rate such as 1000/minute")
     try:
         items = tuple(parse_many(rate.replace(",", ";")))
     except ValueError:
         items = ()
     if not items:
-        raise SubjectError(field, f"{rate!r} is not a rate such as 1000/minute")
+        raise SubjectError("rate", f"{rate!r} is not a rate such as 1000/minute")
     return Rule(f"tier {rate.strip()}", items)
 
 
@@ -311,8 +312,8 @@ class HostLimits:
             "enabled": self.enabled,
             "shadow": self.settings.rate_limit_shadow,
             "storage": "redis" if self.redis_url else "memory",
-            "refused": self.denials.refused,
-            "shadowRefused": self.denials.shadow_refused,
+            "refused": m.denied if m else 0,
+            "shadowRefused": m.shadow_denied if m else 0,
             "letThrough": self.limiter.bypassed,
             "storeFailures": self.limiter.failures,
             "lastStoreError": self.limiter.last_error,

@@ -28,7 +28,7 @@ def parse_networks(items: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip())
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"')
     if text.startswith("["):  # [v6]:port
         text = text[1 : text.find("]")] if "]" in text else text[1:]
@@ -76,7 +76,7 @@ class ClientAddress:
         if known is None:
             if len(self._peers) >= MAX_PEERS:
                 self._peers.clear()  # bounded: a new parse per peer is cheap, not free
-            addr = _address(raw)
+            addr = parse_address(raw)
             known = self._peers[raw] = (raw if addr is None else str(addr), addr)
         peer, peer_addr = known
         if not self.trusted or not self._is_trusted(peer_addr):
@@ -87,7 +87,7 @@ class ClientAddress:
                 text = value.decode("latin-1")
                 hops += _forwarded_for(text) if name == b"forwarded" else text.split(",")
         for hop in reversed(hops):
-            addr = _address(hop)
+            addr = parse_address(hop)
             if addr is None:
                 return peer  # a hop we cannot read: stop at the proxy we know
             if not self._is_trusted(addr):

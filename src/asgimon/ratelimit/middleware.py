@@ -181,14 +181,7 @@ class RateLimitMiddleware:
         if not self.headers or self.shadow or kind != "http":
             await self.app(scope, receive, send)
             return
-        extra = Standing(
-            standing.policy,
-            standing.limit,
-            standing.window_s,
-            standing.remaining,
-            standing.reset_s,
-            True,
-        ).headers()
+        extra = standing.headers()  # allowed here: no Retry-After
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

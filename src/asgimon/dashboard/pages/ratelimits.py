@@ -24,7 +24,7 @@ from asgimon.ratelimit.host import HostLimits, SubjectError
 from . import csrf
 from .context import PageContext
 from .signin import read_form
-from .views import Figures, MakeQuery, Page, _markers, _trend_chart
+from .views import Figures, MakeQuery, Page, deploy_markers, trend_chart
 
 Problem = Callable[[Request, Any, int, str], Response]
 
@@ -32,9 +32,9 @@ Problem = Callable[[Request, Any, int, str], Response]
 def ratelimits_page(limits: HostLimits) -> Page:
     async def view(ctx: PageContext, query: MakeQuery) -> Figures:
         f, markers = await asyncio.gather(
-            ratelimits(query(ctx, ctx.project_id)), _markers(ctx, query)
+            ratelimits(query(ctx, ctx.project_id)), deploy_markers(ctx, query)
         )
-        chart = _trend_chart(
+        chart = trend_chart(
             "Refused requests",
             f["denial_trend"],
             {"refused": "denied", "would refuse (shadow)": "shadow_denied"},

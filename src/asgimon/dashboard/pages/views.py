@@ -49,7 +49,7 @@ def _times(trend: list[Figures]) -> list[datetime]:
     return [p["time"] for p in trend]
 
 
-def _trend_chart(
+def trend_chart(
     title: str,
     trend: list[Figures],
     lines: dict[str, str],
@@ -77,7 +77,7 @@ def _matching(rows: list[Figures], ctx: PageContext, *filters: str) -> list[Figu
     return rows
 
 
-async def _markers(ctx: PageContext, query: MakeQuery) -> list[Marker]:
+async def deploy_markers(ctx: PageContext, query: MakeQuery) -> list[Marker]:
     """The completed deployments of the range: a line on every time chart."""
     found = await query(ctx, ctx.project_id).events("deployment", MARKER_DEPLOYMENTS)
     return [
@@ -99,7 +99,7 @@ async def _live(ctx: PageContext, query: MakeQuery) -> Figures:
 async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
     f, markers, fn_trend, live = await asyncio.gather(
         dashboard(query(ctx, ctx.project_id)),
-        _markers(ctx, query),
+        deploy_markers(ctx, query),
         invocation_trend(query(ctx, ctx.project_id)),
         _live(ctx, query),
     )
@@ -111,10 +111,10 @@ async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
         )
     trend = f["deployment_trend"]
     charts = [
-        _trend_chart(
+        trend_chart(
             "Deployments", trend, {"deployments": "count", "failed": "failures"}, markers, bars=True
         ),
-        _trend_chart(
+        trend_chart(
             "Function invocations", fn_trend, {"invocations": "invocations"}, markers, bars=True
         ),
         time_chart(
@@ -129,15 +129,17 @@ async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
 
 
 async def deployments_page(ctx: PageContext, query: MakeQuery) -> Figures:
-    f, markers = await asyncio.gather(deployments(query(ctx, ctx.project_id)), _markers(ctx, query))
+    f, markers = await asyncio.gather(
+        deployments(query(ctx, ctx.project_id)), deploy_markers(ctx, query)
+    )
     trend = f["deployment_trend"]
     listed = _matching(f["deployments"], ctx, "status", "type")
     durations = [d["duration_ms"] for d in f["deployments"] if d["duration_ms"] is not None]
     charts = [
-        _trend_chart(
+        trend_chart(
             "Deployments", trend, {"deployments": "count", "failed": "failures"}, markers, bars=True
         ),
-        _trend_chart(
+        trend_chart(
             "Average deployment duration", trend, {"average": "avg_duration"}, markers, fmt=ms
         ),
         bar_list(
@@ -171,19 +173,19 @@ def _duration_buckets(values: list[float]) -> list[tuple[str, float | None]]:
 
 async def functions_page(ctx: PageContext, query: MakeQuery) -> Figures:
     f, markers, live = await asyncio.gather(
-        functions(query(ctx, ctx.project_id)), _markers(ctx, query), _live(ctx, query)
+        functions(query(ctx, ctx.project_id)), deploy_markers(ctx, query), _live(ctx, query)
     )
     trend = f["invocation_trend"]
     rows = sorted(f["functions"], key=lambda r: -r["invocations"])
     charts = [
-        _trend_chart(
+        trend_chart(
             "Invocations",
             trend,
             {"invocations": "invocations", "errors": "errors"},
             markers,
             bars=True,
         ),
-        _trend_chart(
+        trend_chart(
             "Average execution time", trend, {"average": "avg_execution_time"}, markers, fmt=ms
         ),
         bar_list(
@@ -208,12 +210,14 @@ async def functions_page(ctx: PageContext, query: MakeQuery) -> Figures:
 
 
 async def builds_page(ctx: PageContext, query: MakeQuery) -> Figures:
-    f, markers = await asyncio.gather(builds(query(ctx, ctx.project_id)), _markers(ctx, query))
+    f, markers = await asyncio.gather(
+        builds(query(ctx, ctx.project_id)), deploy_markers(ctx, query)
+    )
     trend = f["duration_trend"]
     listed = _matching(f["builds"], ctx, "status")
     charts = [
-        _trend_chart("Average build duration", trend, {"average": "avg_duration"}, markers, fmt=ms),
-        _trend_chart(
+        trend_chart("Average build duration", trend, {"average": "avg_duration"}, markers, fmt=ms),
+        trend_chart(
             "Builds", trend, {"builds": "builds", "failed phases": "failures"}, markers, bars=True
         ),
         bar_list(
@@ -229,10 +233,12 @@ async def builds_page(ctx: PageContext, query: MakeQuery) -> Figures:
 async def errors_page(ctx: PageContext, query: MakeQuery) -> Figures:
     # The figures come filtered (status, type, severity, endpoint) from the URL's query,
     # which the page shares with GET /api/errors.
-    f, markers = await asyncio.gather(errors(query(ctx, ctx.project_id)), _markers(ctx, query))
+    f, markers = await asyncio.gather(
+        errors(query(ctx, ctx.project_id)), deploy_markers(ctx, query)
+    )
     trend = f["error_trend"]
     charts = [
-        _trend_chart("Errors", trend, {"errors": "count"}, markers, bars=True),
+        trend_chart("Errors", trend, {"errors": "count"}, markers, bars=True),
         bar_list("By type", [(r["type"], r["count"]) for r in f["errors_by_type"][:12]]),
         bar_list("By severity", [(r["severity"], r["count"]) for r in f["errors_by_severity"]]),
     ]
@@ -242,23 +248,23 @@ async def errors_page(ctx: PageContext, query: MakeQuery) -> Figures:
 async def error_group_page(ctx: PageContext, query: MakeQuery) -> Figures:
     fingerprint = ctx.request.path_params["fingerprint"]
     q = query(ctx, ctx.project_id)
-    found, markers = await asyncio.gather(error_group(q, fingerprint), _markers(ctx, query))
+    found, markers = await asyncio.gather(error_group(q, fingerprint), deploy_markers(ctx, query))
     if found is None:
         raise BadQuery("fingerprint", "no error group with this fingerprint in this project")
-    chart = _trend_chart("Occurrences", found["trend"], {"errors": "count"}, markers, bars=True)
+    chart = trend_chart("Occurrences", found["trend"], {"errors": "count"}, markers, bars=True)
     return {"g": found, "chart": chart, "exception": found["exception"].value}
 
 
 async def performance_page(ctx: PageContext, query: MakeQuery) -> Figures:
     q = query(ctx, ctx.project_id)
-    f, markers = await asyncio.gather(performance(q), _markers(ctx, query))
+    f, markers = await asyncio.gather(performance(q), deploy_markers(ctx, query))
     rows = f["endpoints"]
     if "endpoint" in ctx.filters:
         rows = [r for r in rows if ctx.filters["endpoint"] in r["endpoint"]]
     trend = f["latency_trend"]
     charts = [
-        _trend_chart("API latency", trend, {"average": "avg", "p95": "p95"}, markers, fmt=ms),
-        _trend_chart(
+        trend_chart("API latency", trend, {"average": "avg", "p95": "p95"}, markers, fmt=ms),
+        trend_chart(
             "Requests", trend, {"requests": "count", "errors": "errors"}, markers, bars=True
         ),
     ]
@@ -276,7 +282,7 @@ async def endpoint_page(ctx: PageContext, query: MakeQuery) -> Figures:
     if not endpoint:
         raise BadQuery("endpoint", "is required")
     f, markers = await asyncio.gather(
-        endpoint_latency(query(ctx, ctx.project_id), method, endpoint), _markers(ctx, query)
+        endpoint_latency(query(ctx, ctx.project_id), method, endpoint), deploy_markers(ctx, query)
     )
     trend = f["latency_trend"]
     charts = [
@@ -287,7 +293,7 @@ async def endpoint_page(ctx: PageContext, query: MakeQuery) -> Figures:
             fmt=ms,
             markers=markers,
         ),
-        _trend_chart(
+        trend_chart(
             "Requests", trend, {"requests": "count", "errors": "errors"}, markers, bars=True
         ),
     ]
