@@ -288,8 +288,8 @@ async def test_a_refused_request_spends_nothing_against_any_limit_of_its_rule(wh
             timeout=2,
         )
         try:
-            verdicts = [await limiter.decide(rule.items, rule.name, "k") for _ in range(6)]
-            usage = await limiter.usage(rule.items, rule.name, "k")
+            verdicts = [await limiter.decide(rule, "k") for _ in range(6)]
+            usage = await limiter.usage(rule, "k")
         finally:
             await limiter.aclose()
         assert [v.allowed for v in verdicts if v] == [True] * 4 + [False] * 2

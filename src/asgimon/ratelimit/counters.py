@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 
 SWEEP_PER_CALL = 4  # expired windows forgotten per count, at most: memory stays bounded
 
@@ -34,6 +35,40 @@ class Counters:
         if order is not None:
             self._sweep(order, now)
         return int(entry[0])
+
+    def spend(
+        self, limits: Sequence[tuple[str, str, int, int]], key: str, cost: int
+    ) -> tuple[int, bool, int, float]:
+        """Spend ``cost`` of ``key`` against every limit (a rule's ``counters``: the parts of
+        the counter's name around the key, the window, the amount), at once and without an
+        await: the deciding limit's index, whether it allows, what remains, when it resets.
+        The count is this request's own, so what remains is exact however many requests land
+        at once. A refused request is taken back from every limit it was counted against, its
+        own included: it spends nothing."""
+        now = time.time()
+        counts = self._counts
+        spent: list[list[float]] = []
+        best, left, resets = -1, 0, now
+        for index, (head, tail, window, amount) in enumerate(limits):
+            name = head + key + tail
+            entry = counts.get(name)
+            if entry is None or entry[1] <= now:
+                entry = counts[name] = [0.0, now + window]
+                self._order.setdefault(window, deque()).append((entry[1], name))
+            entry[0] += cost
+            order = self._order.get(window)
+            if order and order[0][0] <= now:
+                self._sweep(order, now)  # never the entry just counted: it has not expired
+            remaining = amount - int(entry[0])
+            if remaining < 0:
+                entry[0] -= cost
+                for taken in spent:
+                    taken[0] -= cost
+                return index, False, remaining + cost, entry[1]
+            spent.append(entry)
+            if best < 0 or remaining < left:
+                best, left, resets = index, remaining, entry[1]
+        return best, True, left, resets
 
     async def get(self, key: str) -> int:
         entry = self._counts.get(key)

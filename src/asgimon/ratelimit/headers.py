@@ -11,6 +11,7 @@ epoch (clients' clocks differ from the server's).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -26,14 +27,21 @@ class Standing:
     allowed: bool
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        name = self.policy.replace("\\", "\\\\").replace('"', '\\"')
+        policy, name, limit = _constant(self.policy, self.limit, self.window_s)
         out = [
-            (b"ratelimit-policy", f'"{name}";q={self.limit};w={self.window_s}'.encode()),
-            (b"ratelimit", f'"{name}";r={self.remaining};t={self.reset_s}'.encode()),
-            (b"x-ratelimit-limit", str(self.limit).encode()),
-            (b"x-ratelimit-remaining", str(self.remaining).encode()),
-            (b"x-ratelimit-reset", str(self.reset_s).encode()),
+            (b"ratelimit-policy", policy),
+            (b"ratelimit", b'"%s";r=%d;t=%d' % (name, self.remaining, self.reset_s)),
+            (b"x-ratelimit-limit", limit),
+            (b"x-ratelimit-remaining", b"%d" % self.remaining),
+            (b"x-ratelimit-reset", b"%d" % self.reset_s),
         ]
         if not self.allowed:
-            out.append((b"retry-after", str(max(1, self.reset_s)).encode()))
+            out.append((b"retry-after", b"%d" % max(1, self.reset_s)))
         return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _constant(policy: str, limit: int, window_s: int) -> tuple[bytes, bytes, bytes]:
+    """What a rule's headers say on every response: formatted once, not per request."""
+    name = policy.replace("\\", "\\\\").replace('"', '\\"').encode("utf-8")
+    return b'"%s";q=%d;w=%d' % (name, limit, window_s), name, b"%d" % limit

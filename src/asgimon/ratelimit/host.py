@@ -291,7 +291,7 @@ class HostLimits:
         key = self.key(parse_subject(subject))
         out = []
         for rule in self.rules_of(key):
-            standing = await self.limiter.usage(rule.items, rule.name, key)
+            standing = await self.limiter.usage(rule, key)
             if standing is None:
                 return None
             out.append(Usage(rule, standing))
@@ -302,7 +302,7 @@ class HostLimits:
         key = self.key(parse_subject(subject))
         done = True
         for rule in self.rules_of(key):
-            done = await self.limiter.reset(rule.items, rule.name, key) and done
+            done = await self.limiter.reset(rule, key) and done
         return done
 
     def report(self) -> dict[str, Any]:

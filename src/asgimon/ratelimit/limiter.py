@@ -10,11 +10,10 @@ per principal, else per client address) runs on it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +30,7 @@ from asgimon import redis_pools as pools
 from asgimon.breaker import CircuitBreaker
 
 from .counters import Counters
+from .policy import Rule
 from .redis_window import RedisFixedWindow
 
 log = logging.getLogger("asgimon.ratelimit")
@@ -80,6 +80,7 @@ class RateLimiter:
         who closes it; without one, a pool of the limiter's own), else in memory."""
         self.timeout = timeout
         self.items: list[RateLimitItem] = parse_many(rate) if rate else []
+        self.rule = Rule("api", tuple(self.items))  # the analytics API's own, for check()
         storage: Storage
         self._pool: Any = None  # its own, closed with it
         if redis_url:
@@ -105,6 +106,7 @@ class RateLimiter:
         )
         if not redis_url and strategy == "fixed-window":
             self.storage = Counters()  # limits' own sweeps every key on the loop
+        self.local = self.storage if isinstance(self.storage, Counters) else None
         self.breaker = CircuitBreaker()
         self.failures = 0
         self.bypassed = 0  # calls let through unchecked: the store failed, or its breaker
@@ -175,66 +177,72 @@ class RateLimiter:
                 return True
         return False
 
-    async def decide(
-        self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int = 1
-    ) -> Verdict | None:
-        """Spend ``cost`` of ``key`` against every one of ``items`` (counted under
-        ``scope``, a rule's name): the tightest verdict, or None when the store failed."""
-        return await self._guarded(self._decide(items, scope, key, cost))
+    def decide_now(self, rule: Rule, key: str, cost: int = 1) -> Verdict | None:
+        """:meth:`decide` without an await when the counters are in this process's memory
+        (the fixed window), which cannot fail or hang; None when they are elsewhere."""
+        if self.local is None:
+            return None
+        index, allowed, remaining, resets = self.local.spend(rule.counters, key, cost)
+        _, _, window, amount = rule.counters[index]
+        return Verdict(allowed, amount, max(0, remaining), _seconds_until(resets), window)
 
-    async def usage(
-        self, items: Sequence[RateLimitItem], scope: str, key: str
-    ) -> list[Verdict] | None:
-        """Where ``key`` stands against each of ``items`` now, spending nothing (None when
-        the store failed)."""
-        return await self._guarded(self._usage(items, scope, key))
+    async def decide(self, rule: Rule, key: str, cost: int = 1) -> Verdict | None:
+        """Spend ``cost`` of ``key`` against every limit of ``rule`` (counted under its
+        name): the tightest verdict, or None when the store failed."""
+        return self.decide_now(rule, key, cost) or await self._guarded(
+            self._decide(rule, key, cost)
+        )
 
-    async def reset(self, items: Sequence[RateLimitItem], scope: str, key: str) -> bool:
-        """Forget what ``key`` spent against ``items``; False when the store failed."""
-        return await self._guarded(self._reset(items, scope, key)) is True
+    async def usage(self, rule: Rule, key: str) -> list[Verdict] | None:
+        """Where ``key`` stands against each limit of ``rule`` now, spending nothing (None
+        when the store failed)."""
+        return await self._guarded(self._usage(rule, key))
 
-    async def _usage(self, items: Sequence[RateLimitItem], scope: str, key: str) -> list[Verdict]:
+    async def reset(self, rule: Rule, key: str) -> bool:
+        """Forget what ``key`` spent against ``rule``; False when the store failed."""
+        return await self._guarded(self._reset(rule, key)) is True
+
+    async def _usage(self, rule: Rule, key: str) -> list[Verdict]:
         out = []
-        for item in items:
+        for item in rule.items:
             if isinstance(self.limiter, FixedWindowRateLimiter):
-                counter = _counter(item, scope, key)
+                counter = item.key_for(rule.name, key)
                 count = await self.storage.get(counter)
                 reset_at = await self.storage.get_expiry(counter)
                 out.append(self._verdict(item, count < item.amount, item.amount - count, reset_at))
             else:
-                stats = await self.limiter.get_window_stats(item, scope, key)
+                stats = await self.limiter.get_window_stats(item, rule.name, key)
                 out.append(
                     self._verdict(item, stats.remaining > 0, stats.remaining, stats.reset_time)
                 )
         return out
 
-    async def _reset(self, items: Sequence[RateLimitItem], scope: str, key: str) -> bool:
-        for item in items:
+    async def _reset(self, rule: Rule, key: str) -> bool:
+        for item in rule.items:
             if isinstance(self.limiter, FixedWindowRateLimiter):
-                await self.storage.clear(_counter(item, scope, key))
+                await self.storage.clear(item.key_for(rule.name, key))
             else:
-                await self.limiter.clear(item, scope, key)
+                await self.limiter.clear(item, rule.name, key)
         return True
 
     async def _check(self, key: str) -> Verdict:
-        return await self._decide(self.items, "api", key, 1)
+        return await self._decide(self.rule, key, 1)
 
-    async def _decide(
-        self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
-    ) -> Verdict:
+    async def _decide(self, rule: Rule, key: str, cost: int) -> Verdict:
+        if (now := self.decide_now(rule, key, cost)) is not None:
+            return now
         if self._window is not None:
-            return await self._fixed_remote(items, scope, key, cost)
-        if isinstance(self.limiter, FixedWindowRateLimiter):
-            return await self._fixed(items, scope, key, cost)
+            return await self._fixed_remote(rule, key, cost)
         # The other strategies cannot take a hit back: every limit is tested before any is
         # spent, so a request one limit refuses costs nothing against the others (a request
         # racing between the test and the hit may still be counted once).
-        for item in items:
+        scope = rule.name
+        for item in rule.items:
             if not await self.limiter.test(item, scope, key, cost=cost):
                 stats = await self.limiter.get_window_stats(item, scope, key)
                 return self._verdict(item, False, stats.remaining, stats.reset_time)
         tightest: Verdict | None = None
-        for item in items:
+        for item in rule.items:
             allowed = await self.limiter.hit(item, scope, key, cost=cost)
             stats = await self.limiter.get_window_stats(item, scope, key)
             verdict = self._verdict(item, allowed, stats.remaining, stats.reset_time)
@@ -251,18 +259,19 @@ class RateLimiter:
             allowed=allowed,
             limit=item.amount,
             remaining=max(0, remaining),
-            reset_s=max(0, math.ceil(reset_at - time.time())),
+            reset_s=_seconds_until(reset_at),
             window_s=item.get_expiry(),
         )
 
-    async def _fixed_remote(
-        self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
-    ) -> Verdict:
-        """As :meth:`_fixed`, in one round trip to Redis."""
+    async def _fixed_remote(self, rule: Rule, key: str, cost: int) -> Verdict:
+        """As :meth:`Counters.spend`, in one round trip to Redis."""
         assert self._window is not None
-        counters = [(_counter(i, scope, key), i.get_expiry(), i.amount) for i in items]
+        counters = [
+            (head + key + tail, window, amount) for head, tail, window, amount in rule.counters
+        ]
         refused, spent = await self._window.spend(counters, cost)
         now = time.time()
+        items = rule.items
         if refused is not None:
             ((count, ttl),) = spent
             item = items[refused]
@@ -273,31 +282,6 @@ class RateLimiter:
         ]
         return min(verdicts, key=lambda v: v.remaining)
 
-    async def _fixed(
-        self, items: Sequence[RateLimitItem], scope: str, key: str, cost: int
-    ) -> Verdict:
-        """The count the increment answers is this request's own: remaining is exact however
-        many requests land at once (a second read would see theirs). A refused request is
-        taken back from every limit it was counted against, its own included: it spends
-        nothing."""
-        store = self.storage
-        spent: list[tuple[str, int]] = []
-        tightest: Verdict | None = None
-        for item in items:
-            counter = _counter(item, scope, key)
-            count = await store.incr(counter, item.get_expiry(), amount=cost)
-            spent.append((counter, item.get_expiry()))
-            reset_at = await store.get_expiry(counter)
-            if count > item.amount:
-                for taken, expiry in spent:
-                    await store.incr(taken, expiry, amount=-cost)
-                return self._verdict(item, False, item.amount - count + cost, reset_at)
-            verdict = self._verdict(item, True, item.amount - count, reset_at)
-            if tightest is None or verdict.remaining < tightest.remaining:
-                tightest = verdict
-        assert tightest is not None
-        return tightest
-
 
 def _consume(task: asyncio.Future[Any]) -> None:
     """Read an abandoned call's outcome, so asyncio does not log it as never retrieved."""
@@ -305,14 +289,5 @@ def _consume(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-@functools.lru_cache(maxsize=4096)
-def _counter_parts(item: RateLimitItem, scope: str) -> tuple[str, str]:
-    head, _, tail = item.key_for(scope, "\x00").partition("\x00")
-    return head, tail
-
-
-def _counter(item: RateLimitItem, scope: str, key: str) -> str:
-    """``item.key_for(scope, key)``, the key ``limits`` counts under, without rebuilding
-    its constant parts on every request."""
-    head, tail = _counter_parts(item, scope)
-    return head + key + tail
+def _seconds_until(moment: float) -> int:
+    return max(0, math.ceil(moment - time.time()))

@@ -31,6 +31,7 @@ from .limiter import RateLimiter, Verdict
 from .policy import Policy, Rule
 
 FAIL_CLOSED_RETRY_S = 5
+MAX_HASHES = 4096
 _LIMIT_HEADERS = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit"})
 
 
@@ -92,6 +93,7 @@ class RateLimitMiddleware:
         self.shadow_denied = 0
         self.refused_closed = 0
         self.callback_failures = 0
+        self._hashes: dict[str, str] = {}
 
     def _rule(self, scope: Scope, rule: Rule, key: str) -> Rule:
         """An override of the key, else its tier, in place of the default limit: never in
@@ -130,7 +132,15 @@ class RateLimitMiddleware:
 
     def key_of(self, scope: Scope) -> str:
         """The user, else the JWT's subject, else the API key, else the client address."""
-        return hashed(self.subject_of(scope)) if self.hash_keys else self.subject_of(scope)
+        subject = self.subject_of(scope)
+        if not self.hash_keys:
+            return subject
+        key = self._hashes.get(subject)
+        if key is None:
+            if len(self._hashes) >= MAX_HASHES:
+                self._hashes.clear()  # bounded: a hash is cheap to make again, not free
+            key = self._hashes[subject] = hashed(subject)
+        return key
 
     def subject_of(self, scope: Scope) -> str:
         user = user_id_of(scope.get("user")) if "user" in scope else None
@@ -159,7 +169,7 @@ class RateLimitMiddleware:
             return
         key = self.key_of(scope)
         rule = self._rule(scope, matched, key)
-        verdict = await self.limiter.decide(rule.items, rule.name, key, self._cost(scope))
+        verdict = await self.limiter.decide(rule, key, self._cost(scope))
         if verdict is None:
             if rule.name in self.fail_closed:
                 self.refused_closed += 1
@@ -186,8 +196,10 @@ class RateLimitMiddleware:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 held = message.get("headers", ())
-                # The app's own limit headers (an API of its own) win over ours.
-                if not any(name.lower() in _LIMIT_HEADERS for name, _ in held):
+                for name, _ in held:
+                    if name.lower() in _LIMIT_HEADERS:
+                        break  # the app's own limit headers (an API of its own) win over ours
+                else:
                     message = {**message, "headers": [*held, *extra]}
             await send(message)
 

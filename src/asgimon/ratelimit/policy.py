@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from limits import RateLimitItem, parse, parse_many
 
@@ -31,9 +31,20 @@ class Rule:
 
     name: str
     items: tuple[RateLimitItem, ...]
+    # Per limit, the parts of its counter's key around the client's, its window and amount:
+    # built once, since ``limits``' ``key_for`` joins five strings a call.
+    counters: tuple[tuple[str, str, int, int], ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counters", tuple(_parts(i, self.name) for i in self.items))
 
     def describe(self) -> str:
         return ", ".join(f"{i.amount} per {i.get_expiry()} seconds" for i in self.items)
+
+
+def _parts(item: RateLimitItem, scope: str) -> tuple[str, str, int, int]:
+    head, _, tail = item.key_for(scope, "\x00").partition("\x00")
+    return head, tail, item.get_expiry(), item.amount
 
 
 def default_rule(maximum: int, window: int, burst: int) -> Rule:
