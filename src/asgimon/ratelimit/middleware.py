@@ -169,7 +169,13 @@ class RateLimitMiddleware:
             return
         key = self.key_of(scope)
         rule = self._rule(scope, matched, key)
-        verdict = await self.limiter.decide(rule, key, self._cost(scope))
+        limiter = self.limiter
+        cost = self._cost(scope)
+        # In memory, no coroutine: deciding there never waits.
+        if limiter.local is not None:
+            verdict = limiter.decide_now(rule, key, cost)
+        else:
+            verdict = await limiter.decide(rule, key, cost)
         if verdict is None:
             if rule.name in self.fail_closed:
                 self.refused_closed += 1
