@@ -95,3 +95,36 @@ async def test_memory_counters_expire_lazily_and_forget_old_windows(
         await c.incr(f"new{i}", 60)
     # Four expired windows forgotten per count: after 31 counts, only the live ones remain.
     assert len(c) == 31
+
+
+def test_a_rules_limits_are_spent_at_once_and_renew_with_their_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgimon.ratelimit import counters
+
+    now = [1_000.0]
+    monkeypatch.setattr("asgimon.ratelimit.counters.time.time", lambda: now[0])
+    c = counters.Counters()
+    rule = default_rule(3, 60, 1)  # 4 per 60 s and 6 per 120 s
+    spent = [c.spend(rule.counters, "k", 1) for _ in range(5)]
+    # The tightest limit decides: the first (4 per minute) until it refuses the 5th.
+    assert [(index, allowed, left) for index, allowed, left, _ in spent] == [
+        (0, True, 3),
+        (0, True, 2),
+        (0, True, 1),
+        (0, True, 0),
+        (0, False, 0),
+    ]
+    assert spent[0][3] == 1_060.0
+    now[0] += 61  # the minute is over, the two minutes are not: 2 left of the 6
+    again = [c.spend(rule.counters, "k", 1) for _ in range(3)]
+    assert [(index, allowed, left) for index, allowed, left, _ in again] == [
+        (1, True, 1),
+        (1, True, 0),
+        (1, False, 0),
+    ]
+    assert again[0][3] == 1_120.0  # the deciding limit's own reset
+    # Others' counters are theirs; a cost spends several at once, and a refusal nothing.
+    assert c.spend(rule.counters, "other", 4)[1:3] == (True, 0)
+    assert c.spend(rule.counters, "third", 5)[1:3] == (False, 4)
+    assert c.spend(rule.counters, "third", 4)[1:3] == (True, 0)
