@@ -244,6 +244,7 @@ async def test_an_override_set_through_one_worker_holds_in_another(tmp_path: Pat
         ({"subject": "alice", "rate": "5/minute"}, "subject"),
         ({"subject": "addr:not-an-ip", "rate": "5/minute"}, "subject"),
         ({"subject": "addr:10.0.0.0/8", "rate": "5/minute"}, "subject"),  # one client, no net
+        ({"subject": "addr:2001:db8::/48", "rate": "5/minute"}, "subject"),  # not the /64
         ({"subject": "user:alice"}, "rate"),
         ({"subject": "user:alice", "rate": "lots"}, "rate"),
         ({"subject": "user:alice", "rate": "5/minute", "expiresAt": 5}, "expiresAt"),
@@ -310,6 +311,8 @@ async def test_only_admins_administer_the_rate_limit() -> None:
         ({"RATE_LIMIT_TIMEOUT_MS": "0"}, "RATE_LIMIT_TIMEOUT_MS"),
         ({"RATE_LIMIT_STORAGE_URL": "postgresql://x/y"}, "RATE_LIMIT_STORAGE_URL"),
         ({"RATE_LIMIT_KEY_HEADER": "x api key"}, "RATE_LIMIT_KEY_HEADER"),
+        ({"RATE_LIMIT_IPV6_PREFIX": "129"}, "RATE_LIMIT_IPV6_PREFIX"),
+        ({"RATE_LIMIT_IPV6_PREFIX": "/64"}, "RATE_LIMIT_IPV6_PREFIX"),
     ],
 )
 def test_a_bad_rate_limit_setting_fails_at_start_up_naming_it(

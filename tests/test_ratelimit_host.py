@@ -186,6 +186,31 @@ async def test_a_spoofed_forwarded_for_changes_nothing_unless_from_a_trusted_pro
     assert [r.status_code for r in forwarded].count(200) == 8  # eight clients behind it
 
 
+async def test_an_ipv6_client_counts_by_its_64_not_each_address_it_picks() -> None:
+    rotating = [f"2001:db8:1:2::{i:x}" for i in range(1, 9)]  # one /64, eight addresses
+    app = limited(RateLimiter("1/second"), client=ClientAddress(ipv6_prefix=64))
+    codes = []
+    for peer in rotating:
+        async with client(app, peer=peer) as c:
+            codes.append((await c.get("/items/1")).status_code)
+    assert codes.count(200) == 5
+    async with client(app, peer="2001:db8:1:3::1") as c:  # the next /64: its own bucket
+        assert (await c.get("/items/1")).status_code == 200
+    assert ClientAddress(ipv6_prefix=64)({"client": ("2001:db8:1:2::9", 1)}) == (
+        "2001:db8:1:2::/64"
+    )
+    # 128 counts each address apart; IPv4 (mapped or not) is always its own address.
+    apart = limited(RateLimiter("1/second"), client=ClientAddress(ipv6_prefix=128))
+    for peer in rotating:
+        async with client(apart, peer=peer) as c:
+            assert (await c.get("/items/1")).status_code == 200
+    assert ClientAddress(ipv6_prefix=64)({"client": ("::ffff:198.51.100.7", 1)}) == ("198.51.100.7")
+    # Behind a trusted proxy, the forwarded IPv6 client is keyed by its network too.
+    proxied = ClientAddress(parse_networks(["10.0.0.0/8"]), ipv6_prefix=56)
+    scope = {"client": ("10.0.0.1", 1), "headers": [(b"x-forwarded-for", b"2001:db8:1:2ff::7")]}
+    assert proxied(scope) == "2001:db8:1:200::/56"
+
+
 async def test_shadow_mode_reports_would_be_denials_and_enforces_none() -> None:
     heard: list[Denial] = []
     app = limited(
@@ -317,3 +342,30 @@ def test_late_failures_of_calls_in_flight_do_not_stretch_the_breakers_wait() -> 
     breaker.success()
     assert not breaker.is_open
     assert breaker.allow()
+
+
+def test_an_ipv6_subject_names_the_network_its_address_counts_in() -> None:
+    from asgimon.ratelimit.host import SubjectError, parse_subject
+
+    assert parse_subject("addr:2001:db8:1:2::9", 64) == "addr:2001:db8:1:2::/64"
+    assert parse_subject("addr:2001:db8:1:2::/64", 64) == "addr:2001:db8:1:2::/64"
+    assert parse_subject("addr:2001:db8:1:2::9", 128) == "addr:2001:db8:1:2::9"
+    assert parse_subject("addr:::ffff:198.51.100.7", 64) == "addr:198.51.100.7"
+    with pytest.raises(SubjectError):
+        parse_subject("addr:2001:db8::/48", 64)
+
+
+async def test_an_override_on_an_ipv6_address_holds_for_its_whole_network() -> None:
+    from asgimon.ratelimit.host import HostLimits
+    from asgimon.settings import Settings
+    from asgimon.storage.memory import MemoryStorage
+
+    limits = HostLimits(Settings.from_env({}), MemoryStorage(), put=lambda event: None)
+    app = limits.wrap(host())
+    await limits.set_override("addr:2001:db8:1:2::9", "2/minute")
+    async with client(app, peer="2001:db8:1:2::1") as c:
+        codes = [(await c.get("/items/1")).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    async with client(app, peer="2001:db8:1:3::1") as c:  # another /64: the default limit
+        assert [(await c.get("/items/1")).status_code for _ in range(3)] == [200] * 3
+    await limits.close()

@@ -58,6 +58,13 @@ def int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
     return check, f"an integer >= {low}"
 
 
+def int_between(low: int, high: int, what: str = "an integer") -> tuple[Callable[[Any], bool], str]:
+    def check(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+    return check, f"{what} from {low} to {high}"
+
+
 def float_between(
     low: float, high: float, what: str = "a number of seconds"
 ) -> tuple[Callable[[Any], bool], str]:

@@ -44,6 +44,7 @@ from .setting_values import (
     STORAGE_SCHEMES,
     float_between,
     int_at_least,
+    int_between,
     is_ingest_keys,
     is_key_prefix,
     is_mount_path,
@@ -305,6 +306,9 @@ class Settings:
     rate_limit_headers: bool = setting("RATE_LIMIT_HEADERS", True, parse_bool, BOOL)
     rate_limit_trusted_proxies: tuple[str, ...] = setting(
         "RATE_LIMIT_TRUSTED_PROXIES", (), parse_list, (is_networks, PROXIES_RULE)
+    )
+    rate_limit_ipv6_prefix: int = setting(
+        "RATE_LIMIT_IPV6_PREFIX", 64, int, int_between(16, 128, "a prefix length")
     )
     rate_limit_forwarded_header: str = setting(
         "RATE_LIMIT_FORWARDED_HEADER",

@@ -25,7 +25,7 @@ from asgimon.analytics.ranges import BadQuery
 from asgimon.errors import StorageError
 
 from .denials import DenialLog
-from .keys import ClientAddress, hashed, parse_address, parse_networks
+from .keys import ClientAddress, address_key, hashed, parse_address, parse_networks
 from .limiter import RateLimiter, Verdict
 from .middleware import RateLimitMiddleware
 from .overrides import SUBJECT_KINDS, Override
@@ -55,8 +55,9 @@ class Usage:
     standing: list[Verdict]
 
 
-def parse_subject(subject: Any) -> str:
-    """``user:alice``, ``sub:…``, ``key:…`` or ``addr:203.0.113.7``, else SubjectError."""
+def parse_subject(subject: Any, ipv6_prefix: int = 128) -> str:
+    """``user:alice``, ``sub:…``, ``key:…`` or ``addr:203.0.113.7``, else SubjectError. An
+    IPv6 address (or network) is the network the limiter counts it by."""
     if not isinstance(subject, str) or not subject.strip():
         raise SubjectError("subject", "is required: user:ID, sub:SUBJECT, key:API_KEY or addr:IP")
     kind, sep, rest = subject.strip().partition(":")
@@ -66,10 +67,10 @@ def parse_subject(subject: Any) -> str:
         raise SubjectError("subject", f"at most {MAX_SUBJECT} printable characters")
     if kind == "addr":
         # As the limiter writes a client's address: canonical, IPv4-mapped as IPv4.
-        addr = parse_address(rest) if "/" not in rest else None
+        addr = parse_address(rest.removesuffix(f"/{ipv6_prefix}") if ":" in rest else rest)
         if addr is None:
             raise SubjectError("subject", "addr: takes one IPv4 or IPv6 address")
-        rest = str(addr)
+        rest = address_key(addr, ipv6_prefix)
     return f"{kind}:{rest}"
 
 
@@ -140,7 +141,9 @@ class HostLimits:
             limiter=self.limiter,
             policy=self.policy,
             client=ClientAddress(
-                parse_networks(s.rate_limit_trusted_proxies), s.rate_limit_forwarded_header
+                parse_networks(s.rate_limit_trusted_proxies),
+                s.rate_limit_forwarded_header,
+                s.rate_limit_ipv6_prefix,
             ),
             key_header=s.rate_limit_key_header,
             hash_keys=s.rate_limit_hash_keys,
@@ -249,7 +252,7 @@ class HostLimits:
         by: str | None = None,
     ) -> Override:
         """Validated (SubjectError naming the field), stored, in force here at once."""
-        subject = parse_subject(subject)
+        subject = parse_subject(subject, self.settings.rate_limit_ipv6_prefix)
         parse_rate(rate)
         if not isinstance(note, str) or len(note) > 500:
             raise SubjectError("note", "at most 500 characters")
@@ -273,7 +276,7 @@ class HostLimits:
         return override
 
     async def remove_override(self, subject: Any) -> bool:
-        key = self.key(parse_subject(subject))
+        key = self.key(parse_subject(subject, self.settings.rate_limit_ipv6_prefix))
         gone = await self.storage.remove_rate_limit_override(key)
         await self.refresh()
         return gone
@@ -288,7 +291,7 @@ class HostLimits:
 
     async def usage(self, subject: Any) -> list[Usage] | None:
         """Where the subject stands against every rule now; None when the store failed."""
-        key = self.key(parse_subject(subject))
+        key = self.key(parse_subject(subject, self.settings.rate_limit_ipv6_prefix))
         out = []
         for rule in self.rules_of(key):
             standing = await self.limiter.usage(rule, key)
@@ -299,7 +302,7 @@ class HostLimits:
 
     async def reset(self, subject: Any) -> bool:
         """Forget what the subject spent, every rule; False when the store failed."""
-        key = self.key(parse_subject(subject))
+        key = self.key(parse_subject(subject, self.settings.rate_limit_ipv6_prefix))
         done = True
         for rule in self.rules_of(key):
             done = await self.limiter.reset(rule, key) and done

@@ -4,9 +4,10 @@ The address is the socket's peer, unless that peer is a configured trusted proxy
 one forwarding header those proxies write (``X-Forwarded-For`` by default, or ``Forwarded``'s
 ``for=``) is read from the right, skipping the trusted hops, and the first untrusted address
 is the client. Only that header: most proxies append to one and pass the other through as
-the client sent it. With no
-trusted proxy configured (the default) the headers are never read: any client can write
-them. Keys are hashed (SHA-256, 16 bytes) unless configured otherwise, so a store of
+the client sent it. With no trusted proxy configured (the default) the headers are never
+read: any client can write them. An IPv6 client counts by its network
+(``RATE_LIMIT_IPV6_PREFIX``, a /64 by default: one subscriber's, who can pick any address in
+it). Keys are hashed (SHA-256, 16 bytes) unless configured otherwise, so a store of
 counters never holds a user's id, an API key or an address.
 """
 
@@ -58,8 +59,14 @@ def _forwarded_for(value: str) -> list[str]:
 class ClientAddress:
     """The client's address as this deployment can trust it."""
 
-    def __init__(self, trusted: Sequence[Network] = (), header: str = "x-forwarded-for") -> None:
+    def __init__(
+        self,
+        trusted: Sequence[Network] = (),
+        header: str = "x-forwarded-for",
+        ipv6_prefix: int = 128,
+    ) -> None:
         self.trusted = tuple(trusted)
+        self.ipv6_prefix = ipv6_prefix
         # A peer's address parsed once: ``ipaddress`` took a fifth of the limiter's time.
         self._peers: dict[str, tuple[str, Any]] = {}
         self.header = header.lower().encode()
@@ -77,7 +84,7 @@ class ClientAddress:
             if len(self._peers) >= MAX_PEERS:
                 self._peers.clear()  # bounded: a new parse per peer is cheap, not free
             addr = parse_address(raw)
-            known = self._peers[raw] = (raw if addr is None else str(addr), addr)
+            known = self._peers[raw] = (raw if addr is None else self.keyed(addr), addr)
         peer, peer_addr = known
         if not self.trusted or not self._is_trusted(peer_addr):
             return peer
@@ -91,8 +98,19 @@ class ClientAddress:
             if addr is None:
                 return peer  # a hop we cannot read: stop at the proxy we know
             if not self._is_trusted(addr):
-                return str(addr)
+                return self.keyed(addr)
         return peer
+
+    def keyed(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        """The address as a key: an IPv6 one by its network (a /64 is one subscriber's,
+        who can pick any of its 2^64 addresses), an IPv4 one as it is."""
+        return address_key(addr, self.ipv6_prefix)
+
+
+def address_key(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, ipv6_prefix: int) -> str:
+    if addr.version == 4 or ipv6_prefix >= 128:
+        return str(addr)
+    return str(ipaddress.IPv6Network((addr, ipv6_prefix), strict=False))
 
 
 def hashed(key: str) -> str:
