@@ -73,7 +73,9 @@ async def test_the_default_limit_and_its_burst_hold_for_the_host_app_alone() -> 
         assert [r.status_code for r in answers] == [200, 200, 200, 200, 429, 429]
         # MAX + BURST in the window; the tightest limit is the one the headers show.
         assert [r.headers["x-ratelimit-remaining"] for r in answers[:4]] == ["3", "2", "1", "0"]
-        assert answers[0].headers["ratelimit-policy"] == '"default";q=4;w=60'
+        both = '"default";q=4;w=60, "default/120s";q=6;w=120'
+        assert answers[0].headers["ratelimit-policy"] == both
+        assert answers[0].headers["ratelimit"].startswith('"default";r=3;t=')
         assert answers[0].text == "item 0"  # the host's body, untouched
         refused = answers[4]
         body = refused.json()

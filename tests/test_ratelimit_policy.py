@@ -73,6 +73,12 @@ def test_keys_are_hashed_and_headers_are_exact() -> None:
     }
     denied = dict(Standing("GET /a", 5, 60, 0, 0, False).headers())
     assert denied[b"retry-after"] == b"1"
+    # A rule of two limits (the burst) lists both; RateLimit names the one that decides.
+    rule = default_rule(100, 60, 10)
+    assert rule.listed == b'"default";q=110;w=60, "default/120s";q=200;w=120'
+    second = Standing("default", 200, 120, 3, 90, True, rule.listed, rule.name_of(200, 120))
+    assert dict(second.headers())[b"ratelimit"] == b'"default/120s";r=3;t=90'
+    assert dict(second.headers())[b"ratelimit-policy"] == rule.listed
 
 
 async def test_memory_counters_expire_lazily_and_forget_old_windows(

@@ -1,7 +1,7 @@
 """The rate-limit headers of a response: IETF's ``RateLimit-Policy`` and ``RateLimit``
 (draft-ietf-httpapi-ratelimit-headers), the common ``X-RateLimit-*``, and ``Retry-After``.
 
-    RateLimit-Policy: "default";q=100;w=60
+    RateLimit-Policy: "default";q=110;w=60, "default/120s";q=200;w=120
     RateLimit: "default";r=42;t=17
     X-RateLimit-Limit: 100      X-RateLimit-Remaining: 42      X-RateLimit-Reset: 17
 
@@ -26,9 +26,14 @@ class Standing:
     remaining: int
     reset_s: int
     allowed: bool
+    # The rule's whole RateLimit-Policy and the deciding limit's name in it, when known.
+    listed: bytes = b""
+    name: bytes = b""
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         policy, name, limit = _constant(self.policy, self.limit, self.window_s)
+        if self.listed:
+            policy, name = self.listed, self.name
         out = [
             (b"ratelimit-policy", policy),
             (b"ratelimit", b'"%s";r=%d;t=%d' % (name, self.remaining, self.reset_s)),
@@ -41,8 +46,25 @@ class Standing:
         return out
 
 
+def policy_list(rule: str, limits: list[tuple[int, int]]) -> tuple[bytes, tuple[bytes, ...]]:
+    """A rule's ``RateLimit-Policy``, every limit of it listed, and each limit's name: the
+    rule's for the first, with its window after it for the others (the burst's second
+    limit: ``"default";q=110;w=60, "default/120s";q=200;w=120``)."""
+    names = [
+        _quoted(rule) if i == 0 else _quoted(f"{rule}/{w}s") for i, (_, w) in enumerate(limits)
+    ]
+    listed = b", ".join(
+        b'"%s";q=%d;w=%d' % (name, q, w) for name, (q, w) in zip(names, limits, strict=True)
+    )
+    return listed, tuple(names)
+
+
+def _quoted(name: str) -> bytes:
+    return name.replace("\\", "\\\\").replace('"', '\\"').encode("utf-8")
+
+
 @functools.lru_cache(maxsize=1024)
 def _constant(policy: str, limit: int, window_s: int) -> tuple[bytes, bytes, bytes]:
     """What a rule's headers say on every response: formatted once, not per request."""
-    name = policy.replace("\\", "\\\\").replace('"', '\\"').encode("utf-8")
+    name = _quoted(policy)
     return b'"%s";q=%d;w=%d' % (name, limit, window_s), name, b"%d" % limit

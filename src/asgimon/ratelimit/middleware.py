@@ -228,6 +228,8 @@ def _standing(rule: Rule, verdict: Verdict) -> Standing:
         verdict.remaining,
         verdict.reset_s,
         verdict.allowed,
+        rule.listed,
+        rule.name_of(verdict.limit, verdict.window_s),
     )
 
 

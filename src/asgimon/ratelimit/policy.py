@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from limits import RateLimitItem, parse, parse_many
 
+from .headers import policy_list
+
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS"})
 
@@ -35,8 +37,22 @@ class Rule:
     # built once, since ``limits``' ``key_for`` joins five strings a call.
     counters: tuple[tuple[str, str, int, int], ...] = field(init=False, compare=False, repr=False)
 
+    # Its RateLimit-Policy header, every limit listed, and each limit's name in it.
+    listed: bytes = field(init=False, compare=False, repr=False)
+    names: tuple[bytes, ...] = field(init=False, compare=False, repr=False)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "counters", tuple(_parts(i, self.name) for i in self.items))
+        listed, names = policy_list(self.name, [(i.amount, i.get_expiry()) for i in self.items])
+        object.__setattr__(self, "listed", listed)
+        object.__setattr__(self, "names", names)
+
+    def name_of(self, limit: int, window_s: int) -> bytes:
+        """The name in :attr:`listed` of the limit of that amount and window."""
+        for index, (_, _, window, amount) in enumerate(self.counters):
+            if window == window_s and amount == limit:
+                return self.names[index]
+        return self.names[0] if self.names else b""
 
     def describe(self) -> str:
         return ", ".join(f"{i.amount} per {i.get_expiry()} seconds" for i in self.items)
