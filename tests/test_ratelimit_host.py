@@ -4,6 +4,7 @@ Redis, honest about keys, and never the cause of an outage."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -252,6 +253,14 @@ async def test_websocket_connections_are_limited_too() -> None:
             sent[0]["type"] if sent[0]["type"] == "websocket.accept" else sent[0]["code"]
         )
     assert outcomes == ["websocket.accept", "websocket.accept", 1008]
+    # Where the server offers the denial-response extension, the refusal is a real 429.
+    offered = {**scope, "extensions": {"websocket.http.response": {}}}
+    denied = await run(app, offered, [{"type": "websocket.connect"}])
+    assert denied[0]["type"] == "websocket.http.response.start"
+    assert denied[0]["status"] == 429
+    assert dict(denied[0]["headers"])[b"retry-after"] >= b"1"
+    assert denied[1]["type"] == "websocket.http.response.body"
+    assert json.loads(denied[1]["body"])["error"]["code"] == "rate_limited"
 
 
 async def test_a_refused_request_spends_nothing_and_a_big_cost_does_not_overshoot() -> None:
@@ -369,3 +378,39 @@ async def test_an_override_on_an_ipv6_address_holds_for_its_whole_network() -> N
     async with client(app, peer="2001:db8:1:3::1") as c:  # another /64: the default limit
         assert [(await c.get("/items/1")).status_code for _ in range(3)] == [200] * 3
     await limits.close()
+
+
+async def test_over_a_real_server_a_websocket_over_its_limit_gets_a_429() -> None:
+    import uvicorn
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    app = limited(RateLimiter("1/second"), maximum=2)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            for _ in range(1000):  # until it listens; a server that failed raises here
+                if server.started or serving.done():
+                    break
+                await asyncio.sleep(0.01)
+            if serving.done():
+                serving.result()
+            for _ in range(2):
+                async with connect(f"ws://127.0.0.1:{port}/ws"):
+                    pass
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(f"ws://127.0.0.1:{port}/ws"):
+                    pass
+        response = refused.value.response
+        assert response.status_code == 429
+        assert int(response.headers["Retry-After"]) >= 1
+        assert json.loads(response.body)["error"]["code"] == "rate_limited"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 5)

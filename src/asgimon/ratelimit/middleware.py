@@ -6,8 +6,9 @@ one is configured, else the client address through trusted proxies only) spends 
 against the rule's limits. An API key header is trusted as the client sends it: a random
 one per request is a fresh bucket each time, so name one only where the key is checked
 before the app (a gateway) or through the key resolver. Denied, it
-is answered 429 with a JSON body naming the limit and ``Retry-After`` (a websocket is closed
-with 1008 before it is accepted); in shadow mode it goes through and the denial it would have
+is answered 429 with a JSON body naming the limit and ``Retry-After`` (a websocket too, where
+the server offers the denial-response extension; else it is closed with 1008 before it is
+accepted); in shadow mode it goes through and the denial it would have
 been is only reported. Allowed, it goes through with the limit headers added to the app's
 response (configurable); nothing else of the response is touched. With the counters' store
 failing or slow, the request goes through (counted as let through), unless its rule fails
@@ -266,13 +267,18 @@ async def _answer(
     body: dict[str, Any],
     headers: list[tuple[bytes, bytes]],
 ) -> None:
+    prefix = "http.response"
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008})
-        return
+        # A real 429 (or 503) where the server can send one in place of the handshake (the
+        # ASGI denial-response extension), else a close before accept (a bare 403).
+        if "websocket.http.response" not in (scope.get("extensions") or {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        prefix = "websocket.http.response"
     payload = json.dumps(body).encode()
     await send(
         {
-            "type": "http.response.start",
+            "type": prefix + ".start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
@@ -281,4 +287,4 @@ async def _answer(
             ],
         }
     )
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": prefix + ".body", "body": payload})
