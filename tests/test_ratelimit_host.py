@@ -169,6 +169,21 @@ async def test_endpoint_rules_exemptions_and_keys_per_client() -> None:
         assert (await c.post("/pay", headers={"x-api-key": "k-2"})).status_code == 200
 
 
+async def test_endpoint_templates_match_the_path_below_the_apps_root_path() -> None:
+    app = limited(RateLimiter("1/second"), maximum=50, endpoints="GET /items/{id}=1/minute")
+    scope = {**http_scope("/api/items/7"), "root_path": "/api"}
+    codes = []
+    for _ in range(2):
+        sent = await run(app, scope, [{"type": "http.request", "body": b""}])
+        codes.append(sent[0]["status"])
+    assert codes == [200, 429]
+    health = {**http_scope("/api/health"), "root_path": "/api"}  # exempt below the root too
+    for _ in range(60):
+        sent = await run(app, health, [{"type": "http.request", "body": b""}])
+        assert sent[0]["status"] == 200
+        assert b"x-ratelimit-limit" not in dict(sent[0]["headers"])
+
+
 async def test_a_spoofed_forwarded_for_changes_nothing_unless_from_a_trusted_proxy() -> None:
     app = limited(RateLimiter("1/second"))
     async with client(app) as c:

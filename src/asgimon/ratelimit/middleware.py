@@ -164,7 +164,7 @@ class RateLimitMiddleware:
             return
         method = scope.get("method", "GET") if kind == "http" else "WS"
         path = scope.get("path", "/")
-        matched = self.policy.rule_for(method, path)
+        matched = self.policy.rule_for(method, _route_path(path, scope.get("root_path")))
         if matched is None:  # exempt, whoever asks
             await self.app(scope, receive, send)
             return
@@ -219,6 +219,14 @@ class RateLimitMiddleware:
             self.report(denial, scope)
         except Exception:  # reporting one must never fail the request
             self.callback_failures += 1
+
+
+def _route_path(path: str, root: str | None) -> str:
+    """The path as the app's routes see it: under a ``root_path`` (an app served below a
+    prefix), without it, as Starlette matches its routes and as the templates are written."""
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _standing(rule: Rule, verdict: Verdict) -> Standing:
