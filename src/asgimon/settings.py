@@ -344,6 +344,33 @@ class Settings:
         parse_optional_str,
         (is_optional_url(("smtp", "smtps")), "an smtp:// or smtps:// URL"),
     )
+    smtp_from: str = setting(
+        "ALERTS_SMTP_FROM",
+        "asgimon@localhost",
+        str.strip,
+        (lambda v: isinstance(v, str) and 3 <= len(v) <= 254 and "@" in v, "an email address"),
+    )
+    smtp_timeout: float = setting("ALERTS_SMTP_TIMEOUT", 10.0, float, float_between(0.1, 120))
+    webhook_timeout: float = setting("ALERTS_WEBHOOK_TIMEOUT", 10.0, float, float_between(0.1, 120))
+    webhook_allow: tuple[str, ...] = setting(
+        "ALERTS_WEBHOOK_ALLOW",
+        (),
+        parse_list,
+        (is_networks, "comma-separated addresses or networks webhooks may reach though private"),
+    )
+    alerts_max_attempts: int = setting("ALERTS_MAX_ATTEMPTS", 5, int, int_between(1, 20))
+    alerts_retry_deadline: float = setting(
+        "ALERTS_RETRY_DEADLINE", 300.0, float, float_between(0.1, 86_400)
+    )
+    alerts_interval: float = setting(
+        "ALERTS_EVALUATION_INTERVAL", 60.0, float, float_between(0.05, 3600)
+    )
+    dashboard_url: str | None = setting(
+        "ANALYTICS_DASHBOARD_URL",
+        None,
+        parse_optional_str,
+        (is_optional_url(("http", "https")), "the dashboard's public address, http(s)://…"),
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
