@@ -89,9 +89,11 @@ def test_an_old_schema_is_refused_until_upgraded_then_works(tmp_path: Path) -> N
 
     done = asgimon_cli("db", "upgrade", env=env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"upgraded": [2, 3, 4, 5, 6, 7]}
+    assert json.loads(done.stdout) == {"upgraded": [2, 3, 4, 5, 6, 7, 8]}
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (7,)
+        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (8,)
+        assert conn.execute("SELECT count(*) FROM asgimon_alerts").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM asgimon_alert_history").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM asgimon_job_claims").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM asgimon_api_call_ids").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM asgimon_rate_limit_overrides").fetchone() == (0,)
@@ -128,8 +130,8 @@ async def test_versions_that_change_nothing_here_or_only_add_are_applied_at_star
     tmp_path: Path,
 ) -> None:
     # Version 4 only changes PostgreSQL, version 5 only adds a table and version 6 a table
-    # and a nullable column, version 7 two tables: a SQLite database at 3 needs no upgrade
-    # step.
+    # and a nullable column, versions 7 and 8 two tables each: a SQLite database at 3 needs
+    # no upgrade step.
     db = tmp_path / "v3.db"
     storage = SQLStorage(f"sqlite:///{db}")
     await storage.start()
@@ -139,6 +141,8 @@ async def test_versions_that_change_nothing_here_or_only_add_are_applied_at_star
         conn.execute("DROP TABLE asgimon_error_groups")
         conn.execute("DROP TABLE asgimon_rate_limit_overrides")
         conn.execute("DROP TABLE asgimon_rate_limit_denials")
+        conn.execute("DROP TABLE asgimon_alerts")
+        conn.execute("DROP TABLE asgimon_alert_history")
         conn.execute("ALTER TABLE asgimon_error_events DROP COLUMN exception")
         conn.execute("UPDATE asgimon_schema_version SET version = 3")
     storage = SQLStorage(f"sqlite:///{db}")
@@ -147,8 +151,9 @@ async def test_versions_that_change_nothing_here_or_only_add_are_applied_at_star
     await storage.write([call], sampling=RawSampling(rate=0.0))
     await storage.close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (7,)
+        assert conn.execute("SELECT version FROM asgimon_schema_version").fetchone() == (8,)
         assert conn.execute("SELECT id FROM asgimon_api_call_ids").fetchall() == [(call.id,)]
+        assert conn.execute("SELECT count(*) FROM asgimon_alerts").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM asgimon_error_groups").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM asgimon_rate_limit_overrides").fetchone() == (0,)
         columns = [row[1] for row in conn.execute("PRAGMA table_info(asgimon_error_events)")]
@@ -184,7 +189,7 @@ async def test_postgres_upgrades_from_version_1_and_orders_series_by_bytes() -> 
                 await SQLStorage(PG_URL, schema=schema).start()
 
             upgraded = SQLStorage(PG_URL, schema=schema)
-            assert await upgraded.upgrade() == [2, 3, 4, 5, 6, 7]
+            assert await upgraded.upgrade() == [2, 3, 4, 5, 6, 7, 8]
             collation = await conn.fetchval(
                 "SELECT collation_name FROM information_schema.columns WHERE table_schema = $1"
                 " AND table_name = 'asgimon_rollups' AND column_name = 'series'",

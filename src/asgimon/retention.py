@@ -32,6 +32,7 @@ def cutoffs(settings: Settings, now: float | None = None) -> dict[str, float]:
         "rollup:hour": now - settings.hour_rollup_retention_days * DAY,
         "rollup:day": now - settings.day_rollup_retention_days * DAY,
         "claims": now - CLAIMS_KEPT_S,
+        "alert_history": now - settings.metrics_retention_days * DAY,
         "error_groups": now
         - max(settings.error_log_retention_days, settings.hour_rollup_retention_days) * DAY,
     }

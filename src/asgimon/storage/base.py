@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from asgimon.alerts.records import HistoryEntry, Record
 from asgimon.errortracking.state import GroupState
 from asgimon.events import EVENT_TYPES, Event
 from asgimon.ratelimit.overrides import Override
@@ -166,6 +167,43 @@ class RateLimitOverrides(Protocol):
         ...
 
 
+class AlertRecords(Protocol):
+    """Alert rules, states and silences (:class:`~asgimon.alerts.records.Record`), and the
+    alert history, shared by every worker."""
+
+    async def alert_records(
+        self, kind: str, *, project_id: str | None = None, ids: Sequence[str] | None = None
+    ) -> list[Record]:
+        """The records of one kind (of one project, or with these ids), oldest first."""
+        ...
+
+    async def put_alert_record(self, record: Record, *, expect: int | None = None) -> Record | None:
+        """Write the record with the held version plus one, and return it as written; with
+        ``expect``, only if the held version is ``expect`` (0: none held), else None."""
+        ...
+
+    async def delete_alert_record(self, kind: str, record_id: str) -> bool:
+        """Remove a record; whether there was one."""
+        ...
+
+    async def add_alert_history(self, entries: Sequence[HistoryEntry]) -> None:
+        """Append entries; one whose id is already held is left as it is."""
+        ...
+
+    async def alert_history(
+        self,
+        project_id: str,
+        *,
+        rule_id: str | None = None,
+        kinds: Sequence[str] | None = None,
+        before: float | None = None,
+        limit: int = 100,
+    ) -> list[HistoryEntry]:
+        """A project's history (of one rule, of some kinds), newest first, at most ``limit``
+        entries from before ``before``."""
+        ...
+
+
 class Maintenance(Protocol):
     """What keeps a store bounded and lawful: retention, compaction, erasure, job claims."""
 
@@ -173,7 +211,8 @@ class Maintenance(Protocol):
         """Delete what is older than each cutoff (epoch seconds), in small batches.
 
         Keys are event kinds (by event time), ``rollup:minute`` / ``rollup:hour`` /
-        ``rollup:day`` (by bucket start) and ``claims`` (periodic-job claims). Returns the
+        ``rollup:day`` (by bucket start), ``claims`` (periodic-job claims) and
+        ``alert_history`` (by the entry's time). Returns the
         number of rows deleted per key.
         """
         ...
@@ -194,7 +233,15 @@ class Maintenance(Protocol):
 
 
 @runtime_checkable
-class Storage(EventStore, RollupReader, ErrorGroups, RateLimitOverrides, Maintenance, Protocol):
+class Storage(
+    EventStore,
+    RollupReader,
+    ErrorGroups,
+    RateLimitOverrides,
+    AlertRecords,
+    Maintenance,
+    Protocol,
+):
     """Where events and rollups live.
 
     ``write`` is atomic per batch and idempotent on ``(project_id, id)``: events already

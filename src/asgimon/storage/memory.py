@@ -15,6 +15,7 @@ from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 
 from .base import GroupChange, SumsByScan, WriteResult
+from .memory_alerts import MemoryAlerts
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -30,7 +31,7 @@ def _in_range(ts: float, start: float | None, end: float | None) -> bool:
     return (start is None or ts >= start) and (end is None or ts < end)
 
 
-class MemoryStorage(SumsByScan):
+class MemoryStorage(MemoryAlerts, SumsByScan):
     """Keeps everything in dicts, for tests and demos. Not shared between processes.
 
     >>> storage = MemoryStorage()
@@ -46,6 +47,7 @@ class MemoryStorage(SumsByScan):
         self._groups: dict[tuple[str, str], GroupState] = {}
         self._overrides: dict[str, Override] = {}
         self.closed = False
+        MemoryAlerts.__init__(self)
 
     async def start(self) -> None:
         self.closed = False
@@ -171,6 +173,8 @@ class MemoryStorage(SumsByScan):
                 deleted[key] = _drop(self._rollups, doomed)
             elif key == "claims":
                 deleted[key] = _drop(self._claims, [k for k in self._claims if k[1] < cutoff])
+            elif key == "alert_history":
+                deleted[key] = self._purge_alert_history(cutoff)
             elif key == "error_groups":
                 doomed_groups = [k for k, g in self._groups.items() if g.last_seen < cutoff]
                 deleted[key] = _drop(self._groups, doomed_groups)

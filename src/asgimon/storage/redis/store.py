@@ -18,6 +18,7 @@ from asgimon.rollups import RESOLUTIONS, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import SumsByScan, WriteResult
 
+from .alerts import Alerts
 from .groups import Groups
 from .members import _decode
 from .overrides import Overrides
@@ -48,7 +49,7 @@ def _classify(exc: BaseException) -> StorageError:
     return StorageUnavailable(message)
 
 
-class RedisStorage(Groups, Overrides, SumsByScan):
+class RedisStorage(Groups, Overrides, Alerts, SumsByScan):
     """Events and rollups in Redis for a real-time window (24 h by default).
 
     >>> storage = RedisStorage("redis://127.0.0.1:6379/0")     # pip install 'asgimon[redis]'
@@ -238,6 +239,9 @@ class RedisStorage(Groups, Overrides, SumsByScan):
                 continue
             if key == "error_groups":
                 deleted[key] = await self._call(self._purge_all_groups(cutoff))
+                continue
+            if key == "alert_history":
+                deleted[key] = await self._call(self._purge_alert_history(cutoff))
                 continue
             for project in await self.projects():
                 if key.startswith("rollup:"):

@@ -10,6 +10,7 @@ UPSERT, histograms included, so a retried batch or a second worker never double 
 
 from __future__ import annotations
 
+from .alerts import Alerts
 from .base import DRIVER_ROWS_PER_CALL, ROWS_PER_CALL
 from .groups import Groups
 from .maintenance import Maintenance
@@ -19,7 +20,7 @@ from .writes import Writes
 __all__ = ["DRIVER_ROWS_PER_CALL", "ROWS_PER_CALL", "SQLStorage"]
 
 
-class SQLStorage(Writes, Groups, Overrides, Maintenance):
+class SQLStorage(Writes, Groups, Overrides, Alerts, Maintenance):
     """SQLite or PostgreSQL, chosen by URL.
 
     >>> storage = SQLStorage("sqlite:///asgimon.db")

@@ -143,6 +143,10 @@ class Maintenance(Reads):
                 total = await self._delete_in_batches(
                     t, [t.c.job, t.c.period_start], cond, batch_size
                 )
+            elif key == "alert_history":
+                t = s.alert_history
+                cond = [t.c.at < us(cutoff)]
+                total = await self._delete_in_batches(t, [t.c.id], cond, batch_size)
             elif key == "error_groups":
                 t = s.error_groups
                 cond = [t.c.last_seen < us(cutoff)]

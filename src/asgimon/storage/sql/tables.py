@@ -38,7 +38,7 @@ from asgimon.series import API_TOTAL, ERROR_TOTAL, FUNCTION_TOTAL
 
 from .rows import rollup_row
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 PREFIX = "asgimon_"
 
 metadata = MetaData()
@@ -141,6 +141,35 @@ rate_limit_overrides = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(200)),
     Column("expires_at", BigInteger),
+)
+
+# Alert rules, their states and silences (asgimon.alerts.records.Record): a JSON body under
+# a kind and an id, with the version that conditional writes compare.
+alerts = Table(
+    PREFIX + "alerts",
+    metadata,
+    Column("kind", String(16), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("project_id", String(128), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+    PrimaryKeyConstraint("kind", "id"),
+    Index(PREFIX + "alerts_project", "kind", "project_id"),
+)
+
+# Every transition, delivery outcome and in-app notification, appended once each.
+alert_history = Table(
+    PREFIX + "alert_history",
+    metadata,
+    Column("id", String(64), primary_key=True, autoincrement=False),
+    Column("project_id", String(128), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("body", Text, nullable=False),
+    Index(PREFIX + "alert_history_project_at", "project_id", "at"),
+    Index(PREFIX + "alert_history_rule_at", "rule_id", "at"),
 )
 
 _SQL_TYPES: dict[str, Any] = {
@@ -303,6 +332,12 @@ def _v7_rate_limits(conn: Connection) -> None:
     rate_limit_overrides.create(conn, checkfirst=True)
 
 
+def _v8_alerts(conn: Connection) -> None:
+    """Version 8: alert rules, states, silences and their history."""
+    alerts.create(conn, checkfirst=True)
+    alert_history.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_job_claims,
     3: _v3_packed_histograms,
@@ -310,6 +345,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _v5_sampled_api_call_ids,
     6: _v6_error_groups,
     7: _v7_rate_limits,
+    8: _v8_alerts,
 }
 """Version N's migration takes a database from N - 1 to N. A fresh database is created at
 the latest version directly."""
@@ -318,6 +354,6 @@ ONLY_ON: dict[int, str] = {4: "postgresql"}
 """Migrations that change one kind of database only. Where they change nothing they are
 applied at start, without waiting for ``asgimon db upgrade``."""
 
-ADDITIVE = frozenset({5, 6, 7})
+ADDITIVE = frozenset({5, 6, 7, 8})
 """Migrations that only add what nothing older reads (a table, a nullable column): applied
 at start too."""
