@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 from . import retention
 from ._heap import freeze_startup_heap
+from .alerts.engine import AlertEngine
 from .dashboard import create_dashboard
 from .dashboard.auth import AuthHook, bearer_subject
 from .dashboard.mount import Mounted
@@ -116,9 +117,17 @@ class Monitor(Recording):
         """Error reports' rules, and the groups' lifecycle kept as errors are stored."""
         if settings.error_tracking_enabled:
             self.recorder.sinks.subscribe(self.errors.lifecycle, name="error-groups")
+        self.alerts: AlertEngine | None = None
+        """Alert rules judged as events are stored and once per period; None when off."""
+        if settings.alerts_enabled:
+            self.alerts = AlertEngine(settings, storage)
+            self.recorder.sinks.subscribe(self.alerts.on_events, name="alerts")
+            self.errors.lifecycle.listen(self.alerts.on_group)
         self.scheduler = Scheduler(storage)
         self.scheduler.every("purge", settings.purge_interval, self.purge)
         self.scheduler.every("compact", settings.compact_interval, self.compact)
+        if self.alerts is not None:
+            self.scheduler.every("alerts", settings.alerts_interval, self.alerts.evaluate)
         self.lag = LagProbe()
         self.rate_limits = HostLimits(
             settings,
@@ -187,6 +196,14 @@ class Monitor(Recording):
             # A margin for the parts closed after it, inside the same budget.
             await recorder.stop(timeout=max(0.0, left - 0.25))
 
+        async def close_alerts(left: float) -> None:
+            if self.alerts is not None:
+                await self.alerts.aclose(min(1.0, left))
+
+        async def start_alerts() -> None:
+            if self.alerts is not None:
+                await self.alerts.start()
+
         async def close_sinks(left: float) -> None:
             # What was stored before the end still reaches the subscribers, briefly.
             await recorder.sinks.aclose(min(0.5, left))
@@ -195,6 +212,8 @@ class Monitor(Recording):
             Part("storage", lambda left: self.storage.close(), self._start_storage),
             Part("Redis connections", lambda left: self.redis.aclose()),
             Part("the dashboard's clients", lambda left: self.dashboard.aclose()),
+            # Before the subscribers, which hand it events, and closed after them.
+            Part("alert deliveries", close_alerts, start_alerts),
             Part("subscribers", close_sinks, recorder.sinks.start),
             Part("recorder", close_recorder, recorder.start, self_bounded=True),
             # After the recorder: its close hands the last refusals to the recorder.
@@ -372,4 +391,5 @@ class Monitor(Recording):
             "eventLoop": self.lag.snapshot(),
             "sinks": self.recorder.sinks.report(),
             "rateLimit": self.rate_limits.report(),
+            "alerts": None if self.alerts is None else self.alerts.report(),
         }

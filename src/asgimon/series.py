@@ -2,8 +2,9 @@
 
 A series name is the rollups' key below the project: ``api:{METHOD} {endpoint}``,
 ``fn:{function}``, ``deploy:{framework}`` (completed deployments), ``deploystep:{type}``,
-``build:{phase}:{framework}``, ``error:{severity}:{fingerprint}:{type}``, ``domain:{type}``
-and ``ratelimit:{denied|shadow}:{rule}``, plus each project's totals. The prefixes are also
+``build:{phase}:{framework}``, ``error:{severity}:{fingerprint}:{type}``, ``domain:{type}``,
+``ratelimit:{denied|shadow}:{rule}`` and ``sys:{metric}:{process}``, plus each project's
+totals. The prefixes are also
 the ranges that reads ask for (every series starting with ``build:``), so they live here,
 built and parsed in one place.
 """
@@ -18,6 +19,7 @@ BUILD = "build:"
 ERROR = "error:"
 DOMAIN = "domain:"
 RATE_LIMIT = "ratelimit:"
+SYSTEM = "sys:"
 
 API_TOTAL = "all:api"
 FUNCTION_TOTAL = "all:fn"
@@ -87,6 +89,17 @@ def domain(step: str) -> str:
 
 def rate_limit(shadow: bool, rule: str) -> str:
     return f"{RATE_LIMIT}{'shadow' if shadow else 'denied'}:{rule}"
+
+
+def system(metric: str, process: str) -> str:
+    """A sampled process metric: ``sys:memory:{host}/{pid}``, ``sys:cpu:{host}/{pid}``."""
+    return f"{SYSTEM}{metric}:{process}"
+
+
+def system_parts(series: str) -> tuple[str, str]:
+    """(metric, process) of a system series."""
+    metric, _, process = series.removeprefix(SYSTEM).partition(":")
+    return metric, process
 
 
 def rate_limit_parts(series: str) -> tuple[bool, str]:

@@ -363,7 +363,7 @@ class Settings:
         "ALERTS_RETRY_DEADLINE", 300.0, float, float_between(0.1, 86_400)
     )
     alerts_interval: float = setting(
-        "ALERTS_EVALUATION_INTERVAL", 60.0, float, float_between(0.05, 3600)
+        "ALERTS_EVALUATION_INTERVAL", 60.0, float, float_between(1, 3600)
     )
     dashboard_url: str | None = setting(
         "ANALYTICS_DASHBOARD_URL",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -30,6 +31,10 @@ log = logging.getLogger("asgimon.alerts")
 ENTRY_POINT_GROUP = "asgimon.channels"
 
 Status = Literal["firing", "resolved", "test"]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +77,8 @@ class Notification:
             "ruleType": self.rule_type,
             "status": self.status,
             "summary": self.summary,
-            "at": self.at,
-            "startedAt": self.started_at,
+            "at": _iso(self.at),
+            "startedAt": None if self.started_at is None else _iso(self.started_at),
             "value": self.value,
             "threshold": self.threshold,
             "unit": self.unit,

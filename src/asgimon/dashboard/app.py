@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from asgimon.alerts.engine import AlertEngine
 from asgimon.analytics.cache import CachedStorage, RollupCache
 from asgimon.analytics.common import instant
 from asgimon.analytics.query import Query
@@ -34,6 +35,7 @@ from asgimon.redis_pools import RedisPools
 from asgimon.settings import Settings
 from asgimon.storage.base import Storage, WriteResult, storage_identity
 
+from .alert_routes import AlertsApi
 from .auth import Authenticator, AuthHook
 from .endpoints import ENDPOINTS, OPERATIONS, OVERVIEW, Endpoint
 from .error_routes import ErrorGroupsApi
@@ -82,6 +84,9 @@ class Host(Protocol):
 
     @property
     def rate_limits(self) -> HostLimits: ...
+
+    @property
+    def alerts(self) -> AlertEngine | None: ...
 
     async def health(self) -> dict[str, Any]: ...
 
@@ -279,7 +284,13 @@ class DashboardApp:
         routes: list[BaseRoute] = [Route(OVERVIEW.path, api.overview, methods=["GET"])]
         self.error_groups = ErrorGroupsApi(monitor.storage, api.query)
         self.rate_limit_admin = RateLimitsApi(monitor.rate_limits)
-        owners = {"api": api, "errors": self.error_groups, "ratelimits": self.rate_limit_admin}
+        self.alerts = AlertsApi(monitor.alerts)
+        owners = {
+            "api": api,
+            "errors": self.error_groups,
+            "ratelimits": self.rate_limit_admin,
+            "alerts": self.alerts,
+        }
         # One route per path, whatever its methods: a wrong method is a 405 whose Allow
         # header lists all of them.
         by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}

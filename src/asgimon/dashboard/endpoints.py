@@ -23,8 +23,10 @@ from asgimon.analytics.query import Query
 from asgimon.analytics.ratelimits import ratelimits
 from asgimon.events import EVENT_TYPES
 
+from .alert_operations import ALERT_OPERATIONS
 from .error_routes import GROUP_PATH
 from .guard import INGEST_PATH
+from .operation import Operation
 from .ratelimit_routes import ADMIN_PATH
 from .schemas import (
     EMPTY_BODY,
@@ -152,32 +154,6 @@ OVERVIEW = Endpoint(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One of the API's own routes (not a project's analytics): where, how, what it answers.
-
-    ``handler`` names the method that serves it, of the :class:`~asgimon.dashboard.app.Api`
-    or (``owner="errors"``) of the
-    :class:`~asgimon.dashboard.error_routes.ErrorGroupsApi`; a ``handler`` of the form
-    ``action:NAME`` is that object's ``action(NAME)``.
-    """
-
-    path: str
-    method: str
-    handler: str
-    summary: str
-    answers: dict[int, tuple[str, Schema]]  # status -> (description, schema)
-    errors: tuple[int, ...]  # statuses answered in the error shape
-    request: Schema | None = None  # the JSON body it takes
-    owner: str = "api"
-    params: tuple[str, ...] = ()  # query parameters besides the path's
-
-    @property
-    def route(self) -> str:
-        """The path as Starlette routes it: a fingerprint may hold "/" (ingested ones do)."""
-        return self.path.replace("{fingerprint}", "{fingerprint:path}")
-
-
 OBJECT: Schema = {"type": "object"}
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -297,6 +273,7 @@ OPERATIONS: tuple[Operation, ...] = (
         owner="ratelimits",
         params=("subject",),
     ),
+    *ALERT_OPERATIONS,
     Operation(
         "/api/openapi.json",
         "GET",

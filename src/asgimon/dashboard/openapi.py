@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from asgimon.analytics.ranges import RANGES
 
-from .endpoints import OPERATIONS, OVERVIEW, Operation
+from .endpoints import OPERATIONS, OVERVIEW
 from .ingest import COMMON, _flag, _instant, _integer, _number, wire_kinds
+from .operation import Operation
 from .schemas import ERROR, INGEST_BODY, Schema, T, arr, obj, ref
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ def _operation(op: Operation) -> Schema:
     out: Schema = {"summary": op.summary, "responses": {**answers, **_error_responses(*op.errors)}}
     params = [_PATH_PARAMS[name] for name in re.findall(r"\{(\w+)\}", op.path)]
     params += [p for p in _range_params() if p["name"] in op.params]
+    params += list(op.query)
     if params:
         out["parameters"] = params
     if op.request is INGEST_BODY:
@@ -166,6 +168,20 @@ def _operation(op: Operation) -> Schema:
 
 
 _PATH_PARAMS: dict[str, Schema] = {
+    "id": {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "description": "A project id for GET and the project's collections, an alert id for"
+        " PATCH, DELETE and test",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+    "silence": {
+        "name": "silence",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+    },
     "project_id": {
         "name": "project_id",
         "in": "path",

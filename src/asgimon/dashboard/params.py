@@ -35,14 +35,16 @@ def project_id_of(request: Request) -> str:
     return project_id
 
 
-async def json_body(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
-    """A small JSON object body (empty: ``{}``) whose every key is in ``allowed``;
-    :class:`BadQuery` naming what is wrong."""
+async def json_body(
+    request: Request, allowed: frozenset[str] | None, limit: int = MAX_BODY
+) -> dict[str, Any]:
+    """A small JSON object body (empty: ``{}``) whose every key is in ``allowed`` (any key
+    with None); :class:`BadQuery` naming what is wrong."""
     raw = b""
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY:
-            raise BadQuery("body", f"must be at most {MAX_BODY} bytes")
+        if len(raw) > limit:
+            raise BadQuery("body", f"must be at most {limit} bytes")
     if not raw.strip():
         return {}
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -55,6 +57,6 @@ async def json_body(request: Request, allowed: frozenset[str]) -> dict[str, Any]
     if not isinstance(body, dict):
         raise BadQuery("body", "must be a JSON object")
     for key in body:
-        if key not in allowed:
+        if allowed is not None and key not in allowed:
             raise BadQuery(key, "is not a field of this request")
     return body

@@ -1,0 +1,409 @@
+"""The alert API: rules, their history, silences, a preview and a test send.
+
+    POST   /api/alerts                          a rule (its projectId inside): 201
+    GET    /api/alerts/{id}                     the rules of project {id}, with their state
+    PATCH  /api/alerts/{id}                     change rule {id}: enable, threshold, channels…
+    DELETE /api/alerts/{id}                     remove rule {id}: 204
+    POST   /api/alerts/preview                  when a rule would have fired, before saving
+    POST   /api/alerts/{id}/test                a test notification on rule {id}'s channels
+    GET    /api/alerts/{id}/history             project {id}'s transitions and deliveries
+    GET    /api/alerts/{id}/silences            project {id}'s silences
+    POST   /api/alerts/{id}/silences            silence project {id} (or one rule) until a time
+    DELETE /api/alerts/{id}/silences/{silence}  end a silence
+
+A principal manages only its projects' alerts; a rule of another project is answered 404,
+as one that does not exist. A bad rule is a 422 listing every bad field; nothing is stored.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from asgimon._validate import project_id_problem
+from asgimon.alerts.engine import AlertEngine
+from asgimon.alerts.preview import replay
+from asgimon.alerts.records import HISTORY_KINDS, SILENCE, Record
+from asgimon.alerts.rules import AlertRule, parse_rule
+from asgimon.alerts.state import AlertState
+from asgimon.analytics.ranges import BadQuery, instant_param
+from asgimon.errors import FieldError, StorageError
+
+from .guard import principal_of
+from .params import check_params, json_body
+from .responses import bad_query, error_response, storage_unavailable
+
+ALERTS_PATH = "/api/alerts"
+ONE_PATH = ALERTS_PATH + "/{id}"
+MAX_RULE_BODY = 32 * 1024
+MAX_SILENCE_S = 90 * 86_400
+MAX_REASON = 500
+MAX_HISTORY = 500
+PREVIEW_DAYS = 7
+MASK = "whsec_…"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _masked(secret: str) -> str:
+    return MASK + secret[-4:]
+
+
+def rule_json(rule: AlertRule, state: AlertState | None) -> dict[str, Any]:
+    """A rule as the API shows it: instants as ISO text, secrets masked, its state."""
+    out = rule.to_json()
+    out["createdAt"] = _iso(rule.created_at)
+    out["channels"] = [
+        {k: (_masked(v) if k == "secret" and isinstance(v, str) else v) for k, v in c.items()}
+        for c in rule.channels
+    ]
+    s = (state or AlertState()).to_json()
+    for name in ("since", "firedAt", "lastNotifiedAt", "lastMatchAt"):
+        s[name] = _iso(s[name]) if s[name] else None
+    out["state"] = s
+    return out
+
+
+def silence_json(record: Record) -> dict[str, Any]:
+    b = record.body
+    return {
+        "id": record.id,
+        "projectId": record.project_id,
+        "ruleId": b.get("ruleId"),
+        "until": _iso(b.get("until")),
+        "reason": b.get("reason", ""),
+        "createdBy": b.get("createdBy"),
+        "createdAt": _iso(b.get("createdAt")),
+        "active": b.get("until", 0) > time.time(),
+    }
+
+
+def _invalid(errors: list[FieldError]) -> JSONResponse:
+    details = [{"field": e.field, "message": e.message} for e in errors]
+    fields = ", ".join(d["field"] or "body" for d in details)
+    return error_response(422, "invalid_alert", f"the alert rule is invalid: {fields}", details)
+
+
+def _not_found(what: str = "alert") -> JSONResponse:
+    return error_response(
+        404, "not_found", f"no {what} with this id", [{"field": "id", "message": "not found"}]
+    )
+
+
+def _conflict() -> JSONResponse:
+    return error_response(
+        409, "conflict", "the rule changed meanwhile; read it again and retry", []
+    )
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except BadQuery as exc:
+            return bad_query(exc)
+        except StorageError as exc:
+            return storage_unavailable(exc)
+
+    return guarded
+
+
+def _project(request: Request) -> str:
+    project_id: str = request.path_params["id"]
+    problem = project_id_problem(project_id)
+    if problem is not None:
+        raise BadQuery("id", problem)
+    return project_id
+
+
+def _unmask(data: Any, base: AlertRule) -> Any:
+    """A PATCH may send back the channels as read: a masked secret means "keep it"."""
+    if not isinstance(data, dict) or not isinstance(data.get("channels"), list):
+        return data
+    channels = []
+    for i, c in enumerate(data["channels"]):
+        old = base.channels[i] if i < len(base.channels) else {}
+        secret = c.get("secret") if isinstance(c, dict) else None
+        if "secret" in old and secret == _masked(old["secret"]):
+            c = {**c, "secret": old["secret"]}
+        channels.append(c)
+    return {**data, "channels": channels}
+
+
+class AlertsApi:
+    def __init__(self, engine: AlertEngine | None) -> None:
+        self.engine = engine
+        for name in (
+            "create",
+            "listing",
+            "change",
+            "remove",
+            "preview",
+            "test",
+            "history",
+            "silences",
+            "silence",
+            "unsilence",
+        ):
+            setattr(self, name, _guarded(self._enabled(getattr(self, "_" + name))))
+
+    def _enabled(self, handler: Handler) -> Handler:
+        async def check(request: Request) -> Response:
+            if self.engine is None:
+                return error_response(
+                    404, "alerts_disabled", "alerting is off (ALERTS_ENABLED=false)", []
+                )
+            return await handler(request)
+
+        return check
+
+    @property
+    def _engine(self) -> AlertEngine:
+        assert self.engine is not None
+        return self.engine
+
+    async def _visible_rule(self, request: Request) -> AlertRule | None:
+        rule_id: str = request.path_params["id"]
+        if not 0 < len(rule_id) <= 64 or not rule_id.isascii() or not rule_id.isprintable():
+            raise BadQuery("id", "must be an alert id")
+        rule = await self._engine.rule(rule_id)
+        if rule is None or not principal_of(request).can_see(rule.project_id):
+            return None
+        return rule
+
+    async def _body(self, request: Request) -> Any:
+        # Any key is read: parse_rule names every unknown one with the other problems.
+        return await json_body(request, None, MAX_RULE_BODY)
+
+    async def _create(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        body = await self._body(request)
+        body.pop("days", None)
+        rule, errors = parse_rule(body, self._engine.channels)
+        if rule is None:
+            return _invalid(errors)
+        problem = project_id_problem(rule.project_id)
+        if problem is not None:
+            return _invalid([FieldError("projectId", problem)])
+        principal = principal_of(request)
+        if not principal.can_see(rule.project_id):
+            return _invalid([FieldError("projectId", "is not a project you may manage")])
+        saved = await self._engine.save(rule, by=principal.subject)
+        if saved is None:
+            return _conflict()
+        out = rule_json(saved, None)
+        out["channels"] = saved.channels  # once, in full: a generated secret is shown here
+        return JSONResponse(out, status_code=201)
+
+    async def _listing(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        project_id = _project(request)
+        if not principal_of(request).can_see(project_id):
+            return error_response(
+                403,
+                "forbidden",
+                "you may not see this project",
+                [{"field": "id", "message": "not one of your projects"}],
+            )
+        rules = await self._engine.rules(project_id)
+        states = await self._engine.states([r.id for r in rules])
+        return JSONResponse([rule_json(r, states.get(r.id)) for r in rules])
+
+    async def _change(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        base = await self._visible_rule(request)
+        if base is None:
+            return _not_found()
+        body = await self._body(request)
+        if "days" in body:
+            return _invalid([FieldError("days", "is not a field of an alert rule")])
+        rule, errors = parse_rule(_unmask(body, base), self._engine.channels, base=base)
+        if rule is None:
+            return _invalid(errors)
+        saved = await self._engine.save(rule)
+        if saved is None:
+            return _conflict()
+        states = await self._engine.states([saved.id])
+        return JSONResponse(rule_json(saved, states.get(saved.id)))
+
+    async def _remove(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        rule = await self._visible_rule(request)
+        if rule is None or not await self._engine.delete(rule.id):
+            return _not_found()
+        return Response(status_code=204)
+
+    async def _preview(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        body = await self._body(request)
+        days = body.pop("days", PREVIEW_DAYS)
+        errors: list[FieldError] = []
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 30:
+            errors.append(FieldError("days", "must be a whole number of days from 1 to 30"))
+        body.setdefault("name", "preview")
+        rule, problems = parse_rule(body, self._engine.channels)
+        errors += problems
+        if rule is None or errors:
+            return _invalid(errors)
+        if not principal_of(request).can_see(rule.project_id):
+            return _invalid([FieldError("projectId", "is not a project you may see")])
+        now = time.time()
+        period = self._engine.settings.alerts_interval
+        done = await replay(rule, self._engine.storage, now=now, days=days, period=period)
+        return JSONResponse(
+            {
+                "projectId": rule.project_id,
+                "type": rule.type,
+                "from": _iso(done.start),
+                "to": _iso(done.end),
+                "days": days,
+                "fired": len(done.fired),
+                "firedAt": [_iso(t) for t in done.fired],
+                "resolvedAt": [_iso(t) for t in done.resolved],
+                "notifications": done.notifications,
+                "evaluations": done.evaluations,
+                "truncated": done.truncated,
+                "summary": f"would have fired {len(done.fired)} time"
+                f"{'' if len(done.fired) == 1 else 's'} in the last {days} day"
+                f"{'' if days == 1 else 's'}",
+            }
+        )
+
+    async def _test(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        rule = await self._visible_rule(request)
+        if rule is None:
+            return _not_found()
+        await json_body(request, frozenset())
+        sent = await self._engine.test(rule)
+        return JSONResponse(
+            {
+                "deliveries": [
+                    {
+                        "channel": name,
+                        "ok": d.ok,
+                        "attempts": d.attempts,
+                        "reason": d.reason,
+                    }
+                    for name, d in sent
+                ]
+            }
+        )
+
+    async def _history(self, request: Request) -> Response:
+        check_params(request.query_params, {"rule", "kind", "before", "limit"})
+        project_id = _project(request)
+        q = request.query_params
+        if not principal_of(request).can_see(project_id):
+            return error_response(403, "forbidden", "you may not see this project", [])
+        kinds = None
+        if "kind" in q:
+            kinds = [k.strip() for k in q["kind"].split(",")]
+            if not all(k in HISTORY_KINDS for k in kinds):
+                raise BadQuery("kind", "must be " + ", ".join(HISTORY_KINDS) + " (comma-separated)")
+        before = instant_param("before", q["before"]) if "before" in q else None
+        raw_limit = q.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY:
+            raise BadQuery("limit", f"must be a whole number from 1 to {MAX_HISTORY}")
+        rule_id = q.get("rule")
+        if rule_id is not None and not 0 < len(rule_id) <= 64:
+            raise BadQuery("rule", "must be an alert id")
+        entries = await self._engine.storage.alert_history(
+            project_id, rule_id=rule_id, kinds=kinds, before=before, limit=int(raw_limit)
+        )
+        return JSONResponse(
+            {
+                "history": [
+                    {
+                        **e.body,
+                        "id": e.id,
+                        "ruleId": e.rule_id,
+                        "at": _iso(e.at),
+                        "kind": e.kind,
+                    }
+                    for e in entries
+                ]
+            }
+        )
+
+    async def _silences(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        project_id = _project(request)
+        if not principal_of(request).can_see(project_id):
+            return error_response(403, "forbidden", "you may not see this project", [])
+        found = await self._engine.silences(project_id)
+        return JSONResponse({"silences": [silence_json(s) for s in found]})
+
+    async def _silence(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        project_id = _project(request)
+        principal = principal_of(request)
+        if not principal.can_see(project_id):
+            return error_response(403, "forbidden", "you may not manage this project", [])
+        body = await json_body(request, frozenset({"ruleId", "until", "reason"}))
+        errors: list[FieldError] = []
+        now = time.time()
+        until = None
+        raw_until = body.get("until")
+        if not isinstance(raw_until, str):
+            errors.append(FieldError("until", "is required: an ISO 8601 time with a UTC offset"))
+        else:
+            try:
+                until = instant_param("until", raw_until)
+            except BadQuery as exc:
+                errors.append(FieldError("until", exc.message))
+            else:
+                if not now < until <= now + MAX_SILENCE_S:
+                    errors.append(FieldError("until", "must be in the next 90 days"))
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
+            errors.append(
+                FieldError("reason", f"must be a text of at most {MAX_REASON} characters")
+            )
+        rule_id = body.get("ruleId")
+        if rule_id is not None:
+            rule = await self._engine.rule(rule_id) if isinstance(rule_id, str) else None
+            if rule is None or rule.project_id != project_id:
+                errors.append(FieldError("ruleId", "is not an alert of this project"))
+        if errors:
+            return _invalid(errors)
+        record = Record(
+            SILENCE,
+            str(uuid.uuid4()),
+            project_id,
+            {
+                "ruleId": rule_id,
+                "until": until,
+                "reason": reason,
+                "createdBy": principal.subject,
+                "createdAt": now,
+            },
+        )
+        written = await self._engine.storage.put_alert_record(record, expect=0)
+        if written is None:
+            return _conflict()
+        return JSONResponse(silence_json(written), status_code=201)
+
+    async def _unsilence(self, request: Request) -> Response:
+        check_params(request.query_params, set())
+        project_id = _project(request)
+        if not principal_of(request).can_see(project_id):
+            return error_response(403, "forbidden", "you may not manage this project", [])
+        silence_id: str = request.path_params["silence"]
+        found = await self._engine.storage.alert_records(SILENCE, ids=[silence_id[:64]])
+        if not found or found[0].project_id != project_id:
+            return _not_found("silence")
+        await self._engine.storage.delete_alert_record(SILENCE, silence_id)
+        return Response(status_code=204)
