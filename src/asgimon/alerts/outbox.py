@@ -145,11 +145,23 @@ class Outbox:
         except Exception as exc:
             log.warning("asgimon: could not record an alert delivery: %s", exc)
 
+    @property
+    def idle(self) -> bool:
+        return not self._busy and all(q.empty() for q in self._queues.values())
+
+    async def settled(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued delivery is done (within ``timeout``); whether they are."""
+        for _ in range(max(1, int(timeout / 0.005))):
+            if self.idle:
+                return True
+            await asyncio.sleep(0.005)
+        return self.idle
+
     async def drain(self, timeout: float) -> None:
         """Let queued deliveries finish within ``timeout``, then stop the workers."""
         deadline = time.monotonic() + timeout
         for _ in range(int(timeout / 0.02) + 1):
-            if not self._busy and all(q.empty() for q in self._queues.values()):
+            if self.idle:
                 break
             if time.monotonic() >= deadline:
                 break

@@ -124,6 +124,11 @@ class Subscription:
             self._last_log = now
             log.warning("asgimon: %s", message)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being delivered."""
+        return not self._batches and not self._delivering
+
     def report(self) -> dict[str, Any]:
         return {
             "delivered": self.delivered,
@@ -180,6 +185,15 @@ class Fanout:
         deadline = time.monotonic() + timeout
         for sub in list(self._subs.values()):
             await sub.aclose(max(0.0, deadline - time.monotonic()))
+
+    async def settled(self, timeout: float = 5.0) -> bool:
+        """Wait until every subscriber has handled what it was handed (within ``timeout``);
+        whether they all did."""
+        for _ in range(max(1, int(timeout / 0.005))):
+            if all(sub.idle for sub in self._subs.values()):
+                return True
+            await asyncio.sleep(0.005)
+        return all(sub.idle for sub in self._subs.values())
 
     def report(self) -> dict[str, dict[str, Any]]:
         return {name: sub.report() for name, sub in self._subs.items()}
