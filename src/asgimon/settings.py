@@ -362,6 +362,7 @@ class Settings:
     alerts_retry_deadline: float = setting(
         "ALERTS_RETRY_DEADLINE", 300.0, float, float_between(0.1, 86_400)
     )
+    alerts_channel_rate: int = setting("ALERTS_CHANNEL_RATE", 30, int, int_between(1, 10_000))
     alerts_interval: float = setting(
         "ALERTS_EVALUATION_INTERVAL", 60.0, float, float_between(1, 3600)
     )

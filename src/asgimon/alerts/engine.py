@@ -75,7 +75,11 @@ class AlertEngine:
         self.clock = clock
         hard = settings.alerts_retry_deadline + max(settings.smtp_timeout, settings.webhook_timeout)
         self.outbox = Outbox(
-            self.channels, storage.add_alert_history, self._disable_channel, hard_deadline=hard
+            self.channels,
+            storage.add_alert_history,
+            self._disable_channel,
+            hard_deadline=hard,
+            rate=settings.alerts_channel_rate,
         )
         self.counts = {
             "evaluations": 0,

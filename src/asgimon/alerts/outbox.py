@@ -4,16 +4,20 @@ written to the history.
 Every channel has its own bounded queue and a few workers, so an SMTP server that hangs
 holds back only email, and only up to the channel's deadline; the engine never waits for
 a delivery. Past the bound a delivery is recorded as failed ("queue full"), never silently
-lost. Each attempt is bounded twice: by the channel's own deadline and, in case a plugin
-does not keep it, by :attr:`Outbox.hard_deadline`.
+lost. A storm across many rules is capped per target: at most ``rate`` notifications a
+minute reach one address or URL, the rest are recorded as not sent. Each attempt is bounded
+twice: by the channel's own deadline and, in case a plugin does not keep it, by
+:attr:`Outbox.hard_deadline`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,12 +56,15 @@ class Outbox:
         disable: Disable,
         *,
         hard_deadline: float,
+        rate: int = 30,
     ) -> None:
         self.channels = channels
         self.history = history
         self.disable = disable
         self.hard_deadline = hard_deadline
-        self.counts = {"delivered": 0, "failed": 0, "dropped": 0}
+        self.rate = rate
+        self.counts = {"delivered": 0, "failed": 0, "dropped": 0, "rateLimited": 0}
+        self._sent: dict[str, deque[float]] = {}
         self._queues: dict[str, asyncio.Queue[Job]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
@@ -78,11 +85,29 @@ class Outbox:
         if queue is None:
             await self._record(job, Delivery(False, 0, f"the {job.channel} channel is not enabled"))
             return
+        if not self._within_rate(job):
+            self.counts["rateLimited"] += 1
+            reason = f"not sent: this target already had {self.rate} notifications this minute"
+            await self._record(job, Delivery(False, 0, reason))
+            return
         try:
             queue.put_nowait(job)
         except asyncio.QueueFull:
             self.counts["dropped"] += 1
             await self._record(job, Delivery(False, 0, "not sent: the channel's queue is full"))
+
+    def _within_rate(self, job: Job) -> bool:
+        key = job.channel + json.dumps(describe(job.target), sort_keys=True, default=str)
+        now = time.monotonic()
+        sent = self._sent.setdefault(key, deque())
+        while sent and now - sent[0] >= 60.0:
+            sent.popleft()
+        if len(sent) >= self.rate:
+            return False
+        sent.append(now)
+        if len(self._sent) > 10_000:  # targets long quiet are forgotten
+            self._sent = {k: v for k, v in self._sent.items() if v and now - v[-1] < 60.0}
+        return True
 
     async def send_now(self, job: Job) -> Delivery:
         """Deliver while the caller waits (a test notification), recorded like the others."""
