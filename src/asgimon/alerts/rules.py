@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgimon._validate import project_id_problem
 from asgimon.errors import FieldError
 from asgimon.events import SEVERITIES
 
@@ -274,8 +275,10 @@ def parse_rule(
     project = project_id if base is None else base.project_id
     if base is None and project is None:
         raw_project = data.get("projectId")
-        if not isinstance(raw_project, str) or not raw_project:
+        if raw_project is None:
             errs.append(FieldError("projectId", "is required"))
+        elif (problem := project_id_problem(raw_project)) is not None:
+            errs.append(FieldError("projectId", problem))
         project = raw_project if isinstance(raw_project, str) else ""
     if errs:
         return None, errs

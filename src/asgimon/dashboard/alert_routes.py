@@ -194,9 +194,6 @@ class AlertsApi:
         rule, errors = parse_rule(body, self._engine.channels)
         if rule is None:
             return _invalid(errors)
-        problem = project_id_problem(rule.project_id)
-        if problem is not None:
-            return _invalid([FieldError("projectId", problem)])
         principal = principal_of(request)
         if not principal.can_see(rule.project_id):
             return _invalid([FieldError("projectId", "is not a project you may manage")])

@@ -63,6 +63,7 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         401: "Credentials are missing or wrong",
         403: "The caller may not see or write this project",
         404: "Not found, or not answered to this client",
+        409: "It changed meanwhile: read it again and retry",
         413: "The batch or body is too large",
         415: "The body is not sent as application/json",
         422: "A parameter or field is wrong; details name it",
