@@ -30,7 +30,7 @@ log = logging.getLogger("asgimon.alerts")
 
 ENTRY_POINT_GROUP = "asgimon.channels"
 
-Status = Literal["firing", "resolved", "test"]
+Status = Literal["firing", "resolved", "test", "notice"]
 
 
 def _iso(ts: float) -> str:

@@ -26,7 +26,7 @@ from .channels import Channel, Delivery, Notification, load_channels
 from .matching import EVENT_KINDS, match
 from .measure import MEASURES, Measurement, StorageReader
 from .outbox import Job, Outbox
-from .records import RULE, SILENCE, STATE, TRANSITION, HistoryEntry, Record
+from .records import INAPP, RULE, SILENCE, STATE, TRANSITION, HistoryEntry, Record
 from .rules import AlertRule
 from .state import FIRING, OK, AlertState, Notice, Step, hit, judge, quiet
 
@@ -410,11 +410,25 @@ class AlertEngine:
                 return
             rule.channels[index] = {**rule.channels[index], "disabled": True}
             if await self.save(rule) is not None:
-                log.warning(
-                    "asgimon: alert %s: channel %d answered 410 Gone and is disabled",
-                    rule_id,
-                    index,
+                target = rule.channels[index].get("url") or rule.channels[index].get("type")
+                log.warning("asgimon: alert %s: %s is gone (410) and disabled", rule_id, target)
+                # The owner hears of it where they will look: the dashboard's notifications.
+                now = self.clock()
+                note = Notification(
+                    id=str(uuid.uuid4()),
+                    project_id=rule.project_id,
+                    rule_id=rule.id,
+                    rule_name=rule.name,
+                    rule_type=rule.type,
+                    status="notice",
+                    summary=f"{target} answered 410 Gone: this channel of {rule.name!r} is"
+                    " disabled until the rule is saved with it again",
+                    at=now,
                 )
+                entry = HistoryEntry(
+                    f"{note.id}:inapp", rule.project_id, rule.id, now, INAPP, note.to_json()
+                )
+                await self.storage.add_alert_history([entry])
                 return
 
     def report(self) -> dict[str, Any]:
