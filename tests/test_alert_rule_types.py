@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -306,3 +308,24 @@ async def test_a_disabled_rule_is_not_judged_and_a_firing_one_is_set_back(shop: 
     await shop.evaluate()
     assert (await shop.state(rule)).status == "ok"
     assert len(await shop.inbox(rule)) == 1
+
+
+async def test_memory_fires_when_a_sampled_process_grows_past_its_threshold() -> None:
+    async for shop in open_shop(system_metrics_interval=1):
+        rule = await shop.rule(type="memory", threshold=50_000, window=300)
+        low = await shop.rule(type="memory", threshold=1, window=300, statistic="p95")
+        for _ in range(150):  # until the sampler of this process has reported once
+            await shop.settle()
+            found = await shop.monitor.storage.events("system", limit=1)
+            if found:
+                break
+            await asyncio.sleep(0.01)
+        assert found, "the system sampler recorded nothing"
+        now = time.time()
+        await shop.evaluate(now)
+        assert (await shop.state(rule)).status == "ok"  # nobody uses 50 GB
+        state = await shop.state(low)
+        assert state.status == "firing"  # every Python process is past 1 MB
+        assert state.labels["process"].endswith(f"/{os.getpid()}")
+        await shop.evaluate(now + 400)  # five minutes on, with no sample since
+        assert (await shop.state(low)).status == "resolved"

@@ -18,6 +18,7 @@ from .dashboard import create_dashboard
 from .dashboard.auth import AuthHook, bearer_subject
 from .dashboard.mount import Mounted
 from .errortracking.tracker import ErrorTracker
+from .integrations import load_integrations
 from .lag import LagProbe
 from .middleware import ApiCallBuilder, AsgimonMiddleware
 from .middleware.host import InFlight, Queue, RouteTable, ScopeResolver
@@ -144,6 +145,8 @@ class Monitor(Recording):
         """Redis connections shared by the parts that use ``ANALYTICS_REDIS_URL``."""
         self.dashboard = create_dashboard(self, auth)
         """The sub-application mounted at ``mount_path``: the JSON API (and pages)."""
+        # Loaded before storage starts: an integration may bring an event kind (a table).
+        self.integrations = load_integrations(self)
         self.parts = Parts(self._parts())
         self._last_purge: tuple[float, float] | None = None
         self.requests = InFlight()
@@ -216,6 +219,8 @@ class Monitor(Recording):
             Part("alert deliveries", close_alerts, start_alerts),
             Part("subscribers", close_sinks, recorder.sinks.start),
             Part("recorder", close_recorder, recorder.start, self_bounded=True),
+            # After the recorder: what they record goes to it, and is drained by it.
+            *self.integrations,
             # After the recorder: its close hands the last refusals to the recorder.
             Part("rate limit", lambda left: self.rate_limits.close(), self.rate_limits.start),
             Part("scheduler", close_scheduler, scheduler.start, self_bounded=True),

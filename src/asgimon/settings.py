@@ -193,6 +193,15 @@ class Settings:
         "ANALYTICS_RETRY_DEADLINE", 30.0, float, float_between(0, 86_400)
     )
     gc_freeze: bool = setting("ANALYTICS_GC_FREEZE", True, parse_bool, BOOL)
+    system_metrics_interval: float = setting(
+        "ANALYTICS_SYSTEM_METRICS_INTERVAL",
+        10.0,
+        float,
+        (
+            lambda v: isinstance(v, int | float) and (v == 0 or 1 <= v <= 3600),
+            "0 (off) or a number of seconds from 1 to 3600",
+        ),
+    )
 
     # -- Retention and periodic jobs ------------------------------------------------
     metrics_retention_days: int = setting("METRICS_RETENTION_DAYS", 90, int, int_at_least(1))

@@ -4,11 +4,15 @@ Apdex (``T`` = ``ANALYTICS_APDEX_THRESHOLD_MS``) is ``(satisfied + tolerating / 
 satisfied meaning at most ``T`` and tolerating at most ``4T``, counted from the latency
 histogram, so a value up to one 2 %-wide bin above the threshold may count as within it.
 It scores latency only: a fast 500 counts as satisfied (the error rate sits beside it).
+
+``system`` is each sampled process's memory (MB) and CPU (% of one core) over the range, from
+the ``sys:`` series the system-metrics plugin records; empty where it does not run.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from asgimon import series
@@ -20,6 +24,9 @@ from .query import Query
 
 # The ``sort`` parameter's values (the API's names) and the figure each one sorts by.
 SORTS = {"count": "count", "avg": "avg", "p95": "p95", "errorRate": "error_rate", "apdex": "apdex"}
+MAX_PROCESSES = 50
+"""Processes listed under ``system``, highest peak memory first: workers restarted every
+deployment leave a process each behind over a long range."""
 
 
 def apdex(r: Rollup, threshold_ms: float) -> float | None:
@@ -34,7 +41,9 @@ async def performance(q: Query) -> dict[str, Any]:
     threshold = q.settings.apdex_threshold_ms
     sort = SORTS[q.choice_param("sort", tuple(SORTS), "count") or "count"]
     # Each endpoint merged over the range; the project total per bucket for the trend.
-    per_endpoint, totals = await asyncio.gather(q.series_rollups(series.API), q.rollups(API_TOTAL))
+    per_endpoint, totals, sampled = await asyncio.gather(
+        q.series_rollups(series.API), q.rollups(API_TOTAL), q.series_rollups(series.SYSTEM)
+    )
     endpoints = []
     for r in per_endpoint:
         method, endpoint = series.api_parts(r.series)
@@ -60,7 +69,30 @@ async def performance(q: Query) -> dict[str, Any]:
         "apdex": apdex(total, threshold),
         "latency_trend": trend(totals, q.span, _trend_point),
         "endpoints": endpoints,
+        "system": system(sampled),
     }
+
+
+def system(rows: Iterable[Rollup]) -> list[dict[str, Any]]:
+    """Per process, its memory and CPU readings merged over the range (``sys:`` series)."""
+    per: dict[str, dict[str, Rollup]] = {}
+    for r in rows:
+        metric, process = series.system_parts(r.series)
+        per.setdefault(process, {})[metric] = r
+    found: list[dict[str, Any]] = []
+    for process, metrics in per.items():
+        memory, cpu = metrics.get("memory"), metrics.get("cpu")
+        found.append(
+            {
+                "process": process,
+                "memory_avg_mb": None if memory is None else memory.avg,
+                "memory_max_mb": None if memory is None else memory.value_max,
+                "cpu_avg_percent": None if cpu is None else cpu.avg,
+                "cpu_max_percent": None if cpu is None else cpu.value_max,
+            }
+        )
+    found.sort(key=lambda p: (-(p["memory_max_mb"] or 0.0), p["process"]))
+    return found[:MAX_PROCESSES]
 
 
 def _trend_point(r: Rollup) -> dict[str, Any]:

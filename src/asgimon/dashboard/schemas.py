@@ -283,6 +283,16 @@ RESPONSES: dict[str, Schema] = {
         apdex=nullable(RATE),
         latencyTrend=arr(obj(time=T, count=INT, errors=INT, avg=NN, p95=NN)),
         endpoints=arr(obj(endpoint=S, method=S, **LATENCY, apdex=nullable(RATE))),
+        # Per sampled process ({host}/{pid}): memory in MB, CPU in % of one core.
+        system=arr(
+            obj(
+                process=S,
+                memoryAvgMb=NN,
+                memoryMaxMb=NN,
+                cpuAvgPercent=NN,
+                cpuMaxPercent=NN,
+            )
+        ),
     ),
     "ratelimits": obj(
         **HEADER,
