@@ -44,11 +44,19 @@ async def with_background(request: Request) -> Response:
 
 def create_app() -> ASGIApp:
     """Built per worker process, so each reads the environment and owns its monitor."""
+    monitor = Monitor.from_env()
+
+    async def critical(request: Request) -> Response:
+        """Reports a critical error and answers 200: what an alert rule hears of."""
+        monitor.capture_exception(RuntimeError("the ledger is out of balance"), severity="critical")
+        return PlainTextResponse("reported", headers=_pid_header())
+
     host = Starlette(
         routes=[
             Route("/items/{item_id}", item),
             Route("/health", health),
             Route("/background", with_background),
+            Route("/critical", critical),
         ]
     )
-    return Monitor.from_env().wrap(host)
+    return monitor.wrap(host)

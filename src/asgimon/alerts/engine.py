@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("asgimon.alerts")
 
-RULES_FRESH_S = 5.0
+RULES_FRESH_S = 1.0
 """How long a worker's event path trusts the rules it read: a rule saved on another worker
 takes effect here within this (at once on the worker that saved it)."""
 MAX_RACES = 8
