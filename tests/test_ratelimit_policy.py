@@ -89,16 +89,18 @@ async def test_memory_counters_expire_lazily_and_forget_old_windows(
     now = [1_000.0]
     monkeypatch.setattr("asgimon.ratelimit.counters.time.time", lambda: now[0])
     c = counters.Counters()
-    assert [await c.incr("a", 60) for _ in range(3)] == [1, 2, 3]
+    minute = [("", "", 60, 1000)]  # one limit: the counter's name is the key itself
+    assert [c.spend(minute, "a", 1)[2] for _ in range(3)] == [999, 998, 997]
     assert await c.get_expiry("a") == 1_060.0
     for i in range(100):
-        await c.incr(f"k{i}", 60, amount=2)
+        c.spend(minute, f"k{i}", 2)
     assert len(c) == 101
+    assert await c.get("k5") == 2
     now[0] += 61  # every window over: each next count starts afresh and forgets a few old
-    assert await c.incr("a", 60) == 1
+    assert c.spend(minute, "a", 1)[2] == 999
     assert await c.get("k5") == 0
     for i in range(30):
-        await c.incr(f"new{i}", 60)
+        c.spend(minute, f"new{i}", 1)
     # Four expired windows forgotten per count: after 31 counts, only the live ones remain.
     assert len(c) == 31
 

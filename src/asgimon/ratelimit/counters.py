@@ -4,8 +4,9 @@
 event loop: with 20,000 clients that sweep held the loop for most of its time (+320 µs a
 request measured, ``benchmarks/ratelimit.py``). Here a counter expires lazily, when its key
 is next counted, and a bounded sweep of the oldest windows runs with each count, so the cost
-of a request does not grow with the number of keys. The methods are the part of ``limits``'
-storage interface the fixed window uses.
+of a request does not grow with the number of keys. :meth:`Counters.spend` decides a
+request without an await; ``get``, ``get_expiry`` and ``clear`` serve the administration's
+usage and reset.
 """
 
 from __future__ import annotations
@@ -23,18 +24,6 @@ class Counters:
         # Per window length, (expires at, key) oldest first: a long window at the head of one
         # queue must not keep the short ones behind it from being forgotten.
         self._order: dict[int, deque[tuple[float, str]]] = {}
-
-    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        now = time.time()
-        entry = self._counts.get(key)
-        if entry is None or entry[1] <= now:
-            entry = self._counts[key] = [0.0, now + expiry]
-            self._order.setdefault(expiry, deque()).append((entry[1], key))
-        entry[0] += amount
-        order = self._order.get(expiry)
-        if order is not None:
-            self._sweep(order, now)
-        return int(entry[0])
 
     def spend(
         self, limits: Sequence[tuple[str, str, int, int]], key: str, cost: int
