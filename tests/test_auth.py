@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.routing import Mount, Route
 
 from asgimon import ApiCall, ConfigError, DeploymentEvent, ErrorEvent, MemoryStorage, Monitor
+from asgimon.alerts.records import SILENCE, Record
+from asgimon.alerts.rules import AlertRule
 from asgimon.dashboard.auth import Principal
 from asgimon.settings import Settings
 
@@ -306,9 +308,41 @@ INGEST_BODY = {
 }
 
 
+ALERT_IDS: dict[str, dict[str, str]] = {}
+"""Per tenant, the id of one of its alert rules and of one of its silences."""
+
+
+def alert_requests(route: Route, project: str) -> list[tuple[str, str, bytes | None]]:
+    """The alert API's: ``{id}`` is the project for reads and collections, the alert for a
+    change, a deletion or a test send."""
+    assert route.methods is not None
+    ids = ALERT_IDS[project]
+    rule = f'{{"projectId": "{project}", "name": "x", "type": "error_count"}}'.encode()
+    out: list[tuple[str, str, bytes | None]] = []
+    for method in sorted(route.methods - {"HEAD"}):
+        path = "/analytics" + route.path.replace("{silence}", ids["silence"])
+        on_silence = route.path.endswith("{silence}")
+        alert = ids["doomed"] if method == "DELETE" else ids["rule"]
+        by_alert = (method in ("PATCH", "DELETE") and not on_silence) or path.endswith("/test")
+        path = path.replace("{id}", alert if by_alert else project)
+        if route.path.endswith("/silences") and method == "POST":
+            until = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat()
+            body: bytes | None = json.dumps({"until": until}).encode()
+        elif method == "PATCH":
+            body = b'{"threshold": 3}'
+        elif method == "POST" and not path.endswith("/test"):
+            body = rule
+        else:
+            body = None
+        out.append((method, path, body))
+    return out
+
+
 def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | None]]:
     """Every (method, path, body) a route answers, aimed at ``project`` where it takes one."""
     assert route.methods is not None
+    if route.path.startswith("/api/alerts"):
+        return alert_requests(route, project)
     params = set(route.param_convertors)
     assert params <= {"project_id", "fingerprint", "sentry_id"}, (
         f"{route.path}: the matrix does not know {params}"
@@ -358,7 +392,7 @@ def requests_for(route: Route, project: str) -> list[tuple[str, str, bytes | Non
 
 
 FORMS = frozenset({"/signin", "/signout"})
-PAGE_FORMS = frozenset({"/errors/{fingerprint:path}", "/ratelimits/overrides"})
+PAGE_FORMS = frozenset({"/errors/{fingerprint:path}", "/ratelimits/overrides", "/alerts"})
 """Forms of the pages: each refuses a post without this browser's CSRF token."""
 PAGE_PARAMS = {"/performance/endpoint": "&method=GET&endpoint=/items"}
 
@@ -377,6 +411,20 @@ async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) 
     assert [r.path for r in others if isinstance(r, Mount)] == ["/static"]
     assert len(others) == 1
     monitor.dashboard.stream.lifetime_s = 0.05
+    assert monitor.alerts is not None
+    for tenant in ("tenant-a", "tenant-b"):
+        made = [
+            await monitor.alerts.save(
+                AlertRule(str(uuid.uuid4()), tenant, n, "error_count", 1, 300)
+            )
+            for n in ("mine", "doomed")
+        ]
+        silence = Record(SILENCE, str(uuid.uuid4()), tenant, {"until": time.time() + 600})
+        await monitor.storage.put_alert_record(silence)
+        ALERT_IDS[tenant] = {"silence": silence.id}
+        for name, rule in zip(("rule", "doomed"), made, strict=True):
+            assert rule is not None
+            ALERT_IDS[tenant][name] = rule.id
     alice = bearer(token({"sub": "alice", "projects": ["tenant-a"]}))
     before = await monitor.storage.count("deployment", project_id="tenant-b")
     exercised = set()
@@ -397,6 +445,14 @@ async def test_no_tenant_reads_or_writes_another_on_any_route(monitor: Monitor) 
                         assert response.status_code in (403, 404), where
                     if route.path.startswith("/api/admin/"):
                         assert response.status_code == 403, where  # admins only
+                        continue
+                    if route.path.startswith("/api/alerts"):
+                        if target == "tenant-a":
+                            assert response.status_code in (200, 201, 204), where
+                        elif any(ALERT_IDS[target][k] in path for k in ("rule", "doomed")):
+                            assert response.status_code == 404, where  # as if there were none
+                        else:
+                            assert response.status_code == 403, where
                         continue
                     page_form = method == "POST" and route.path in PAGE_FORMS
                     if "{sentry_id:int}" in route.path:

@@ -102,6 +102,12 @@ def _not_found(what: str = "alert") -> JSONResponse:
     )
 
 
+def _not_yours(message: str) -> JSONResponse:
+    return error_response(
+        403, "forbidden", message, [{"field": "projectId", "message": "not one of your projects"}]
+    )
+
+
 def _conflict() -> JSONResponse:
     return error_response(
         409, "conflict", "the rule changed meanwhile; read it again and retry", []
@@ -196,7 +202,7 @@ class AlertsApi:
             return _invalid(errors)
         principal = principal_of(request)
         if not principal.can_see(rule.project_id):
-            return _invalid([FieldError("projectId", "is not a project you may manage")])
+            return _not_yours("you may not manage this project")
         saved = await self._engine.save(rule, by=principal.subject)
         if saved is None:
             return _conflict()
@@ -208,12 +214,7 @@ class AlertsApi:
         check_params(request.query_params, set())
         project_id = _project(request)
         if not principal_of(request).can_see(project_id):
-            return error_response(
-                403,
-                "forbidden",
-                "you may not see this project",
-                [{"field": "id", "message": "not one of your projects"}],
-            )
+            return _not_yours("you may not see this project")
         rules = await self._engine.rules(project_id)
         states = await self._engine.states([r.id for r in rules])
         return JSONResponse([rule_json(r, states.get(r.id)) for r in rules])
@@ -255,7 +256,7 @@ class AlertsApi:
         if rule is None or errors:
             return _invalid(errors)
         if not principal_of(request).can_see(rule.project_id):
-            return _invalid([FieldError("projectId", "is not a project you may see")])
+            return _not_yours("you may not see this project")
         now = time.time()
         period = self._engine.settings.alerts_interval
         done = await replay(rule, self._engine.storage, now=now, days=days, period=period)
@@ -304,7 +305,7 @@ class AlertsApi:
         project_id = _project(request)
         q = request.query_params
         if not principal_of(request).can_see(project_id):
-            return error_response(403, "forbidden", "you may not see this project", [])
+            return _not_yours("you may not see this project")
         kinds = None
         if "kind" in q:
             kinds = [k.strip() for k in q["kind"].split(",")]
@@ -339,7 +340,7 @@ class AlertsApi:
         check_params(request.query_params, set())
         project_id = _project(request)
         if not principal_of(request).can_see(project_id):
-            return error_response(403, "forbidden", "you may not see this project", [])
+            return _not_yours("you may not see this project")
         found = await self._engine.silences(project_id)
         return JSONResponse({"silences": [silence_json(s) for s in found]})
 
@@ -348,7 +349,7 @@ class AlertsApi:
         project_id = _project(request)
         principal = principal_of(request)
         if not principal.can_see(project_id):
-            return error_response(403, "forbidden", "you may not manage this project", [])
+            return _not_yours("you may not manage this project")
         body = await json_body(request, frozenset({"ruleId", "until", "reason"}))
         errors: list[FieldError] = []
         now = time.time()
@@ -397,7 +398,7 @@ class AlertsApi:
         check_params(request.query_params, set())
         project_id = _project(request)
         if not principal_of(request).can_see(project_id):
-            return error_response(403, "forbidden", "you may not manage this project", [])
+            return _not_yours("you may not manage this project")
         silence_id: str = request.path_params["silence"]
         found = await self._engine.storage.alert_records(SILENCE, ids=[silence_id[:64]])
         if not found or found[0].project_id != project_id:

@@ -41,6 +41,7 @@ from .endpoints import ENDPOINTS, OPERATIONS, OVERVIEW, Endpoint
 from .error_routes import ErrorGroupsApi
 from .export import csv_response, export_table
 from .guard import Guard, principal_of
+from .inbox import Inbox
 from .ingest import BadBatch, parse_body, to_events
 from .openapi import openapi_document
 from .pages.app import Pages
@@ -279,8 +280,18 @@ class DashboardApp:
         )
         api = self.api
         authn = Authenticator(s, auth)
-        self.stream = LiveStream(monitor.storage)
-        self.pages = Pages(s, monitor.storage, api.query, authn, monitor.rate_limits)
+        # In-app notifications, for the pages' header and the stream, while alerting is on.
+        self.inbox = Inbox(monitor.storage) if monitor.alerts is not None else None
+        self.stream = LiveStream(monitor.storage, inbox=self.inbox)
+        self.pages = Pages(
+            s,
+            monitor.storage,
+            api.query,
+            authn,
+            monitor.rate_limits,
+            alerts=monitor.alerts,
+            inbox=self.inbox,
+        )
         routes: list[BaseRoute] = [Route(OVERVIEW.path, api.overview, methods=["GET"])]
         self.error_groups = ErrorGroupsApi(monitor.storage, api.query)
         self.rate_limit_admin = RateLimitsApi(monitor.rate_limits)

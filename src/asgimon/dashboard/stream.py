@@ -1,7 +1,14 @@
-"""``GET {mount}/api/stream?project=…``: the live figures as Server-Sent Events.
+"""``GET {mount}/api/stream?project=…&topics=…``: the live figures and the in-app alert
+notifications as Server-Sent Events.
+
+``topics`` is ``figures`` (the default), ``notifications`` or both, comma-separated. A
+``figures`` event carries the project's live figures; a ``notifications`` event, sent on
+connecting and whenever the list changes, the newest in-app notifications of every project
+the caller may see (:mod:`~asgimon.dashboard.inbox`).
 
 One read of storage per project per second in each process, whatever the number of open
-streams: every stream of a project waits on the same :class:`Snapshot`. A stream ends by
+streams: every stream of a project waits on the same :class:`Snapshot` (and the same
+copy of its notifications). A stream ends by
 itself after :data:`STREAM_LIFETIME_S` (the browser reconnects at once, sending
 ``Last-Event-ID``), when the client goes away, when the server starts shutting down
 (``server_exit.py``) and when the monitor stops, so that no stream keeps a worker from
@@ -29,7 +36,8 @@ from asgimon.analytics.query import Reader
 from asgimon.errors import StorageError
 
 from . import server_exit
-from .guard import principal_of
+from .guard import mount_root, principal_of
+from .inbox import Inbox, Note, firing
 from .responses import error_response, forbidden
 from .wire import to_wire
 
@@ -41,6 +49,8 @@ MAX_STREAMS = 100
 MAX_STREAMS_PER_CALLER = 10  # one tenant's tabs cannot take every slot of the process
 MAX_SNAPSHOTS = 1000  # projects whose figures are kept between reads
 RETRY_MS = 500
+FIGURES, NOTIFICATIONS = "figures", "notifications"
+TOPICS = (FIGURES, NOTIFICATIONS)
 
 
 class Slot:
@@ -74,8 +84,11 @@ class Snapshot:
 
 
 class LiveStream:
-    def __init__(self, storage: Reader, lifetime_s: float = STREAM_LIFETIME_S) -> None:
+    def __init__(
+        self, storage: Reader, lifetime_s: float = STREAM_LIFETIME_S, inbox: Inbox | None = None
+    ) -> None:
         self.storage = storage
+        self.inbox = inbox
         self.lifetime_s = lifetime_s
         self.snapshots: dict[str, Snapshot] = {}
         self.open = 0
@@ -114,6 +127,13 @@ class LiveStream:
         if problem is not None:
             detail = [{"field": "project", "message": problem}]
             return error_response(422, "invalid_query", f"project: {problem}", detail)
+        topics = _topics(request.query_params.get("topics", FIGURES))
+        if topics is None:
+            message = "must be figures, notifications or both, comma-separated"
+            detail = [{"field": "topics", "message": message}]
+            return error_response(422, "invalid_query", f"topics: {message}", detail)
+        if NOTIFICATIONS in topics and self.inbox is None:
+            return error_response(404, "alerts_disabled", "alerting is off (ALERTS_ENABLED=false)")
         if not principal_of(request).can_see(project_id):
             return forbidden(project_id)
         self._loop = asyncio.get_running_loop()
@@ -134,7 +154,11 @@ class LiveStream:
         # The place is taken before the first await: requests arriving together are counted.
         slot = Slot(self, caller)
         try:
-            first = await self.latest(project_id)
+            first = await self.latest(project_id) if FIGURES in topics else None
+            feed = _Feed(project_id, FIGURES in topics, mount_root(request.scope))
+            if NOTIFICATIONS in topics:
+                feed.viewer = await self._viewer(request, project_id)
+                feed.notes = await self._inbox.latest(feed.viewer)
         except StorageError as exc:
             await slot.release()
             log.warning("asgimon: the live stream could not read storage: %s", exc)
@@ -143,30 +167,55 @@ class LiveStream:
             await slot.release()
             raise
         return StreamingResponse(
-            self._events(project_id, first, last_id, slot),
+            self._events(feed, first, last_id, slot),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             background=BackgroundTask(slot.release),
         )
 
+    @property
+    def _inbox(self) -> Inbox:
+        assert self.inbox is not None, "the endpoint refuses notifications without one"
+        return self.inbox
+
+    async def _viewer(self, request: Request, project_id: str) -> list[str]:
+        """The projects whose notifications the caller sees: this one first, then the
+        others it may see, as the pages' project switcher lists them."""
+        principal = principal_of(request)
+        known = await self._inbox.projects()
+        others = sorted({p for p in known if principal.can_see(p)} | set(principal.projects))
+        return [project_id, *(p for p in others if p != project_id)]
+
     async def _events(
-        self, project_id: str, first: Snapshot, last_id: int, slot: Slot
+        self, feed: _Feed, first: Snapshot | None, last_id: int, slot: Slot
     ) -> AsyncIterator[str]:
         try:
             yield f"retry: {RETRY_MS}\n\n"
             ends = time.monotonic() + self.lifetime_s
-            snap: Snapshot | None = first
+            snap = first
+            sent = ""
             while not self.closed.is_set() and time.monotonic() < ends:
                 if snap is not None and snap.id > last_id:
                     last_id = snap.id
                     yield f"id: {snap.id}\nevent: figures\ndata: {snap.data}\n\n"
+                if feed.notes is not None:
+                    data = _notes_data(feed.notes, feed.root)
+                    if data != sent:
+                        # No id: a reconnect resumes the figures, and is sent the list anew.
+                        sent = data
+                        yield f"event: notifications\ndata: {data}\n\n"
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(INTERVAL_S):
                         await self.closed.wait()
-                try:
-                    snap = await self.latest(project_id)
-                except StorageError:
-                    snap = None  # the page keeps its last figures; the next second retries
+                snap = None
+                if feed.figures:
+                    with contextlib.suppress(StorageError):  # the next second retries
+                        snap = await self.latest(feed.project_id)
+                if feed.viewer is not None:
+                    try:
+                        feed.notes = await self._inbox.latest(feed.viewer)
+                    except StorageError:
+                        feed.notes = None  # the page keeps the list it has
         finally:
             await slot.release()
 
@@ -175,6 +224,27 @@ class LiveStream:
 
     def close(self) -> None:
         self.closed.set()
+
+
+@dataclass
+class _Feed:
+    """What one stream sends: the project's figures, and the viewer's notifications."""
+
+    project_id: str
+    figures: bool
+    root: str
+    viewer: list[str] | None = None  # None: no notifications
+    notes: list[Note] | None = None
+
+
+def _topics(raw: str) -> frozenset[str] | None:
+    names = frozenset(t.strip() for t in raw.split(",")) if len(raw) <= 64 else frozenset()
+    return names if names and names <= set(TOPICS) else None
+
+
+def _notes_data(notes: list[Note], root: str) -> str:
+    body = {"firing": firing(notes), "items": [n.to_json(root) for n in notes]}
+    return json.dumps(body, separators=(",", ":"))
 
 
 def _caller(request: Request) -> str:

@@ -13,16 +13,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from asgimon.alerts.engine import AlertEngine
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery
 from asgimon.dashboard.auth import SESSION_COOKIE, Authenticator, cookie_value
 from asgimon.dashboard.guard import mount_root
+from asgimon.dashboard.inbox import Inbox, firing
 from asgimon.errors import StorageError
 from asgimon.ratelimit.host import HostLimits
 from asgimon.settings import Settings
 from asgimon.storage.base import Storage
 
 from . import csrf
+from .alert_forms import PAGE_ERRORS, AlertForms
+from .alerts import AlertsPage
 from .assets import Assets
 from .context import FILTER_CHOICES, RANGE_NAMES, PageContext, UnknownProject, page_context
 from .formats import FILTERS
@@ -45,6 +49,9 @@ class Pages:
         query: Callable[[Request, str, Any, float], Query],
         authn: Authenticator,
         limits: HostLimits,
+        *,
+        alerts: AlertEngine | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -59,7 +66,10 @@ class Pages:
         self.signin = SignIn(authn, self.render)
         self.group_forms = GroupForms(storage, self.problem)
         self.override_forms = OverrideForms(limits, self.problem)
-        self.pages = (*PAGES, ratelimits_page(limits))
+        self.inbox = inbox
+        self.alerts = AlertsPage(alerts)
+        self.alert_forms = AlertForms(self.alerts, self, inbox)
+        self.pages = (*PAGES, ratelimits_page(limits), self.alerts.page)
 
     def query(self, ctx: PageContext, project_id: str) -> Query:
         q = self._query(ctx.request, project_id, ctx.span, ctx.now)
@@ -77,39 +87,70 @@ class Pages:
         )
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
+    async def context(self, request: Request) -> PageContext:
+        known = await self.storage.projects()
+        return await page_context(request, known, self.settings.project_id)
+
     def handler(self, page: Page) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             ctx: PageContext | None = None
             try:
-                known = await self.storage.projects()
-                ctx = await page_context(request, known, self.settings.project_id)
+                ctx = await self.context(request)
                 figures = await page.view(ctx, self.query)
-            except BadQuery as exc:
-                return self.problem(request, ctx, 422, f"{exc.field}: {exc.message}")
-            except UnknownProject:
-                return self.problem(
-                    request, ctx, 404, "no project of that name among those you may see"
-                )
-            except StorageError as exc:
-                log.warning("asgimon: a dashboard page could not read storage: %s", exc)
-                return self.problem(request, ctx, 503, "storage is unavailable; retry shortly")
-            token = csrf.issue(request) if page.forms else None
-            if token is not None:
-                figures = {**figures, "csrf_token": token}
-            response = self.render(
-                request,
-                page.template,
-                ctx=ctx,
-                page=page,
-                ranges=RANGE_NAMES,
-                filter_choices=FILTER_CHOICES,
-                **figures,
-            )
-            if token is not None:
-                csrf.remember(response, request, token)
-            return response
+            except PAGE_ERRORS as exc:
+                return self.refusal(request, ctx, exc)
+            return await self.show(ctx, page, figures)
 
         return handle
+
+    async def show(
+        self, ctx: PageContext, page: Page, figures: dict[str, Any], status: int = 200
+    ) -> Response:
+        """The page with its figures, the header's notifications, and a CSRF token for
+        its forms."""
+        request = ctx.request
+        token = csrf.issue(request) if page.forms else None
+        if token is not None:
+            figures = {**figures, "csrf_token": token}
+        response = self.render(
+            request,
+            page.template,
+            status,
+            ctx=ctx,
+            page=page,
+            ranges=RANGE_NAMES,
+            filter_choices=FILTER_CHOICES,
+            inbox=await self.notifications(ctx),
+            **figures,
+        )
+        if token is not None:
+            csrf.remember(response, request, token)
+        if page.finish is not None:
+            page.finish(request, response)
+        return response
+
+    async def notifications(self, ctx: PageContext) -> dict[str, Any] | None:
+        """The header's in-app notifications: the newest of the projects the caller may
+        see, this one's first (None while alerting is off)."""
+        if self.inbox is None:
+            return None
+        try:
+            notes = await self.inbox.latest([ctx.project_id, *ctx.projects])
+        except StorageError as exc:
+            log.warning("asgimon: the notifications could not be read: %s", exc)
+            return {"notes": [], "firing": 0, "unavailable": True}
+        return {"notes": notes, "firing": firing(notes), "unavailable": False}
+
+    def refusal(self, request: Request, ctx: PageContext | None, exc: Exception) -> Response:
+        """The problem page for what a page's query or storage raised."""
+        if isinstance(exc, BadQuery):
+            return self.problem(request, ctx, 422, f"{exc.field}: {exc.message}")
+        if isinstance(exc, UnknownProject):
+            return self.problem(
+                request, ctx, 404, "no project of that name among those you may see"
+            )
+        log.warning("asgimon: a dashboard page could not read storage: %s", exc)
+        return self.problem(request, ctx, 503, "storage is unavailable; retry shortly")
 
     def problem(
         self, request: Request, ctx: PageContext | None, status: int, message: str
@@ -123,6 +164,7 @@ class Pages:
         routes += [
             Route("/errors/{fingerprint:path}", self.group_forms.post, methods=["POST"]),
             Route("/ratelimits/overrides", self.override_forms.post, methods=["POST"]),
+            Route("/alerts", self.alert_forms.post, methods=["POST"]),
             Route("/signin", self.signin.get, methods=["GET", "HEAD"]),
             Route("/signin", self.signin.post, methods=["POST"]),
             Route("/signout", self.signin.signout, methods=["POST"]),

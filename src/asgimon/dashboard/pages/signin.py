@@ -26,7 +26,7 @@ MAX_COOKIE_TOKEN = 3800  # browsers drop a cookie past about 4 KB, name and flag
 Render = Callable[..., Response]
 
 
-async def read_form(request: Request) -> dict[str, str] | None:
+async def read_form(request: Request, *, max_fields: int = 8) -> dict[str, str] | None:
     if request.headers.get("content-type", "").split(";")[0].strip() != (
         "application/x-www-form-urlencoded"
     ):
@@ -37,7 +37,7 @@ async def read_form(request: Request) -> dict[str, str] | None:
         if len(body) > MAX_FORM_BYTES:
             return None
     try:
-        fields = parse_qs(body.decode("utf-8"), max_num_fields=8)
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError):
         return None
     return {k: v[0] for k, v in fields.items()}

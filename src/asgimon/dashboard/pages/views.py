@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from asgimon.analytics.builds import builds
 from asgimon.analytics.deployments import deployments
 from asgimon.analytics.error_detail import error_group
@@ -43,6 +46,7 @@ class Page:
     live: bool = False  # shows the live figures
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # this page's own
     forms: bool = False  # has forms that post back: the page hands out a CSRF token
+    finish: Callable[[Request, Response], None] | None = None  # e.g. a shown message cleared
 
 
 def _times(trend: list[Figures]) -> list[datetime]:
