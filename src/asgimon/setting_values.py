@@ -222,7 +222,7 @@ RELEASE_VARIABLES = (
 ``ANALYTICS_DEPLOYMENT_ID`` is not set."""
 
 
-SECRET_FIELDS = frozenset({"jwt_secret", "ingest_keys", "sentry_keys"})
+SECRET_FIELDS = frozenset({"jwt_secret", "ingest_keys", "sentry_keys", "smtp_url"})
 
 
 def shown(field_name: str, value: Any) -> Any:

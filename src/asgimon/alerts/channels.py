@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from asgimon.errors import FieldError
+from asgimon.errors import ConfigError, FieldError
 
 if TYPE_CHECKING:
     from asgimon.settings import Settings
@@ -128,13 +128,17 @@ def load_channels(settings: Settings) -> dict[str, Channel]:
     """Every channel the installed entry points offer and the settings enable, by name.
 
     A plugin that fails to load or to build is logged and left out: a broken third-party
-    package must not stop the host from starting.
+    package must not stop the host from starting. A setting it refuses
+    (:class:`~asgimon.errors.ConfigError`, a bad ``ALERTS_SMTP_URL``) does, like any bad
+    setting: it names the variable.
     """
     channels: dict[str, Channel] = {}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             factory = ep.load()
             channel = factory(settings)
+        except ConfigError:
+            raise
         except Exception:
             log.exception("asgimon: alert channel plugin %r failed to load", ep.name)
             continue
