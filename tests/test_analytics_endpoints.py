@@ -716,6 +716,7 @@ def expected_performance(w: World, span: TimeRange, threshold: float) -> dict[st
             }
             for route, group in per.items()
         },
+        "system": [],  # this world samples no process
     }
 
 
