@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from asgimon import MemoryStorage
 from asgimon.alerts.records import DELIVERY
 
 from .alerting import Shop, open_shop
@@ -226,3 +227,29 @@ async def test_a_webhook_gone_for_good_is_disabled_and_its_owner_told(hook: Rece
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_delivery_cut_short_by_shutdown_is_recorded_as_not_sent() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    storage = MemoryStorage()
+    try:
+        async for shop in open_shop(storage, webhook_allow=("127.0.0.1/32",), shutdown_timeout=1.0):
+            await shop.rule(
+                type="critical_error",
+                channels=[{"type": "webhook", "url": f"http://127.0.0.1:{port}/hook"}],
+            )
+            shop.monitor.capture_exception(RuntimeError("ledger"), severity="critical")
+            await shop.monitor.recorder.flush()
+            assert await shop.monitor.recorder.sinks.settled()
+            started = time.monotonic()
+        # The monitor has stopped, within its budget, the webhook still hanging.
+        assert time.monotonic() - started < 3.0
+        found = await storage.alert_history("default", kinds=[DELIVERY])
+        (outcome,) = [e.body for e in found]
+        assert outcome["ok"] is False
+        assert outcome["reason"] == "not sent: the process shut down first"
+    finally:
+        listener.close()

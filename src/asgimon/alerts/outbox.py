@@ -40,7 +40,7 @@ def describe(target: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in target.items() if k not in ("secret", "password")}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Job:
     notification: Notification
     channel: str
@@ -68,6 +68,7 @@ class Outbox:
         self._queues: dict[str, asyncio.Queue[Job]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
+        self._current: set[Job] = set()
 
     def start(self) -> None:
         if self._tasks:
@@ -119,6 +120,7 @@ class Outbox:
         while True:
             job = await queue.get()
             self._busy += 1
+            self._current.add(job)
             try:
                 delivery = await self._deliver(job)
                 await self._record(job, delivery)
@@ -129,6 +131,7 @@ class Outbox:
             except Exception:
                 log.exception("asgimon: recording an alert delivery failed")
             finally:
+                self._current.discard(job)
                 self._busy -= 1
                 queue.task_done()
 
@@ -191,12 +194,20 @@ class Outbox:
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.02)
+        # Cut short at shutdown: what was being sent, or waited, is recorded as not sent,
+        # never silently lost.
+        unsent = list(self._current)
+        for queue in self._queues.values():
+            while not queue.empty():
+                unsent.append(queue.get_nowait())
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
         self._tasks = []
         self._queues = {}
+        for job in unsent:
+            await self._record(job, Delivery(False, 0, "not sent: the process shut down first"))
 
     def report(self) -> dict[str, Any]:
         queued = {name: q.qsize() for name, q in self._queues.items()}
