@@ -159,6 +159,8 @@ async def test_a_hanging_smtp_server_delays_neither_the_other_channels_nor_the_h
             failed = by_channel["email"]
             assert failed["ok"] is False
             assert failed["attempts"] == 2
+            assert len(failed["tries"]) == 2  # each attempt's outcome, in the history
+            assert all("timed out" in t for t in failed["tries"]), failed["tries"]
             assert failed["reason"]
     finally:
         listener.close()

@@ -98,6 +98,8 @@ class Delivery:
     """Why it failed, or a note on how it succeeded; a line a person reads in the history."""
     disable: bool = False
     """The target is gone for good (a webhook's 410): stop sending to it and tell the owner."""
+    tries: tuple[str, ...] = ()
+    """Each attempt's outcome in order, as the history lists them ("HTTP 500", "accepted")."""
 
 
 @runtime_checkable

@@ -165,6 +165,7 @@ class Outbox:
                 "ok": delivery.ok,
                 "attempts": delivery.attempts,
                 "reason": delivery.reason,
+                "tries": list(delivery.tries),
                 "disabled": delivery.disable,
             },
         )

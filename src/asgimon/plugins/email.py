@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -211,6 +212,13 @@ class EmailChannel:
 
     async def send(self, notification: Notification, target: Mapping[str, Any]) -> Delivery:
         """Deliver one notification, retrying as the settings allow; never raises for it."""
+        tries: list[str] = []
+        delivery = await self._send(notification, target, tries)
+        return dataclasses.replace(delivery, tries=tuple(tries))
+
+    async def _send(
+        self, notification: Notification, target: Mapping[str, Any], tries: list[str]
+    ) -> Delivery:
         normalised, errors = self.validate(target)
         if errors:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
@@ -224,6 +232,7 @@ class EmailChannel:
             for attempts in range(1, self._max_attempts + 1):
                 budget = min(self._timeout * 3, started + self._retry_deadline - self._now())
                 outcome = await self._attempt(message, normalised["to"], max(budget, 0.01))
+                tries.append(outcome.reason or "")
                 if outcome.ok or not outcome.retry:
                     return Delivery(ok=outcome.ok, attempts=attempts, reason=outcome.reason)
                 if attempts == self._max_attempts:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import email.utils
 import hashlib
 import hmac
@@ -240,6 +241,13 @@ class WebhookChannel:
 
     async def send(self, notification: Notification, target: Mapping[str, Any]) -> Delivery:
         """Deliver, retrying within the deadlines; the outcome, never an exception."""
+        tries: list[str] = []
+        delivery = await self._send(notification, target, tries)
+        return dataclasses.replace(delivery, tries=tuple(tries))
+
+    async def _send(
+        self, notification: Notification, target: Mapping[str, Any], tries: list[str]
+    ) -> Delivery:
         try:
             url, key = _destination(target)
         except ValueError as exc:
@@ -251,6 +259,7 @@ class WebhookChannel:
             attempts += 1
             budget = min(self._timeout, deadline - self._now())
             outcome = await self._attempt(url, key, notification.id, body, budget)
+            tries.append(outcome.reason)
             if outcome.ok:
                 late = "" if attempts == 1 else f" on attempt {attempts}"
                 return Delivery(ok=True, attempts=attempts, reason=outcome.reason + late)
