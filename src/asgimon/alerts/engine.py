@@ -23,7 +23,7 @@ from asgimon.errortracking.state import Transition
 from asgimon.events import Event
 
 from .channels import Channel, Delivery, Notification, load_channels
-from .matching import EVENT_KINDS, match
+from .matching import EVENT_KINDS, Match, match
 from .measure import MEASURES, Measurement, StorageReader
 from .outbox import Job, Outbox
 from .records import INAPP, RULE, SILENCE, STATE, TRANSITION, HistoryEntry, Record
@@ -42,6 +42,8 @@ takes effect here within this (at once on the worker that saved it)."""
 MAX_RACES = 8
 SLICE_RULES = 50
 """Rules judged between two yields to the event loop."""
+SLICE_MATCHES = 2000
+"""Events matched against event rules between two yields."""
 GROUP_RULES = {"new": "new_error_group", "regression": "error_regression"}
 
 
@@ -201,24 +203,26 @@ class AlertEngine:
 
     async def on_events(self, events: Sequence[Event]) -> None:
         """The recorder's subscriber: event rules judged on each stored batch."""
-        rules = [r for r in await self._cached_rules() if r.enabled and r.type in EVENT_KINDS]
-        if not rules:
+        by_source: dict[tuple[str, str], list[AlertRule]] = {}
+        for r in await self._cached_rules():
+            if r.enabled and r.type in EVENT_KINDS:
+                by_source.setdefault((r.project_id, EVENT_KINDS[r.type]), []).append(r)
+        if not by_source:
             return
-        kinds = {EVENT_KINDS[r.type] for r in rules}
-        relevant = [ev for ev in events if ev.kind in kinds]
         now = self.clock()
-        for rule in rules:
-            count, value = 0, None
-            labels: dict[str, str] = {}
-            for ev in relevant:
-                if ev.project_id != rule.project_id:
-                    continue
+        seen: dict[str, tuple[AlertRule, int, Match]] = {}
+        checked = 0
+        for ev in events:
+            for rule in by_source.get((ev.project_id, ev.kind), ()):
+                checked += 1
+                if not checked % SLICE_MATCHES:
+                    await asyncio.sleep(0)  # a big batch and many rules: yield to requests
                 found = match(rule, ev)
                 if found is not None:
-                    count += 1
-                    value, labels = found
-            if count:
-                await self._hit(rule, count, value, labels, now)
+                    count = seen[rule.id][1] if rule.id in seen else 0
+                    seen[rule.id] = (rule, count + 1, found)
+        for rule, count, (value, labels) in seen.values():
+            await self._hit(rule, count, value, labels, now)
 
     async def on_group(self, transition: Transition) -> None:
         """The error tracker's listener: a new group, or a resolved one that came back."""
