@@ -174,7 +174,9 @@ async def test_the_start_up_heap_is_frozen_once_unless_turned_off(
             again = gc.get_freeze_count()
     if freeze:
         assert frozen >= before + len(startup)
-        assert again == frozen  # a second monitor in the process freezes nothing more
+        # A second monitor in the process freezes nothing more (what was frozen may be freed
+        # meanwhile: a list the first one replaced since).
+        assert again <= frozen
     else:
         # Nothing was frozen. The count may still fall: an object an earlier test's monitor
         # froze can be freed meanwhile, and leaves the permanent generation with it.

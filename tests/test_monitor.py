@@ -240,6 +240,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         assert getattr(asgimon, name) is not None
     public = {n for n in dir(asgimon) if not n.startswith("_")} - {"annotations"}
     modules = {
+        "alerts",
         "analytics",
         "breaker",
         "errortracking",
@@ -248,12 +249,14 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "events",
         "fields",
         "histogram",
+        "integrations",
         "lag",
         "retention",
         "middleware",
         "monitor",
         "parts",
         "pipeline",
+        "plugins",
         "ratelimit",
         "recording",
         "redis_pools",

@@ -75,7 +75,9 @@ def test_every_seed_variable_is_read() -> None:
         ("ANALYTICS_STORAGE_URL", "postgresql:///db", "postgresql://"),
         ("ANALYTICS_STORAGE_URL", "memory://somewhere", "memory://"),
         ("ANALYTICS_REDIS_URL", "http://x", "a redis:// or rediss:// URL"),
-        ("ALERTS_SMTP_URL", "mail.example", "an smtp:// or smtps:// URL"),
+        ("ALERTS_WEBHOOK_ALLOW", "10.0.0.0/33", "addresses or networks"),
+        ("ALERTS_EVALUATION_INTERVAL", "0.5", "a number of seconds from 1 to 3600"),
+        ("ANALYTICS_SYSTEM_METRICS_INTERVAL", "0.5", "0 (off) or a number of seconds"),
         ("ANALYTICS_MOUNT_PATH", "analytics", "a path such as /analytics"),
         ("ANALYTICS_MOUNT_PATH", "/analytics/", "a path such as /analytics"),
         ("ANALYTICS_EXCLUDE_PATHS", "health", "comma-separated paths"),
@@ -137,3 +139,9 @@ def test_secrets_are_never_printed_in_a_start_up_error() -> None:
         Settings.from_env({"ANALYTICS_INGEST_KEYS": "prod=0123456789abcdef-real-key,x=short"})
     assert "real-key" not in str(info.value)
     assert "ANALYTICS_INGEST_KEYS='(hidden)'" in str(info.value)
+    with pytest.raises(ConfigError) as smtp:
+        Settings.from_env({"ALERTS_SMTP_URL": "mail://alerts:s3cret@mail.example"})
+    assert "s3cret" not in str(smtp.value)
+    assert "ALERTS_SMTP_URL='(hidden)' is invalid: expected an smtp:// or smtps:// URL" in str(
+        smtp.value
+    )
