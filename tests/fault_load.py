@@ -167,6 +167,8 @@ def monitor_settings(**overrides: Any) -> dict[str, Any]:
         "shutdown_timeout": 5.0,
         "rate_limit_enabled": False,
         "alerts_enabled": False,
+        # The ledger counts the host's own events exactly: no process samples among them.
+        "system_metrics_interval": 0,
         # Every call kept raw: losses and duplicates are counted on the raw rows.
         "api_call_sample_rate": 1.0,
     }

@@ -114,6 +114,8 @@ def monitor_for(storage: SQLStorage, **overrides: Any) -> Monitor:
         "retry_backoff_max": 0.2,
         "shutdown_timeout": 5.0,
         "rate_limit_enabled": False,
+        # The ledger counts the host's own events exactly: no process samples among them.
+        "system_metrics_interval": 0,
         # Every call kept raw: losses and duplicates are counted on the raw rows.
         "api_call_sample_rate": 1.0,
     }

@@ -61,6 +61,7 @@ async def uvicorn_server(
         "ANALYTICS_FLUSH_INTERVAL": "0.2",
         "RATE_LIMIT_ENABLED": "false",
         "ALERTS_ENABLED": "false",
+        "ANALYTICS_SYSTEM_METRICS_INTERVAL": "0",
         # Every call kept raw: the tests count each request's row.
         "ANALYTICS_API_CALL_SAMPLE_RATE": "1",
         **(env or {}),
