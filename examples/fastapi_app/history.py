@@ -16,6 +16,7 @@ from asgimon import (
     FunctionInvocation,
     Monitor,
 )
+from asgimon.alerts.rules import parse_rule
 from asgimon.errortracking.actions import change_group
 
 DAYS = 7
@@ -141,4 +142,26 @@ async def backfill(monitor: Monitor, *, days: int = DAYS, seed: int = 1) -> int:
     await change_group(
         storage, project, "demo-ConnectionResetError", "ignore", by="demo", now=now, count=1000
     )
+    await seed_alerts(monitor)
     return written
+
+
+DEMO_RULES = (
+    {"name": "Checkout errors", "type": "error_count", "threshold": 3, "window": 300},
+    {"name": "Slow API (p95)", "type": "api_latency", "threshold": 150, "statistic": "p95"},
+    {"name": "Deployment failed", "type": "deployment_failure"},
+    {"name": "New kind of error", "type": "new_error_group"},
+)
+
+
+async def seed_alerts(monitor: Monitor) -> None:
+    """A few alert rules, told in the dashboard's header, so the alerts page has some."""
+    if monitor.alerts is None:
+        return
+    project = monitor.settings.project_id
+    for fields in DEMO_RULES:
+        body = {"projectId": project, "channels": [{"type": "inapp"}], **fields}
+        rule, errors = parse_rule(body, monitor.alerts.channels)
+        if rule is None:
+            raise ValueError(f"a demo alert rule is invalid: {errors}")
+        await monitor.alerts.save(rule, by="demo")
