@@ -221,8 +221,19 @@ class AlertEngine:
                 if found is not None:
                     count = seen[rule.id][1] if rule.id in seen else 0
                     seen[rule.id] = (rule, count + 1, found)
+        if not seen:
+            return
+        # One read of the states and one of the silences for the batch, not three round
+        # trips per matching rule: a storm matches many rules at once.
+        try:
+            held = {r.id: r for r in await self.storage.alert_records(STATE, ids=list(seen))}
+            silences = await self.storage.alert_records(SILENCE)
+        except Exception as exc:
+            self.counts["failures"] += 1
+            log.warning("asgimon: event rules could not be judged: %s", exc)
+            return
         for rule, count, (value, labels) in seen.values():
-            await self._hit(rule, count, value, labels, now)
+            await self._hit(rule, count, value, labels, now, silences, (held.get(rule.id),))
 
     async def on_group(self, transition: Transition) -> None:
         """The error tracker's listener: a new group, or a resolved one that came back."""
@@ -245,10 +256,12 @@ class AlertEngine:
         value: float | None,
         labels: dict[str, str],
         now: float,
+        silences: list[Record] | None = None,
+        first: tuple[Record | None] | None = None,
     ) -> None:
         try:
             await self._advance(
-                rule, lambda s: hit(rule, s, count, value, labels, now), now, None, None
+                rule, lambda s: hit(rule, s, count, value, labels, now), now, silences, first
             )
         except Exception as exc:
             self.counts["failures"] += 1

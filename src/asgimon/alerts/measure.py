@@ -176,16 +176,23 @@ MEASURES: dict[str, Measure] = {
 
 
 class StorageReader:
-    """Reads through to storage, each distinct read once per evaluation."""
+    """Reads through to storage once per window and kind of series (``api:``, ``fn:``,
+    ``error:``, ``all:``…) per evaluation, whatever the rules' filters: every rule asking for
+    one endpoint, function or severity in the same window shares the read."""
 
     def __init__(self, storage: object) -> None:
         self._storage = storage
         self._seen: dict[tuple[Window, str], list[Rollup]] = {}
 
     async def merged(self, window: Window, prefix: str) -> list[Rollup]:
-        key = (window, prefix)
+        root = prefix.partition(":")[0] + ":"
+        key = (window, root)
         found = self._seen.get(key)
         if found is None:
             read = self._storage.series_rollups  # type: ignore[attr-defined]
-            found = self._seen[key] = await read(window, prefix)
-        return found
+            found = self._seen[key] = await read(window, root)
+        return [r for r in found if r.series.startswith(prefix)]
+
+    @property
+    def reads(self) -> int:
+        return len(self._seen)
