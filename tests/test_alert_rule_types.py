@@ -94,7 +94,7 @@ async def test_an_error_spike_is_more_than_twice_the_previous_window(shop: Shop)
     state = await shop.state(rule)
     assert state.status == "firing"
     assert state.value == pytest.approx(7 / 3)
-    await shop.evaluate(now + 300)  # now the 7 are the previous window
+    await shop.evaluate(now + 360)  # now the 7 are the previous window
     assert (await shop.state(rule)).status == "resolved"
 
 
@@ -329,3 +329,18 @@ async def test_memory_fires_when_a_sampled_process_grows_past_its_threshold() ->
         assert state.labels["process"].endswith(f"/{os.getpid()}")
         await shop.evaluate(now + 400)  # five minutes on, with no sample since
         assert (await shop.state(low)).status == "resolved"
+
+
+async def test_a_one_minute_window_judged_as_a_minute_begins_sees_the_minute_just_ended(
+    shop: Shop,
+) -> None:
+    rule = await shop.rule(type="error_count", threshold=5, window=60)
+    minute = int(time.time()) // 60 * 60
+    for i in range(6):  # in the minute that has just ended
+        shop.monitor.recorder.put(ErrorEvent(timestamp=minute - 30 + i, fingerprint="f"))
+    await shop.evaluate(minute + 0.005)  # as the scheduler runs, just past the period's start
+    state = await shop.state(rule)
+    assert state.status == "firing"
+    assert state.value == 6
+    await shop.evaluate(minute + 60.005)  # a whole minute on: out of the window
+    assert (await shop.state(rule)).status == "resolved"

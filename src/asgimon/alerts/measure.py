@@ -38,11 +38,22 @@ class Measurement:
 
 
 def span(rule: AlertRule, now: float, back: int = 0) -> Window:
-    """The buckets of the rule's window ending with the one holding ``now`` (``back``
-    windows earlier), at the resolution its length is read from."""
+    """The buckets a rule's window covers at ``now`` (``back`` spans earlier), at the
+    resolution its length is read from: every bucket that overlaps ``[now - window, now]``,
+    the one still filling included. An evaluation that runs just as a minute begins still
+    sees the whole last ``window`` seconds, a one-minute rule included; a span is one bucket
+    longer than the window, and the one before it (``back=1``) as long, so a spike compares
+    like with like."""
     step = 60 if rule.window <= MINUTE_UP_TO_S else 3600
-    end = (int(now) // step + 1) * step - back * rule.window
-    return Window(rule.project_id, "minute" if step == 60 else "hour", end - rule.window, end)
+    start = int(now - rule.window) // step * step
+    end = int(now) // step * step + step
+    length = end - start
+    return Window(
+        rule.project_id,
+        "minute" if step == 60 else "hour",
+        start - back * length,
+        end - back * length,
+    )
 
 
 def _stat(r: Rollup, statistic: str) -> float | None:
