@@ -12,6 +12,7 @@ import pytest
 
 from asgimon import MemoryStorage
 from asgimon.alerts.records import RULE
+from asgimon.errors import StorageUnavailable
 from asgimon.events import ErrorEvent
 
 from .alerting import API, Shop, open_shop
@@ -343,3 +344,64 @@ async def test_with_alerts_off_the_api_says_so() -> None:
         r = await off.client.get(f"{API}/alerts/default")
         assert r.status_code == 404
         assert r.json()["error"]["code"] == "alerts_disabled"
+
+
+async def test_a_firing_rule_whose_type_changes_starts_again_from_ok(shop: Shop) -> None:
+    rule = await shop.rule(type="error_count", threshold=0)
+    await shop.client.get("/boom")
+    await shop.evaluate()
+    assert (await shop.state(rule)).status == "firing"
+    r = await shop.client.patch(f"{API}/alerts/{rule}", json={"type": "critical_error"})
+    assert r.status_code == 200
+    assert r.json()["state"]["status"] == "ok"
+    assert await shop.transitions(rule) == ["firing", "ok"]
+    entries = (await shop.client.get(f"{API}/alerts/default/history")).json()["history"]
+    assert entries[0]["reason"] == "its type changed from error_count"
+
+
+async def test_a_silenced_event_rule_is_told_once_the_silence_ends(shop: Shop) -> None:
+    rule = await shop.rule(type="critical_error", window=3600)
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    r = await shop.client.post(f"{API}/alerts/default/silences", json={"until": until})
+    assert r.status_code == 201
+    for _ in range(3):
+        shop.monitor.capture_exception(RuntimeError("ledger"), severity="critical")
+    await shop.settle()
+    await shop.evaluate(time.time() + 60)
+    assert await shop.inbox(rule) == []  # still silenced
+    await shop.evaluate(time.time() + 660)  # the silence is over, the alert still firing
+    (note,) = await shop.inbox(rule)
+    assert note.body["status"] == "firing"
+    assert note.body["suppressed"] >= 2  # the three matches, told at last
+
+
+async def test_a_rule_silenced_until_it_resolved_tells_no_one_of_either(shop: Shop) -> None:
+    rule = await shop.rule(type="critical_error", window=600)
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3000))
+    await shop.client.post(f"{API}/alerts/default/silences", json={"until": until})
+    shop.monitor.capture_exception(RuntimeError("ledger"), severity="critical")
+    await shop.settle()
+    await shop.evaluate(time.time() + 700)
+    assert (await shop.state(rule)).status == "resolved"
+    assert await shop.inbox(rule) == []
+
+
+async def test_an_unrecorded_transition_is_still_told(shop: Shop) -> None:
+    rule = await shop.rule(type="critical_error")
+    storage = shop.monitor.storage
+    real = storage.add_alert_history
+    failing = {"left": 2}
+
+    async def flaky(entries: Any) -> None:
+        if failing["left"] and any(e.kind == "transition" for e in entries):
+            failing["left"] -= 1
+            raise StorageUnavailable("history is down")
+        await real(entries)
+
+    storage.add_alert_history = flaky  # type: ignore[method-assign]
+    shop.monitor.capture_exception(RuntimeError("ledger"), severity="critical")
+    await shop.settle()
+    assert (await shop.state(rule)).status == "firing"
+    (note,) = await shop.inbox(rule)  # the transition's entry lost, its notification not
+    assert note.body["status"] == "firing"
+    assert shop.engine.counts["failures"] == 1

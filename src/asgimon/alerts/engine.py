@@ -28,7 +28,7 @@ from .measure import MEASURES, Measurement, StorageReader
 from .outbox import Job, Outbox
 from .records import INAPP, RULE, SILENCE, STATE, TRANSITION, HistoryEntry, Record
 from .rules import AlertRule
-from .state import FIRING, OK, AlertState, Notice, Step, hit, judge, quiet
+from .state import FIRING, OK, AlertState, Notice, Step, hit, judge, owed, quiet
 
 if TYPE_CHECKING:
     from asgimon.settings import Settings
@@ -133,6 +133,20 @@ class AlertEngine:
         self._rules_at = -RULES_FRESH_S
         return AlertRule.from_record(written)
 
+    async def reset(self, rule: AlertRule, why: str) -> None:
+        """Set the rule's state back to ok without telling anyone (its type changed: what
+        it was firing for is no longer what it watches), and record it."""
+        found = await self.storage.alert_records(STATE, ids=[rule.id])
+        if not found:
+            return
+        before = AlertState.from_record(found[0])
+        now = self.clock()
+        await self.storage.put_alert_record(AlertState(OK, now).to_record(rule))
+        if before.status != OK:
+            body = {"from": before.status, "to": OK, "ruleName": rule.name, "reason": why}
+            entry = HistoryEntry(str(uuid.uuid4()), rule.project_id, rule.id, now, TRANSITION, body)
+            await self._remember([entry])
+
     async def delete(self, rule_id: str) -> bool:
         gone = await self.storage.delete_alert_record(RULE, rule_id)
         await self.storage.delete_alert_record(STATE, rule_id)
@@ -188,9 +202,9 @@ class AlertEngine:
                 return None
             return lambda s: (AlertState(OK, now), None, OK)
         if rule.is_event_rule:
-            if quiet(rule, state, now) is None:
+            if quiet(rule, state, now) is None and owed(rule, state, now) is None:
                 return None
-            return lambda s: quiet(rule, s, now) or (s, None, None)
+            return lambda s: quiet(rule, s, now) or owed(rule, s, now) or (s, None, None)
         m: Measurement = await MEASURES[rule.type](rule, reader, now)
 
         def step_of(s: AlertState) -> Step:
@@ -347,20 +361,32 @@ class AlertEngine:
                     },
                 )
             )
-        if entries:
-            await self.storage.add_alert_history(entries)
-        if notice is None:
-            return
-        if silenced:
+        # The state is already stored: who must hear of it hears first, and the history is
+        # written after, its failure logged and retried once, never a reason to tell no one.
+        if notice is not None and not silenced:
+            notification = self.notification(rule, after, notice, note_id, now)
+            self.counts["notifications"] += 1
+            for index, target in enumerate(rule.channels):
+                if target.get("disabled"):
+                    continue
+                body = {k: v for k, v in target.items() if k != "type"}
+                await self.outbox.put(Job(notification, str(target["type"]), index, body))
+        elif notice is not None:
             self.counts["silenced"] += 1
-            return
-        notification = self.notification(rule, after, notice, note_id, now)
-        self.counts["notifications"] += 1
-        for index, target in enumerate(rule.channels):
-            if target.get("disabled"):
-                continue
-            body = {k: v for k, v in target.items() if k != "type"}
-            await self.outbox.put(Job(notification, str(target["type"]), index, body))
+        if entries:
+            await self._remember(entries)
+
+    async def _remember(self, entries: list[HistoryEntry]) -> None:
+        for attempt in range(2):
+            try:
+                await self.storage.add_alert_history(entries)
+                return
+            except Exception as exc:
+                if attempt:
+                    self.counts["failures"] += 1
+                    log.warning("asgimon: an alert transition was not recorded: %s", exc)
+                else:
+                    await asyncio.sleep(0.05)
 
     def notification(
         self, rule: AlertRule, state: AlertState, notice: Notice, note_id: str, now: float

@@ -140,9 +140,19 @@ def hit(
 
 
 def quiet(rule: AlertRule, s: AlertState, now: float) -> Step | None:
-    """An event rule resolves once ``window`` passes without a match."""
+    """An event rule resolves once ``window`` passes without a match (silently if no one
+    was told it fired: a silence held that back)."""
     if s.status != FIRING or s.last_match_at is None:
         return None
     if now - s.last_match_at < rule.window:
         return None
-    return _resolve(s, now, s.value)
+    nxt, notice, name = _resolve(s, now, s.value)
+    return nxt, notice if s.last_notified_at is not None else None, name
+
+
+def owed(rule: AlertRule, s: AlertState, now: float) -> Step | None:
+    """A firing event rule that no one was told of (a silence held it back): tell now, with
+    what it held back."""
+    if s.status != FIRING or s.last_notified_at is not None:
+        return None
+    return _repeat(rule, s, now, s.value, 0)

@@ -233,6 +233,8 @@ class AlertsApi:
         saved = await self._engine.save(rule)
         if saved is None:
             return _conflict()
+        if saved.type != base.type:
+            await self._engine.reset(saved, f"its type changed from {base.type}")
         states = await self._engine.states([saved.id])
         return JSONResponse(rule_json(saved, states.get(saved.id)))
 
