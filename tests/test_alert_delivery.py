@@ -255,3 +255,33 @@ async def test_a_delivery_cut_short_by_shutdown_is_recorded_as_not_sent() -> Non
         assert outcome["reason"] == "not sent: the process shut down first"
     finally:
         listener.close()
+
+
+async def test_a_hanging_webhook_holds_back_only_itself(hook: Received) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    settings: dict[str, Any] = {
+        "webhook_allow": ("127.0.0.1/32",),
+        "webhook_timeout": 2.0,
+        "alerts_max_attempts": 1,
+    }
+    try:
+        async for shop in open_shop(**settings):
+            stuck = {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook"}
+            for i in range(6):  # more than any worker pool shared by every webhook would hold
+                await shop.rule(type="critical_error", name=f"stuck {i}", channels=[stuck])
+            await shop.rule(
+                type="critical_error",
+                name="healthy",
+                channels=[{"type": "webhook", "url": hook.url, "secret": SECRET}],
+            )
+            started = time.monotonic()
+            shop.monitor.capture_exception(RuntimeError("ledger"), severity="critical")
+            await shop.monitor.recorder.flush()
+            await hook.wait_for(1, timeout=5)
+            assert time.monotonic() - started < 1.5  # not behind six two-second hangs
+            assert hook.bodies[0]["ruleName"] == "healthy"
+    finally:
+        listener.close()

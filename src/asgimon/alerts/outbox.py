@@ -1,13 +1,13 @@
 """Deliveries: each notification handed to its channels off the engine's path, each outcome
 written to the history.
 
-Every channel has its own bounded queue and a few workers, so an SMTP server that hangs
-holds back only email, and only up to the channel's deadline; the engine never waits for
-a delivery. Past the bound a delivery is recorded as failed ("queue full"), never silently
-lost. A storm across many rules is capped per target: at most ``rate`` notifications a
-minute reach one address or URL, the rest are recorded as not sent. Each attempt is bounded
-twice: by the channel's own deadline and, in case a plugin does not keep it, by
-:attr:`Outbox.hard_deadline`.
+Every target (an address list, a URL, a project's in-app list) has its own bounded queue
+and worker, so a webhook that hangs holds back only itself, and only up to its deadline;
+the engine never waits for a delivery, and a target's notifications arrive in order. Past
+the bound a delivery is recorded as not sent, never silently lost. A storm across many
+rules is capped per target: at most ``rate`` notifications a minute reach one target, the
+rest are recorded as not sent. Each attempt is bounded twice: by the channel's own deadline
+and, in case a plugin does not keep it, by :attr:`Outbox.hard_deadline`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from .records import DELIVERY, HistoryEntry
 
 log = logging.getLogger("asgimon.alerts")
 
-WORKERS_PER_CHANNEL = 4
-MAX_QUEUED = 1000
+MAX_QUEUED = 100
+"""Notifications waiting for one target; past it they are recorded as not sent."""
+MAX_TARGETS = 1000
+IDLE_S = 60.0
 
 History = Callable[[list[HistoryEntry]], Awaitable[None]]
 Disable = Callable[[str, int], Awaitable[None]]
@@ -66,39 +68,50 @@ class Outbox:
         self.counts = {"delivered": 0, "failed": 0, "dropped": 0, "rateLimited": 0}
         self._sent: dict[str, deque[float]] = {}
         self._queues: dict[str, asyncio.Queue[Job]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._running = False
         self._busy = 0
         self._current: set[Job] = set()
 
     def start(self) -> None:
-        if self._tasks:
-            return
-        loop = asyncio.get_running_loop()
-        for name in self.channels:
-            queue: asyncio.Queue[Job] = asyncio.Queue(MAX_QUEUED)
-            self._queues[name] = queue
-            for i in range(WORKERS_PER_CHANNEL):
-                task = loop.create_task(self._work(queue), name=f"asgimon-alerts-{name}-{i}")
-                self._tasks.append(task)
+        self._running = True
+
+    @staticmethod
+    def target_key(job: Job) -> str:
+        """One queue, one worker and one rate per target: an address list, a URL, or (in
+        app) the project."""
+        if not job.target:
+            return f"{job.channel}:{job.notification.project_id}"
+        return job.channel + ":" + json.dumps(describe(job.target), sort_keys=True, default=str)
 
     async def put(self, job: Job) -> None:
-        queue = self._queues.get(job.channel)
-        if queue is None:
+        if job.channel not in self.channels or not self._running:
             await self._record(job, Delivery(False, 0, f"the {job.channel} channel is not enabled"))
             return
-        if not self._within_rate(job):
+        key = self.target_key(job)
+        if not self._within_rate(key):
             self.counts["rateLimited"] += 1
             reason = f"not sent: this target already had {self.rate} notifications this minute"
             await self._record(job, Delivery(False, 0, reason))
             return
+        queue = self._queues.get(key)
+        if queue is None:
+            if len(self._queues) >= MAX_TARGETS:
+                self.counts["dropped"] += 1
+                reason = f"not sent: {MAX_TARGETS} other targets are still being delivered to"
+                await self._record(job, Delivery(False, 0, reason))
+                return
+            queue = self._queues[key] = asyncio.Queue(MAX_QUEUED)
+            self._workers[key] = asyncio.get_running_loop().create_task(
+                self._work(key, queue), name=f"asgimon-alerts-{job.channel}"
+            )
         try:
             queue.put_nowait(job)
         except asyncio.QueueFull:
             self.counts["dropped"] += 1
-            await self._record(job, Delivery(False, 0, "not sent: the channel's queue is full"))
+            await self._record(job, Delivery(False, 0, "not sent: this target's queue is full"))
 
-    def _within_rate(self, job: Job) -> bool:
-        key = job.channel + json.dumps(describe(job.target), sort_keys=True, default=str)
+    def _within_rate(self, key: str) -> bool:
         now = time.monotonic()
         sent = self._sent.setdefault(key, deque())
         while sent and now - sent[0] >= 60.0:
@@ -116,24 +129,37 @@ class Outbox:
         await self._record(job, delivery)
         return delivery
 
-    async def _work(self, queue: asyncio.Queue[Job]) -> None:
-        while True:
-            job = await queue.get()
-            self._busy += 1
-            self._current.add(job)
-            try:
-                delivery = await self._deliver(job)
-                await self._record(job, delivery)
-                if delivery.disable:
-                    await self.disable(job.notification.rule_id, job.index)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("asgimon: recording an alert delivery failed")
-            finally:
-                self._current.discard(job)
-                self._busy -= 1
-                queue.task_done()
+    async def _work(self, key: str, queue: asyncio.Queue[Job]) -> None:
+        """One target's deliveries in order (a resolution never overtakes its firing); a
+        target that hangs holds back only itself. Gone once idle for a while."""
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(IDLE_S):
+                        job = await queue.get()
+                except TimeoutError:
+                    if queue.empty():
+                        return
+                    continue
+                self._busy += 1
+                self._current.add(job)
+                try:
+                    delivery = await self._deliver(job)
+                    await self._record(job, delivery)
+                    if delivery.disable:
+                        await self.disable(job.notification.rule_id, job.index)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("asgimon: recording an alert delivery failed")
+                finally:
+                    self._current.discard(job)
+                    self._busy -= 1
+                    queue.task_done()
+        finally:
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+                self._workers.pop(key, None)
 
     async def _deliver(self, job: Job) -> Delivery:
         channel = self.channels.get(job.channel)
@@ -197,19 +223,26 @@ class Outbox:
             await asyncio.sleep(0.02)
         # Cut short at shutdown: what was being sent, or waited, is recorded as not sent,
         # never silently lost.
+        self._running = False
         unsent = list(self._current)
         for queue in self._queues.values():
             while not queue.empty():
                 unsent.append(queue.get_nowait())
-        for task in self._tasks:
+        workers = list(self._workers.values())
+        for task in workers:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
-        self._tasks = []
+        if workers:
+            await asyncio.wait(workers)
+        self._workers = {}
         self._queues = {}
         for job in unsent:
             await self._record(job, Delivery(False, 0, "not sent: the process shut down first"))
 
     def report(self) -> dict[str, Any]:
-        queued = {name: q.qsize() for name, q in self._queues.items()}
-        return {**self.counts, "queued": queued, "inFlight": self._busy}
+        queued = sum(q.qsize() for q in self._queues.values())
+        return {
+            **self.counts,
+            "queued": queued,
+            "targets": len(self._queues),
+            "inFlight": self._busy,
+        }
