@@ -102,3 +102,10 @@ async def test_the_purge_drops_history_older_than_its_cutoff(storage: Storage) -
     deleted = await storage.purge(before={"alert_history": now - 90 * 86_400})
     assert deleted == {"alert_history": 1}
     assert [e.id for e in await storage.alert_history("p")] == ["new"]
+
+
+async def test_a_record_body_comes_back_exactly_as_written(storage: Storage) -> None:
+    body = {"empty": [], "nested": {"list": [1, 2.5, "x"]}, "at": 1718000000.123456, "big": 2**53}
+    await storage.put_alert_record(Record(RULE, "r1", "p", body))
+    (held,) = await storage.alert_records(RULE, ids=["r1"])
+    assert held.body == body

@@ -22,17 +22,21 @@ from asgimon.errors import StorageUnavailable
 
 _PAGE = 500
 
-# KEYS[1]: the kind's hash; ARGV: id, expected version ('' for any), the document without
-# its version. Returns the version written, or -1 if the held one was not the expected one.
+# KEYS[1]: the kind's documents, KEYS[2]: their versions; ARGV: id, expected version (''
+# for any), the document. Returns the version written, or -1 if the held one was not the
+# expected one. The document is stored as given (cjson would turn [] into {} and round
+# numbers to 14 digits).
 _PUT = """
-local held = redis.call('HGET', KEYS[1], ARGV[1])
-local version = 0
-if held then version = cjson.decode(held)['version'] end
+local version = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return -1 end
-local doc = cjson.decode(ARGV[3])
-doc['version'] = version + 1
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(doc))
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], version + 1)
 return version + 1
+"""
+
+_DELETE = """
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
 """
 
 
@@ -40,11 +44,9 @@ def _json(value: dict[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-def _record(kind: str, record_id: str, raw: str) -> Record:
+def _record(kind: str, record_id: str, raw: str, version: Any) -> Record:
     doc = json.loads(raw)
-    return Record(
-        kind, record_id, doc["project_id"], doc["body"], int(doc["version"]), doc["updated_at"]
-    )
+    return Record(kind, record_id, doc["project_id"], doc["body"], int(version), doc["updated_at"])
 
 
 class Alerts:
@@ -56,13 +58,16 @@ class Alerts:
     def _records_key(self, kind: str) -> str:
         return f"{self.prefix}:alerts:{kind}"
 
+    def _versions_key(self, kind: str) -> str:
+        return f"{self.prefix}:alerts:{kind}:v"
+
     def _history_keys(self, project_id: str) -> tuple[str, str]:
         return f"{self.prefix}:ah:{project_id}", f"{self.prefix}:ahz:{project_id}"
 
     async def alert_records(
         self, kind: str, *, project_id: str | None = None, ids: Sequence[str] | None = None
     ) -> list[Record]:
-        key = self._records_key(kind)
+        key, versions = self._records_key(kind), self._versions_key(kind)
         r = self._redis()
         try:
             pairs: list[tuple[Any, Any]]
@@ -71,9 +76,13 @@ class Alerts:
             else:
                 wanted = list(dict.fromkeys(ids))
                 pairs = list(zip(wanted, await r.hmget(key, wanted), strict=True)) if wanted else []
+            pairs = [(i, raw) for i, raw in pairs if raw is not None]
+            held = await r.hmget(versions, [i for i, _ in pairs]) if pairs else []
         except (redis_errors.RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
-        found = [_record(kind, str(i), str(raw)) for i, raw in pairs if raw is not None]
+        found = [
+            _record(kind, str(i), str(raw), v or 1) for (i, raw), v in zip(pairs, held, strict=True)
+        ]
         if project_id is not None:
             found = [rec for rec in found if rec.project_id == project_id]
         found.sort(key=lambda rec: (rec.updated_at, rec.id))
@@ -84,7 +93,8 @@ class Alerts:
         doc = _json({"project_id": record.project_id, "updated_at": now, "body": record.body})
         args = [record.id, "" if expect is None else str(expect), doc]
         try:
-            version = int(await self._redis().eval(_PUT, 1, self._records_key(record.kind), *args))
+            keys = (self._records_key(record.kind), self._versions_key(record.kind))
+            version = int(await self._redis().eval(_PUT, 2, *keys, *args))
         except (redis_errors.RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
         if version < 0:
@@ -93,7 +103,8 @@ class Alerts:
 
     async def delete_alert_record(self, kind: str, record_id: str) -> bool:
         try:
-            gone = await self._redis().hdel(self._records_key(kind), record_id)
+            keys = (self._records_key(kind), self._versions_key(kind))
+            gone = await self._redis().eval(_DELETE, 2, *keys, record_id)
         except (redis_errors.RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis: {exc}") from exc
         return bool(gone)
