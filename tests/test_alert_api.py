@@ -405,3 +405,32 @@ async def test_an_unrecorded_transition_is_still_told(shop: Shop) -> None:
     (note,) = await shop.inbox(rule)  # the transition's entry lost, its notification not
     assert note.body["status"] == "firing"
     assert shop.engine.counts["failures"] == 1
+
+
+async def test_odd_inputs_are_refused_naming_the_field(shop: Shop) -> None:
+    r = await shop.client.get(f"{API}/alerts/default/history", params={"limit": "²"})
+    assert r.status_code == 422
+    assert fields_of(r) == ["limit"]
+    r = await shop.client.post(
+        f"{API}/alerts",
+        json={"projectId": "default", "name": "x", "type": "critical_error", "pendingFor": 60},
+    )
+    assert r.status_code == 422
+    assert fields_of(r) == ["pendingFor"]
+
+
+async def test_masked_secrets_follow_their_webhook_when_the_channels_change(shop: Shop) -> None:
+    hooks = [{"type": "webhook", "url": f"https://hooks.example/{n}"} for n in ("a", "b")]
+    r = await shop.client.post(
+        f"{API}/alerts",
+        json={"projectId": "default", "name": "x", "type": "critical_error", "channels": hooks},
+    )
+    secrets = [c["secret"] for c in r.json()["channels"]]
+    listed = (await shop.client.get(f"{API}/alerts/default")).json()[0]
+    # The first webhook removed, the second sent back as read: it keeps its own secret.
+    r = await shop.client.patch(
+        f"{API}/alerts/{listed['id']}", json={"channels": listed["channels"][1:]}
+    )
+    assert r.status_code == 200
+    (held,) = await shop.engine.rules("default")
+    assert [c["secret"] for c in held.channels] == [secrets[1]]

@@ -40,6 +40,8 @@ RULES_FRESH_S = 1.0
 """How long a worker's event path trusts the rules it read: a rule saved on another worker
 takes effect here within this (at once on the worker that saved it)."""
 MAX_RACES = 8
+SILENCES_KEPT_S = 7 * 86_400
+"""How long an ended silence stays listed before the evaluation forgets it."""
 SLICE_RULES = 50
 """Rules judged between two yields to the event loop."""
 SLICE_MATCHES = 2000
@@ -175,6 +177,8 @@ class AlertEngine:
         rules = await self.rules()
         held = {r.id: r for r in await self.storage.alert_records(STATE, ids=[r.id for r in rules])}
         silences = await self.storage.alert_records(SILENCE)
+        for ended in [x for x in silences if x.body.get("until", 0) < now - SILENCES_KEPT_S]:
+            await self.storage.delete_alert_record(SILENCE, ended.id)
         reader = StorageReader(self.storage)
         changed = 0
         for i, rule in enumerate(rules):
@@ -446,15 +450,26 @@ class AlertEngine:
             out.append((str(target["type"]), await self.outbox.send_now(job)))
         return out
 
-    async def _disable_channel(self, rule_id: str, index: int) -> None:
+    async def _disable_channel(self, rule_id: str, channel: str, target: Mapping[str, Any]) -> None:
         for _ in range(MAX_RACES):
             rule = await self.rule(rule_id)
-            if rule is None or index >= len(rule.channels):
+            if rule is None:
+                return
+            # By what it is, not where it stood: the rule may have been changed meanwhile.
+            index = next(
+                (
+                    i
+                    for i, c in enumerate(rule.channels)
+                    if c.get("type") == channel and all(c.get(k) == v for k, v in target.items())
+                ),
+                None,
+            )
+            if index is None:
                 return
             rule.channels[index] = {**rule.channels[index], "disabled": True}
             if await self.save(rule) is not None:
-                target = rule.channels[index].get("url") or rule.channels[index].get("type")
-                log.warning("asgimon: alert %s: %s is gone (410) and disabled", rule_id, target)
+                gone = rule.channels[index].get("url") or rule.channels[index].get("type")
+                log.warning("asgimon: alert %s: %s is gone (410) and disabled", rule_id, gone)
                 # The owner hears of it where they will look: the dashboard's notifications.
                 now = self.clock()
                 note = Notification(
@@ -464,7 +479,7 @@ class AlertEngine:
                     rule_name=rule.name,
                     rule_type=rule.type,
                     status="notice",
-                    summary=f"{target} answered 410 Gone: this channel of {rule.name!r} is"
+                    summary=f"{gone} answered 410 Gone: this channel of {rule.name!r} is"
                     " disabled until the rule is saved with it again",
                     at=now,
                 )

@@ -33,8 +33,8 @@ MAX_TARGETS = 1000
 IDLE_S = 60.0
 
 History = Callable[[list[HistoryEntry]], Awaitable[None]]
-Disable = Callable[[str, int], Awaitable[None]]
-"""Mark a rule's channel (by its index) as gone for good: a webhook's 410."""
+Disable = Callable[[str, str, Mapping[str, Any]], Awaitable[None]]
+"""Mark a rule's channel (by its type and target) as gone for good: a webhook's 410."""
 
 
 def describe(target: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,7 +147,7 @@ class Outbox:
                     delivery = await self._deliver(job)
                     await self._record(job, delivery)
                     if delivery.disable:
-                        await self.disable(job.notification.rule_id, job.index)
+                        await self.disable(job.notification.rule_id, job.channel, job.target)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

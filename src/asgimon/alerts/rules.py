@@ -262,6 +262,10 @@ def parse_rule(
     if kind.mode == WINDOW and window % 60:
         errs.append(FieldError("window", "must be a whole number of minutes (in seconds)"))
     pending = _seconds(merged, "pendingFor", 0, MAX_PENDING_S, errs)
+    if kind.mode == EVENT and pending:
+        errs.append(
+            FieldError("pendingFor", "applies to window rules only: an event fires as it comes")
+        )
     repeat = _seconds(merged, "repeatInterval", MIN_REPEAT_S, MAX_WINDOW_S, errs)
     if not isinstance(merged["enabled"], bool):
         errs.append(FieldError("enabled", "must be true or false"))

@@ -45,6 +45,9 @@ MAX_RULE_BODY = 32 * 1024
 MAX_SILENCE_S = 90 * 86_400
 MAX_REASON = 500
 MAX_HISTORY = 500
+MAX_RULES = 1000
+"""Alert rules one project may hold: each is judged every period."""
+MAX_SILENCES = 100
 PREVIEW_DAYS = 7
 MASK = "whsec_…"
 
@@ -135,15 +138,17 @@ def _project(request: Request) -> str:
 
 
 def _unmask(data: Any, base: AlertRule) -> Any:
-    """A PATCH may send back the channels as read: a masked secret means "keep it"."""
+    """A PATCH may send back the channels as read: a masked secret means "keep the secret of
+    that webhook" (found by its URL, wherever it now stands in the list)."""
     if not isinstance(data, dict) or not isinstance(data.get("channels"), list):
         return data
+    secrets = {(c.get("type"), c.get("url")): c["secret"] for c in base.channels if "secret" in c}
     channels = []
-    for i, c in enumerate(data["channels"]):
-        old = base.channels[i] if i < len(base.channels) else {}
-        secret = c.get("secret") if isinstance(c, dict) else None
-        if "secret" in old and secret == _masked(old["secret"]):
-            c = {**c, "secret": old["secret"]}
+    for c in data["channels"]:
+        if isinstance(c, dict):
+            old = secrets.get((c.get("type"), c.get("url")))
+            if old is not None and c.get("secret") == _masked(old):
+                c = {**c, "secret": old}
         channels.append(c)
     return {**data, "channels": channels}
 
@@ -203,6 +208,8 @@ class AlertsApi:
         principal = principal_of(request)
         if not principal.can_see(rule.project_id):
             return _not_yours("you may not manage this project")
+        if len(await self._engine.rules(rule.project_id)) >= MAX_RULES:
+            return _invalid([FieldError("projectId", f"already has {MAX_RULES} alert rules")])
         saved = await self._engine.save(rule, by=principal.subject)
         if saved is None:
             return _conflict()
@@ -315,7 +322,8 @@ class AlertsApi:
                 raise BadQuery("kind", "must be " + ", ".join(HISTORY_KINDS) + " (comma-separated)")
         before = instant_param("before", q["before"]) if "before" in q else None
         raw_limit = q.get("limit", "100")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY:
+        ok = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4
+        if not ok or not 1 <= int(raw_limit) <= MAX_HISTORY:
             raise BadQuery("limit", f"must be a whole number from 1 to {MAX_HISTORY}")
         rule_id = q.get("rule")
         if rule_id is not None and not 0 < len(rule_id) <= 64:
@@ -377,6 +385,8 @@ class AlertsApi:
             rule = await self._engine.rule(rule_id) if isinstance(rule_id, str) else None
             if rule is None or rule.project_id != project_id:
                 errors.append(FieldError("ruleId", "is not an alert of this project"))
+        if len(await self._engine.silences(project_id)) >= MAX_SILENCES:
+            errors.append(FieldError("until", f"the project already has {MAX_SILENCES} silences"))
         if errors:
             return _invalid(errors)
         record = Record(
