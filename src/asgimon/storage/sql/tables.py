@@ -170,6 +170,7 @@ alert_history = Table(
     Column("body", Text, nullable=False),
     Index(PREFIX + "alert_history_project_at", "project_id", "at"),
     Index(PREFIX + "alert_history_rule_at", "rule_id", "at"),
+    Index(PREFIX + "alert_history_at", "at"),  # the purge's
 )
 
 _SQL_TYPES: dict[str, Any] = {
