@@ -90,9 +90,7 @@ def _repeat(rule: AlertRule, s: AlertState, now: float, value: float | None, mor
 def _resolve(s: AlertState, now: float, value: float | None) -> Step:
     # What it matched while it fired is kept: the resolution says so, the next firing
     # starts the count again.
-    nxt = AlertState(
-        RESOLVED, now, value, s.fired_at, now, 0, s.last_match_at, s.matches, s.labels
-    )
+    nxt = AlertState(RESOLVED, now, value, s.fired_at, now, 0, s.last_match_at, s.matches, s.labels)
     return nxt, Notice(RESOLVED, s.suppressed), RESOLVED
 
 
