@@ -43,6 +43,7 @@ from .export import csv_response, export_table
 from .guard import Guard, principal_of
 from .inbox import Inbox
 from .ingest import BadBatch, parse_body, to_events
+from .metrics import PrometheusMetrics
 from .openapi import openapi_document
 from .pages.app import Pages
 from .pages.headers import PageHeaders
@@ -296,11 +297,13 @@ class DashboardApp:
         self.error_groups = ErrorGroupsApi(monitor.storage, api.query)
         self.rate_limit_admin = RateLimitsApi(monitor.rate_limits)
         self.alerts = AlertsApi(monitor.alerts)
+        self.metrics = PrometheusMetrics(monitor.storage, monitor.health)
         owners = {
             "api": api,
             "errors": self.error_groups,
             "ratelimits": self.rate_limit_admin,
             "alerts": self.alerts,
+            "metrics": self.metrics,
         }
         # One route per path, whatever its methods: a wrong method is a 405 whose Allow
         # header lists all of them.

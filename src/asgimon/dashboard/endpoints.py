@@ -25,7 +25,8 @@ from asgimon.events import EVENT_TYPES
 
 from .alert_operations import ALERT_OPERATIONS
 from .error_routes import GROUP_PATH
-from .guard import INGEST_PATH
+from .guard import INGEST_PATH, METRICS_PATH
+from .metrics import MEDIA_TYPES
 from .operation import Operation
 from .ratelimit_routes import ADMIN_PATH
 from .schemas import (
@@ -274,6 +275,25 @@ OPERATIONS: tuple[Operation, ...] = (
         params=("subject",),
     ),
     *ALERT_OPERATIONS,
+    Operation(
+        METRICS_PATH,
+        "GET",
+        "scrape",
+        "Prometheus text (OpenMetrics if Accept asks for it) of today's figures per project",
+        {200: ("The exposition, in the format Accept asks for", {"type": "string"})},
+        (401, 403, 404, 422, 429, 501, 503),
+        owner="metrics",
+        query=(
+            {
+                "name": "project",
+                "in": "query",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                "description": "Only this project's series (repeatable; default: all the "
+                "caller may see)",
+            },
+        ),
+        media_types=MEDIA_TYPES,
+    ),
     Operation(
         "/api/openapi.json",
         "GET",

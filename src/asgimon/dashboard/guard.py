@@ -20,6 +20,8 @@ from .sentry_keys import SENTRY_PATH, sentry_key, sentry_principal
 log = logging.getLogger("asgimon.dashboard")
 
 INGEST_PATH = "/api/events"
+METRICS_PATH = "/metrics"
+"""Prometheus' scrape target: not a page, so a refusal there is a 401, not a sign-in form."""
 PUBLIC_PATHS = frozenset({"/signin", "/signout"})
 """Open to anyone once auth is configured: they do their own checks (CSRF, the token)."""
 STATIC_PREFIX = "/static/"
@@ -61,6 +63,7 @@ def _wants_page(scope: Scope, path: str) -> bool:
         scope["type"] == "http"
         and scope.get("method") in ("GET", "HEAD")
         and not path.startswith(("/api/", STATIC_PREFIX))
+        and path != METRICS_PATH
     )
 
 

@@ -68,6 +68,7 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         415: "The body is not sent as application/json",
         422: "A parameter or field is wrong; details name it",
         429: "The API's rate limit was reached (Retry-After says when to retry)",
+        501: "An optional dependency is not installed; the message names it",
         503: "Storage is unavailable",
     }
     return {
@@ -147,7 +148,10 @@ def _get(summary: str, response: Schema, params: list[Schema], tables: tuple[str
 
 def _operation(op: Operation) -> Schema:
     answers = {
-        str(status): {"description": text, "content": {"application/json": {"schema": schema}}}
+        str(status): {
+            "description": text,
+            "content": {media: {"schema": schema} for media in op.media_types},
+        }
         for status, (text, schema) in op.answers.items()
     }
     out: Schema = {"summary": op.summary, "responses": {**answers, **_error_responses(*op.errors)}}

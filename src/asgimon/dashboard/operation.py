@@ -16,7 +16,8 @@ class Operation:
     or (``owner="errors"``) of the
     :class:`~asgimon.dashboard.error_routes.ErrorGroupsApi`; a ``handler`` of the form
     ``action:NAME`` is that object's ``action(NAME)``; ``owner="alerts"`` is the
-    :class:`~asgimon.dashboard.alert_routes.AlertsApi`.
+    :class:`~asgimon.dashboard.alert_routes.AlertsApi`, ``owner="metrics"`` the
+    :class:`~asgimon.dashboard.metrics.PrometheusMetrics`.
     """
 
     path: str
@@ -29,6 +30,7 @@ class Operation:
     owner: str = "api"
     params: tuple[str, ...] = ()  # query parameters besides the path's
     query: tuple[Schema, ...] = ()  # its own query parameters, as OpenAPI describes them
+    media_types: tuple[str, ...] = ("application/json",)  # of its answers
 
     @property
     def route(self) -> str:
