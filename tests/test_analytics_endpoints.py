@@ -717,6 +717,7 @@ def expected_performance(w: World, span: TimeRange, threshold: float) -> dict[st
             for route, group in per.items()
         },
         "system": [],  # this world samples no process
+        "queries": [],  # and runs no database statement
     }
 
 
@@ -1182,7 +1183,7 @@ CSV_TABLES = {
     ),
     "builds/shop": ("builds", "phaseDurations", "frameworkUsage", "durationTrend"),
     "errors/shop": ("groups", "errorsByType", "errorsBySeverity", "recentErrors", "errorTrend"),
-    "performance/shop": ("endpoints", "latencyTrend"),
+    "performance/shop": ("endpoints", "latencyTrend", "queries", "system"),
     "events/shop": ("events",),
     "overview": ("projects",),
 }

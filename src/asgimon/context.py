@@ -7,11 +7,15 @@ it without knowing about the middleware, and they reach the request's
 
 >>> from asgimon.context import add_figure
 >>> add_figure("db_ms", 3.2)          # summed with any db_ms already added to this request
+
+A database instrumentation keeps the statements a request runs in ``queries`` (see
+:mod:`asgimon.plugins.queries`), which reach the subscribers among the figures.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import Any
 
 from starlette.types import Scope
 
@@ -21,12 +25,16 @@ _current: ContextVar[RequestContext | None] = ContextVar("asgimon_request", defa
 
 
 class RequestContext:
-    __slots__ = ("figures", "reported", "root0", "scope")
+    __slots__ = ("figures", "queries", "reported", "root0", "scope")
 
     def __init__(self, scope: Scope | None = None, root0: str = "") -> None:
         # Left None until a figure comes: the request record stays made of atoms, which
         # keeps it out of the garbage collector's old generation (see the middleware).
-        self.figures: dict[str, Figure] | None = None
+        # Figures are scalars, save the statements' aggregate (``queries``).
+        self.figures: dict[str, Any] | None = None
+        # Per (database, normalised statement): [executions, total ms, max ms]; also in
+        # ``figures`` from the first statement on, which is how it leaves the request.
+        self.queries: dict[tuple[str, str], list[float]] | None = None
         # What an error reported from inside the request says of it (capture_exception).
         self.scope = scope
         self.root0 = root0

@@ -3,8 +3,8 @@
 A series name is the rollups' key below the project: ``api:{METHOD} {endpoint}``,
 ``fn:{function}``, ``deploy:{framework}`` (completed deployments), ``deploystep:{type}``,
 ``build:{phase}:{framework}``, ``error:{severity}:{fingerprint}:{type}``, ``domain:{type}``,
-``ratelimit:{denied|shadow}:{rule}`` and ``sys:{metric}:{process}``, plus each project's
-totals. The prefixes are also
+``ratelimit:{denied|shadow}:{rule}``, ``sys:{metric}:{process}`` and
+``db:{metric}:{METHOD} {endpoint}:{statement}``, plus each project's totals. The prefixes are also
 the ranges that reads ask for (every series starting with ``build:``), so they live here,
 built and parsed in one place.
 """
@@ -20,6 +20,11 @@ ERROR = "error:"
 DOMAIN = "domain:"
 RATE_LIMIT = "ratelimit:"
 SYSTEM = "sys:"
+DB = "db:"
+DB_METRICS = frozenset({"time", "repeats"})
+DB_KIND = "db_query"
+"""The event kind the query-timing integration records (its series, ``db:``, are read by
+the performance figures whether or not it is installed)."""
 
 API_TOTAL = "all:api"
 FUNCTION_TOTAL = "all:fn"
@@ -89,6 +94,20 @@ def domain(step: str) -> str:
 
 def rate_limit(shadow: bool, rule: str) -> str:
     return f"{RATE_LIMIT}{'shadow' if shadow else 'denied'}:{rule}"
+
+
+def db(metric: str, method: str, endpoint: str, digest: str) -> str:
+    """A statement's series under one endpoint: ``db:{time|repeats}:{METHOD} {endpoint}:{hash}``."""
+    return f"{DB}{metric}:{method} {endpoint}:{digest}"
+
+
+def db_parts(series: str) -> tuple[str, str, str, str]:
+    """(metric, method, endpoint, hash) of a query series; the hash holds no colon, an
+    endpoint may."""
+    metric, _, rest = series.removeprefix(DB).partition(":")
+    route, _, digest = rest.rpartition(":")
+    method, _, endpoint = route.partition(" ")
+    return metric, method, endpoint, digest
 
 
 def system(metric: str, process: str) -> str:

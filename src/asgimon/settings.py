@@ -193,6 +193,9 @@ class Settings:
         "ANALYTICS_RETRY_DEADLINE", 30.0, float, float_between(0, 86_400)
     )
     gc_freeze: bool = setting("ANALYTICS_GC_FREEZE", True, parse_bool, BOOL)
+    n_plus_one_threshold: int = setting(
+        "ANALYTICS_N_PLUS_ONE_THRESHOLD", 5, int, int_between(1, 100_000, "a number of runs")
+    )
     system_metrics_interval: float = setting(
         "ANALYTICS_SYSTEM_METRICS_INTERVAL",
         10.0,

@@ -7,6 +7,12 @@ It scores latency only: a fast 500 counts as satisfied (the error rate sits besi
 
 ``system`` is each sampled process's memory (MB) and CPU (% of one core) over the range, from
 the ``sys:`` series the system-metrics plugin records; empty where it does not run.
+
+``queries`` is the database statements per endpoint over the range, from the ``db:`` series
+of the query-timing plugins (:mod:`asgimon.plugins.queries`): the slowest by total time and
+the most frequent by executions, :data:`MAX_QUERIES` of each, with the requests that ran
+it more than ``N_PLUS_ONE_THRESHOLD`` times (an N+1 pattern). Their text is read from the
+raw events.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from asgimon import series
+from asgimon.events import EVENT_TYPES, Event
 from asgimon.rollups import Rollup, combine
 from asgimon.series import API_TOTAL
 
@@ -27,6 +34,11 @@ SORTS = {"count": "count", "avg": "avg", "p95": "p95", "errorRate": "error_rate"
 MAX_PROCESSES = 50
 """Processes listed under ``system``, highest peak memory first: workers restarted every
 deployment leave a process each behind over a long range."""
+MAX_QUERIES = 25
+"""Statements listed under ``queries`` by total time, and as many by executions."""
+TEXT_READ = 500
+"""The newest query events read for the statements' text, before one read per statement
+still without it."""
 
 
 def apdex(r: Rollup, threshold_ms: float) -> float | None:
@@ -41,8 +53,11 @@ async def performance(q: Query) -> dict[str, Any]:
     threshold = q.settings.apdex_threshold_ms
     sort = SORTS[q.choice_param("sort", tuple(SORTS), "count") or "count"]
     # Each endpoint merged over the range; the project total per bucket for the trend.
-    per_endpoint, totals, sampled = await asyncio.gather(
-        q.series_rollups(series.API), q.rollups(API_TOTAL), q.series_rollups(series.SYSTEM)
+    per_endpoint, totals, sampled, statements = await asyncio.gather(
+        q.series_rollups(series.API),
+        q.rollups(API_TOTAL),
+        q.series_rollups(series.SYSTEM),
+        q.series_rollups(series.DB),
     )
     endpoints = []
     for r in per_endpoint:
@@ -70,6 +85,7 @@ async def performance(q: Query) -> dict[str, Any]:
         "latency_trend": trend(totals, q.span, _trend_point),
         "endpoints": endpoints,
         "system": system(sampled),
+        "queries": await query_figures(q, statements),
     }
 
 
@@ -95,6 +111,71 @@ def system(rows: Iterable[Rollup]) -> list[dict[str, Any]]:
     return found[:MAX_PROCESSES]
 
 
+async def query_figures(q: Query, rows: Iterable[Rollup]) -> list[dict[str, Any]]:
+    """Per endpoint and statement, its executions and time (``db:`` series), the slowest
+    and the most frequent, slowest first."""
+    per: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        metric, method, endpoint, digest = series.db_parts(r.series)
+        entry = per.get((method, endpoint, digest))
+        if entry is None:
+            entry = per[method, endpoint, digest] = {
+                "endpoint": endpoint,
+                "method": method,
+                "statement_hash": digest,
+                "requests": 0,
+                "repeats": 0,
+                "total_ms": 0.0,
+                "max_request_ms": None,
+                "n_plus_one_requests": 0,
+            }
+        if metric == "time":
+            entry["requests"] += r.count
+            entry["total_ms"] += r.value_sum
+            entry["max_request_ms"] = r.value_max
+            entry["n_plus_one_requests"] += r.error_count
+        elif metric == "repeats":
+            entry["repeats"] += round(r.value_sum)
+    found = []
+    for entry in per.values():
+        if not entry["requests"]:
+            continue  # repeats without their record: not a statement to show
+        calls = entry["requests"] + entry.pop("repeats")
+        found.append({**entry, "calls": calls, "avg_ms": entry["total_ms"] / calls})
+    found.sort(key=lambda e: (e["endpoint"], e["method"], e["statement_hash"]))
+    slowest = sorted(found, key=lambda e: -e["total_ms"])[:MAX_QUERIES]
+    busiest = sorted(found, key=lambda e: -e["calls"])[:MAX_QUERIES]
+    key = ("method", "endpoint", "statement_hash")
+    listed = list({tuple(e[k] for k in key): e for e in slowest + busiest}.values())
+    listed.sort(key=lambda e: (-e["total_ms"], -e["calls"]))
+    texts = await statement_texts(q, {e["statement_hash"] for e in listed})
+    for e in listed:
+        ev = texts.get(e["statement_hash"])
+        e["statement"] = getattr(ev, "statement", None)
+        e["database"] = getattr(ev, "database", None)
+    return listed
+
+
+async def statement_texts(q: Query, digests: set[str]) -> dict[str, Event]:
+    """A ``time`` event of each statement, for its text (none for those purged, or where the
+    query-timing integration, which declares the kind, is not installed)."""
+    found: dict[str, Event] = {}
+    if not digests or series.DB_KIND not in EVENT_TYPES:
+        return found
+    for ev in await q.events(series.DB_KIND, TEXT_READ):
+        digest = getattr(ev, "statement_hash", None)
+        if getattr(ev, "metric", None) == "time" and digest in digests:
+            found.setdefault(str(digest), ev)
+    # A statement rarely run (often the slowest) is not among the newest: read it by its hash.
+    missing = sorted(digests - found.keys())
+    wanted = [{"statement_hash": d, "metric": "time"} for d in missing]
+    reads = [q.events(series.DB_KIND, 1, match) for match in wanted]
+    for rows in await asyncio.gather(*reads):
+        for ev in rows:
+            found[str(getattr(ev, "statement_hash", ""))] = ev
+    return found
+
+
 def _trend_point(r: Rollup) -> dict[str, Any]:
     return {"count": r.count, "errors": r.error_count, "avg": r.avg, "p95": r.quantile(0.95)}
 
@@ -102,9 +183,12 @@ def _trend_point(r: Rollup) -> dict[str, Any]:
 async def endpoint_latency(q: Query, method: str, endpoint: str) -> dict[str, Any]:
     """One endpoint's figures over the range and its latency per bucket."""
     name = series.api(method, endpoint)
-    # The prefix read also matches longer templates ("/items" and "/items/{id}"): keep one.
-    rows = [r for r in await q.rollups(name) if r.series == name]
+    prefixes = tuple(series.db(m, method, endpoint, "") for m in sorted(series.DB_METRICS))
+    found, statements = await asyncio.gather(q.rollups(name), q.series_rollups(prefixes))
+    # The prefix reads also match longer templates ("/items" and "/items/{id}"): keep one.
+    rows = [r for r in found if r.series == name]
     total = combine(rows)
+    mine = [r for r in statements if series.db_parts(r.series)[1:3] == (method, endpoint)]
     return {
         **header(q.project_id, q.span),
         "endpoint": endpoint,
@@ -112,6 +196,7 @@ async def endpoint_latency(q: Query, method: str, endpoint: str) -> dict[str, An
         **latency(total),
         "apdex": apdex(total, q.settings.apdex_threshold_ms),
         "latency_trend": trend(rows, q.span, _endpoint_point),
+        "queries": await query_figures(q, mine),
     }
 
 

@@ -115,7 +115,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint(
             "/api/performance/{project_id}",
             performance,
-            ("endpoints", "latencyTrend"),
+            ("endpoints", "latencyTrend", "queries", "system"),
             {"sort": "order of endpoints: " + ", ".join(SORTS)},
             "API latency, error rate and Apdex per endpoint",
             RESPONSES["performance"],

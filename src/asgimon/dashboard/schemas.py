@@ -293,6 +293,24 @@ RESPONSES: dict[str, Schema] = {
                 cpuMaxPercent=NN,
             )
         ),
+        # Per endpoint and normalised statement, from the query-timing plugins: the slowest
+        # by total time and the most frequent by executions. The text and database are null
+        # once no raw event of the statement is left in the range.
+        queries=arr(
+            obj(
+                endpoint=S,
+                method=S,
+                statementHash=S,
+                statement=SN,
+                database=SN,
+                calls=INT,
+                requests=INT,
+                totalMs=N,
+                avgMs=N,
+                maxRequestMs=NN,
+                nPlusOneRequests=INT,
+            )
+        ),
     ),
     "ratelimits": obj(
         **HEADER,

@@ -34,6 +34,7 @@ MakeQuery = Callable[[PageContext, str], Query]
 SUMMARY_PROJECTS = 5
 OUTCOMES = ("success", "failure")
 MARKER_DEPLOYMENTS = 100
+STATEMENTS_SHOWN = 10  # of each ordering, in a page's "Database queries"
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,17 @@ async def performance_page(ctx: PageContext, query: MakeQuery) -> Figures:
         ),
     ]
     sort = ctx.request.query_params.get("sort", "count")
-    return {"f": f, "charts": charts, "rows": rows, "sort": sort, "sorts": tuple(SORTS)}
+    queries = f["queries"]
+    if "endpoint" in ctx.filters:
+        queries = [r for r in queries if ctx.filters["endpoint"] in r["endpoint"]]
+    return {
+        "f": f,
+        "charts": charts,
+        "rows": rows,
+        "sort": sort,
+        "sorts": tuple(SORTS),
+        "statements": statement_tables(queries, per_endpoint=True),
+    }
 
 
 async def endpoint_page(ctx: PageContext, query: MakeQuery) -> Figures:
@@ -301,7 +312,16 @@ async def endpoint_page(ctx: PageContext, query: MakeQuery) -> Figures:
             "Requests", trend, {"requests": "count", "errors": "errors"}, markers, bars=True
         ),
     ]
-    return {"f": f, "charts": charts}
+    return {"f": f, "charts": charts, "statements": statement_tables(f["queries"])}
+
+
+def statement_tables(queries: list[dict[str, Any]], per_endpoint: bool = False) -> Figures:
+    """The slowest statements by total time and the most frequent by calls, ten of each."""
+    return {
+        "slowest": sorted(queries, key=lambda r: -r["total_ms"])[:STATEMENTS_SHOWN],
+        "frequent": sorted(queries, key=lambda r: -r["calls"])[:STATEMENTS_SHOWN],
+        "per_endpoint": per_endpoint,
+    }
 
 
 def _rate(part: float, whole: float) -> float | None:
