@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck pytest install bench clean
+.PHONY: demo test check lint typecheck pytest install bench wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,7 @@ $(TOOLS): $(STAMP)
 
 install: $(STAMP) $(TOOLS)
 
+# The FastAPI example, served as `asgimon demo` serves the packaged one.
 demo: $(STAMP)
 	$(PY) -m examples.fastapi_app
 
@@ -43,6 +44,10 @@ test: check pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
+
+# The wheel and the sdist, into dist/.
+wheel: $(STAMP)
+	$(PY) -m build --outdir dist
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

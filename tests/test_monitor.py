@@ -241,6 +241,8 @@ def test_the_public_api_is_curated_and_sorted() -> None:
     public = {n for n in dir(asgimon) if not n.startswith("_")} - {"annotations"}
     modules = {
         "alerts",
+        "cli",
+        "demo",
         "analytics",
         "breaker",
         "errortracking",

@@ -7,17 +7,17 @@ import random
 import time
 from collections.abc import Iterator
 
-from asgimon import (
+from asgimon.alerts.rules import parse_rule
+from asgimon.errortracking.actions import change_group
+from asgimon.events import (
     ApiCall,
     BuildEvent,
     DeploymentEvent,
     ErrorEvent,
     Event,
     FunctionInvocation,
-    Monitor,
 )
-from asgimon.alerts.rules import parse_rule
-from asgimon.errortracking.actions import change_group
+from asgimon.monitor import Monitor
 
 DAYS = 7
 ROUTES = (
@@ -31,7 +31,7 @@ ERRORS = (
     ("ConnectionResetError", "critical", "database connection reset by peer"),
 )
 FRAMEWORKS = ("nextjs", "vite", "django", "fastapi")
-PHASES = ("clone", "install", "build", "optimize", "upload")
+PHASES = ("clone", "install", "build", "optimize", "upload")  # in the order a build runs them
 
 
 def _hour(rng: random.Random, project: str, start: float, scale: float) -> Iterator[Event]:
