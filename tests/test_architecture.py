@@ -102,3 +102,17 @@ def test_the_lower_layers_never_import_the_web_layer_or_the_owner() -> None:
     for name, imported in graph.items():
         if name.startswith(("asgimon.pipeline", "asgimon.events", "asgimon.fields")):
             assert not [m for m in imported if m.startswith(upper)], name
+
+
+def test_the_core_never_imports_a_plugin_by_name() -> None:
+    """Plugins are found through entry points (``asgimon.channels``,
+    ``asgimon.integrations``), asgimon's own as a third party's."""
+    graph = import_graph()
+    assert "asgimon.plugins.queries" in graph["asgimon.plugins.sqlalchemy"]  # the graph sees them
+    importers = {
+        name
+        for name, imported in graph.items()
+        if not name.startswith("asgimon.plugins")
+        and any(m.startswith("asgimon.plugins.") for m in imported)
+    }
+    assert importers == set()
