@@ -1,2 +1,2 @@
-"""A FastAPI app monitored by asgimon, with synthetic traffic: ``python -m examples.fastapi_app``
-(``make demo`` serves the same API in plain Starlette, from the package)."""
+"""A deployment-platform API in FastAPI, monitored by asgimon, served with synthetic traffic:
+``python -m examples.fastapi_app`` (what ``make demo`` runs)."""

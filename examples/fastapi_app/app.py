@@ -1,48 +1,50 @@
-"""The example app: a small deployment-platform API, monitored by adding asgimon.
+"""The example app: a small deployment-platform API in FastAPI, monitored by adding asgimon.
 
-The same API as the packaged demo's (``asgimon.demo.app``), written with FastAPI; the
-synthetic traffic and the history come from the package.
+Projects, their deployments (built in the background, their logs streamed, their status on
+a websocket), serverless functions and a checkout, behind API keys, on a SQLite database
+through SQLAlchemy. asgimon is two lines at the end of :func:`create_app`; the rest of the
+recording happens where the platform's own code does the work (``builds.py``,
+``routers/functions.py``, ``routers/billing.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 
 from asgimon import Monitor
 
+from .db import DATABASE_URL, Database
+from .deps import Services
+from .routers import billing, deployments, functions, projects
 
-def create_app(monitor: Monitor) -> FastAPI:
-    app = FastAPI(title="asgimon demo")
+DESCRIPTION = """\
+A deployment platform's API. Every route but this page needs an `X-API-Key` header:
+**Authorize** with one of the demo accounts' keys, `demo-key-alice`, `demo-key-bob`,
+`demo-key-carol` or `demo-key-dana`. What the app records is on the dashboard at
+[/analytics/](/analytics/).
+"""
 
-    @app.get("/projects/{project_id}/items/{item_id}")
-    async def get_item(project_id: str, item_id: int) -> dict[str, object]:
-        await asyncio.sleep(random.lognormvariate(-4.5, 0.6))
-        if item_id % 17 == 0:
-            raise HTTPException(404, "no such item")
-        return {"project": project_id, "item": item_id}
 
-    @app.post("/checkout")
-    async def checkout() -> dict[str, str]:
-        await asyncio.sleep(random.lognormvariate(-3.5, 0.5))
-        try:
-            if random.random() < 0.05:
-                raise TimeoutError("payment provider timed out")
-        except TimeoutError as exc:
-            monitor.capture_exception(exc, severity="high", context={"provider": "acme-pay"})
-            raise HTTPException(503, "payment provider unavailable") from exc
-        return {"status": "paid"}
+def create_app(monitor: Monitor, database_url: str = DATABASE_URL) -> FastAPI:
+    """The API, recorded by ``monitor``, with the dashboard at its mount path."""
+    database = Database(database_url)
 
-    @app.post("/functions/{function_id}/invoke")
-    async def invoke(function_id: str) -> dict[str, str]:
-        async with monitor.track_function(function_id, cold_start=random.random() < 0.1):
-            await asyncio.sleep(random.lognormvariate(-4, 0.7))
-            if random.random() < 0.03:
-                raise HTTPException(502, "function crashed")
-        return {"function": function_id}
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await database.create()
+        yield
+        await database.close()
 
+    app = FastAPI(title="Deployment platform", description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = Services(monitor, database)
+    for router in (projects.router, deployments.router, functions.router, billing.router):
+        app.include_router(router)
+
+    # asgimon: the middleware (which also starts and drains the monitor with the app's
+    # lifespan) and the dashboard.
     app.add_middleware(monitor.middleware_class, monitor=monitor)
     app.mount(monitor.settings.mount_path, monitor.dashboard)
     return app
