@@ -461,3 +461,22 @@ def test_the_kind_is_registered_and_feeds_its_series() -> None:
         6.0,
         False,
     )
+
+
+def test_a_huge_statement_is_read_only_to_its_first_kilobytes() -> None:
+    five = "SELECT * FROM t WHERE id IN (" + ", ".join(map(str, range(5000))) + ")"
+    six = "SELECT * FROM t WHERE id IN (" + ", ".join(map(str, range(6000))) + ")"
+    # IN lists of any length past the cut are one statement, read once each.
+    assert queries.normalise(five) == queries.normalise(six)
+    assert len(queries.normalise(six)) <= queries.MAX_INPUT
+
+
+async def test_statements_wait_their_turn_behind_the_hosts_own_records() -> None:
+    from asgimon.events import ApiCall
+
+    put: list[object] = []
+    full = queries.QueryEvents(lambda ev, size: put.append(ev), room=lambda: False)
+    call = ApiCall(endpoint="/a", figures={queries.QUERIES: {("", "SELECT ?"): [3, 1.0, 0.5]}})
+    await full([call])
+    assert put == []
+    assert full.skipped == 1

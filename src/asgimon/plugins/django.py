@@ -293,7 +293,9 @@ def _staff_principal(session_key: str) -> Principal | None:
         user = _session_user(session_key)
     finally:
         db.close_old_connections()
-    if user is None or not user.is_active or not (user.is_staff or user.is_superuser):
+    # A custom user model need not have the staff flags: without them, nobody is staff.
+    staff = getattr(user, "is_staff", False) or getattr(user, "is_superuser", False)
+    if user is None or not getattr(user, "is_active", False) or not staff:
         return None
     return Principal(subject=f"django:{user.get_username()}", admin=True)
 

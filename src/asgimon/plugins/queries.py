@@ -61,11 +61,11 @@ N_PLUS_ONE_THRESHOLD = 5
 """A statement run more than this many times in one request is an N+1 pattern."""
 
 MAX_STATEMENT = 2000  # characters of normalised text kept
-MAX_INPUT = 32_768  # characters of a statement read; a longer one is cut first
+MAX_INPUT = 2048  # characters of a statement read: a huge IN list costs no more than this
 CACHED_STATEMENTS = 1024
-CACHEABLE = 8192  # longer statements are normalised each time rather than held by the cache
 MAX_PER_REQUEST = 200  # distinct statements in one request; the rest add up as OTHER
 MAX_STATEMENTS = 1000  # distinct statements per project in one process; the rest as OTHER
+MAX_PROJECTS = 200  # projects whose statements are told apart in one process
 MAX_DATABASE = 64
 MAX_CALLS = 10**9
 OTHER = "<other>"
@@ -120,9 +120,7 @@ def normalise(statement: str) -> str:
     >>> normalise("SELECT * FROM t WHERE a = 'x' AND b IN (1, 2, 3)  -- from /items")
     'SELECT * FROM t WHERE a = ? AND b IN (?)'
     """
-    if len(statement) <= CACHEABLE:
-        return _cached(statement)
-    return _normalise(statement)
+    return _cached(statement[:MAX_INPUT])
 
 
 def record_query(statement: str, duration_ms: float, *, database: str = "") -> None:
@@ -138,7 +136,9 @@ def record_query(statement: str, duration_ms: float, *, database: str = "") -> N
     try:
         if not duration_ms >= 0.0:  # negative, or NaN
             duration_ms = 0.0
-        shape = _cached(statement) if len(statement) <= CACHEABLE else _normalise(statement)
+        # Cut first: the cache then also serves statements that differ only past the cut
+        # (an IN list of another length), and no statement costs more than MAX_INPUT.
+        shape = _cached(statement[:MAX_INPUT])
         held = ctx.queries
         if held is None:
             held = ctx.queries = {}
@@ -221,10 +221,15 @@ class QueryEvents:
         *,
         threshold: int = N_PLUS_ONE_THRESHOLD,
         max_statements: int = MAX_STATEMENTS,
+        room: Callable[[], bool] = lambda: True,
     ) -> None:
         self.threshold = threshold
         self.max_statements = max_statements
         self._put = put
+        self._room = room
+        self.skipped = 0
+        """Requests whose statements were not recorded: the recorder's queue was half full,
+        and the host's own records come first."""
         self._seen: dict[str, set[str]] = {}
 
     async def __call__(self, events: Sequence[Event]) -> None:
@@ -235,8 +240,10 @@ class QueryEvents:
             for ev in run:
                 if isinstance(ev, ApiCall) and ev.figures:
                     held = ev.figures.get(QUERIES)
-                    if held:
+                    if held and self._room():
                         self._emit(ev, held)
+                    elif held:
+                        self.skipped += 1
             if slicer.due():
                 await slicer.pause()
         slicer.mark()
@@ -285,7 +292,11 @@ class QueryEvents:
     def _named(self, project_id: str, database: str, statement: str) -> str | None:
         """The statement's hash, or None once the project has too many to tell apart."""
         digest = statement_hash(database, statement)
-        seen = self._seen.setdefault(project_id, set())
+        seen = self._seen.get(project_id)
+        if seen is None:
+            if len(self._seen) >= MAX_PROJECTS:
+                return None  # bounded whatever the number of tenants: the rest as <other>
+            seen = self._seen[project_id] = set()
         if digest in seen:
             return digest
         if len(seen) >= self.max_statements:
@@ -298,5 +309,10 @@ def integration(monitor: Any) -> None:
     """The ``asgimon.integrations`` entry point: the kind is registered by loading this
     module, and the statements requests ran are turned into events by a subscriber."""
     threshold = monitor.settings.n_plus_one_threshold
-    statements = QueryEvents(monitor.recorder.put, threshold=threshold)
+    recorder = monitor.recorder
+
+    def room() -> bool:
+        return bool(recorder.stats().pending < recorder.max_events // 2)
+
+    statements = QueryEvents(recorder.put, threshold=threshold, room=room)
     monitor.subscribe(statements, name=SINK)
