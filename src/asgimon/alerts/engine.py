@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 from asgimon.errortracking.state import Transition
 from asgimon.events import Event
 
-from .channels import Channel, Delivery, Notification, load_channels
+from .channels import Channel, Delivery, load_channels
 from .matching import EVENT_KINDS, Match, match
 from .measure import MEASURES, Measurement, StorageReader
+from .notices import plain_notification, transition_notification
 from .outbox import Job, Outbox
 from .records import INAPP, RULE, SILENCE, STATE, TRANSITION, HistoryEntry, Record
 from .rules import AlertRule
@@ -47,13 +48,6 @@ SLICE_RULES = 50
 SLICE_MATCHES = 2000
 """Events matched against event rules between two yields."""
 GROUP_RULES = {"new": "new_error_group", "regression": "error_regression"}
-
-
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "no data"
-    text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    return f"{text} {unit}".strip() if unit not in ("%", "x") else f"{text}{unit}"
 
 
 class AlertEngine:
@@ -368,7 +362,9 @@ class AlertEngine:
         # The state is already stored: who must hear of it hears first, and the history is
         # written after, its failure logged and retried once, never a reason to tell no one.
         if notice is not None and not silenced:
-            notification = self.notification(rule, after, notice, note_id, now)
+            notification = transition_notification(
+                rule, after, notice, note_id, now, self.settings.dashboard_url
+            )
             self.counts["notifications"] += 1
             for index, target in enumerate(rule.channels):
                 if target.get("disabled"):
@@ -392,56 +388,10 @@ class AlertEngine:
                 else:
                     await asyncio.sleep(0.05)
 
-    def notification(
-        self, rule: AlertRule, state: AlertState, notice: Notice, note_id: str, now: float
-    ) -> Notification:
-        unit = rule.kind.unit
-        if rule.is_event_rule:
-            what = f"{state.matches} matching" if state.matches else "a matching event"
-            summary = f"{rule.kind.label}: {what}"
-        else:
-            summary = (
-                f"{rule.kind.label} is {_fmt(state.value, unit)}"
-                f" (threshold {_fmt(rule.threshold, unit)})"
-            )
-        if notice.status == "resolved":
-            summary = f"Resolved: {summary}"
-        link = None
-        if self.settings.dashboard_url:
-            base = self.settings.dashboard_url.rstrip("/")
-            link = f"{base}/alerts?project={rule.project_id}#rule-{rule.id}"
-        return Notification(
-            id=note_id,
-            project_id=rule.project_id,
-            rule_id=rule.id,
-            rule_name=rule.name,
-            rule_type=rule.type,
-            status="resolved" if notice.status == "resolved" else "firing",
-            summary=summary,
-            at=now,
-            started_at=state.fired_at,
-            value=state.value,
-            threshold=None if not rule.kind.needs_threshold else rule.threshold,
-            unit=unit,
-            suppressed=notice.suppressed,
-            link=link,
-            labels={**rule.filters, **state.labels},
-        )
-
     async def test(self, rule: AlertRule) -> list[tuple[str, Delivery]]:
         """Send a test notification on each of the rule's channels now; each outcome."""
-        now = self.clock()
-        note = Notification(
-            id=str(uuid.uuid4()),
-            project_id=rule.project_id,
-            rule_id=rule.id,
-            rule_name=rule.name,
-            rule_type=rule.type,
-            status="test",
-            summary=f"Test notification for {rule.name!r}",
-            at=now,
-            threshold=rule.threshold,
-            unit=rule.kind.unit,
+        note = plain_notification(
+            rule, "test", f"Test notification for {rule.name!r}", self.clock()
         )
         out = []
         for index, target in enumerate(rule.channels):
@@ -472,17 +422,11 @@ class AlertEngine:
                 log.warning("asgimon: alert %s: %s is gone (410) and disabled", rule_id, gone)
                 # The owner hears of it where they will look: the dashboard's notifications.
                 now = self.clock()
-                note = Notification(
-                    id=str(uuid.uuid4()),
-                    project_id=rule.project_id,
-                    rule_id=rule.id,
-                    rule_name=rule.name,
-                    rule_type=rule.type,
-                    status="notice",
-                    summary=f"{gone} answered 410 Gone: this channel of {rule.name!r} is"
-                    " disabled until the rule is saved with it again",
-                    at=now,
+                summary = (
+                    f"{gone} answered 410 Gone: this channel of {rule.name!r} is disabled"
+                    " until the rule is saved with it again"
                 )
+                note = plain_notification(rule, "notice", summary, now)
                 entry = HistoryEntry(
                     f"{note.id}:inapp", rule.project_id, rule.id, now, INAPP, note.to_json()
                 )
