@@ -7,9 +7,8 @@
     POST   /api/alerts/preview                  when a rule would have fired, before saving
     POST   /api/alerts/{id}/test                a test notification on rule {id}'s channels
     GET    /api/alerts/{id}/history             project {id}'s transitions and deliveries
-    GET    /api/alerts/{id}/silences            project {id}'s silences
-    POST   /api/alerts/{id}/silences            silence project {id} (or one rule) until a time
-    DELETE /api/alerts/{id}/silences/{silence}  end a silence
+
+and the silences (:mod:`asgimon.dashboard.alert_silences`).
 
 A principal manages only its projects' alerts; a rule of another project is answered 404,
 as one that does not exist. A bad rule is a 422 listing every bad field; nothing is stored.
@@ -18,46 +17,42 @@ as one that does not exist. A bad rule is a 422 listing every bad field; nothing
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from asgimon._validate import project_id_problem
 from asgimon.alerts.engine import AlertEngine
 from asgimon.alerts.preview import replay
-from asgimon.alerts.records import HISTORY_KINDS, SILENCE, Record
+from asgimon.alerts.records import HISTORY_KINDS
 from asgimon.alerts.rules import AlertRule, parse_rule
 from asgimon.alerts.state import AlertState
 from asgimon.analytics.ranges import BadQuery, instant_param
-from asgimon.errors import FieldError, StorageError
+from asgimon.errors import FieldError
 
+from .alert_answers import (
+    Handler,
+    conflict,
+    guarded,
+    invalid,
+    iso_time,
+    not_found,
+    not_yours,
+    project_of,
+)
+from .alert_silences import SilenceRoutes
 from .guard import principal_of
 from .params import check_params, json_body
-from .responses import bad_query, error_response, storage_unavailable
+from .responses import error_response
 
 ALERTS_PATH = "/api/alerts"
 ONE_PATH = ALERTS_PATH + "/{id}"
 MAX_RULE_BODY = 32 * 1024
-MAX_SILENCE_S = 90 * 86_400
-MAX_REASON = 500
 MAX_HISTORY = 500
 MAX_RULES = 1000
 """Alert rules one project may hold: each is judged every period."""
-MAX_SILENCES = 100
 PREVIEW_DAYS = 7
 MASK = "whsec_…"
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _masked(secret: str) -> str:
@@ -67,74 +62,16 @@ def _masked(secret: str) -> str:
 def rule_json(rule: AlertRule, state: AlertState | None) -> dict[str, Any]:
     """A rule as the API shows it: instants as ISO text, secrets masked, its state."""
     out = rule.to_json()
-    out["createdAt"] = _iso(rule.created_at)
+    out["createdAt"] = iso_time(rule.created_at)
     out["channels"] = [
         {k: (_masked(v) if k == "secret" and isinstance(v, str) else v) for k, v in c.items()}
         for c in rule.channels
     ]
     s = (state or AlertState()).to_json()
     for name in ("since", "firedAt", "lastNotifiedAt", "lastMatchAt"):
-        s[name] = _iso(s[name]) if s[name] else None
+        s[name] = iso_time(s[name]) if s[name] else None
     out["state"] = s
     return out
-
-
-def silence_json(record: Record) -> dict[str, Any]:
-    b = record.body
-    return {
-        "id": record.id,
-        "projectId": record.project_id,
-        "ruleId": b.get("ruleId"),
-        "until": _iso(b.get("until")),
-        "reason": b.get("reason", ""),
-        "createdBy": b.get("createdBy"),
-        "createdAt": _iso(b.get("createdAt")),
-        "active": b.get("until", 0) > time.time(),
-    }
-
-
-def _invalid(errors: list[FieldError]) -> JSONResponse:
-    details = [{"field": e.field, "message": e.message} for e in errors]
-    fields = ", ".join(d["field"] or "body" for d in details)
-    return error_response(422, "invalid_alert", f"the alert rule is invalid: {fields}", details)
-
-
-def _not_found(what: str = "alert") -> JSONResponse:
-    return error_response(
-        404, "not_found", f"no {what} with this id", [{"field": "id", "message": "not found"}]
-    )
-
-
-def _not_yours(message: str) -> JSONResponse:
-    return error_response(
-        403, "forbidden", message, [{"field": "projectId", "message": "not one of your projects"}]
-    )
-
-
-def _conflict() -> JSONResponse:
-    return error_response(
-        409, "conflict", "the rule changed meanwhile; read it again and retry", []
-    )
-
-
-def _guarded(handler: Handler) -> Handler:
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except BadQuery as exc:
-            return bad_query(exc)
-        except StorageError as exc:
-            return storage_unavailable(exc)
-
-    return guarded
-
-
-def _project(request: Request) -> str:
-    project_id: str = request.path_params["id"]
-    problem = project_id_problem(project_id)
-    if problem is not None:
-        raise BadQuery("id", problem)
-    return project_id
 
 
 def _unmask(data: Any, base: AlertRule) -> Any:
@@ -153,7 +90,7 @@ def _unmask(data: Any, base: AlertRule) -> Any:
     return {**data, "channels": channels}
 
 
-class AlertsApi:
+class AlertsApi(SilenceRoutes):
     def __init__(self, engine: AlertEngine | None) -> None:
         self.engine = engine
         for name in (
@@ -168,7 +105,7 @@ class AlertsApi:
             "silence",
             "unsilence",
         ):
-            setattr(self, name, _guarded(self._enabled(getattr(self, "_" + name))))
+            setattr(self, name, guarded(self._enabled(getattr(self, "_" + name))))
 
     def _enabled(self, handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
@@ -204,24 +141,24 @@ class AlertsApi:
         body.pop("days", None)
         rule, errors = parse_rule(body, self._engine.channels)
         if rule is None:
-            return _invalid(errors)
+            return invalid(errors)
         principal = principal_of(request)
         if not principal.can_see(rule.project_id):
-            return _not_yours("you may not manage this project")
+            return not_yours("you may not manage this project")
         if len(await self._engine.rules(rule.project_id)) >= MAX_RULES:
-            return _invalid([FieldError("projectId", f"already has {MAX_RULES} alert rules")])
+            return invalid([FieldError("projectId", f"already has {MAX_RULES} alert rules")])
         saved = await self._engine.save(rule, by=principal.subject)
         if saved is None:
-            return _conflict()
+            return conflict()
         out = rule_json(saved, None)
         out["channels"] = saved.channels  # once, in full: a generated secret is shown here
         return JSONResponse(out, status_code=201)
 
     async def _listing(self, request: Request) -> Response:
         check_params(request.query_params, set())
-        project_id = _project(request)
+        project_id = project_of(request)
         if not principal_of(request).can_see(project_id):
-            return _not_yours("you may not see this project")
+            return not_yours("you may not see this project")
         rules = await self._engine.rules(project_id)
         states = await self._engine.states([r.id for r in rules])
         return JSONResponse([rule_json(r, states.get(r.id)) for r in rules])
@@ -230,16 +167,16 @@ class AlertsApi:
         check_params(request.query_params, set())
         base = await self._visible_rule(request)
         if base is None:
-            return _not_found()
+            return not_found()
         body = await self._body(request)
         if "days" in body:
-            return _invalid([FieldError("days", "is not a field of an alert rule")])
+            return invalid([FieldError("days", "is not a field of an alert rule")])
         rule, errors = parse_rule(_unmask(body, base), self._engine.channels, base=base)
         if rule is None:
-            return _invalid(errors)
+            return invalid(errors)
         saved = await self._engine.save(rule)
         if saved is None:
-            return _conflict()
+            return conflict()
         if saved.type != base.type:
             await self._engine.reset(saved, f"its type changed from {base.type}")
         states = await self._engine.states([saved.id])
@@ -249,7 +186,7 @@ class AlertsApi:
         check_params(request.query_params, set())
         rule = await self._visible_rule(request)
         if rule is None or not await self._engine.delete(rule.id):
-            return _not_found()
+            return not_found()
         return Response(status_code=204)
 
     async def _preview(self, request: Request) -> Response:
@@ -263,9 +200,9 @@ class AlertsApi:
         rule, problems = parse_rule(body, self._engine.channels)
         errors += problems
         if rule is None or errors:
-            return _invalid(errors)
+            return invalid(errors)
         if not principal_of(request).can_see(rule.project_id):
-            return _not_yours("you may not see this project")
+            return not_yours("you may not see this project")
         now = time.time()
         period = self._engine.settings.alerts_interval
         done = await replay(rule, self._engine.storage, now=now, days=days, period=period)
@@ -273,12 +210,12 @@ class AlertsApi:
             {
                 "projectId": rule.project_id,
                 "type": rule.type,
-                "from": _iso(done.start),
-                "to": _iso(done.end),
+                "from": iso_time(done.start),
+                "to": iso_time(done.end),
                 "days": days,
                 "fired": len(done.fired),
-                "firedAt": [_iso(t) for t in done.fired],
-                "resolvedAt": [_iso(t) for t in done.resolved],
+                "firedAt": [iso_time(t) for t in done.fired],
+                "resolvedAt": [iso_time(t) for t in done.resolved],
                 "notifications": done.notifications,
                 "evaluations": done.evaluations,
                 "truncated": done.truncated,
@@ -292,7 +229,7 @@ class AlertsApi:
         check_params(request.query_params, set())
         rule = await self._visible_rule(request)
         if rule is None:
-            return _not_found()
+            return not_found()
         await json_body(request, frozenset())
         sent = await self._engine.test(rule)
         return JSONResponse(
@@ -311,10 +248,10 @@ class AlertsApi:
 
     async def _history(self, request: Request) -> Response:
         check_params(request.query_params, {"rule", "kind", "before", "limit"})
-        project_id = _project(request)
+        project_id = project_of(request)
         q = request.query_params
         if not principal_of(request).can_see(project_id):
-            return _not_yours("you may not see this project")
+            return not_yours("you may not see this project")
         kinds = None
         if "kind" in q:
             kinds = [k.strip() for k in q["kind"].split(",")]
@@ -338,82 +275,10 @@ class AlertsApi:
                         **e.body,
                         "id": e.id,
                         "ruleId": e.rule_id,
-                        "at": _iso(e.at),
+                        "at": iso_time(e.at),
                         "kind": e.kind,
                     }
                     for e in entries
                 ]
             }
         )
-
-    async def _silences(self, request: Request) -> Response:
-        check_params(request.query_params, set())
-        project_id = _project(request)
-        if not principal_of(request).can_see(project_id):
-            return _not_yours("you may not see this project")
-        found = await self._engine.silences(project_id)
-        return JSONResponse({"silences": [silence_json(s) for s in found]})
-
-    async def _silence(self, request: Request) -> Response:
-        check_params(request.query_params, set())
-        project_id = _project(request)
-        principal = principal_of(request)
-        if not principal.can_see(project_id):
-            return _not_yours("you may not manage this project")
-        body = await json_body(request, frozenset({"ruleId", "until", "reason"}))
-        errors: list[FieldError] = []
-        now = time.time()
-        until = None
-        raw_until = body.get("until")
-        if not isinstance(raw_until, str):
-            errors.append(FieldError("until", "is required: an ISO 8601 time with a UTC offset"))
-        else:
-            try:
-                until = instant_param("until", raw_until)
-            except BadQuery as exc:
-                errors.append(FieldError("until", exc.message))
-            else:
-                if not now < until <= now + MAX_SILENCE_S:
-                    errors.append(FieldError("until", "must be in the next 90 days"))
-        reason = body.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
-            errors.append(
-                FieldError("reason", f"must be a text of at most {MAX_REASON} characters")
-            )
-        rule_id = body.get("ruleId")
-        if rule_id is not None:
-            rule = await self._engine.rule(rule_id) if isinstance(rule_id, str) else None
-            if rule is None or rule.project_id != project_id:
-                errors.append(FieldError("ruleId", "is not an alert of this project"))
-        if len(await self._engine.silences(project_id)) >= MAX_SILENCES:
-            errors.append(FieldError("until", f"the project already has {MAX_SILENCES} silences"))
-        if errors:
-            return _invalid(errors)
-        record = Record(
-            SILENCE,
-            str(uuid.uuid4()),
-            project_id,
-            {
-                "ruleId": rule_id,
-                "until": until,
-                "reason": reason,
-                "createdBy": principal.subject,
-                "createdAt": now,
-            },
-        )
-        written = await self._engine.storage.put_alert_record(record, expect=0)
-        if written is None:
-            return _conflict()
-        return JSONResponse(silence_json(written), status_code=201)
-
-    async def _unsilence(self, request: Request) -> Response:
-        check_params(request.query_params, set())
-        project_id = _project(request)
-        if not principal_of(request).can_see(project_id):
-            return _not_yours("you may not manage this project")
-        silence_id: str = request.path_params["silence"]
-        found = await self._engine.storage.alert_records(SILENCE, ids=[silence_id[:64]])
-        if not found or found[0].project_id != project_id:
-            return _not_found("silence")
-        await self._engine.storage.delete_alert_record(SILENCE, silence_id)
-        return Response(status_code=204)
