@@ -25,6 +25,7 @@ from asgimon.ratelimit.policy import Policy, default_rule, parse_endpoint_rules
 from .asgi import http_scope, run
 from .conftest import REDIS_URL, redis_prefix
 from .pg_cluster import free_port
+from .served import serving
 
 
 async def ok(request: Request) -> Response:
@@ -396,36 +397,18 @@ async def test_an_override_on_an_ipv6_address_holds_for_its_whole_network() -> N
 
 
 async def test_over_a_real_server_a_websocket_over_its_limit_gets_a_429() -> None:
-    import uvicorn
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 
     app = limited(RateLimiter("1/second"), maximum=2)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            for _ in range(1000):  # until it listens; a server that failed raises here
-                if server.started or serving.done():
-                    break
-                await asyncio.sleep(0.01)
-            if serving.done():
-                serving.result()
-            for _ in range(2):
-                async with connect(f"ws://127.0.0.1:{port}/ws"):
-                    pass
-            with pytest.raises(InvalidStatus) as refused:
-                async with connect(f"ws://127.0.0.1:{port}/ws"):
-                    pass
-        response = refused.value.response
-        assert response.status_code == 429
-        assert int(response.headers["Retry-After"]) >= 1
-        assert json.loads(response.body)["error"]["code"] == "rate_limited"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 5)
+    async with serving(app, ws="websockets-sansio") as port, asyncio.timeout(10):
+        for _ in range(2):
+            async with connect(f"ws://127.0.0.1:{port}/ws"):
+                pass
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://127.0.0.1:{port}/ws"):
+                pass
+    response = refused.value.response
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert json.loads(response.body)["error"]["code"] == "rate_limited"

@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from .pg_cluster import free_port
+from .served import serving
 
 SECRET = "whsec_c2VjcmV0LW9mLXRoZS1yZWNlaXZlci0wMTIzNDU2Nzg5"
 
@@ -59,23 +58,7 @@ async def webhook_receiver(secret: str = SECRET) -> AsyncIterator[Received]:
         received.arrived.set()
         return PlainTextResponse("ok")
 
-    port = free_port()
     app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none"
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            for _ in range(1000):  # until it listens; a server that failed raises here
-                if server.started or serving.done():
-                    break
-                await asyncio.sleep(0.01)
-        if serving.done():
-            serving.result()
+    async with serving(app) as port:
         received.url = f"http://127.0.0.1:{port}/hook"
         yield received
-    finally:
-        server.should_exit = True
-        await serving
