@@ -19,6 +19,9 @@ Every variant serves the same trivial Starlette app (``GET /items/{item_id}`` ->
                       ``asgimon_http_*`` created before each server and dropped after it;
                       skipped with a note if PostgreSQL does not answer (unless
                       ``--require-postgresql``)
+  ...-raw             every API call kept as a raw row (``ANALYTICS_API_CALL_SAMPLE_RATE=1``)
+  ...-limit           the host's rate limit on (in memory, a limit never reached): without
+                      the suffix it is off, and timing, errors and recording are measured
   prometheus          ``prometheus_fastapi_instrumentator.Instrumentator().instrument(app)``
                       (plus ``.expose(app)``, read once after the run): the peer
 
@@ -100,6 +103,8 @@ VARIANTS = (
     "asgimon-postgresql",
     "asgimon-sqlite-raw",
     "asgimon-postgresql-raw",
+    "asgimon-memory-limit",
+    "asgimon-sqlite-limit",
     "prometheus",
 )
 QUICK_VARIANTS = ("bare", "asgimon-memory", "asgimon-sqlite")
@@ -125,6 +130,10 @@ WRK_LUA = (
 # -- the app under test (built in the server process) ---------------------------------------
 
 
+def store_of(variant: str) -> str:
+    return variant.removesuffix("-raw").removesuffix("-limit")
+
+
 def build_app(args: argparse.Namespace) -> tuple[ASGIApp, Monitor | None]:
     if args.variant == "bare":
         return bare_app(), None
@@ -137,9 +146,12 @@ def build_app(args: argparse.Namespace) -> tuple[ASGIApp, Monitor | None]:
         Instrumentator().instrument(app).expose(app)
         return app, None
     # "-raw": every API call kept as a raw row, whatever the default sampling.
-    store, raw = args.variant.removesuffix("-raw"), args.variant.endswith("-raw")
-    # The rate limit applied to every request (its cost is part of the figure), never refusing.
-    options: dict[str, Any] = {"rate_limit_max": 10**9}
+    store, raw = store_of(args.variant), args.variant.endswith("-raw")
+    # "-limit": the host's rate limit in memory on every request (its cost is part of the
+    # figure), never refusing; otherwise off, as timing, errors and recording are measured.
+    options: dict[str, Any] = {"rate_limit_enabled": False}
+    if args.variant.endswith("-limit"):
+        options = {"rate_limit_max": 10**9}
     if raw:
         options["api_call_sample_rate"] = 1.0
     elif args.sample_rate is not None:
@@ -366,7 +378,7 @@ def running(variant: str, d: Driver) -> Iterator[Server]:
     extra: list[str] = []
     db: Path | None = None
     schema: str | None = None
-    store = variant.removesuffix("-raw")
+    store = store_of(variant)
     if d.sample_rate is not None:
         extra = ["--sample-rate", str(d.sample_rate)]
     if store == "asgimon-sqlite":

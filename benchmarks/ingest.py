@@ -79,6 +79,7 @@ from asgimon import (
     Storage,
     WriteResult,
 )
+from asgimon.pipeline.counted import Counted
 from asgimon.pipeline.records import sequential_ids
 from asgimon.rollups import Window
 from asgimon.sampling import KEEP_ALL, RawSampling
@@ -185,11 +186,15 @@ class TracedSQLStorage(SQLStorage):
         entry[1] += seconds
 
     async def write(
-        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+        self,
+        events: Sequence[Event],
+        *,
+        sampling: RawSampling = KEEP_ALL,
+        counted: Counted | None = None,
     ) -> WriteResult:
         t = time.perf_counter()
         try:
-            return await super().write(events, sampling=sampling)
+            return await super().write(events, sampling=sampling, counted=counted)
         finally:
             self._add("storage.write (all of it)", time.perf_counter() - t)
 

@@ -164,7 +164,9 @@ async def test_an_internal_bug_never_reaches_the_host_and_is_counted(monkeypatch
     def broken(raw: Any) -> Event:
         raise RuntimeError("bug in asgimon")
 
+    # Both ways a record is turned into something stored: an event, or a counted call.
     monkeypatch.setattr(monitor.recorder, "_convert", broken)
+    monkeypatch.setattr(monitor.recorder, "_series_of", broken)
     app = monitor.wrap(Starlette(routes=[Route("/", hello)]))
     transport = httpx.ASGITransport(app)
     async with monitor, httpx.AsyncClient(transport=transport, base_url="http://t") as c:

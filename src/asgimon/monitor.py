@@ -107,6 +107,7 @@ class Monitor(Recording):
             retry_deadline=settings.retry_deadline,
             convert=self.api_calls,
             sampling=RawSampling(settings.api_call_sample_rate, settings.slow_request_ms),
+            series_of=self.api_calls.series_of,
         )
         self.errors = ErrorTracker(
             settings,

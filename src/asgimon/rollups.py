@@ -167,6 +167,15 @@ class Aggregator:
                     r = minutes[mkey] = Rollup(ev.project_id, series, "minute", start)
                 r.add(value, error)
 
+    def merge_minute(self, r: Rollup) -> None:
+        """Add a minute rollup summed elsewhere (a batch's counted calls); ``r`` is left
+        as it is, so that a retried write adds the same again."""
+        mkey = (r.project_id, r.series, r.bucket_start)
+        into = self._minutes.get(mkey)
+        if into is None:
+            into = self._minutes[mkey] = Rollup(r.project_id, r.series, "minute", r.bucket_start)
+        into.merge(r)
+
     def deltas(self) -> list[Rollup]:
         """Every rollup delta of the events added, at all three resolutions."""
         out = list(self._minutes.values())

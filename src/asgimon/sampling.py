@@ -1,14 +1,12 @@
 """Which API calls are kept as raw rows: every error and slow one, a share of the rest.
 
 Rollups always count every call; sampling only thins the raw rows that the event listing
-reads, which are most of what a write costs. The choice is a function of the event and the
-settings alone (its id, status and duration against the rate and the slow threshold), so a
-retried batch chooses as its first attempt did. A sampled-out call still leaves its id
-behind (a narrow table on SQL, a marker on Redis), so a retry of it is found to be a
-duplicate: counts stay exact whatever is sampled. On SQL a kept call is found again in the
-raw table and a sampled-out one in the ids table, so an event written again must be written
-under the same settings: the recorder's retries are (they live in one process), and API
-calls reach storage only from the process that recorded them.
+reads, which are most of what a write costs. The recorder chooses for the middleware's calls
+and counts the others per batch (:mod:`asgimon.pipeline.counted`). For an event given to a
+store directly the choice is a function of the event and the settings alone (its id, status
+and duration against the rate and the slow threshold), so a retry chooses as the first
+attempt did, and a sampled-out call leaves its id behind (a narrow table on SQL, a marker on
+Redis) so that a retry of it is found to be a duplicate.
 """
 
 from __future__ import annotations

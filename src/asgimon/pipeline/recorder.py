@@ -17,11 +17,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from asgimon._slices import CHECK_EVERY, Slicer, chunks
 from asgimon.errors import StorageError, StorageFull, StorageRejected
-from asgimon.events import Event
+from asgimon.events import ApiCall, Event
+from asgimon.pipeline.counted import Counted, Tally, markers, sampler
 from asgimon.pipeline.sinks import Fanout
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import Storage, WriteResult
@@ -80,6 +81,7 @@ class Recorder:
         retry_deadline: float = 30.0,
         convert: Callable[[Any], Event] = lambda item: item,
         sampling: RawSampling = KEEP_ALL,
+        series_of: Callable[[tuple[Any, ...]], tuple[str, str]] | None = None,
     ) -> None:
         self.storage = storage
         self.max_events = max_events
@@ -92,6 +94,14 @@ class Recorder:
         self._convert = convert
         self.sampling = sampling
         """Which API calls are stored raw (every event feeds the rollups)."""
+        self._series_of = series_of
+        """The project and series of a middleware record: with it, the calls sampling does
+        not keep are counted straight from their records (see :mod:`.counted`)."""
+        self._marker = markers()
+        self._draw = sampler()
+        # Counted calls whose write was cancelled: written, under their marker, before
+        # anything else (put back in the queue as events, they would be counted twice).
+        self._carry: list[Counted] = []
         self.sinks = Fanout()
         """Who receives each stored batch's new events: see :mod:`asgimon.pipeline.sinks`."""
         self._queue: deque[Any] = deque()
@@ -116,7 +126,9 @@ class Recorder:
         self._first_backoff = min(0.05, retry_backoff_max)
         self._backoff = self._first_backoff
         self._failing = False
-        self._current: tuple[asyncio.Task[Any] | None, list[Event], set[int]] | None = None
+        self._current: (
+            tuple[asyncio.Task[Any] | None, list[Event], Counted | None, set[int]] | None
+        ) = None
         self._flush_lock = asyncio.Lock()
         # Trackers in sync code may record from a thread pool; the counters must stay exact.
         self._lock = threading.Lock()
@@ -204,7 +216,10 @@ class Recorder:
             # In-flight batches are not counted here: a cancelled one was put back in the
             # queue, and one written by a concurrent flush() settles its own events.
             with self._lock:
-                left = len(self._queue)
+                carried = sum(c.count for c in self._carry)
+                self._in_flight -= carried
+                self._carry.clear()
+                left = len(self._queue) + carried
                 self._dropped["shutdown_timeout"] += left
                 self._queue.clear()
                 self._sizes.clear()
@@ -220,12 +235,18 @@ class Recorder:
         current = self._current
         if current is None or current[0] is not task:
             return
-        _, batch, settled = current
+        _, batch, counted, settled = current
         self._settle([ev for ev in batch if id(ev) not in settled], "shutdown_timeout", settled)
+        if counted is not None:
+            self._settle_counted(counted, "shutdown_timeout", settled)
 
     async def flush(self, *, full_batches_only: bool = False) -> None:
         """Write everything queued now (used by tests and at shutdown)."""
         async with self._flush_lock:
+            while self._carry:
+                if self._past_stop():
+                    return
+                await self._store([], [], [], self._carry.pop(0), set())
             while len(self._queue) >= (self.batch_size if full_batches_only else 1):
                 if self._past_stop():
                     return  # stop() counts what is left; no more attempts past its deadline
@@ -259,6 +280,18 @@ class Recorder:
     def _past_stop(self) -> bool:
         return self._stop_by is not None and time.monotonic() >= self._stop_by
 
+    @property
+    def _counts(self) -> bool:
+        """Whether the calls sampling does not keep are counted (see :mod:`.counted`)."""
+        return self._series_of is not None and not self.sampling.keeps_all
+
+    def _tally(self) -> Tally | None:
+        if self._series_of is None or not self._counts:
+            return None
+        # With series_of given, the converter is the middleware's: it makes API calls.
+        convert = cast(Callable[[Any], ApiCall], self._convert)
+        return Tally(self.sampling, self._series_of, convert, self._draw)
+
     async def _flush_batch(self) -> None:
         with self._lock:
             n = min(self.batch_size, len(self._queue))
@@ -269,51 +302,98 @@ class Recorder:
         slicer = Slicer()
         batch: list[Event] = []
         kept_sizes: list[int] = []
-        settled: set[int] = set()
-        done = 0  # items converted (or dropped) so far
-        self._current = (asyncio.current_task(), batch, settled)
+        tallied: list[tuple[Any, int]] = []  # what the tally holds, should it be put back
+        tally = self._tally()
+        keeps = self.sampling.keeps
+        done = 0  # items converted, counted (or dropped) so far
         try:
             # In slices: a thousand request records are milliseconds of Python.
             for run in chunks(range(n), CHECK_EVERY):
                 for i in run:
                     item = items[i]
                     try:
-                        batch.append(item if isinstance(item, Event) else self._convert(item))
-                        kept_sizes.append(sizes[i])
+                        if tally is None:
+                            batch.append(item if isinstance(item, Event) else self._convert(item))
+                            kept_sizes.append(sizes[i])
+                        elif isinstance(item, Event):
+                            if isinstance(item, ApiCall) and not keeps(item):
+                                tally.take_event(item)
+                                tallied.append((item, sizes[i]))
+                            else:
+                                batch.append(item)
+                                kept_sizes.append(sizes[i])
+                        elif tally.take(item):
+                            tallied.append((item, sizes[i]))
+                        else:
+                            batch.append(self._convert(item))
+                            kept_sizes.append(sizes[i])
                     except Exception as exc:
                         self._settle([], "internal_error", set(), count=1)
                         self.count_internal_error(exc, "converting a request record")
                     done = i + 1
                 if slicer.due():
                     await slicer.pause()
+            counted = None if tally is None else tally.counted(self._marker(), time.time())
             slicer.mark()
-            await self._write(batch, settled)
         except asyncio.CancelledError:
-            back = [
-                (ev, sz) for ev, sz in zip(batch, kept_sizes, strict=True) if id(ev) not in settled
-            ]
+            back = list(zip(batch, kept_sizes, strict=True)) + tallied
             back.extend(zip(items[done:], sizes[done:], strict=True))
-            if self._stopped:
-                # stop() has already settled the queue: these are lost to the shutdown.
-                if back:
-                    self._settle([], "shutdown_timeout", settled, count=len(back))
-                settled.update(id(ev) for ev, _ in back)
-                raise
-            # Put back what is not settled: if the write did commit, the store is idempotent
-            # and a later attempt counts those events as duplicates, once.
-            with self._lock:
-                for ev, sz in reversed(back):
-                    self._queue.appendleft(ev)
-                    self._sizes.appendleft(sz)
-                    self._bytes += sz
-                self._in_flight -= len(back)
+            self._put_back(back, set())
+            raise
+        await self._store(batch, kept_sizes, [], counted, set())
+
+    async def _store(
+        self,
+        batch: list[Event],
+        sizes: list[int],
+        back: list[tuple[Any, int]],
+        counted: Counted | None,
+        settled: set[int],
+    ) -> None:
+        """Write a batch; cancelled, what is not settled goes back to be written again."""
+        self._current = (asyncio.current_task(), batch, counted, settled)
+        try:
+            await self._write(batch, settled, counted)
+        except asyncio.CancelledError:
+            if counted is not None and id(counted) not in settled:
+                if self._stopped:
+                    self._settle_counted(counted, "shutdown_timeout", settled)
+                else:
+                    # Under its marker: if the write did commit, the retry adds nothing.
+                    self._carry.append(counted)
+            self._put_back(list(zip(batch, sizes, strict=True)) + back, settled)
             raise
         finally:
             self._current = None
 
-    async def _write(self, batch: list[Event], settled: set[int]) -> None:
-        if not batch:
+    def _put_back(self, items: list[tuple[Any, int]], settled: set[int]) -> None:
+        back = [(ev, sz) for ev, sz in items if id(ev) not in settled]
+        if self._stopped:
+            # stop() has already settled the queue: these are lost to the shutdown.
+            if back:
+                self._settle([], "shutdown_timeout", settled, count=len(back))
+            settled.update(id(ev) for ev, _ in back)
             return
+        # Put back what is not settled: if the write did commit, the store is idempotent
+        # and a later attempt counts those events as duplicates, once.
+        with self._lock:
+            for ev, sz in reversed(back):
+                self._queue.appendleft(ev)
+                self._sizes.appendleft(sz)
+                self._bytes += sz
+            self._in_flight -= len(back)
+
+    async def _write(
+        self, batch: list[Event], settled: set[int], counted: Counted | None = None
+    ) -> None:
+        if not batch and counted is None:
+            return
+        # The recorder chose which API calls are kept raw (the rest are counted): the
+        # store keeps every event it is given.
+        sampling = KEEP_ALL if self._counts else self.sampling
+        options: dict[str, Any] = {"sampling": sampling}
+        if counted is not None:
+            options["counted"] = counted
         started = time.monotonic()
         attempts = 0
         while True:
@@ -324,10 +404,19 @@ class Recorder:
                 self._backoff = min(self._backoff * 2, self.retry_backoff_max)
             attempts += 1
             try:
-                result = await self.storage.write(batch, sampling=self.sampling)
+                result = await self.storage.write(batch, **options)
             except StorageRejected as exc:
                 self._failing = False
-                await self._bisect(batch, exc, settled)
+                if counted is None:
+                    await self._bisect(batch, exc, settled)
+                elif not batch:
+                    self._note_error(exc)
+                    self._settle_counted(counted, "invalid", settled)
+                    self._warn("invalid", f"storage rejected counted calls, dropped them: {exc}")
+                else:
+                    # Apart, so that only what the store refuses is dropped.
+                    await self._write([], settled, counted)
+                    await self._write(batch, settled)
                 return
             except StorageError as exc:
                 if exc.stored:
@@ -338,27 +427,41 @@ class Recorder:
                 gave_up = isinstance(exc, StorageFull) and attempts >= _FULL_ATTEMPTS
                 if out_of_time or gave_up or self._past_stop():
                     self._settle(batch, exc.reason, settled)
-                    self._warn(exc.reason, f"storage failed, dropped {len(batch)} events: {exc}")
+                    if counted is not None:
+                        self._settle_counted(counted, exc.reason, settled)
+                    n = len(batch) + (counted.count if counted is not None else 0)
+                    self._warn(exc.reason, f"storage failed, dropped {n} events: {exc}")
                     return
                 self._retries += 1
                 continue
             except Exception as exc:
                 self._settle(batch, "internal_error", settled)
+                if counted is not None:
+                    self._settle_counted(counted, "internal_error", settled)
                 self.count_internal_error(exc, "storage.write")
                 return
             self._failing = False
             self._backoff = self._first_backoff
             self._publish(result)
+            if counted is not None and result.counted and counted.events:
+                self._publish(WriteResult(0, 0, counted.events))
             # Events stop() already gave up on (a write that finished after all) stay counted
             # where they are: each event is in exactly one column of the ledger.
             open_ = sum(1 for ev in batch if id(ev) not in settled)
             written = min(result.inserted, open_)
+            counted_open = counted is not None and id(counted) not in settled
             with self._lock:
                 self._written += written
                 self._duplicates += open_ - written
                 self._in_flight -= open_
+                if counted is not None and counted_open:
+                    self._written += result.counted
+                    self._duplicates += counted.count - result.counted
+                    self._in_flight -= counted.count
                 self._batches += 1
             settled.update(map(id, batch))
+            if counted is not None:
+                settled.add(id(counted))
             return
 
     async def write_through(self, events: Sequence[Event]) -> WriteResult:
@@ -387,6 +490,14 @@ class Recorder:
         mid = len(batch) // 2
         await self._write(batch[:mid], settled)
         await self._write(batch[mid:], settled)
+
+    def _settle_counted(self, counted: Counted, reason: str, settled: set[int]) -> None:
+        if id(counted) in settled:
+            return
+        with self._lock:
+            self._dropped[reason] += counted.count
+            self._in_flight -= counted.count
+        settled.add(id(counted))
 
     def _settle(self, batch: list[Event], reason: str, settled: set[int], count: int = 0) -> None:
         """Count in-flight events as dropped for ``reason`` (those not settled already)."""

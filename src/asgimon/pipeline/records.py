@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from starlette.routing import Mount
 
+from asgimon import series
 from asgimon._validate import clean_text
 from asgimon.events import ApiCall
 
@@ -106,6 +107,9 @@ class ApiCallBuilder:
         # Route objects live as long as the app, so (route, mount prefix) is a stable key.
         self._templates: dict[tuple[int, str, str], str] = {}
         self._make_id = make_id or sequential_ids()
+        # The series of a counted call, by what the record says of it: the same few
+        # routes again and again, so their cleaning and capping are done once each.
+        self._series: dict[tuple[Any, ...], tuple[str, str]] = {}
 
     def _capped(self, project_id: str, endpoint: str) -> str:
         seen = self._seen.setdefault(project_id, set())
@@ -132,13 +136,33 @@ class ApiCallBuilder:
                 self._templates[key] = endpoint
         return endpoint
 
-    def __call__(self, item: tuple[Any, ...]) -> ApiCall:
-        raw = RawRequest._make(item)
-        # Everything here came off the wire or from host code: bound it rather than trust it.
+    def _where(self, raw: RawRequest) -> tuple[str, str]:
+        """The call's project and endpoint, bounded rather than trusted: they came off the
+        wire or from host code."""
         project_id = self.default_project
         if isinstance(raw.project_id, str) and raw.project_id:
             project_id = clean_text(raw.project_id, 128)
-        endpoint = self._capped(project_id, clean_text(self._endpoint(raw), 400))
+        return project_id, self._capped(project_id, clean_text(self._endpoint(raw), 400))
+
+    def series_of(self, item: tuple[Any, ...]) -> tuple[str, str]:
+        """The project and rollup series of a middleware record, as its event would have."""
+        project, method, endpoint, route, root0, root_end = item[:6]
+        key: tuple[Any, ...] = (project, method, endpoint, route, root0, root_end)
+        try:
+            found = self._series.get(key)
+        except TypeError:  # an unhashable value from a resolver, or a route past the table
+            key, found = (), None
+        if found is None:
+            raw = RawRequest._make(item)
+            project_id, endpoint = self._where(raw)
+            found = (project_id, series.api(clean_text(raw.method, 16) or "?", endpoint))
+            if key and len(self._series) < 10 * self.max_endpoints:
+                self._series[key] = found
+        return found
+
+    def __call__(self, item: tuple[Any, ...]) -> ApiCall:
+        raw = RawRequest._make(item)
+        project_id, endpoint = self._where(raw)
         request_id = raw.request_id
         user = raw.user
         if isinstance(user, int):

@@ -2,10 +2,12 @@
 
 Every event reaches storage through one place, the recorder (queued from the middleware and
 ``record_*``, or written through from ``POST /api/events``), and once a batch is stored the
-events that were new in it are handed here. Each subscriber has its own bounded queue and its
-own task, so a slow or failing subscriber costs only itself: past its bound the oldest
-batches are dropped and counted, a delivery that takes longer than ``timeout`` is abandoned
-and counted, an exception is logged and counted, and the writer never waits for any of them.
+events that were new in it are handed here (of the API calls counted without a row, only
+those carrying figures: see :mod:`asgimon.pipeline.counted`). Each subscriber has its own
+bounded queue and its own task, so a slow or failing subscriber costs only itself: past its
+bound the oldest batches are dropped and counted, a delivery that takes longer than
+``timeout`` is abandoned and counted, an exception is logged and counted, and the writer
+never waits for any of them.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from asgimon.alerts.records import HistoryEntry, Record
 from asgimon.errortracking.state import GroupState
 from asgimon.events import EVENT_TYPES, Event
+from asgimon.pipeline.counted import Counted
 from asgimon.ratelimit.overrides import Override
 from asgimon.rollups import Rollup, Window, merge_per_series
 from asgimon.sampling import KEEP_ALL, RawSampling
@@ -29,6 +30,9 @@ class WriteResult:
     inserted: int
     duplicates: int
     fresh: Sequence[Event] = ()
+    counted: int = 0
+    """The calls of a :class:`~asgimon.pipeline.counted.Counted` added now: its ``count``,
+    or 0 when its marker was already there (or none was given)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +52,15 @@ class EventStore(Protocol):
     """Events in and out: each batch written once, read back by kind and time."""
 
     async def write(
-        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
-    ) -> WriteResult: ...
+        self,
+        events: Sequence[Event],
+        *,
+        sampling: RawSampling = KEEP_ALL,
+        counted: Counted | None = None,
+    ) -> WriteResult:
+        """Store ``events`` (each once), and ``counted`` 's deltas unless its marker is
+        there, in one transaction where the store has them."""
+        ...
 
     async def events(
         self,

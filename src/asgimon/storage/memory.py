@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from asgimon._slices import Slicer
 from asgimon.errortracking.state import GroupState
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
+from asgimon.pipeline.counted import Counted
 from asgimon.ratelimit.overrides import Override
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
@@ -56,7 +57,11 @@ class MemoryStorage(MemoryAlerts, SumsByScan):
         self.closed = True
 
     async def write(
-        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+        self,
+        events: Sequence[Event],
+        *,
+        sampling: RawSampling = KEEP_ALL,
+        counted: Counted | None = None,
     ) -> WriteResult:
         # Sliced like the SQL stores' writes: this runs on the host's loop too.
         # The work is done in slices, the change in one stretch at the end, so that a write
@@ -86,14 +91,23 @@ class MemoryStorage(MemoryAlerts, SumsByScan):
             fresh.extend(new)
 
         await slicer.each(keep, events)
+        marker = None if counted is None else ("api_call", counted.project_id, counted.marker)
+        new_count = marker is not None and marker not in self._ids
+        if counted is not None and new_count:
+            for r in counted.minutes:
+                agg.merge_minute(r)
         deltas = agg.deltas()
         for ev in raw:
             self._events[ev.kind][(ev.project_id, ev.id)] = ev
         for ev in ids:
             self._ids[(ev.kind, ev.project_id, ev.id)] = ev.timestamp
         self._merge(deltas)
+        if counted is not None and new_count:
+            assert marker is not None
+            self._ids[marker] = counted.at
         slicer.mark()
-        return WriteResult(len(fresh), len(events) - len(fresh), fresh)
+        added = counted.count if counted is not None and new_count else 0
+        return WriteResult(len(fresh), len(events) - len(fresh), fresh, added)
 
     def _merge(self, deltas: Sequence[Rollup]) -> None:
         for delta in deltas:

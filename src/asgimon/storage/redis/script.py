@@ -39,17 +39,48 @@ SLICE_EVENTS = 100
 # an id repeated inside it adds nothing; each hash is then read once and written once, where
 # one HINCRBY per event and field would take most of the script's time. All in one script: an
 # event is never stored without its rollups, nor its rollups without it.
-_WRITE = """
+# What both scripts begin with: ARGV's first three, and adding fields to a rollup hash.
+# ``names`` lists the fields, ``vals`` and ``kinds`` map each to its delta (kind 0), or to
+# the least (1) or greatest (2) value seen.
+PRELUDE = """
 local p, ttl, now = ARGV[1], ARGV[2], ARGV[3]
-local meta = cjson.decode(ARGV[4])
-local zsets, hashes, groups = meta[1], meta[2], meta[3]
-local rows, blob = cjson.decode(ARGV[5]), ARGV[6]
 local call, find, sub, encode, unpack, min = redis.call, string.find, string.sub, cjson.encode,
   unpack, math.min
 -- unpack() is bounded by Lua's C stack (about 8000 values): long lists go in slices.
 local function each_slice(list, n, size, fn)
   for a = 1, n, size do fn(a, min(a + size - 1, n)) end
 end
+local function merge_hash(hk, ri, bucket, names, vals, kinds)
+  -- A new bucket has nothing to read back.
+  local exists = call("EXISTS", hk) == 1
+  each_slice(names, #names, 500, function(a, b)
+    local olds = exists and call("HMGET", hk, unpack(names, a, b))
+    local out, m = {}, 0
+    for k = a, b do
+      local f = names[k]
+      local v, old = vals[f], olds and olds[k - a + 1]
+      if old then
+        old = tonumber(old)
+        local kind = kinds[f]
+        if kind == 0 then v = v + old
+        elseif (kind == 1 and v >= old) or (kind == 2 and v <= old) then v = nil end
+      end
+      if v then out[m + 1], out[m + 2], m = f, v, m + 2 end
+    end
+    if m > 0 then call("HSET", hk, unpack(out, 1, m)) end
+  end)
+  call("EXPIRE", hk, ttl)
+  call("ZADD", ri, bucket, bucket)
+  call("EXPIRE", ri, ttl)
+end
+"""
+
+_WRITE = (
+    PRELUDE
+    + """
+local meta = cjson.decode(ARGV[4])
+local zsets, hashes, groups = meta[1], meta[2], meta[3]
+local rows, blob = cjson.decode(ARGV[5]), ARGV[6]
 
 local ng = #groups
 local cnt, errs, nv, sum, lo, hi, bins = {}, {}, {}, {}, {}, {}, {}
@@ -168,30 +199,8 @@ end
 for h = 1, #hashes do
   local names = hnames[h]
   if #names > 0 then
-    local vals, kinds = hvals[h], hkinds[h]
     local hash = hashes[h]
-    local hk, ri, bucket = hash[1], hash[2], hash[3]
-    -- A new bucket has nothing to read back.
-    local exists = call("EXISTS", hk) == 1
-    each_slice(names, #names, 500, function(a, b)
-      local olds = exists and call("HMGET", hk, unpack(names, a, b))
-      local out, m = {}, 0
-      for k = a, b do
-        local f = names[k]
-        local v, old = vals[f], olds and olds[k - a + 1]
-        if old then
-          old = tonumber(old)
-          local kind = kinds[f]
-          if kind == 0 then v = v + old
-          elseif (kind == 1 and v >= old) or (kind == 2 and v <= old) then v = nil end
-        end
-        if v then out[m + 1], out[m + 2], m = f, v, m + 2 end
-      end
-      if m > 0 then call("HSET", hk, unpack(out, 1, m)) end
-    end)
-    call("EXPIRE", hk, ttl)
-    call("ZADD", ri, bucket, bucket)
-    call("EXPIRE", ri, ttl)
+    merge_hash(hash[1], hash[2], hash[3], names, hvals[h], hkinds[h])
   end
 end
 
@@ -200,6 +209,7 @@ each_slice(projects, #projects, 1000, function(a, b) call("ZADD", pk, unpack(pro
 call("EXPIRE", pk, ttl)
 return fresh
 """
+)
 
 _WIDTHS = tuple(RESOLUTIONS.items())
 

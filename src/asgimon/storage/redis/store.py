@@ -14,11 +14,13 @@ from redis import exceptions as redis_errors
 from asgimon import redis_pools
 from asgimon.errors import StorageError, StorageRejected, StorageUnavailable
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
+from asgimon.pipeline.counted import Counted
 from asgimon.rollups import RESOLUTIONS, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import SumsByScan, WriteResult
 
 from .alerts import Alerts
+from .counting import COUNT, count_args
 from .groups import Groups
 from .members import _decode
 from .overrides import Overrides
@@ -69,6 +71,7 @@ class RedisStorage(Groups, Overrides, Alerts, SumsByScan):
         self.timeout = timeout
         self._client: aioredis.Redis | None = None
         self._script: Any = None
+        self._count_script: Any = None
 
     @property
     def identity(self) -> str:
@@ -80,6 +83,7 @@ class RedisStorage(Groups, Overrides, Alerts, SumsByScan):
         if self._client is None:
             self._client = redis_pools.client(self.url, timeout=self.timeout, decode=True)
             self._script = self._client.register_script(_WRITE)
+            self._count_script = self._client.register_script(COUNT)
         return self._client
 
     async def _call(self, op: Any) -> Any:
@@ -97,7 +101,11 @@ class RedisStorage(Groups, Overrides, Alerts, SumsByScan):
             await client.aclose()
 
     async def write(
-        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+        self,
+        events: Sequence[Event],
+        *,
+        sampling: RawSampling = KEEP_ALL,
+        counted: Counted | None = None,
     ) -> WriteResult:
         # Every event is encoded before anything is sent, so a bad one rejects the batch
         # before any part of it is stored. Encoding yields to the loop between slices.
@@ -120,10 +128,16 @@ class RedisStorage(Groups, Overrides, Alerts, SumsByScan):
                 first = n * SCRIPT_EVENTS
                 new = await self._call(self._script(keys=[], args=args))
                 fresh.extend(events[first + int(i)] for i in new)
+            # Last, and apart: its marker makes it idempotent on its own.
+            added = 0
+            if counted is not None:
+                args = count_args(self.prefix, self.ttl, counted)
+                if await self._call(self._count_script(keys=[], args=args)):
+                    added = counted.count
         except StorageError as exc:
             exc.stored = tuple(fresh)  # committed by the calls before this one
             raise
-        return WriteResult(len(fresh), len(events) - len(fresh), fresh)
+        return WriteResult(len(fresh), len(events) - len(fresh), fresh, added)
 
     # -- reads -------------------------------------------------------------------------
 

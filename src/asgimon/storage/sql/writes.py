@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -16,7 +16,8 @@ from asgimon.errors import (
     StorageUnavailable,
 )
 from asgimon.events import Event
-from asgimon.rollups import Aggregator
+from asgimon.pipeline.counted import Counted
+from asgimon.rollups import Aggregator, Rollup
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import WriteResult
 from asgimon.storage.sql import tables as s
@@ -36,11 +37,23 @@ from .base import (
 )
 
 
+def _merge_into(agg: Aggregator) -> Callable[[Sequence[Rollup]], None]:
+    def merge(run: Sequence[Rollup]) -> None:
+        for r in run:
+            agg.merge_minute(r)
+
+    return merge
+
+
 class Writes(SQLBase):
     async def write(
-        self, events: Sequence[Event], *, sampling: RawSampling = KEEP_ALL
+        self,
+        events: Sequence[Event],
+        *,
+        sampling: RawSampling = KEEP_ALL,
+        counted: Counted | None = None,
     ) -> WriteResult:
-        if not events:
+        if not events and counted is None:
             return WriteResult(0, 0)
         await self._check_file()
         writer = await self._writable()
@@ -49,6 +62,7 @@ class Writes(SQLBase):
         for ev in events:
             by_kind.setdefault(ev.kind, []).append(ev)
         fresh: list[Event] = []
+        added = 0
         try:
             async with self._in_use(writer), writer.connect() as conn:
                 try:
@@ -60,6 +74,9 @@ class Writes(SQLBase):
                             )
                         agg = Aggregator()
                         await slicer.each(agg.add, fresh)
+                        if counted is not None and await self._mark(conn, counted, slicer):
+                            added = counted.count
+                            await slicer.each(_merge_into(agg), counted.minutes)
                         # One lock order for every writer, or concurrent UPSERTs deadlock on
                         # PostgreSQL.
                         deltas = sorted(agg.deltas(), key=lambda r: r.key)
@@ -76,7 +93,19 @@ class Writes(SQLBase):
         except Exception as exc:
             raise classify(exc) from exc
         await self._maybe_checkpoint()
-        return WriteResult(len(fresh), len(events) - len(fresh), fresh)
+        return WriteResult(len(fresh), len(events) - len(fresh), fresh, added)
+
+    async def _mark(self, conn: AsyncConnection, counted: Counted, slicer: Slicer) -> bool:
+        """Store the counted batch's marker; False if it was there (its deltas are in)."""
+        t = s.api_call_ids
+        stmt = self._insert(t).on_conflict_do_nothing(
+            index_elements=[c.name for c in t.primary_key.columns]
+        )
+        row = {"project_id": counted.project_id, "created_at": us(counted.at), "id": counted.marker}
+        slicer.mark()
+        result = await conn.execute(stmt, row)
+        slicer.restart()
+        return bool(result.rowcount == 1)
 
     async def _execute_in_runs(
         self, conn: AsyncConnection, stmt: Any, rows: list[dict[str, Any]], slicer: Slicer
