@@ -30,6 +30,11 @@ MARKER_PREFIX = "batch:"
 """Counted batches' markers are stored among the ids of the API calls not kept raw (and
 purged with them); with a random part of 64 bits, no event id meets one."""
 
+MARKER_TTL_S = 86_400
+"""How long a marker is kept, whatever the API calls' retention: far longer than a batch is
+ever retried (the recorder gives up after ``RETRY_DEADLINE``), and at one marker per batch
+per worker a second, far fewer rows than keeping them for months."""
+
 # Positions in the middleware's record (asgimon.pipeline.records.RawRequest).
 _STATUS, _T0, _COMPLETE, _END, _WALL, _FIGURES = 6, 7, 9, 10, 11, 16
 

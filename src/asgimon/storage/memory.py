@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 from asgimon._slices import Slicer
 from asgimon.errortracking.state import GroupState
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
-from asgimon.pipeline.counted import Counted
+from asgimon.pipeline.counted import MARKER_PREFIX, MARKER_TTL_S, Counted
 from asgimon.ratelimit.overrides import Override
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
@@ -26,6 +27,10 @@ def _drop(table: dict[K, V], doomed: list[K]) -> int:
     for k in doomed:
         del table[k]
     return len(doomed)
+
+
+def _is_marker(key: str) -> bool:
+    return key.startswith(MARKER_PREFIX)
 
 
 def _in_range(ts: float, start: float | None, end: float | None) -> bool:
@@ -195,7 +200,13 @@ class MemoryStorage(MemoryAlerts, SumsByScan):
             else:
                 table = self._events[key]
                 doomed_ev = [k for k, ev in table.items() if ev.timestamp < cutoff]
-                doomed_ids = [k for k, ts in self._ids.items() if k[0] == key and ts < cutoff]
+                # Counted batches' markers outlive their use within a day.
+                markers = max(cutoff, time.time() - MARKER_TTL_S)
+                doomed_ids = [
+                    k
+                    for k, ts in self._ids.items()
+                    if k[0] == key and (ts < cutoff or (ts < markers and _is_marker(k[2])))
+                ]
                 deleted[key] = _drop(table, doomed_ev) + _drop(self._ids, doomed_ids)
         return deleted
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from asgimon.pipeline.counted import Counted
+from asgimon.pipeline.counted import MARKER_TTL_S, Counted
 from asgimon.rollups import RESOLUTIONS
 
 from .members import _JSON
 from .script import PRELUDE, SEP
-
-MARKER_TTL_S = 86_400
-"""How long a marker is kept: far longer than a batch is ever retried."""
 
 # ARGV: prefix, ttl, now, marker key, marker ttl; a JSON array [hashes, projects] with
 #   hash  {key, index key, bucket, {field names}, {deltas}, {kinds}}   kinds as in PRELUDE

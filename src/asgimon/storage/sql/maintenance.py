@@ -18,6 +18,7 @@ from sqlalchemy.engine import Row
 
 from asgimon import histogram
 from asgimon.events import EVENT_TYPES, Event, kinds_with_users
+from asgimon.pipeline.counted import MARKER_PREFIX, MARKER_TTL_S
 from asgimon.rollups import RESOLUTIONS
 from asgimon.storage.sql import tables as s
 from asgimon.storage.sql.failures import classify
@@ -169,8 +170,25 @@ class Maintenance(Reads):
                         # includes the time: (project_id, id) alone would scan the project.
                         key_cols = list(t.primary_key.columns)
                         total += await self._delete_in_batches(t, key_cols, cond, batch_size)
+                if key == "api_call":
+                    total += await self._purge_markers(here, cutoff, batch_size)
             deleted[key] = total
         return deleted
+
+    async def _purge_markers(self, projects: list[str], cutoff: float, batch_size: int) -> int:
+        """Counted batches' markers outlive their use within a day, whatever the retention."""
+        t = s.api_call_ids
+        until = us(max(cutoff, time.time() - MARKER_TTL_S))
+        total = 0
+        for project in projects:
+            cond = [
+                t.c.project_id == project,
+                t.c.created_at < until,
+                t.c.id.startswith(MARKER_PREFIX, autoescape=True),
+            ]
+            key_cols = list(t.primary_key.columns)
+            total += await self._delete_in_batches(t, key_cols, cond, batch_size)
+        return total
 
     async def _all_projects(self) -> list[str]:
         """Projects with rollups, plus those with only raw events (deployments just started)."""
