@@ -7,10 +7,12 @@ marker and adds nothing (see :mod:`asgimon.pipeline.counted`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from asgimon._slices import Slicer
 from asgimon.pipeline.counted import MARKER_TTL_S, Counted
-from asgimon.rollups import RESOLUTIONS
+from asgimon.rollups import RESOLUTIONS, Rollup
 
 from .members import _JSON
 from .script import PRELUDE, SEP
@@ -42,10 +44,35 @@ return 1
 _Fields = dict[str, list[Any]]  # field -> [value, kind]
 
 
-def count_args(prefix: str, ttl: int, counted: Counted) -> list[Any]:
-    """The script's arguments: each minute's deltas added into its minute, hour and day."""
+async def count_args(prefix: str, ttl: int, counted: Counted) -> list[Any]:
+    """The script's arguments: each minute's deltas added into its minute, hour and day.
+
+    In slices: a batch over a hundred endpoints is thousands of fields."""
     hashes: dict[tuple[str, str, int], _Fields] = {}
-    for r in counted.minutes:
+    slicer = Slicer()
+    await slicer.each(lambda run: _add_fields(hashes, run), counted.minutes)
+    meta = [
+        [
+            [
+                f"{prefix}:ru:{project}:{resolution}:{bucket}",
+                f"{prefix}:rui:{project}:{resolution}",
+                str(bucket),
+                list(fields),
+                [v for v, _ in fields.values()],
+                [k for _, k in fields.values()],
+            ]
+            for (project, resolution, bucket), fields in hashes.items()
+        ],
+        sorted({r.project_id for r in counted.minutes}),
+    ]
+    marker = f"{prefix}:batch:{counted.marker}"
+    encoded = _JSON.encode(meta)
+    slicer.mark()
+    return [prefix, ttl, time.time(), marker, min(ttl, MARKER_TTL_S), encoded]
+
+
+def _add_fields(hashes: dict[tuple[str, str, int], _Fields], minutes: Sequence[Rollup]) -> None:
+    for r in minutes:
         pre = f"{r.series}{SEP}"
         fields: list[tuple[str, float, int]] = [(pre + "c", r.count, 0)]
         if r.error_count:
@@ -71,20 +98,3 @@ def count_args(prefix: str, ttl: int, counted: Counted) -> list[Any]:
                     held[0] += value
                 elif (kind == 1 and value < held[0]) or (kind == 2 and value > held[0]):
                     held[0] = value
-    meta = [
-        [
-            [
-                f"{prefix}:ru:{project}:{resolution}:{bucket}",
-                f"{prefix}:rui:{project}:{resolution}",
-                str(bucket),
-                list(fields),
-                [v for v, _ in fields.values()],
-                [k for _, k in fields.values()],
-            ]
-            for (project, resolution, bucket), fields in hashes.items()
-        ],
-        sorted({r.project_id for r in counted.minutes}),
-    ]
-    marker = f"{prefix}:batch:{counted.marker}"
-    ttl_marker = min(ttl, MARKER_TTL_S)
-    return [prefix, ttl, time.time(), marker, ttl_marker, _JSON.encode(meta)]

@@ -131,7 +131,7 @@ class RedisStorage(Groups, Overrides, Alerts, SumsByScan):
             # Last, and apart: its marker makes it idempotent on its own.
             added = 0
             if counted is not None:
-                args = count_args(self.prefix, self.ttl, counted)
+                args = await count_args(self.prefix, self.ttl, counted)
                 if await self._call(self._count_script(keys=[], args=args)):
                     added = counted.count
         except StorageError as exc:
