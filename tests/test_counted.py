@@ -19,7 +19,8 @@ from asgimon import ApiCall, Event, MemoryStorage, Monitor, Storage
 from asgimon.context import add_figure
 from asgimon.errors import StorageRejected, StorageUnavailable
 from asgimon.pipeline.counted import MARKER_TTL_S, Counted, Tally, markers
-from asgimon.rollups import RESOLUTIONS, Rollup, Window
+from asgimon.pipeline.records import ApiCallBuilder
+from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.series import API_TOTAL
 from asgimon.storage.base import WriteResult
@@ -49,11 +50,11 @@ def calls(project: str) -> list[ApiCall]:
     return out
 
 
-def counted_of(evs: Sequence[ApiCall]) -> Counted:
+async def counted_of(evs: Sequence[ApiCall]) -> Counted:
     tally = Tally(NEVER_KEPT, _never, _never, lambda: 1.0)
     for ev in evs:
         tally.take_event(ev)
-    made = tally.counted(markers()(), T0 + 4000)
+    made = await tally.counted(markers()(), T0 + 4000)
     assert made is not None
     return made
 
@@ -79,7 +80,7 @@ async def test_counted_calls_add_up_to_what_their_events_would_and_only_once(
     storage: Storage,
 ) -> None:
     await storage.write(calls("as-events"), sampling=KEEP_ALL)
-    batch = counted_of(calls("counted"))
+    batch = await counted_of(calls("counted"))
     assert batch.count == 240
 
     first = await storage.write([], counted=batch)
@@ -101,7 +102,7 @@ async def test_counted_calls_add_up_to_what_their_events_would_and_only_once(
 
 async def test_a_batch_of_events_and_counted_calls_stores_both(storage: Storage) -> None:
     kept = calls("p")[:10]
-    batch = counted_of(calls("p")[10:])
+    batch = await counted_of(calls("p")[10:])
     result = await storage.write(kept, sampling=KEEP_ALL, counted=batch)
     assert (result.inserted, result.counted) == (10, 230)
     assert await storage.count("api_call", project_id="p") == 10
@@ -112,7 +113,7 @@ async def test_a_batch_of_events_and_counted_calls_stores_both(storage: Storage)
 
 
 async def test_markers_are_kept_a_day_whatever_the_retention(storage: Storage) -> None:
-    batch = counted_of(calls("p"))
+    batch = await counted_of(calls("p"))
     batch.at = time.time() - 2 * 86400
     await storage.write([], counted=batch)
     if isinstance(storage, RedisStorage):
@@ -122,7 +123,7 @@ async def test_markers_are_kept_a_day_whatever_the_retention(storage: Storage) -
     # API calls are kept 90 days, their batches' markers a day: gone, the batch counts again.
     await storage.purge(before={"api_call": time.time() - 90 * 86400})
     assert (await storage.write([], counted=batch)).counted == 240
-    fresh = counted_of(calls("p"))
+    fresh = await counted_of(calls("p"))
     fresh.at = time.time() - 3600
     await storage.write([], counted=fresh)
     await storage.purge(before={"api_call": time.time() - 90 * 86400})
@@ -303,3 +304,52 @@ async def test_subscribers_see_counted_calls_that_carry_figures(sqlite_url: str)
     assert len(with_figures) == 10
     assert all(ev.figures for ev in with_figures)
     assert len({ev.id for ev in with_figures}) == 10
+
+
+def records(builder: ApiCallBuilder, n: int) -> list[tuple[Any, ...]]:
+    """Middleware records over three routes (one mounted below a prefix), two projects and
+    three minutes, as ``AsgimonMiddleware._record`` queues them: a route by its id in the
+    builder's table, or (one in fifty, as past the table's bound) the route itself."""
+    routes = [Route("/a/{id:int}", ok), Route("/b", ok), Route("/c", ok)]
+    builder.routes.update((id(r), r) for r in routes)
+    out = []
+    for i in range(n):
+        t0 = 1000.0 + i
+        took = 0.0001 + (i * 0.000731) % 0.9
+        out.append(
+            (
+                None if i % 3 else "tenant",  # project (from a resolver)
+                "GET" if i % 4 else "PUT",
+                None,
+                routes[i % 3] if i % 50 == 0 else id(routes[i % 3]),
+                "",
+                "/v1" if i % 3 == 2 else "",
+                200 if i % 7 else 404,
+                t0,
+                t0 + took / 2,
+                t0 + took,
+                t0 + took + 0.001,
+                T0 + (i % 180),
+                10,
+                None,
+                None,
+                None,
+                None,
+            )
+        )
+    return out
+
+
+async def test_a_tally_of_records_equals_the_rollups_of_their_events() -> None:
+    builder = ApiCallBuilder(100, "default")
+    tally = Tally(NEVER_KEPT, builder.series_of, builder, lambda: 1.0)
+    items = records(builder, 500)
+    assert all(tally.take(item) for item in items)
+    made = await tally.counted("m", T0)
+    assert made is not None
+    assert made.count == 500
+    agg = Aggregator()
+    agg.add([builder(item) for item in items])
+    expected = sorted(figures(r) for r in agg.deltas() if r.resolution == "minute")
+    assert sorted(figures(r) for r in made.minutes) == expected
+    assert {r.series for r in made.minutes} >= {"api:GET /a/{id}", "api:PUT /v1/c", API_TOTAL}

@@ -333,7 +333,12 @@ class Recorder:
                     done = i + 1
                 if slicer.due():
                     await slicer.pause()
-            counted = None if tally is None else tally.counted(self._marker(), time.time())
+            counted = None
+            if tally is not None:
+                counted = await tally.counted(self._marker(), time.time(), slicer)
+            if tally is not None and tally.error is not None:
+                self._settle([], "internal_error", set(), count=tally.failed)
+                self.count_internal_error(tally.error, "counting request records")
             slicer.mark()
         except asyncio.CancelledError:
             back = list(zip(batch, kept_sizes, strict=True)) + tallied

@@ -24,6 +24,7 @@ _CONVERTER = re.compile(r"\{(\w+):\w+\}")  # /items/{id:int} is reported as /ite
 OTHER = "<other>"
 
 MAX_SIZE = 2**53  # larger sizes come from a lying Content-Length, not from a body
+_UNREAD = (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, None, None, None, None)  # what series_of never reads
 
 
 class RawRequest(NamedTuple):
@@ -144,16 +145,16 @@ class ApiCallBuilder:
             project_id = clean_text(raw.project_id, 128)
         return project_id, self._capped(project_id, clean_text(self._endpoint(raw), 400))
 
-    def series_of(self, item: tuple[Any, ...]) -> tuple[str, str]:
-        """The project and rollup series of a middleware record, as its event would have."""
-        project, method, endpoint, route, root0, root_end = item[:6]
-        key: tuple[Any, ...] = (project, method, endpoint, route, root0, root_end)
+    def series_of(self, where: tuple[Any, ...]) -> tuple[str, str]:
+        """The project and rollup series of a middleware record, as its event would have,
+        from the record's first six fields (project to root_end)."""
+        key = where
         try:
             found = self._series.get(key)
         except TypeError:  # an unhashable value from a resolver, or a route past the table
             key, found = (), None
         if found is None:
-            raw = RawRequest._make(item)
+            raw = RawRequest._make((*where, *_UNREAD))
             project_id, endpoint = self._where(raw)
             found = (project_id, series.api(clean_text(raw.method, 16) or "?", endpoint))
             if key and len(self._series) < 10 * self.max_endpoints:
