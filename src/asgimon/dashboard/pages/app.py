@@ -10,7 +10,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from asgimon.alerts.engine import AlertEngine
@@ -32,11 +32,14 @@ from .context import FILTER_CHOICES, RANGE_NAMES, PageContext, UnknownProject, p
 from .formats import FILTERS
 from .group_forms import GroupForms
 from .headers import STYLESHEET
+from .overview import OVERVIEW
 from .ratelimits import OverrideForms, ratelimits_page
 from .signin import SignIn
+from .streamed import settle, shell, stream
 from .views import PAGES, Page
 
 log = logging.getLogger("asgimon.dashboard")
+NO_STORE = {"Cache-Control": "no-store"}
 
 MakeQuery = Callable[[PageContext, str], Query]
 
@@ -69,23 +72,27 @@ class Pages:
         self.inbox = inbox
         self.alerts = AlertsPage(alerts)
         self.alert_forms = AlertForms(self.alerts, self, inbox)
-        self.pages = (*PAGES, ratelimits_page(limits), self.alerts.page)
+        self.pages = (OVERVIEW, *PAGES, ratelimits_page(limits), self.alerts.page)
 
     def query(self, ctx: PageContext, project_id: str) -> Query:
         q = self._query(ctx.request, project_id, ctx.span, ctx.now)
         # A form's field left empty is no filter (the API, stricter, refuses one).
         return dataclasses.replace(q, params={k: v for k, v in q.params.items() if v})
 
+    def values(self, request: Request, **values: Any) -> dict[str, Any]:
+        """What every template is rendered with, and ``values``."""
+        return {
+            "root": mount_root(request.scope),
+            "nav": [p for p in self.pages if p.name],
+            "signed_in": _signed_in(request),
+            "stylesheet": STYLESHEET,
+            "csrf_token": csrf.token_of(request),
+            **values,
+        }
+
     def render(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
-        root = mount_root(request.scope)
-        html = self.env.get_template(template).render(
-            root=root,
-            nav=[p for p in self.pages if p.name],
-            signed_in=_signed_in(request),
-            stylesheet=STYLESHEET,
-            **{"csrf_token": csrf.token_of(request), **values},
-        )
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+        html = self.env.get_template(template).render(self.values(request, **values))
+        return HTMLResponse(html, status_code=status, headers=NO_STORE)
 
     async def context(self, request: Request) -> PageContext:
         known = await self.storage.projects()
@@ -110,19 +117,26 @@ class Pages:
         its forms."""
         request = ctx.request
         token = csrf.issue(request) if page.forms else None
-        if token is not None:
-            figures = {**figures, "csrf_token": token}
-        response = self.render(
-            request,
-            page.template,
-            status,
-            ctx=ctx,
-            page=page,
-            ranges=RANGE_NAMES,
-            filter_choices=FILTER_CHOICES,
-            inbox=await self.notifications(ctx),
-            **figures,
-        )
+        try:
+            shown = {
+                "ctx": ctx,
+                "page": page,
+                "ranges": RANGE_NAMES,
+                "filter_choices": FILTER_CHOICES,
+                "inbox": await self.notifications(ctx),
+                **({"csrf_token": token} if token is not None else {}),
+            }
+            response: Response
+            if page.panels:
+                parts = shell(self.env, page.template, self.values(request, **shown))
+                body = stream(self.env, parts, page.panels, self.values(request, **shown), figures)
+                response = StreamingResponse(body, status, NO_STORE, media_type="text/html")
+            else:
+                response = self.render(request, page.template, status, **shown, **figures)
+        except BaseException:
+            if page.panels:
+                settle(figures.values())  # no panel will wait for these reads
+            raise
         if token is not None:
             csrf.remember(response, request, token)
         if page.finish is not None:

@@ -17,9 +17,8 @@ from asgimon.analytics.deployments import deployments
 from asgimon.analytics.error_detail import error_group
 from asgimon.analytics.error_groups import STATUSES as GROUP_STATUSES
 from asgimon.analytics.error_groups import errors
-from asgimon.analytics.functions import functions, invocation_trend
+from asgimon.analytics.functions import functions
 from asgimon.analytics.live import live_figures
-from asgimon.analytics.overview import dashboard, overview_row
 from asgimon.analytics.performance import SORTS, endpoint_latency, performance
 from asgimon.analytics.query import Query
 from asgimon.analytics.ranges import BadQuery
@@ -28,10 +27,10 @@ from asgimon.events import DeploymentEvent
 from .charts import Chart, Format, Line, Marker, bar_list, time_chart
 from .context import PageContext
 from .formats import count, ms, pct
+from .streamed import Panel
 
 Figures = dict[str, Any]
 MakeQuery = Callable[[PageContext, str], Query]
-SUMMARY_PROJECTS = 5
 OUTCOMES = ("success", "failure")
 MARKER_DEPLOYMENTS = 100
 STATEMENTS_SHOWN = 10  # of each ordering, in a page's "Database queries"
@@ -48,6 +47,9 @@ class Page:
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # this page's own
     forms: bool = False  # has forms that post back: the page hands out a CSRF token
     finish: Callable[[Request, Response], None] | None = None  # e.g. a shown message cleared
+    # Sent in parts (see streamed.py): the view starts its reads and returns them, by name,
+    # unawaited; each panel awaits those it shows.
+    panels: tuple[Panel, ...] = ()
 
 
 def _times(trend: list[Figures]) -> list[datetime]:
@@ -96,41 +98,9 @@ async def deploy_markers(ctx: PageContext, query: MakeQuery) -> list[Marker]:
     ]
 
 
-async def _live(ctx: PageContext, query: MakeQuery) -> Figures:
+async def live_now(ctx: PageContext, query: MakeQuery) -> Figures:
     """The live figures as of now, so that a page without JavaScript shows them too."""
     return await live_figures(query(ctx, ctx.project_id).storage, ctx.project_id, ctx.now)
-
-
-async def overview(ctx: PageContext, query: MakeQuery) -> Figures:
-    f, markers, fn_trend, live = await asyncio.gather(
-        dashboard(query(ctx, ctx.project_id)),
-        deploy_markers(ctx, query),
-        invocation_trend(query(ctx, ctx.project_id)),
-        _live(ctx, query),
-    )
-    others = [p for p in ctx.projects if p != ctx.project_id][: SUMMARY_PROJECTS - 1]
-    rows = []
-    if others:
-        rows = list(
-            await asyncio.gather(*(overview_row(query(ctx, p)) for p in [ctx.project_id, *others]))
-        )
-    trend = f["deployment_trend"]
-    charts = [
-        trend_chart(
-            "Deployments", trend, {"deployments": "count", "failed": "failures"}, markers, bars=True
-        ),
-        trend_chart(
-            "Function invocations", fn_trend, {"invocations": "invocations"}, markers, bars=True
-        ),
-        time_chart(
-            "Function error rate",
-            _times(fn_trend),
-            [Line("error rate", [_rate(p["errors"], p["invocations"]) for p in fn_trend])],
-            fmt=pct,
-            markers=markers,
-        ),
-    ]
-    return {"f": f, "charts": charts, "projects_summary": rows, "live": live}
 
 
 async def deployments_page(ctx: PageContext, query: MakeQuery) -> Figures:
@@ -178,7 +148,7 @@ def _duration_buckets(values: list[float]) -> list[tuple[str, float | None]]:
 
 async def functions_page(ctx: PageContext, query: MakeQuery) -> Figures:
     f, markers, live = await asyncio.gather(
-        functions(query(ctx, ctx.project_id)), deploy_markers(ctx, query), _live(ctx, query)
+        functions(query(ctx, ctx.project_id)), deploy_markers(ctx, query), live_now(ctx, query)
     )
     trend = f["invocation_trend"]
     rows = sorted(f["functions"], key=lambda r: -r["invocations"])
@@ -324,12 +294,7 @@ def statement_tables(queries: list[dict[str, Any]], per_endpoint: bool = False) 
     }
 
 
-def _rate(part: float, whole: float) -> float | None:
-    return part / whole if whole else None
-
-
 PAGES: tuple[Page, ...] = (
-    Page("/", "Overview", "overview.html", overview, live=True),
     Page(
         "/deployments",
         "Deployments",
@@ -356,4 +321,5 @@ PAGES: tuple[Page, ...] = (
     Page("/performance", "Performance", "performance.html", performance_page, ("endpoint",)),
     Page("/performance/endpoint", "", "endpoint.html", endpoint_page, ("endpoint",)),
 )
-"""Every page; a capability that adds pages adds entries here."""
+"""Every page but the overview (``overview.OVERVIEW``, streamed); a capability that adds
+pages adds entries here."""

@@ -12,9 +12,19 @@
   const url = document.body.dataset.stream;
   const state = document.querySelector("[data-live-state]");
   const fields = document.querySelectorAll("[data-live]");
-  const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1, minimumFractionDigits: 1 });
-  const whole = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
   const decimals = { requestsPerSecond: true, inFlight: true };
+  // Made at the first figures: a fresh tab's first Intl.NumberFormat loads the locale's
+  // data, 15 to 60 ms of the main thread that would otherwise land on the first paint.
+  let formats = null;
+  function format(name, value) {
+    if (!formats) {
+      formats = {
+        number: new Intl.NumberFormat(undefined, { maximumFractionDigits: 1, minimumFractionDigits: 1 }),
+        whole: new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 }),
+      };
+    }
+    return (decimals[name] ? formats.number : formats.whole).format(value);
+  }
   const inbox = document.querySelector("[data-inbox]");
 
   function parsed(event) {
@@ -27,7 +37,7 @@
     fields.forEach(function (el) {
       const value = figures[el.dataset.live];
       if (typeof value === "number") {
-        el.textContent = (decimals[el.dataset.live] ? number : whole).format(value);
+        el.textContent = format(el.dataset.live, value);
       }
     });
     if (state) {
