@@ -35,7 +35,8 @@ async def test_figures_added_inside_a_request_reach_its_call_and_no_other() -> N
     async def collect(events: Sequence[Event]) -> None:
         seen.extend(ev for ev in events if isinstance(ev, ApiCall))
 
-    monitor = Monitor(storage=MemoryStorage(), flush_interval=0.01)
+    # Every call kept raw, so that the one without figures is handed over too.
+    monitor = Monitor(storage=MemoryStorage(), flush_interval=0.01, api_call_sample_rate=1.0)
     monitor.subscribe(collect, name="collector")
     app = monitor.wrap(Starlette(routes=[Route("/q/{n:int}", query), Route("/plain", plain)]))
     async with monitor:

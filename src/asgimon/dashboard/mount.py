@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -13,13 +15,14 @@ class Mounted:
         self.mount_path = mount_path
         self.dashboard = dashboard
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Hands back the chosen app's coroutine rather than awaiting it: every request of
+        # the host passes here, and a frame of our own would be created and resumed for each.
         if scope["type"] in ("http", "websocket"):
             root = scope.get("root_path", "")
             path: str = scope["path"]
             route_path = path[len(root) :] if root and path.startswith(root) else path
             mount = self.mount_path
             if route_path == mount or route_path.startswith(mount + "/"):
-                await self.dashboard({**scope, "root_path": root + mount}, receive, send)
-                return
-        await self.app(scope, receive, send)
+                return self.dashboard({**scope, "root_path": root + mount}, receive, send)
+        return self.app(scope, receive, send)

@@ -43,28 +43,18 @@ class AsgimonMiddleware:
         self._failing = monitor.failing_statuses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A coroutine function, as servers tell an ASGI 3 app by it. HTTP requests are
+        # served in this frame, not in one more of their own: every request of the host
+        # passes here.
         kind = scope["type"]
-        if kind == "http" and self._enabled:
-            if self._excluded(scope):
-                await self.app(scope, receive, send)
+        if kind != "http" or not self._enabled or self._excluded(scope):
+            if kind == "lifespan":
+                await run_lifespan(self.monitor, self.app, scope, receive, send)
+            elif kind == "websocket" and self._enabled:
+                await self._websocket(scope, receive, send)
             else:
-                await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await run_lifespan(self.monitor, self.app, scope, receive, send)
-        elif kind == "websocket" and self._enabled:
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    def _excluded(self, scope: Scope) -> bool:
-        path: str = scope["path"]
-        root: str = scope.get("root_path", "")
-        if root and path.startswith(root):
-            # Servers put root_path in path too; exclusions are written without it.
-            path = path[len(root) :] or "/"
-        return path in self._excluded_exact or path.startswith(self._excluded_prefixes)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+                await self.app(scope, receive, send)
+            return
         monitor = self.monitor
         if not monitor.started:
             monitor.start_soon()
@@ -136,6 +126,14 @@ class AsgimonMiddleware:
                 response_bytes,
                 ctx.figures,
             )
+
+    def _excluded(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            # Servers put root_path in path too; exclusions are written without it.
+            path = path[len(root) :] or "/"
+        return path in self._excluded_exact or path.startswith(self._excluded_prefixes)
 
     def _record(
         self,

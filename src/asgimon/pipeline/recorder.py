@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from asgimon._slices import CHECK_EVERY, Slicer, chunks
+from asgimon._slices import CHECK_EVERY, Slicer
 from asgimon.errors import StorageError, StorageFull, StorageRejected
 from asgimon.events import ApiCall, Event
 from asgimon.pipeline.counted import Counted, Tally, markers, sampler
@@ -302,48 +302,42 @@ class Recorder:
         slicer = Slicer()
         batch: list[Event] = []
         kept_sizes: list[int] = []
-        tallied: list[tuple[Any, int]] = []  # what the tally holds, should it be put back
+        failed: set[int] = set()  # positions whose conversion failed (and was counted)
         tally = self._tally()
-        keeps = self.sampling.keeps
-        done = 0  # items converted, counted (or dropped) so far
+        take = None if tally is None else tally.take
+        keeps, convert = self.sampling.keeps, self._convert
         try:
             # In slices: a thousand request records are milliseconds of Python.
-            for run in chunks(range(n), CHECK_EVERY):
-                for i in run:
+            for start in range(0, n, CHECK_EVERY):
+                for i in range(start, min(start + CHECK_EVERY, n)):
                     item = items[i]
                     try:
-                        if tally is None:
-                            batch.append(item if isinstance(item, Event) else self._convert(item))
-                            kept_sizes.append(sizes[i])
-                        elif isinstance(item, Event):
-                            if isinstance(item, ApiCall) and not keeps(item):
+                        if isinstance(item, Event):
+                            if tally is not None and isinstance(item, ApiCall) and not keeps(item):
                                 tally.take_event(item)
-                                tallied.append((item, sizes[i]))
-                            else:
-                                batch.append(item)
-                                kept_sizes.append(sizes[i])
-                        elif tally.take(item):
-                            tallied.append((item, sizes[i]))
+                                continue
+                        elif take is None or not take(item):
+                            item = convert(item)
                         else:
-                            batch.append(self._convert(item))
-                            kept_sizes.append(sizes[i])
+                            continue  # counted
+                        batch.append(item)
+                        kept_sizes.append(sizes[i])
                     except Exception as exc:
+                        failed.add(i)
                         self._settle([], "internal_error", set(), count=1)
                         self.count_internal_error(exc, "converting a request record")
-                    done = i + 1
                 if slicer.due():
                     await slicer.pause()
             counted = None
             if tally is not None:
                 counted = await tally.counted(self._marker(), time.time(), slicer)
-            if tally is not None and tally.error is not None:
-                self._settle([], "internal_error", set(), count=tally.failed)
-                self.count_internal_error(tally.error, "counting request records")
+                if tally.error is not None:
+                    self._settle([], "internal_error", set(), count=tally.failed)
+                    self.count_internal_error(tally.error, "counting request records")
             slicer.mark()
         except asyncio.CancelledError:
-            back = list(zip(batch, kept_sizes, strict=True)) + tallied
-            back.extend(zip(items[done:], sizes[done:], strict=True))
-            self._put_back(back, set())
+            # Nothing is written yet: the records go back as they came, to be made again.
+            self._put_back([(items[i], sizes[i]) for i in range(n) if i not in failed], set())
             raise
         await self._store(batch, kept_sizes, [], counted, set())
 
