@@ -18,7 +18,7 @@ from starlette.routing import Route
 from asgimon import ApiCall, Event, MemoryStorage, Monitor, Storage
 from asgimon.context import add_figure
 from asgimon.errors import StorageRejected, StorageUnavailable
-from asgimon.pipeline.counted import MARKER_TTL_S, Counted, Tally, markers
+from asgimon.pipeline.counted import MARKER_TTL_S, Counted, RawBudget, Tally, markers
 from asgimon.pipeline.records import ApiCallBuilder
 from asgimon.rollups import RESOLUTIONS, Aggregator, Rollup, Window
 from asgimon.sampling import KEEP_ALL, RawSampling
@@ -353,3 +353,30 @@ async def test_a_tally_of_records_equals_the_rollups_of_their_events() -> None:
     expected = sorted(figures(r) for r in agg.deltas() if r.resolution == "minute")
     assert sorted(figures(r) for r in made.minutes) == expected
     assert {r.series for r in made.minutes} >= {"api:GET /a/{id}", "api:PUT /v1/c", API_TOTAL}
+
+
+async def test_ordinary_calls_kept_raw_are_bounded_per_second_errors_never() -> None:
+    builder = ApiCallBuilder(100, "default")
+    tally = Tally(RawSampling(1.0 - 1e-9), builder.series_of, builder, lambda: 0.0, RawBudget(5))
+    items = records(builder, 500)  # over 180 seconds, a few a second
+    burst = [(*item[:11], T0 + 7.5, *item[12:]) for item in items[:40]]  # 40 in one second
+    failing = [(*item[:6], 503, *item[7:]) for item in items[40:43]]
+    kept = [item for item in [*burst, *failing] if not tally.take(item)]
+    assert len(kept) == 5 + 3  # five of the burst, and every failing call
+    made = await tally.counted("m", T0)
+    assert made is not None
+    assert made.count == 35
+
+
+async def test_the_bound_comes_from_the_settings() -> None:
+    monitor = make(
+        MemoryStorage(), flush_interval=0.01, api_call_sample_rate=0.99, api_call_raw_per_s=3
+    )
+    async with monitor, served(monitor) as client:
+        for _ in range(60):
+            await client.get("/ok")
+        await monitor.recorder.flush()
+        assert await total(monitor) == 60
+        listed = await monitor.storage.events("api_call", limit=1000)
+    # Nearly every call drawn, three a second kept: the 60 calls take under three seconds.
+    assert 3 <= len(listed) <= 9

@@ -108,6 +108,7 @@ class Monitor(Recording):
             convert=self.api_calls,
             sampling=RawSampling(settings.api_call_sample_rate, settings.slow_request_ms),
             series_of=self.api_calls.series_of,
+            raw_per_s=settings.api_call_raw_per_s,
         )
         self.errors = ErrorTracker(
             settings,

@@ -105,6 +105,9 @@ class Settings:
     api_call_sample_rate: float = setting(
         "ANALYTICS_API_CALL_SAMPLE_RATE", 0.1, float, float_between(0.0, 1.0, "a share")
     )
+    api_call_raw_per_s: int = setting(
+        "ANALYTICS_API_CALL_RAW_PER_S", 100, int, int_between(0, 1_000_000, "calls a second")
+    )
     slow_request_ms: float = setting(
         "ANALYTICS_SLOW_REQUEST_MS",
         2000.0,

@@ -63,6 +63,34 @@ class Counted:
     events: list[ApiCall] = field(default_factory=list)
 
 
+class RawBudget:
+    """How many ordinary calls may still be kept raw this second: at high traffic a share
+    of every call is far more rows than anyone reads, and rows are what a write costs
+    most. Seconds are the calls' own (their wall-clock start)."""
+
+    __slots__ = ("_left", "_second", "per_s")
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s = per_s
+        """0: no bound."""
+        self._second = -1
+        self._left = 0
+
+    def spend(self, wall: float) -> bool:
+        if not self.per_s:
+            return True
+        second = int(wall)
+        if second != self._second:
+            self._second, self._left = second, self.per_s
+        if self._left <= 0:
+            return False
+        self._left -= 1
+        return True
+
+
+UNBOUNDED = RawBudget(0)
+
+
 class Tally:
     """Adds up one batch's ordinary API calls; :meth:`take` tells which it counted.
 
@@ -72,6 +100,7 @@ class Tally:
     """
 
     __slots__ = (
+        "_budget",
         "_convert",
         "_groups",
         "_minutes",
@@ -90,7 +119,9 @@ class Tally:
         series_of: Callable[[tuple[Any, ...]], tuple[str, str]],
         convert: Callable[[Any], ApiCall],
         rng: Callable[[], float],
+        budget: RawBudget = UNBOUNDED,
     ) -> None:
+        self._budget = budget
         self._rate = sampling.rate
         self._slow_ms = sampling.slow_ms
         self._series_of = series_of
@@ -110,7 +141,9 @@ class Tally:
         The choice is made once, here: a retry writes the batch as it was made.
         """
         ms = ((item[_COMPLETE] or item[_END]) - item[_T0]) * 1000.0
-        if item[_STATUS] >= 500 or ms >= self._slow_ms or self._random() < self._rate:
+        if item[_STATUS] >= 500 or ms >= self._slow_ms:
+            return False
+        if self._random() < self._rate and self._budget.spend(item[_WALL]):
             return False
         minute = int(item[_WALL] // 60) * 60
         if item[_FIGURES]:

@@ -22,7 +22,7 @@ from typing import Any, cast
 from asgimon._slices import CHECK_EVERY, Slicer
 from asgimon.errors import StorageError, StorageFull, StorageRejected
 from asgimon.events import ApiCall, Event
-from asgimon.pipeline.counted import Counted, Tally, markers, sampler
+from asgimon.pipeline.counted import Counted, RawBudget, Tally, markers, sampler
 from asgimon.pipeline.sinks import Fanout
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import Storage, WriteResult
@@ -82,6 +82,7 @@ class Recorder:
         convert: Callable[[Any], Event] = lambda item: item,
         sampling: RawSampling = KEEP_ALL,
         series_of: Callable[[tuple[Any, ...]], tuple[str, str]] | None = None,
+        raw_per_s: int = 0,
     ) -> None:
         self.storage = storage
         self.max_events = max_events
@@ -99,6 +100,8 @@ class Recorder:
         not keep are counted straight from their records (see :mod:`.counted`)."""
         self._marker = markers()
         self._draw = sampler()
+        self._budget = RawBudget(raw_per_s)
+        """The ordinary calls kept raw a second, at most (0: no bound)."""
         # Counted calls whose write was cancelled: written, under their marker, before
         # anything else (put back in the queue as events, they would be counted twice).
         self._carry: list[Counted] = []
@@ -290,7 +293,7 @@ class Recorder:
             return None
         # With series_of given, the converter is the middleware's: it makes API calls.
         convert = cast(Callable[[Any], ApiCall], self._convert)
-        return Tally(self.sampling, self._series_of, convert, self._draw)
+        return Tally(self.sampling, self._series_of, convert, self._draw, self._budget)
 
     async def _flush_batch(self) -> None:
         with self._lock:
