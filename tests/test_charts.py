@@ -30,6 +30,11 @@ def num(e: ElementTree.Element, attr: str) -> float:
     return float(e.get(attr) or "nan")
 
 
+def points(e: ElementTree.Element) -> list[tuple[float, float]]:
+    """The start of each subpath of a path: a bar's top left corner, a dot's left edge."""
+    return [(float(x), float(y)) for x, y in re.findall(r"M(-?[\d.]+) (-?[\d.]+)", e.get("d", ""))]
+
+
 def test_a_time_chart_has_a_point_per_bucket_a_title_and_a_table_of_its_values() -> None:
     values = [float(i % 5) for i in range(24)]
     chart = time_chart("Requests", HOURS, [Line("requests", values)])
@@ -38,14 +43,35 @@ def test_a_time_chart_has_a_point_per_bucket_a_title_and_a_table_of_its_values()
     labelled = svg.get("aria-labelledby", "").split()
     assert [child(svg, "title").get("id"), child(svg, "desc").get("id")] == labelled
     assert child(svg, "title").text == "Requests"
-    dots = svg.findall(f"{SVG}circle")
-    assert len(dots) == 24
-    # Each point's tooltip names its time and value; higher values sit higher (smaller y).
-    assert child(dots[4], "title").text == "2026-03-01 04:00:00 UTC: requests 4"
-    assert num(dots[4], "cy") < num(dots[1], "cy") < num(dots[0], "cy")
+    # One path draws every point of a series; its tooltip names its peak, the table the rest.
+    (dots,) = [e for e in svg.findall(f"{SVG}path") if "dot" in e.get("class", "")]
+    at = points(dots)
+    assert len(at) == 24
+    assert child(dots, "title").text == (
+        "requests: peak 4 at 2026-03-01 04:00:00 UTC; exact values in the table"
+    )
+    # Higher values sit higher (smaller y).
+    assert at[4][1] < at[1][1] < at[0][1]
     rows = re.findall(r"<tr><td[^>]*>([^<]+)</td><td[^>]*>([^<]+)</td></tr>", str(chart.table))
     assert rows == [(when(t), count(v)) for t, v in zip(HOURS, values, strict=True)]
     assert not chart.empty
+
+
+def test_a_series_is_one_element_however_many_buckets() -> None:
+    # A 30-day chart is drawn in a handful of elements: the first screen styles, lays out
+    # and paints three of them.
+    days = [T0 + timedelta(days=i) for i in range(90)]
+    chart = time_chart(
+        "Calls",
+        days,
+        [Line("calls", [float(i) for i in range(90)]), Line("errors", [1.0] * 90)],
+        bars=True,
+    )
+    svg = parse(chart.svg)
+    (bars,) = [e for e in svg.findall(f"{SVG}path") if "bar" in e.get("class", "")]
+    assert len(points(bars)) == 89  # the zero bucket has no bar
+    assert len(svg.findall(f"{SVG}*")) < 20
+    assert str(chart.table).count("<tr>") == 91  # the head and every bucket
 
 
 def test_bars_markers_and_an_empty_chart() -> None:
@@ -61,7 +87,8 @@ def test_bars_markers_and_an_empty_chart() -> None:
         ],
     )
     svg = parse(chart.svg)
-    assert len(svg.findall(f"{SVG}rect")) == 1  # a bar for the one non-zero bucket
+    (bars,) = [e for e in svg.findall(f"{SVG}path") if "bar" in e.get("class", "")]
+    assert len(points(bars)) == 1  # a bar for the one non-zero bucket
     markers = [e for e in svg.findall(f"{SVG}line") if "marker" in e.get("class", "")]
     assert [child(m, "title").text for m in markers] == [
         "deployment d1 (success)",
@@ -110,5 +137,6 @@ def test_deployments_in_one_bucket_share_one_marker_that_names_them() -> None:
     assert lines[0].get("class") == "marker failed"  # one of them failed
     assert child(lines[0], "title").text == "d0; d1; d2; d3; d4; and 2 more"
     # Drawn inside its bucket's slot: between the slot's edges, not at another bucket.
-    dots = parse(chart.svg).findall(f"{SVG}circle")
-    assert num(dots[5], "cx") - 20 < num(lines[0], "x1") < num(dots[6], "cx")
+    (dots,) = [e for e in parse(chart.svg).findall(f"{SVG}path") if "dot" in e.get("class", "")]
+    xs = [x for x, _ in points(dots)]
+    assert xs[5] - 20 < num(lines[0], "x1") < xs[6]

@@ -355,6 +355,12 @@ def test_without_javascript_every_figure_is_there(browser: Browser, served: Serv
         # The live figures as of the page's load, and every chart's values as a table.
         assert card(p.page, "Requests per second")
         assert p.page.locator("details.values table").count() >= 3
+        # Closed until asked for, and opened by its summary alone: every bucket's value.
+        values = p.page.locator("details.values").first
+        assert not values.locator("table").is_visible()
+        values.locator("summary").click()
+        assert values.locator("table").is_visible()
+        assert values.locator("tbody tr").count() > 1
     finally:
         ctx.close()
 

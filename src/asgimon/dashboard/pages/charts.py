@@ -127,29 +127,34 @@ def time_chart(
                 f'<text class="axis" x="{tx:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}">'
                 f"{escape(label)}</text>"
             )
+    # One element per series, not one per bar or point: a 30-day chart would otherwise be
+    # 60 elements and as many tooltips to style, lay out and paint. The exact values are
+    # in the chart's table; the series' tooltip names it and its peak.
     for k, line in enumerate(lines):
         cls = f"s{k % 4}"
+        tip = escape(_series_tip(line, times, fmt))
         if bars and k == 0:
             w = max(step * 0.7, 1.0)
-            for i, v in enumerate(line.values):
-                if v:
-                    tip = f"{when(times[i])}: {line.name} {fmt(v)}"
-                    body.append(
-                        f'<rect class="bar {cls}" x="{x(i) - w / 2:.1f}" y="{y(v):.1f}" '
-                        f'width="{w:.1f}" height="{TOP + plot_h - y(v):.1f}">'
-                        f"<title>{escape(tip)}</title></rect>"
-                    )
+            base = TOP + plot_h
+            d = "".join(
+                f"M{x(i) - w / 2:.1f} {y(v):.1f}h{w:.1f}V{base:.1f}h{-w:.1f}Z"
+                for i, v in enumerate(line.values)
+                if v
+            )
+            if d:
+                body.append(f'<path class="bar {cls}" d="{d}"><title>{tip}</title></path>')
             continue
         points = [(i, v) for i, v in enumerate(line.values) if v is not None]
         if len(points) > 1:
             path = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in points)
             body.append(f'<polyline class="line {cls}" points="{path}"/>')
-        for i, v in points:
-            tip = f"{when(times[i])}: {line.name} {fmt(v)}"
-            body.append(
-                f'<circle class="dot {cls}" cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5">'
-                f"<title>{escape(tip)}</title></circle>"
+        if points:
+            # Each point a circle of radius 2.5 drawn as two arcs.
+            d = "".join(
+                f"M{x(i) - 2.5:.1f} {y(v):.1f}a2.5 2.5 0 1 0 5 0a2.5 2.5 0 1 0-5 0"
+                for i, v in points
             )
+            body.append(f'<path class="dot {cls}" d="{d}"><title>{tip}</title></path>')
     if times and markers:
         body.extend(_markers(times, markers, step, TOP, TOP + plot_h))
     names = [line.name for line in lines]
@@ -164,6 +169,14 @@ def time_chart(
         empty,
         tuple(names),
     )
+
+
+def _series_tip(line: Line, times: Sequence[datetime], fmt: Format) -> str:
+    known = [(v, i) for i, v in enumerate(line.values) if v is not None]
+    if not known:
+        return f"{line.name}: no values; exact values in the table"
+    peak, at = max(known, key=lambda vi: vi[0])  # the first bucket at the peak
+    return f"{line.name}: peak {fmt(peak)} at {when(times[at])}; exact values in the table"
 
 
 MARKER_LABELS = 5  # named in one marker's tooltip; the rest are counted
