@@ -20,15 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from asgimon.analytics.common import instant
-from asgimon.analytics.ranges import BadQuery
-from asgimon.errors import StorageError
 from asgimon.ratelimit.host import HostLimits
 from asgimon.ratelimit.overrides import Override
 from asgimon.ratelimit.policy import Rule
 
+from .alert_answers import guarded
 from .guard import principal_of
 from .params import check_params, json_body
-from .responses import bad_query, error_response, storage_unavailable
+from .responses import error_response
 from .wire import to_wire
 
 ADMIN_PATH = "/api/admin/ratelimits"
@@ -96,17 +95,14 @@ Handler = Callable[[Request], Awaitable[Response]]
 def _for_admins(handler: Handler) -> Handler:
     """Admins only; a bad field is a 422 naming it, storage down a 503."""
 
-    async def guarded(request: Request) -> Response:
+    answered = guarded(handler)
+
+    async def admins_only(request: Request) -> Response:
         if not principal_of(request).admin:
             return _admins_only()
-        try:
-            return await handler(request)
-        except BadQuery as exc:
-            return bad_query(exc)
-        except StorageError as exc:
-            return storage_unavailable(exc)
+        return await answered(request)
 
-    return guarded
+    return admins_only
 
 
 class RateLimitsApi:
