@@ -184,14 +184,16 @@ class Aggregator:
                     r = minutes[mkey] = Rollup(ev.project_id, series, "minute", start)
                 r.add(value, error)
 
-    def merge_minute(self, r: Rollup) -> None:
-        """Add a minute rollup summed elsewhere (a batch's counted calls); ``r`` is left
-        as it is, so that a retried write adds the same again."""
-        mkey = (r.project_id, r.series, r.bucket_start)
-        into = self._minutes.get(mkey)
-        if into is None:
-            into = self._minutes[mkey] = Rollup(r.project_id, r.series, "minute", r.bucket_start)
-        into.merge(r)
+    def merge_minutes(self, rollups: Iterable[Rollup]) -> None:
+        """Add minute rollups summed elsewhere (a batch's counted calls); they are left as
+        they are, so that a retried write adds the same again."""
+        minutes = self._minutes
+        for r in rollups:
+            mkey = (r.project_id, r.series, r.bucket_start)
+            into = minutes.get(mkey)
+            if into is None:
+                into = minutes[mkey] = Rollup(r.project_id, r.series, "minute", r.bucket_start)
+            into.merge(r)
 
     def deltas(self) -> list[Rollup]:
         """Every rollup delta of the events added, at all three resolutions."""

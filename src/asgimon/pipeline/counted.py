@@ -59,7 +59,7 @@ class Counted:
     count: int
     minutes: list[Rollup]
     """Minute rollups (the project totals included); a store derives hours and days from
-    them as from its events' (:meth:`~asgimon.rollups.Aggregator.merge_minute`)."""
+    them as from its events' (:meth:`~asgimon.rollups.Aggregator.merge_minutes`)."""
     events: list[ApiCall] = field(default_factory=list)
 
 

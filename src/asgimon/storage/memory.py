@@ -99,8 +99,7 @@ class MemoryStorage(MemoryAlerts, SumsByScan):
         marker = None if counted is None else ("api_call", counted.project_id, counted.marker)
         new_count = marker is not None and marker not in self._ids
         if counted is not None and new_count:
-            for r in counted.minutes:
-                agg.merge_minute(r)
+            agg.merge_minutes(counted.minutes)
         deltas = agg.deltas()
         for ev in raw:
             self._events[ev.kind][(ev.project_id, ev.id)] = ev

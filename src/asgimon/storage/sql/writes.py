@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -17,7 +17,7 @@ from asgimon.errors import (
 )
 from asgimon.events import Event
 from asgimon.pipeline.counted import Counted
-from asgimon.rollups import Aggregator, Rollup
+from asgimon.rollups import Aggregator
 from asgimon.sampling import KEEP_ALL, RawSampling
 from asgimon.storage.base import WriteResult
 from asgimon.storage.sql import tables as s
@@ -35,14 +35,6 @@ from .base import (
     _PlainInsert,
     log,
 )
-
-
-def _merge_into(agg: Aggregator) -> Callable[[Sequence[Rollup]], None]:
-    def merge(run: Sequence[Rollup]) -> None:
-        for r in run:
-            agg.merge_minute(r)
-
-    return merge
 
 
 class Writes(SQLBase):
@@ -76,7 +68,7 @@ class Writes(SQLBase):
                         await slicer.each(agg.add, fresh)
                         if counted is not None and await self._mark(conn, counted, slicer):
                             added = counted.count
-                            await slicer.each(_merge_into(agg), counted.minutes)
+                            await slicer.each(agg.merge_minutes, counted.minutes)
                         # One lock order for every writer, or concurrent UPSERTs deadlock on
                         # PostgreSQL.
                         deltas = sorted(agg.deltas(), key=lambda r: r.key)
