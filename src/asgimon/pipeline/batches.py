@@ -58,10 +58,8 @@ class BatchWriter:
     _carry: list[Counted]
     _current: tuple[asyncio.Task[Any] | None, list[Event], Counted | None, set[int]] | None
     _lock: threading.Lock
-
-    @property
-    def _counts(self) -> bool:
-        raise NotImplementedError
+    _counts: bool
+    """Whether the calls sampling does not keep are counted (see :mod:`.counted`)."""
 
     def count_internal_error(self, exc: BaseException, what: str) -> None:
         self._internal_errors += 1

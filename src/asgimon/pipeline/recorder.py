@@ -95,6 +95,7 @@ class Recorder(BatchWriter):
         self._series_of = series_of
         """The project and series of a middleware record: with it, the calls sampling does
         not keep are counted straight from their records (see :mod:`.counted`)."""
+        self._counts = series_of is not None and not sampling.keeps_all
         self._marker = markers()
         self._draw = sampler()
         self._budget = RawBudget(raw_per_s)
@@ -272,11 +273,6 @@ class Recorder(BatchWriter):
                 self.count_internal_error(exc, "flush")
             if self._stop_by is not None and (not self._queue or self._past_stop()):
                 return
-
-    @property
-    def _counts(self) -> bool:
-        """Whether the calls sampling does not keep are counted (see :mod:`.counted`)."""
-        return self._series_of is not None and not self.sampling.keeps_all
 
     def _tally(self) -> Tally | None:
         if self._series_of is None or not self._counts:
