@@ -160,3 +160,5 @@ def test_a_bad_rate_names_the_variable() -> None:
         Settings.from_env({"ANALYTICS_API_CALL_SAMPLE_RATE": "2"})
     with pytest.raises(ConfigError, match=r"ANALYTICS_SLOW_REQUEST_MS='-1' is invalid"):
         Settings.from_env({"ANALYTICS_SLOW_REQUEST_MS": "-1"})
+    with pytest.raises(ConfigError, match=r"ANALYTICS_API_CALL_RAW_PER_S='-1' is invalid"):
+        Settings.from_env({"ANALYTICS_API_CALL_RAW_PER_S": "-1"})
