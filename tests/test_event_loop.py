@@ -17,7 +17,6 @@ from starlette.routing import Route
 
 from asgimon import Monitor, _heap, _slices
 from asgimon.lag import Longest
-from asgimon.pipeline.recorder import API_CALL_SIZE
 from asgimon.rollups import Window
 from asgimon.storage.memory import MemoryStorage
 from asgimon.storage.sql import SQLStorage
@@ -71,13 +70,13 @@ BURST = 50_000
 async def captured_records(monitor: Monitor, n: int) -> list[Any]:
     """``n`` request records exactly as the middleware queues them."""
     records: list[Any] = []
-    put = monitor.recorder.put
+    put = monitor.recorder.put_record
 
-    def keep(item: Any, size: int = API_CALL_SIZE) -> bool:
-        records.append(item)
+    def keep(record: tuple[Any, ...]) -> bool:
+        records.append(record)
         return True
 
-    monitor.recorder.put = keep  # type: ignore[method-assign]
+    monitor.recorder.put_record = keep  # type: ignore[method-assign]
     try:
         app = monitor.wrap(Starlette(routes=[Route("/items/{n}", hello)]))
         transport = httpx.ASGITransport(app)
@@ -85,7 +84,7 @@ async def captured_records(monitor: Monitor, n: int) -> list[Any]:
             for i in range(n):
                 await c.get(f"/items/{i}")
     finally:
-        monitor.recorder.put = put  # type: ignore[method-assign]
+        monitor.recorder.put_record = put  # type: ignore[method-assign]
     return records
 
 
@@ -129,7 +128,7 @@ async def test_a_burst_of_50k_requests_is_written_without_holding_the_loop(
             with Ticker() as ticker:
                 for start in range(0, BURST, 500):  # arriving as 500-request bursts
                     for i in range(start, start + 500):
-                        monitor.recorder.put(sample[i % len(sample)])
+                        monitor.recorder.put_record(sample[i % len(sample)])
                     await asyncio.sleep(0)
                 await monitor.recorder.flush()
         finally:

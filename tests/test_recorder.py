@@ -26,6 +26,7 @@ from asgimon import (
     StorageUnavailable,
     WriteResult,
 )
+from asgimon.pipeline.recorder import API_CALL_SIZE
 
 
 class ScriptedStorage(MemoryStorage):
@@ -253,3 +254,58 @@ async def test_a_write_that_finishes_after_stop_gave_up_is_not_counted_twice() -
     stats = recorder.stats()
     assert (stats.dropped["shutdown_timeout"], stats.written, stats.pending) == (10, 0, 0)
     assert balanced(stats)
+
+
+def hello_app(monitor: Monitor) -> Any:
+    async def hello(request: Request) -> Response:
+        return PlainTextResponse("hello")
+
+    return monitor.wrap(Starlette(routes=[Route("/items/{n}", hello)]))
+
+
+async def test_request_records_and_events_share_the_queue_bounds() -> None:
+    monitor = Monitor(
+        storage=MemoryStorage(), queue_max_events=10, batch_size=1000, flush_interval=60
+    )
+    transport = httpx.ASGITransport(hello_app(monitor))
+    async with monitor, httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        for i in range(25):
+            assert (await c.get(f"/items/{i}")).text == "hello"  # the host never notices
+        assert not any(monitor.recorder.put(e) for e in events(5))
+        stats = monitor.stats()
+        assert (stats.recorded, stats.pending, stats.dropped["queue_full"]) == (30, 10, 20)
+        assert balanced(stats)
+    stats = monitor.stats()
+    assert (stats.written, stats.dropped_total, stats.pending) == (10, 20, 0)
+
+
+async def test_request_records_count_towards_the_byte_cap() -> None:
+    max_bytes = 3 * API_CALL_SIZE + 100
+    monitor = Monitor(storage=MemoryStorage(), queue_max_bytes=max_bytes, flush_interval=60)
+    transport = httpx.ASGITransport(hello_app(monitor))
+    async with monitor, httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        for i in range(5):
+            await c.get(f"/items/{i}")
+        stats = monitor.stats()
+        assert (stats.pending, stats.pending_bytes) == (3, 3 * API_CALL_SIZE)
+        assert stats.dropped["queue_full"] == 2
+
+
+async def test_requests_served_from_another_thread_are_all_recorded() -> None:
+    # As a test client does, each thread serves the app on a loop of its own while the
+    # monitor runs on this one: those records take the locked way, and none is lost.
+    monitor = Monitor(storage=MemoryStorage(), flush_interval=60, rate_limit_enabled=False)
+    app = hello_app(monitor)
+
+    async def serve(n: int) -> None:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            for i in range(n):
+                assert (await c.get(f"/items/{i}")).text == "hello"
+
+    async with monitor:
+        threads = [asyncio.to_thread(asyncio.run, serve(200)) for _ in range(3)]
+        await asyncio.gather(*threads, serve(100))
+        assert monitor.stats().recorded == 700
+    stats = monitor.stats()
+    assert (stats.written, stats.dropped_total, stats.pending) == (700, 0, 0)

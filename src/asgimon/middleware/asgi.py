@@ -33,7 +33,7 @@ class AsgimonMiddleware:
         self._enabled = monitor.enabled
         self._excluded_exact, self._excluded_prefixes = monitor.excluded_paths()
         self._queue = monitor.queue
-        self._put = monitor.queue.put
+        self._put = monitor.queue.put_record
         self._in_flight = monitor.requests
         self._routes = monitor.route_table.routes
         self._max_routes = monitor.route_table.max_routes

@@ -1,6 +1,6 @@
 """The recorder: a bounded in-memory queue drained in batches by one background task.
 
-The request path only appends to a deque (``put``): no I/O, no lock, no await. A background
+The request path only appends to a deque (``put_record``): no I/O, no lock, no await. A background
 task wakes every ``flush_interval`` seconds, or as soon as a batch is full, and writes
 batches to storage with retries and backoff. Every event ends up in exactly one of the
 ledger's columns: ``written``, ``duplicates`` (already stored by an earlier attempt),
@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from threading import get_ident
 from typing import Any, cast
 
 from asgimon._slices import CHECK_EVERY, Slicer
@@ -108,6 +109,11 @@ class Recorder(BatchWriter):
         self._queue: deque[Any] = deque()
         self._sizes: deque[int] = deque()
         self._bytes = 0
+        # The middleware's records, queued from the loop's thread alone: apart from the
+        # events, which any thread may record, so that queueing one takes no lock. Each
+        # counts API_CALL_SIZE towards the byte cap.
+        self._records: deque[tuple[Any, ...]] = deque()
+        self._records_in = 0
         self._in_flight = 0
         self._recorded = 0
         self._written = 0
@@ -143,7 +149,7 @@ class Recorder(BatchWriter):
         """
         with self._lock:
             self._recorded += 1
-            if len(self._queue) >= self.max_events or self._bytes + size > self.max_bytes:
+            if self._queued() >= self.max_events or self._held() + size > self.max_bytes:
                 self._dropped["queue_full"] += 1
                 self._warn("queue_full", "queue full: dropping events")
                 return False
@@ -151,12 +157,41 @@ class Recorder(BatchWriter):
             self._sizes.append(size)
             self._bytes += size
         if (
-            len(self._queue) >= self.batch_size
+            self._queued() >= self.batch_size
             and self._wake is not None
             and threading.get_ident() == self._loop_thread
         ):
             self._wake.set()
         return True
+
+    def put_record(self, record: tuple[Any, ...]) -> bool:
+        """Queue a middleware record, as :meth:`put`.
+
+        Every request of the host passes here: on the event loop's thread it takes no lock,
+        as only that thread touches the records' deque and their count. (A test client may
+        serve the app from a thread of its own: that one takes :meth:`put`'s way.)
+        """
+        if get_ident() != self._loop_thread:
+            return self.put(record)
+        records = self._records
+        self._records_in += 1
+        queued = len(records) + len(self._queue)
+        if queued >= self.max_events or self._held() + API_CALL_SIZE > self.max_bytes:
+            with self._lock:
+                self._dropped["queue_full"] += 1
+            self._warn("queue_full", "queue full: dropping events")
+            return False
+        records.append(record)
+        if queued + 1 >= self.batch_size and self._wake is not None:
+            self._wake.set()
+        return True
+
+    def _queued(self) -> int:
+        return len(self._queue) + len(self._records)
+
+    def _held(self) -> int:
+        """Bytes queued, by the estimates the byte cap counts in."""
+        return self._bytes + len(self._records) * API_CALL_SIZE
 
     def reject(self, reason: str, exc: BaseException) -> None:
         """An event was recorded but could not be queued: count it as ``dropped[reason]``."""
@@ -216,11 +251,12 @@ class Recorder(BatchWriter):
                 carried = sum(c.count for c in self._carry)
                 self._in_flight -= carried
                 self._carry.clear()
-                left = len(self._queue) + carried
+                left = self._queued() + carried
                 self._dropped["shutdown_timeout"] += left
                 self._queue.clear()
                 self._sizes.clear()
                 self._bytes = 0
+                self._records.clear()
             if left:
                 log.warning("asgimon: flush timed out at shutdown, dropped %d events", left)
 
@@ -244,7 +280,7 @@ class Recorder(BatchWriter):
                 if self._past_stop():
                     return
                 await self._store([], [], [], self._carry.pop(0), set())
-            while len(self._queue) >= (self.batch_size if full_batches_only else 1):
+            while self._queued() >= (self.batch_size if full_batches_only else 1):
                 if self._past_stop():
                     return  # stop() counts what is left; no more attempts past its deadline
                 await self._flush_batch()
@@ -271,7 +307,7 @@ class Recorder(BatchWriter):
                 await self.flush(full_batches_only=not partial_too)
             except Exception as exc:  # a bug here must not kill the loop
                 self.count_internal_error(exc, "flush")
-            if self._stop_by is not None and (not self._queue or self._past_stop()):
+            if self._stop_by is not None and (not self._queued() or self._past_stop()):
                 return
 
     def _tally(self) -> Tally | None:
@@ -284,9 +320,14 @@ class Recorder(BatchWriter):
     async def _flush_batch(self) -> None:
         with self._lock:
             n = min(self.batch_size, len(self._queue))
-            items = [self._queue.popleft() for _ in range(n)]
+            items: list[Any] = [self._queue.popleft() for _ in range(n)]
             sizes = [self._sizes.popleft() for _ in range(n)]
             self._bytes -= sum(sizes)
+            records = self._records
+            more = min(self.batch_size - n, len(records))
+            items += [records.popleft() for _ in range(more)]
+            sizes += [API_CALL_SIZE] * more
+            n += more
             self._in_flight += n
         slicer = Slicer()
         batch: list[Event] = []
@@ -334,11 +375,11 @@ class Recorder(BatchWriter):
 
     def stats(self) -> RecorderStats:
         return RecorderStats(
-            recorded=self._recorded,
+            recorded=self._recorded + self._records_in,
             written=self._written,
             duplicates=self._duplicates,
-            pending=len(self._queue) + self._in_flight,
-            pending_bytes=self._bytes,
+            pending=self._queued() + self._in_flight,
+            pending_bytes=self._held(),
             dropped=dict(self._dropped),
             retries=self._retries,
             batches=self._batches,
