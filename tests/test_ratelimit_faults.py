@@ -76,6 +76,19 @@ async def until_closed(monitor: Monitor, client: httpx.AsyncClient, within: floa
         assert set(statuses) == {200}
 
 
+async def counting(monitor: Monitor, client: httpx.AsyncClient, seconds: float) -> Counter[int]:
+    """Load with Redis up: it counts every request, save the few that a busy machine let
+    pass the timeout, and those are counted as let through (a call that timed out may have
+    reached Redis too). Nothing goes through unaccounted."""
+    before, bypassed = await counted(monitor), monitor.rate_limits.limiter.bypassed
+    statuses, _ = await load(client, seconds)
+    assert set(statuses) == {200}, statuses
+    let_through = monitor.rate_limits.limiter.bypassed - bypassed
+    assert let_through <= statuses[200] // 50, (let_through, statuses)
+    assert statuses[200] - let_through <= await counted(monitor) - before <= statuses[200]
+    return statuses
+
+
 async def counted(monitor: Monitor) -> int:
     usage = await monitor.rate_limits.usage(ME)
     assert usage is not None
@@ -98,10 +111,8 @@ async def test_redis_killed_hung_and_restarted_under_load_never_fails_the_host(
     transport = httpx.ASGITransport(app=app)
     limits = monitor.rate_limits
     async with monitor, httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        statuses, slowest = await load(client, 0.5)
-        assert set(statuses) == {200}
-        assert await counted(monitor) == statuses[200]  # Redis counts every request
-        assert limits.limiter.bypassed == 0
+        assert (await client.get("/items/1")).status_code == 200  # the first connection
+        statuses = await counting(monitor, client, 0.5)
 
         redis.pause()  # hung: connections open, nothing answers
         try:
@@ -115,9 +126,7 @@ async def test_redis_killed_hung_and_restarted_under_load_never_fails_the_host(
         finally:
             redis.resume()
         await until_closed(monitor, client, within=10.0)
-        before = await counted(monitor)
-        statuses, _ = await load(client, 0.3)
-        assert await counted(monitor) == before + statuses[200]  # counting again
+        await counting(monitor, client, 0.3)  # counting again
 
         redis.kill()  # crashed: connections refused
         bypassed = limits.limiter.bypassed
