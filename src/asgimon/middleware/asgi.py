@@ -10,6 +10,7 @@ from asgimon.context import Figure, close_request, open_request
 
 from .host import Host
 from .lifespan import run_lifespan
+from .routes import EndpointRoutes, routes_of
 
 CLIENT_CLOSED = 499
 
@@ -37,6 +38,7 @@ class AsgimonMiddleware:
         self._in_flight = monitor.requests
         self._routes = monitor.route_table.routes
         self._max_routes = monitor.route_table.max_routes
+        self._endpoint_routes = EndpointRoutes(routes_of(app), self._max_routes)
         self._user_resolver = monitor.user_resolver
         self._route_resolver = monitor.route_resolver
         self._project_resolver = monitor.project_resolver
@@ -157,6 +159,8 @@ class AsgimonMiddleware:
             # heap: tens of milliseconds every second under load. (A user object from an
             # authentication middleware, or a route past the table's cap, keeps it tracked.)
             route = scope.get("route")
+            if route is None:
+                route = self._endpoint_routes.route_of(scope)
             if route is not None:
                 routes = self._routes
                 rid = id(route)

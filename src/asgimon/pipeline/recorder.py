@@ -176,7 +176,8 @@ class Recorder(BatchWriter):
         records = self._records
         self._records_in += 1
         queued = len(records) + len(self._queue)
-        if queued >= self.max_events or self._held() + API_CALL_SIZE > self.max_bytes:
+        held = self._bytes + (len(records) + 1) * API_CALL_SIZE  # as _held(), one call fewer
+        if queued >= self.max_events or held > self.max_bytes:
             with self._lock:
                 self._dropped["queue_full"] += 1
             self._warn("queue_full", "queue full: dropping events")
