@@ -14,9 +14,11 @@ import httpx
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from asgimon import ApiCall, AsgimonMiddleware, MemoryStorage, Monitor
+from asgimon.middleware.routes import EndpointRoutes
 from asgimon.testing import recorded
 
 
@@ -91,3 +93,20 @@ async def test_the_route_is_found_behind_the_apps_own_middleware(tmp_path: Path)
         "/plain/{name}",
         "/openapi.json",
     ]
+
+
+def test_past_the_cap_an_unknown_endpoint_is_not_looked_up() -> None:
+    class Counting(list[Any]):
+        scans = 0
+
+        def __iter__(self) -> Any:
+            Counting.scans += 1
+            return super().__iter__()
+
+    routes = Counting([Route("/plain/{name}", plain)])
+    table = EndpointRoutes(routes, max_endpoints=2)
+    for endpoint in (plain, shared, plain, shared):
+        table.route_of({"endpoint": endpoint})
+    assert Counting.scans == 2  # once per endpoint
+    assert table.route_of({"endpoint": object()}) is None
+    assert Counting.scans == 2  # a third endpoint, past the cap: no scan on the request path

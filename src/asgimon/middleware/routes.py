@@ -53,9 +53,10 @@ class EndpointRoutes:
         found = self._found.get(id(endpoint))
         if found is not None:
             return found[1]
+        if len(self._found) >= self._max:
+            return None  # past the cap no request scans the routes: it goes unnamed
         route = self._lookup(endpoint)
-        if len(self._found) < self._max:
-            self._found[id(endpoint)] = (endpoint, route)
+        self._found[id(endpoint)] = (endpoint, route)
         return route
 
     def _lookup(self, endpoint: Any) -> Any:
