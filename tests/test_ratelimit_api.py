@@ -21,6 +21,7 @@ from starlette.types import Scope
 from asgimon import ConfigError, MemoryStorage, Monitor, Settings, Storage, storage_from_url
 from asgimon.ratelimit.keys import hashed
 
+from .limit_headers import remaining, standing
 from .tokens import JWT_SETTINGS, bearer, mint
 
 API = "/analytics/api"
@@ -72,7 +73,7 @@ async def test_the_default_limit_and_its_burst_hold_for_the_host_app_alone() -> 
         answers = [await client.get(f"/items/{i}") for i in range(6)]
         assert [r.status_code for r in answers] == [200, 200, 200, 200, 429, 429]
         # MAX + BURST in the window; the tightest limit is the one the headers show.
-        assert [r.headers["x-ratelimit-remaining"] for r in answers[:4]] == ["3", "2", "1", "0"]
+        assert [remaining(r) for r in answers[:4]] == [3, 2, 1, 0]
         both = '"default";q=4;w=60, "default/120s";q=6;w=120'
         assert answers[0].headers["ratelimit-policy"] == both
         assert answers[0].headers["ratelimit"].startswith('"default";r=3;t=')
@@ -122,7 +123,7 @@ async def test_shadow_mode_lets_everything_through_and_records_what_it_would_ref
     async for client in opened(monitor):
         answers = [await client.get("/items/1") for _ in range(5)]
         assert {r.status_code for r in answers} == {200}
-        assert not any("x-ratelimit-limit" in r.headers for r in answers)
+        assert not any("ratelimit" in r.headers for r in answers)
         await settle(monitor)
         figures = (await client.get(f"{API}/ratelimits/default")).json()
     assert (figures["totalDenied"], figures["totalShadowDenied"]) == (0, 3)
@@ -133,13 +134,30 @@ async def test_the_kill_switch_and_the_headers_switch() -> None:
     async for client in opened(off):
         answers = [await client.get("/items/1") for _ in range(5)]
         assert {r.status_code for r in answers} == {200}
-        assert "x-ratelimit-limit" not in answers[0].headers
-    quiet = monitor_of(rate_limit_max=1, rate_limit_burst=0, rate_limit_headers=False)
+        assert "ratelimit" not in answers[0].headers
+    by_default = monitor_of(rate_limit_max=2, rate_limit_burst=0)
+    async for client in opened(by_default):
+        first = await client.get("/items/1")
+        assert standing(first)[:2] == ("default", 1)
+        assert not any(name.startswith("x-ratelimit") for name in first.headers)
+    every = monitor_of(rate_limit_max=2, rate_limit_burst=0, rate_limit_headers="all")
+    async for client in opened(every):
+        first = await client.get("/items/1")
+        _, left, reset = standing(first)
+        assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == (
+            "2",
+            str(left),
+        )
+        assert first.headers["x-ratelimit-reset"] == str(reset)
+    quiet = monitor_of(rate_limit_max=1, rate_limit_burst=0, rate_limit_headers="none")
     async for client in opened(quiet):
         first, second = await client.get("/items/1"), await client.get("/items/1")
         assert (first.status_code, second.status_code) == (200, 429)
-        assert "x-ratelimit-limit" not in first.headers
-        assert "retry-after" in second.headers  # a refusal always says when to retry
+        assert "ratelimit" not in first.headers
+        # A refusal always has every header, and says when to retry.
+        assert "retry-after" in second.headers
+        assert second.headers["x-ratelimit-remaining"] == "0"
+        assert standing(second)[1] == 0
 
 
 async def test_tiers_and_costs_from_the_hosts_callbacks() -> None:
@@ -315,6 +333,7 @@ async def test_only_admins_administer_the_rate_limit() -> None:
         ({"RATE_LIMIT_KEY_HEADER": "x api key"}, "RATE_LIMIT_KEY_HEADER"),
         ({"RATE_LIMIT_IPV6_PREFIX": "129"}, "RATE_LIMIT_IPV6_PREFIX"),
         ({"RATE_LIMIT_IPV6_PREFIX": "/64"}, "RATE_LIMIT_IPV6_PREFIX"),
+        ({"RATE_LIMIT_HEADERS": "x-ratelimit"}, "RATE_LIMIT_HEADERS"),
     ],
 )
 def test_a_bad_rate_limit_setting_fails_at_start_up_naming_it(
@@ -335,3 +354,10 @@ async def test_an_infinite_expiry_is_refused_too() -> None:
         assert r.status_code == 422, r.text
         assert r.json()["error"]["details"][0]["field"] == "expiresAt"
         assert await monitor.storage.rate_limit_overrides() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "mode"), [("ietf", "ietf"), ("ALL", "all"), ("true", "all"), ("false", "none")]
+)
+def test_the_headers_setting_reads_a_mode_or_a_boolean(raw: str, mode: str) -> None:
+    assert Monitor.from_env({"RATE_LIMIT_HEADERS": raw}).settings.rate_limit_headers == mode

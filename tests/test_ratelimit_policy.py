@@ -71,8 +71,14 @@ def test_keys_are_hashed_and_headers_are_exact() -> None:
         b"x-ratelimit-remaining": b"42",
         b"x-ratelimit-reset": b"17",
     }
-    denied = dict(Standing("GET /a", 5, 60, 0, 0, False).headers())
-    assert denied[b"retry-after"] == b"1"
+    assert Standing("default", 100, 60, 42, 17, True).headers("ietf") == [
+        (b"ratelimit-policy", b'"default";q=100;w=60'),
+        (b"ratelimit", b'"default";r=42;t=17'),
+    ]
+    assert Standing("default", 100, 60, 42, 17, True).headers("none") == []
+    denied = dict(Standing("GET /a", 5, 60, 0, 0, False).headers("none"))
+    assert denied[b"retry-after"] == b"1"  # a refusal has every header, whatever the mode
+    assert denied[b"x-ratelimit-remaining"] == b"0"
     # A rule of two limits (the burst) lists both; RateLimit names the one that decides.
     rule = default_rule(100, 60, 10)
     assert rule.listed == b'"default";q=110;w=60, "default/120s";q=200;w=120'

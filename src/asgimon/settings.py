@@ -21,16 +21,19 @@ from .ratelimit.values import (
     FAIL_CLOSED_RULE,
     FORWARDED_RULE,
     HEADER_RULE,
+    HEADERS_RULE,
     PROXIES_RULE,
     REDIS_OR_MEMORY_RULE,
     STRATEGY_RULE,
     is_counter_url,
     is_endpoint_rules,
     is_forwarded_header,
+    is_header_mode,
     is_networks,
     is_optional_header,
     is_rule_names,
     is_strategy,
+    parse_header_mode,
     parse_list,
     parse_lower,
     rule_names,
@@ -318,7 +321,9 @@ class Settings:
         (is_paths, "comma-separated paths starting with /, a trailing * for a prefix"),
     )
     rate_limit_shadow: bool = setting("RATE_LIMIT_SHADOW", False, parse_bool, BOOL)
-    rate_limit_headers: bool = setting("RATE_LIMIT_HEADERS", True, parse_bool, BOOL)
+    rate_limit_headers: str = setting(
+        "RATE_LIMIT_HEADERS", "ietf", parse_header_mode, (is_header_mode, HEADERS_RULE)
+    )
     rate_limit_trusted_proxies: tuple[str, ...] = setting(
         "RATE_LIMIT_TRUSTED_PROXIES", (), parse_list, (is_networks, PROXIES_RULE)
     )

@@ -6,13 +6,17 @@
     X-RateLimit-Limit: 100      X-RateLimit-Remaining: 42      X-RateLimit-Reset: 17
 
 ``t`` and ``X-RateLimit-Reset`` are seconds until the window frees a request, never an
-epoch (clients' clocks differ from the server's).
+epoch (clients' clocks differ from the server's). A refusal carries all of them; an allowed
+response the IETF pair (``ietf``, the default), all five (``all``) or none (``none``):
+the server checks, lowers and copies every header it writes, so each costs every response.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+
+HEADER_MODES = ("ietf", "all", "none")
 
 
 # Not frozen: made on every request, and a frozen dataclass takes 4x as long to make.
@@ -30,20 +34,51 @@ class Standing:
     listed: bytes = b""
     name: bytes = b""
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        policy, name, limit = _constant(self.policy, self.limit, self.window_s)
-        if self.listed:
-            policy, name = self.listed, self.name
-        out = [
-            (b"ratelimit-policy", policy),
-            (b"ratelimit", b'"%s";r=%d;t=%d' % (name, self.remaining, self.reset_s)),
-            (b"x-ratelimit-limit", limit),
-            (b"x-ratelimit-remaining", b"%d" % self.remaining),
-            (b"x-ratelimit-reset", b"%d" % self.reset_s),
-        ]
+    def headers(self, mode: str = "all") -> list[tuple[bytes, bytes]]:
+        """Its headers: every one on a refusal (``Retry-After`` too), else as ``mode`` says."""
+        if self.allowed and mode == "none":
+            return []
+        every = not self.allowed or mode == "all"
+        out = limit_headers(
+            self.policy,
+            self.limit,
+            self.window_s,
+            self.remaining,
+            self.reset_s,
+            every,
+            self.listed,
+            self.name,
+        )
         if not self.allowed:
             out.append((b"retry-after", b"%d" % max(1, self.reset_s)))
         return out
+
+
+def limit_headers(
+    policy: str,
+    limit: int,
+    window_s: int,
+    remaining: int,
+    reset_s: int,
+    every: bool,
+    listed: bytes = b"",
+    name: bytes = b"",
+) -> list[tuple[bytes, bytes]]:
+    """The IETF pair, and with ``every`` the ``X-RateLimit-*`` trio after it."""
+    constant, quoted, limit_b = _constant(policy, limit, window_s)
+    if listed:
+        constant, quoted = listed, name
+    out = [
+        (b"ratelimit-policy", constant),
+        (b"ratelimit", b'"%s";r=%d;t=%d' % (quoted, remaining, reset_s)),
+    ]
+    if every:
+        out += (
+            (b"x-ratelimit-limit", limit_b),
+            (b"x-ratelimit-remaining", b"%d" % remaining),
+            (b"x-ratelimit-reset", b"%d" % reset_s),
+        )
+    return out
 
 
 def policy_list(rule: str, limits: list[tuple[int, int]]) -> tuple[bytes, tuple[bytes, ...]]:

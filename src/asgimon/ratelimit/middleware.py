@@ -10,7 +10,8 @@ is answered 429 with a JSON body naming the limit and ``Retry-After`` (a websock
 the server offers the denial-response extension; else it is closed with 1008 before it is
 accepted); in shadow mode it goes through and the denial it would have
 been is only reported. Allowed, it goes through with the limit headers added to the app's
-response (configurable); nothing else of the response is touched. With the counters' store
+response (the IETF pair by default, see :mod:`.headers`); nothing else of the response is
+touched. With the counters' store
 failing or slow, the request goes through (counted as let through), unless its rule fails
 closed: then a 503 with ``Retry-After``.
 """
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgimon.pipeline.records import user_id_of
 
-from .headers import Standing
+from .headers import Standing, limit_headers
 from .keys import ClientAddress, hashed
 from .limiter import RateLimiter, Verdict
 from .policy import Policy, Rule
@@ -66,7 +67,7 @@ class RateLimitMiddleware:
         key_header: str | None = None,
         hash_keys: bool = True,
         shadow: bool = False,
-        headers: bool = True,
+        headers: str = "ietf",
         fail_closed: frozenset[str] = frozenset(),
         cost: Cost | None = None,
         tier: Tier | None = None,
@@ -186,8 +187,8 @@ class RateLimitMiddleware:
                 return
             await self.app(scope, receive, send)  # fails open: counted by the limiter
             return
-        standing = _standing(rule, verdict)
         if not verdict.allowed:
+            standing = _standing(rule, verdict)
             self._tell(Denial(key, method, path, rule, standing, self.shadow), scope)
             if not self.shadow:
                 self.denied += 1
@@ -195,10 +196,19 @@ class RateLimitMiddleware:
                 return
             self.shadow_denied += 1
         # No headers in shadow mode: a client that obeys them would slow down for nothing.
-        if not self.headers or self.shadow or kind != "http":
+        if self.headers == "none" or self.shadow or kind != "http":
             await self.app(scope, receive, send)
             return
-        extra = standing.headers()  # allowed here: no Retry-After
+        extra = limit_headers(  # allowed here: no Retry-After
+            rule.name,
+            verdict.limit,
+            verdict.window_s,
+            verdict.remaining,
+            verdict.reset_s,
+            self.headers == "all",
+            rule.listed,
+            rule.name_of(verdict.limit, verdict.window_s),
+        )
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .headers import HEADER_MODES
 from .keys import parse_networks
 from .limiter import STRATEGIES
 from .policy import parse_endpoint_rules
@@ -20,6 +21,10 @@ PROXIES_RULE = "comma-separated addresses or networks, e.g. 10.0.0.0/8,127.0.0.1
 FORWARDED_RULE = "x-forwarded-for or forwarded"
 HEADER_RULE = "an HTTP header name such as x-api-key"
 FAIL_CLOSED_RULE = "comma-separated rule names: default, or a RATE_LIMIT_ENDPOINTS target"
+HEADERS_RULE = (
+    "ietf (RateLimit-Policy and RateLimit), all (and X-RateLimit-*) or none; "
+    "true and false mean all and none"
+)
 REDIS_OR_MEMORY_RULE = "memory:// or a redis:// or rediss:// URL (default: ANALYTICS_REDIS_URL)"
 
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
@@ -31,6 +36,15 @@ def parse_list(raw: str) -> tuple[str, ...]:
 
 def parse_lower(raw: str) -> str:
     return raw.strip().lower()
+
+
+def parse_header_mode(raw: str) -> str:
+    low = raw.strip().lower()
+    return {"true": "all", "1": "all", "false": "none", "0": "none"}.get(low, low)
+
+
+def is_header_mode(v: Any) -> bool:
+    return v in HEADER_MODES
 
 
 def is_strategy(v: Any) -> bool:
