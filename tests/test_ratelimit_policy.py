@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asgimon.ratelimit.headers import Standing
-from asgimon.ratelimit.keys import ClientAddress, hashed, parse_networks
+from asgimon.ratelimit.keys import MAX_PEERS, ClientAddress, hashed, parse_networks
 from asgimon.ratelimit.policy import Policy, default_rule, parse_endpoint_rules
 
 
@@ -58,6 +58,23 @@ def test_forwarding_headers_count_only_from_a_trusted_proxy() -> None:
     assert proxied(scope("10.0.0.1", (b"x-forwarded-for", b"not-an-ip"))) == "10.0.0.1"
     with pytest.raises(ValueError, match=r"10\.0\.0\.0/33"):
         parse_networks(["10.0.0.0/33"])
+
+
+def test_a_peer_is_keyed_by_its_address_as_written_canonically() -> None:
+    nobody, proxied = ClientAddress(), ClientAddress(parse_networks(["192.0.2.0/24"]))
+    peers = {
+        "198.51.100.7": "198.51.100.7",
+        "::ffff:198.51.100.7": "198.51.100.7",  # a dual-stack socket's IPv4 peer
+        "2001:db8:0:0:1:0:0:1": "2001:db8::1:0:0:1",
+        " 198.51.100.7": "198.51.100.7",
+        "not an address": "not an address",
+    }
+    for raw, key in peers.items():
+        for keys in (nobody, proxied):
+            assert keys({"client": (raw, 1), "headers": []}) == key, raw
+    # Beyond the cache of known peers every new one is still keyed as it should be.
+    many = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(3 * MAX_PEERS)]
+    assert [nobody({"client": (a, 1)}) for a in many] == many
 
 
 def test_keys_are_hashed_and_headers_are_exact() -> None:
