@@ -104,7 +104,7 @@ def test_keys_are_hashed_and_headers_are_exact() -> None:
     assert dict(second.headers())[b"ratelimit-policy"] == rule.listed
 
 
-async def test_memory_counters_expire_lazily_and_forget_old_windows(
+def test_memory_counters_expire_lazily_and_forget_old_windows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from asgimon.ratelimit import counters
@@ -114,14 +114,14 @@ async def test_memory_counters_expire_lazily_and_forget_old_windows(
     c = counters.Counters()
     minute = [("", "", 60, 1000)]  # one limit: the counter's name is the key itself
     assert [c.spend(minute, "a", 1)[2] for _ in range(3)] == [999, 998, 997]
-    assert await c.get_expiry("a") == 1_060.0
+    assert c.standing(minute, "a") == [(997, 1_060.0)]
     for i in range(100):
         c.spend(minute, f"k{i}", 2)
     assert len(c) == 101
-    assert await c.get("k5") == 2
+    assert c.standing(minute, "k5") == [(998, 1_060.0)]
     now[0] += 61  # every window over: each next count starts afresh and forgets a few old
     assert c.spend(minute, "a", 1)[2] == 999
-    assert await c.get("k5") == 0
+    assert c.standing(minute, "k5") == [(1000, now[0])]
     for i in range(30):
         c.spend(minute, f"new{i}", 1)
     # Four expired windows forgotten per count: after 31 counts, only the live ones remain.

@@ -5,8 +5,8 @@ event loop: with 20,000 clients that sweep held the loop for most of its time (+
 request measured, ``benchmarks/ratelimit.py``). Here a counter expires lazily, when its key
 is next counted, and a bounded sweep of the oldest windows runs with each count, so the cost
 of a request does not grow with the number of keys. :meth:`Counters.spend` decides a
-request without an await; ``get``, ``get_expiry`` and ``clear`` serve the administration's
-usage and reset.
+request without an await; :meth:`Counters.standing` and :meth:`Counters.forget` serve the
+administration's usage and reset.
 """
 
 from __future__ import annotations
@@ -59,16 +59,23 @@ class Counters:
                 best, left, resets = index, remaining, entry[1]
         return best, True, left, resets
 
-    async def get(self, key: str) -> int:
-        entry = self._counts.get(key)
-        return int(entry[0]) if entry is not None and entry[1] > time.time() else 0
+    def standing(
+        self, limits: Sequence[tuple[str, str, int, int]], key: str
+    ) -> list[tuple[int, float]]:
+        """Per limit, what remains and when its window resets, spending nothing."""
+        now = time.time()
+        out = []
+        for head, tail, _, amount in limits:
+            entry = self._counts.get(head + key + tail)
+            if entry is None or entry[1] <= now:
+                out.append((amount, now))
+            else:
+                out.append((max(0, amount - int(entry[0])), entry[1]))
+        return out
 
-    async def get_expiry(self, key: str) -> float:
-        entry = self._counts.get(key)
-        return entry[1] if entry is not None else time.time()
-
-    async def clear(self, key: str) -> None:
-        self._counts.pop(key, None)
+    def forget(self, limits: Sequence[tuple[str, str, int, int]], key: str) -> None:
+        for head, tail, _, _ in limits:
+            self._counts.pop(head + key + tail, None)
 
     def _sweep(self, order: deque[tuple[float, str]], now: float) -> None:
         for _ in range(SWEEP_PER_CALL):

@@ -32,6 +32,7 @@ from asgimon.breaker import CircuitBreaker
 from .counters import Counters
 from .policy import Rule
 from .redis_window import RedisFixedWindow
+from .windows import MovingWindows, SlidingCounters
 
 log = logging.getLogger("asgimon.ratelimit")
 
@@ -43,6 +44,12 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
 }
 LOG_EVERY_S = 60.0
+Local = Counters | SlidingCounters | MovingWindows
+LOCAL: dict[str, type[Local]] = {
+    "fixed-window": Counters,
+    "moving-window": MovingWindows,
+    "sliding-window-counter": SlidingCounters,
+}
 
 
 # Not frozen: made on every request, and a frozen dataclass takes 4x as long to make.
@@ -98,16 +105,15 @@ class RateLimiter:
         else:
             storage = MemoryStorage()
         self.limiter = STRATEGIES[strategy](storage)
-        self.storage: Storage | Counters = storage
+        self.storage = storage
         self.remote = bool(redis_url)
         self._window = (
             RedisFixedWindow(redis_pool, f"{key_prefix}:{namespace}")
             if redis_url and strategy == "fixed-window"
             else None
         )
-        if not redis_url and strategy == "fixed-window":
-            self.storage = Counters()  # limits' own sweeps every key on the loop
-        self.local = self.storage if isinstance(self.storage, Counters) else None
+        # In memory, counted here: ``limits``' own memory storage sweeps every key on the loop.
+        self.local: Local | None = None if redis_url else LOCAL[strategy]()
         self.breaker = CircuitBreaker()
         self.failures = 0
         self.bypassed = 0  # calls let through unchecked: the store failed, or its breaker
@@ -170,17 +176,16 @@ class RateLimiter:
         return task.result()
 
     async def _exhausted(self, key: str) -> bool:
+        if self.local is not None:
+            return any(left <= 0 for left, _ in self.local.standing(self.rule.counters, key))
         for item in self.items:
-            if isinstance(self.storage, Counters):
-                if await self.storage.get(item.key_for("api", key)) >= item.amount:
-                    return True
-            elif not await self.limiter.test(item, "api", key):
+            if not await self.limiter.test(item, "api", key):
                 return True
         return False
 
     def decide_now(self, rule: Rule, key: str, cost: int = 1) -> Verdict | None:
-        """:meth:`decide` without an await when the counters are in this process's memory
-        (the fixed window), which cannot fail or hang; None when they are elsewhere."""
+        """:meth:`decide` without an await when the counters are in this process's memory,
+        which cannot fail or hang; None when they are elsewhere."""
         if self.local is None:
             return None
         index, allowed, remaining, resets = self.local.spend(rule.counters, key, cost)
@@ -204,6 +209,13 @@ class RateLimiter:
         return await self._guarded(self._reset(rule, key)) is True
 
     async def _usage(self, rule: Rule, key: str) -> list[Verdict]:
+        if self.local is not None:
+            return [
+                self._verdict(item, left > 0, left, resets)
+                for item, (left, resets) in zip(
+                    rule.items, self.local.standing(rule.counters, key), strict=True
+                )
+            ]
         out = []
         for item in rule.items:
             if isinstance(self.limiter, FixedWindowRateLimiter):
@@ -219,6 +231,9 @@ class RateLimiter:
         return out
 
     async def _reset(self, rule: Rule, key: str) -> bool:
+        if self.local is not None:
+            self.local.forget(rule.counters, key)
+            return True
         for item in rule.items:
             if isinstance(self.limiter, FixedWindowRateLimiter):
                 await self.storage.clear(item.key_for(rule.name, key))
