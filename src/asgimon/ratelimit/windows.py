@@ -35,12 +35,9 @@ class SlidingCounters:
         now = time.time()
         looked = []
         for index, (head, tail, window, amount) in enumerate(limits):
-            name = head + key + tail
-            bucket = int(now // window)
-            previous = self._count(f"{name}/{bucket - 1}", now)
-            current_name = f"{name}/{bucket}"
-            current = self._count(current_name, now)
-            weight = 1 - (now % window) / window
+            current_name, bucket, previous, current, weight = self._look(
+                head + key + tail, window, now
+            )
             weighted = previous * weight + current
             if math.floor(weighted) + cost > amount:
                 left = max(0, amount - math.floor(weighted))
@@ -67,11 +64,7 @@ class SlidingCounters:
         now = time.time()
         out = []
         for head, tail, window, amount in limits:
-            name = head + key + tail
-            bucket = int(now // window)
-            previous = self._count(f"{name}/{bucket - 1}", now)
-            current = self._count(f"{name}/{bucket}", now)
-            weight = 1 - (now % window) / window
+            _, _, previous, current, weight = self._look(head + key + tail, window, now)
             remaining = max(0, amount - math.floor(previous * weight + current))
             out.append((remaining, now + _reset_in(previous, current, weight, window)))
         return out
@@ -82,6 +75,15 @@ class SlidingCounters:
             bucket = int(now // window)
             for b in (bucket - 1, bucket):
                 self._counts.pop(f"{head}{key}{tail}/{b}", None)
+
+    def _look(self, name: str, window: int, now: float) -> tuple[str, int, float, float, float]:
+        """The current window's counter and number, the previous and current counts, and
+        the share of the previous window still within one window of now."""
+        bucket = int(now // window)
+        current_name = f"{name}/{bucket}"
+        previous = self._count(f"{name}/{bucket - 1}", now)
+        weight = 1 - (now % window) / window
+        return current_name, bucket, previous, self._count(current_name, now), weight
 
     def _count(self, name: str, now: float) -> float:
         entry = self._counts.get(name)
