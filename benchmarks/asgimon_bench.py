@@ -131,9 +131,15 @@ def wrap_memory_unlimited(app: ASGIApp) -> ASGIApp:
 
 
 def wrap_memory_limit_quiet(app: ASGIApp) -> ASGIApp:
-    """``wrap_memory`` with the limit's headers off (``RATE_LIMIT_HEADERS=false``): what
-    writing five more headers a response costs the server."""
-    return _served("memory-limit-quiet", MemoryStorage(), app, rate_limit_headers=False)
+    """``wrap_memory`` with no limit header on allowed responses (``RATE_LIMIT_HEADERS=none``):
+    what writing the IETF pair a response costs the server."""
+    return _served("memory-limit-quiet", MemoryStorage(), app, rate_limit_headers="none")
+
+
+def wrap_memory_limit_all(app: ASGIApp) -> ASGIApp:
+    """``wrap_memory`` with every limit header on allowed responses (``RATE_LIMIT_HEADERS=all``):
+    the IETF pair and the three ``X-RateLimit-*``."""
+    return _served("memory-limit-all", MemoryStorage(), app, rate_limit_headers="all")
 
 
 def wrap_memory_redis_limit(app: ASGIApp) -> ASGIApp:
