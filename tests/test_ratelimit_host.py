@@ -423,3 +423,40 @@ async def test_over_a_real_server_a_websocket_over_its_limit_gets_a_429() -> Non
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) >= 1
     assert json.loads(response.body)["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "where"),
+    [
+        ("fixed-window", "memory"),
+        ("moving-window", "memory"),
+        ("sliding-window-counter", "memory"),
+        ("fixed-window", "redis"),
+        ("sliding-window-counter", "redis"),
+    ],
+)
+async def test_the_headers_name_the_limit_that_decides(strategy: str, where: str) -> None:
+    # Ten a minute and three an hour: the hour's limit has the fewest left, so it decides.
+    async for prefix in redis_prefix():
+        limiter = RateLimiter(
+            redis_url=REDIS_URL if where == "redis" else None,
+            key_prefix=prefix,
+            strategy=strategy,
+            timeout=2,
+        )
+        app = limited(limiter, endpoints="POST /pay=10/minute, 3/hour")
+        try:
+            async with client(app) as c:
+                answers = [await c.post("/pay") for _ in range(4)]
+        finally:
+            await limiter.aclose()
+        assert [r.status_code for r in answers] == [200, 200, 200, 429]
+        policy = '"POST /pay";q=10;w=60, "POST /pay/3600s";q=3;w=3600'
+        assert {r.headers["ratelimit-policy"] for r in answers} == {policy}
+        assert [standing(r)[:2] for r in answers] == [
+            ("POST /pay/3600s", 2),
+            ("POST /pay/3600s", 1),
+            ("POST /pay/3600s", 0),
+            ("POST /pay/3600s", 0),
+        ]
+        assert answers[3].headers["x-ratelimit-limit"] == "3"

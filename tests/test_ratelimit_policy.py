@@ -99,7 +99,7 @@ def test_keys_are_hashed_and_headers_are_exact() -> None:
     # A rule of two limits (the burst) lists both; RateLimit names the one that decides.
     rule = default_rule(100, 60, 10)
     assert rule.listed == b'"default";q=110;w=60, "default/120s";q=200;w=120'
-    second = Standing("default", 200, 120, 3, 90, True, rule.listed, rule.name_of(200, 120))
+    second = Standing("default", 200, 120, 3, 90, True, rule.listed, rule.names[1])
     assert dict(second.headers())[b"ratelimit"] == b'"default/120s";r=3;t=90'
     assert dict(second.headers())[b"ratelimit-policy"] == rule.listed
 

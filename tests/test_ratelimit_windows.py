@@ -58,9 +58,7 @@ async def test_every_answer_is_the_one_limits_gives(strategy: str, clock: list[f
 
 
 @pytest.mark.parametrize("strategy", list(PEERS))
-def test_a_rules_limits_are_spent_together_or_not_at_all(
-    strategy: str, clock: list[float]
-) -> None:
+def test_a_rules_limits_are_spent_together_or_not_at_all(strategy: str, clock: list[float]) -> None:
     windows = PEERS[strategy][0]()
     rule = default_rule(3, 60, 1)  # 4 a minute, 6 in two minutes
     answers = [windows.spend(rule.counters, "k", 1) for _ in range(5)]

@@ -38,43 +38,28 @@ class Standing:
         """Its headers: every one on a refusal (``Retry-After`` too), else as ``mode`` says."""
         if self.allowed and mode == "none":
             return []
+        listed, name = self.listed, self.name
+        if not listed:
+            listed, name = _constant(self.policy, self.limit, self.window_s)
         every = not self.allowed or mode == "all"
-        out = limit_headers(
-            self.policy,
-            self.limit,
-            self.window_s,
-            self.remaining,
-            self.reset_s,
-            every,
-            self.listed,
-            self.name,
-        )
+        out = limit_headers(listed, name, self.limit, self.remaining, self.reset_s, every)
         if not self.allowed:
             out.append((b"retry-after", b"%d" % max(1, self.reset_s)))
         return out
 
 
 def limit_headers(
-    policy: str,
-    limit: int,
-    window_s: int,
-    remaining: int,
-    reset_s: int,
-    every: bool,
-    listed: bytes = b"",
-    name: bytes = b"",
+    listed: bytes, name: bytes, limit: int, remaining: int, reset_s: int, every: bool
 ) -> list[tuple[bytes, bytes]]:
-    """The IETF pair, and with ``every`` the ``X-RateLimit-*`` trio after it."""
-    constant, quoted, limit_b = _constant(policy, limit, window_s)
-    if listed:
-        constant, quoted = listed, name
+    """The IETF pair (the rule's whole policy, the deciding limit by its name in it), and
+    with ``every`` the ``X-RateLimit-*`` trio after it."""
     out = [
-        (b"ratelimit-policy", constant),
-        (b"ratelimit", b'"%s";r=%d;t=%d' % (quoted, remaining, reset_s)),
+        (b"ratelimit-policy", listed),
+        (b"ratelimit", b'"%s";r=%d;t=%d' % (name, remaining, reset_s)),
     ]
     if every:
         out += (
-            (b"x-ratelimit-limit", limit_b),
+            (b"x-ratelimit-limit", b"%d" % limit),
             (b"x-ratelimit-remaining", b"%d" % remaining),
             (b"x-ratelimit-reset", b"%d" % reset_s),
         )
@@ -99,7 +84,7 @@ def _quoted(name: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _constant(policy: str, limit: int, window_s: int) -> tuple[bytes, bytes, bytes]:
-    """What a rule's headers say on every response: formatted once, not per request."""
+def _constant(policy: str, limit: int, window_s: int) -> tuple[bytes, bytes]:
+    """The policy of a limit known by its figures alone, and its name: formatted once."""
     name = _quoted(policy)
-    return b'"%s";q=%d;w=%d' % (name, limit, window_s), name, b"%d" % limit
+    return b'"%s";q=%d;w=%d' % (name, limit, window_s), name

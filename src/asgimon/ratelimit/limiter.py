@@ -60,6 +60,7 @@ class Verdict:
     remaining: int
     reset_s: int
     window_s: int = 0
+    index: int = 0  # the deciding limit's, among its rule's
 
     def headers(self) -> dict[str, str]:
         out = {
@@ -190,7 +191,7 @@ class RateLimiter:
             return None
         index, allowed, remaining, resets = self.local.spend(rule.counters, key, cost)
         _, _, window, amount = rule.counters[index]
-        return Verdict(allowed, amount, max(0, remaining), _seconds_until(resets), window)
+        return Verdict(allowed, amount, max(0, remaining), _seconds_until(resets), window, index)
 
     async def decide(self, rule: Rule, key: str, cost: int = 1) -> Verdict | None:
         """Spend ``cost`` of ``key`` against every limit of ``rule`` (counted under its
@@ -211,9 +212,9 @@ class RateLimiter:
     async def _usage(self, rule: Rule, key: str) -> list[Verdict]:
         if self.local is not None:
             return [
-                self._verdict(item, left > 0, left, resets)
-                for item, (left, resets) in zip(
-                    rule.items, self.local.standing(rule.counters, key), strict=True
+                self._verdict(item, left > 0, left, resets, index)
+                for index, (item, (left, resets)) in enumerate(
+                    zip(rule.items, self.local.standing(rule.counters, key), strict=True)
                 )
             ]
         out = []
@@ -253,15 +254,15 @@ class RateLimiter:
         # spent, so a request one limit refuses costs nothing against the others (a request
         # racing between the test and the hit may still be counted once).
         scope = rule.name
-        for item in rule.items:
+        for index, item in enumerate(rule.items):
             if not await self.limiter.test(item, scope, key, cost=cost):
                 stats = await self.limiter.get_window_stats(item, scope, key)
-                return self._verdict(item, False, stats.remaining, stats.reset_time)
+                return self._verdict(item, False, stats.remaining, stats.reset_time, index)
         tightest: Verdict | None = None
-        for item in rule.items:
+        for index, item in enumerate(rule.items):
             allowed = await self.limiter.hit(item, scope, key, cost=cost)
             stats = await self.limiter.get_window_stats(item, scope, key)
-            verdict = self._verdict(item, allowed, stats.remaining, stats.reset_time)
+            verdict = self._verdict(item, allowed, stats.remaining, stats.reset_time, index)
             if not allowed:
                 return verdict
             if tightest is None or verdict.remaining < tightest.remaining:
@@ -270,13 +271,16 @@ class RateLimiter:
         return tightest
 
     @staticmethod
-    def _verdict(item: RateLimitItem, allowed: bool, remaining: int, reset_at: float) -> Verdict:
+    def _verdict(
+        item: RateLimitItem, allowed: bool, remaining: int, reset_at: float, index: int = 0
+    ) -> Verdict:
         return Verdict(
             allowed=allowed,
             limit=item.amount,
             remaining=max(0, remaining),
             reset_s=_seconds_until(reset_at),
             window_s=item.get_expiry(),
+            index=index,
         )
 
     async def _fixed_remote(self, rule: Rule, key: str, cost: int) -> Verdict:
@@ -291,10 +295,10 @@ class RateLimiter:
         if refused is not None:
             ((count, ttl),) = spent
             item = items[refused]
-            return self._verdict(item, False, item.amount - count + cost, now + ttl)
+            return self._verdict(item, False, item.amount - count + cost, now + ttl, refused)
         verdicts = [
-            self._verdict(i, True, i.amount - count, now + ttl)
-            for i, (count, ttl) in zip(items, spent, strict=True)
+            self._verdict(i, True, i.amount - count, now + ttl, index)
+            for index, (i, (count, ttl)) in enumerate(zip(items, spent, strict=True))
         ]
         return min(verdicts, key=lambda v: v.remaining)
 

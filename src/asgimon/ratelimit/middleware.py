@@ -98,10 +98,8 @@ class RateLimitMiddleware:
         self._hashes: dict[str, str] = {}
 
     def _rule(self, scope: Scope, rule: Rule, key: str) -> Rule:
-        """An override of the key, else its tier, in place of the default limit: never in
-        place of an endpoint's own, which guards a resource, not a client."""
-        if rule is not self.policy.default:
-            return rule
+        """An override of the key, else its tier, in place of the default limit (``rule``):
+        never in place of an endpoint's own, which guards a resource, not a client."""
         if self.overrides is not None:
             override = self.overrides(key)
             if override is not None:
@@ -116,8 +114,7 @@ class RateLimitMiddleware:
         return tiered if tiered is not None else rule
 
     def _cost(self, scope: Scope) -> int:
-        if self.cost is None:
-            return 1
+        assert self.cost is not None
         try:
             return max(1, int(self.cost(scope)))
         except Exception:
@@ -165,14 +162,15 @@ class RateLimitMiddleware:
             return
         method = scope.get("method", "GET") if kind == "http" else "WS"
         path = scope.get("path", "/")
-        matched = self.policy.rule_for(method, _route_path(path, scope.get("root_path")))
+        root = scope.get("root_path")
+        matched = self.policy.rule_for(method, _route_path(path, root) if root else path)
         if matched is None:  # exempt, whoever asks
             await self.app(scope, receive, send)
             return
         key = self.key_of(scope)
-        rule = self._rule(scope, matched, key)
+        rule = self._rule(scope, matched, key) if matched is self.policy.default else matched
         limiter = self.limiter
-        cost = self._cost(scope)
+        cost = 1 if self.cost is None else self._cost(scope)
         # In memory, no coroutine: deciding there never waits.
         if limiter.local is not None:
             verdict = limiter.decide_now(rule, key, cost)
@@ -200,14 +198,12 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         extra = limit_headers(  # allowed here: no Retry-After
-            rule.name,
+            rule.listed,
+            rule.names[verdict.index],
             verdict.limit,
-            verdict.window_s,
             verdict.remaining,
             verdict.reset_s,
             self.headers == "all",
-            rule.listed,
-            rule.name_of(verdict.limit, verdict.window_s),
         )
 
         async def with_headers(message: Message) -> None:
@@ -248,7 +244,7 @@ def _standing(rule: Rule, verdict: Verdict) -> Standing:
         verdict.reset_s,
         verdict.allowed,
         rule.listed,
-        rule.name_of(verdict.limit, verdict.window_s),
+        rule.names[verdict.index],
     )
 
 

@@ -47,13 +47,6 @@ class Rule:
         object.__setattr__(self, "listed", listed)
         object.__setattr__(self, "names", names)
 
-    def name_of(self, limit: int, window_s: int) -> bytes:
-        """The name in :attr:`listed` of the limit of that amount and window."""
-        for index, (_, _, window, amount) in enumerate(self.counters):
-            if window == window_s and amount == limit:
-                return self.names[index]
-        return self.names[0] if self.names else b""
-
     def describe(self) -> str:
         return ", ".join(f"{i.amount} per {i.get_expiry()} seconds" for i in self.items)
 
