@@ -7,6 +7,7 @@ answer: allowed or not, and what remains.
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -15,6 +16,7 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.aio.strategies import RateLimiter as LimitsStrategy
 
+from asgimon.ratelimit.counters import Counters
 from asgimon.ratelimit.policy import Rule, default_rule
 from asgimon.ratelimit.windows import SWEEP_PER_CALL, MovingWindows, SlidingCounters
 
@@ -124,3 +126,20 @@ def test_idle_keys_are_forgotten_a_few_per_count(strategy: str, clock: list[floa
         windows.spend(rule.counters, f"new{i}", 1)
     assert len(windows) == 60
     assert [windows.standing(rule.counters, f"new{i}")[0][0] for i in range(60)] == [4] * 60
+
+
+@pytest.mark.parametrize("make", [Counters, SlidingCounters])
+def test_a_key_counted_leaves_nothing_for_the_garbage_collector_to_walk(
+    make: type[Counters | SlidingCounters],
+) -> None:
+    # Tens of thousands of clients' counters would otherwise lengthen every full collection.
+    windows = make()
+    rule = default_rule(100, 60, 10)
+    windows.spend(rule.counters, "warm", 1)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(5000):
+        windows.spend(rule.counters, f"client-{i}", 1)
+    gc.collect()
+    assert len(windows) >= 5000
+    assert len(gc.get_objects()) - before < 50

@@ -20,7 +20,10 @@ SWEEP_PER_CALL = 4  # expired windows forgotten per count, at most: memory stays
 
 class Counters:
     def __init__(self) -> None:
-        self._counts: dict[str, list[float]] = {}  # key -> [count, expires at]
+        # Floats in two dicts, not a [count, expires] list per key: a float is no object the
+        # garbage collector walks, and tens of thousands of keys made every collection longer.
+        self._counts: dict[str, float] = {}
+        self._expires: dict[str, float] = {}
         # Per window length, (expires at, key) oldest first: a long window at the head of one
         # queue must not keep the short ones behind it from being forgotten.
         self._order: dict[int, deque[tuple[float, str]]] = {}
@@ -35,28 +38,28 @@ class Counters:
         at once. A refused request is taken back from every limit it was counted against, its
         own included: it spends nothing."""
         now = time.time()
-        counts = self._counts
-        spent: list[list[float]] = []
+        counts, expiries = self._counts, self._expires
+        spent: list[str] = []
         best, left, resets = -1, 0, now
         for index, (head, tail, window, amount) in enumerate(limits):
             name = head + key + tail
-            entry = counts.get(name)
-            if entry is None or entry[1] <= now:
-                entry = counts[name] = [0.0, now + window]
-                self._order.setdefault(window, deque()).append((entry[1], name))
-            entry[0] += cost
+            expires = expiries.get(name)
+            if expires is None or expires <= now:
+                expires = expiries[name] = now + window
+                counts[name] = 0.0
+                self._order.setdefault(window, deque()).append((expires, name))
+            count = counts[name] = counts[name] + cost
             order = self._order.get(window)
             if order and order[0][0] <= now:
                 self._sweep(order, now)  # never the entry just counted: it has not expired
-            remaining = amount - int(entry[0])
+            remaining = amount - int(count)
             if remaining < 0:
-                entry[0] -= cost
-                for taken in spent:
-                    taken[0] -= cost
-                return index, False, remaining + cost, entry[1]
-            spent.append(entry)
+                for taken in (*spent, name):
+                    counts[taken] -= cost
+                return index, False, remaining + cost, expires
+            spent.append(name)
             if best < 0 or remaining < left:
-                best, left, resets = index, remaining, entry[1]
+                best, left, resets = index, remaining, expires
         return best, True, left, resets
 
     def standing(
@@ -66,25 +69,26 @@ class Counters:
         now = time.time()
         out = []
         for head, tail, _, amount in limits:
-            entry = self._counts.get(head + key + tail)
-            if entry is None or entry[1] <= now:
+            name = head + key + tail
+            expires = self._expires.get(name)
+            if expires is None or expires <= now:
                 out.append((amount, now))
             else:
-                out.append((max(0, amount - int(entry[0])), entry[1]))
+                out.append((max(0, amount - int(self._counts[name])), expires))
         return out
 
     def forget(self, limits: Sequence[tuple[str, str, int, int]], key: str) -> None:
         for head, tail, _, _ in limits:
             self._counts.pop(head + key + tail, None)
+            self._expires.pop(head + key + tail, None)
 
     def _sweep(self, order: deque[tuple[float, str]], now: float) -> None:
         for _ in range(SWEEP_PER_CALL):
             if not order or order[0][0] > now:
                 return
             expires, key = order.popleft()
-            entry = self._counts.get(key)
-            if entry is not None and entry[1] == expires:  # not renewed since
-                del self._counts[key]
+            if self._expires.get(key) == expires:  # not renewed since
+                del self._counts[key], self._expires[key]
 
     def __len__(self) -> int:
         return len(self._counts)

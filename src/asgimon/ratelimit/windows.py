@@ -28,7 +28,9 @@ class SlidingCounters:
     within one window of now: ``previous * (1 - elapsed / window) + current``."""
 
     def __init__(self) -> None:
-        self._counts: dict[str, list[float]] = {}  # key/bucket -> [count, expires at]
+        # Per key and window number: floats, which the garbage collector never walks.
+        self._counts: dict[str, float] = {}
+        self._expires: dict[str, float] = {}
         self._order: dict[int, deque[tuple[float, str]]] = {}  # per window, oldest first
 
     def spend(self, limits: Limits, key: str, cost: int) -> Spent:
@@ -45,12 +47,12 @@ class SlidingCounters:
             looked.append((current_name, bucket, window, amount, previous, current, weight))
         best, left, resets = -1, 0, now
         for index, (name, bucket, window, amount, previous, current, weight) in enumerate(looked):
-            entry = self._counts.get(name)
-            if entry is None:
+            if name not in self._expires:
                 # Kept through the next window too, where it is the previous one.
-                entry = self._counts[name] = [0.0, (bucket + 2) * window]
-                self._order.setdefault(window, deque()).append((entry[1], name))
-            entry[0] += cost
+                expires = self._expires[name] = (bucket + 2) * window
+                self._counts[name] = 0.0
+                self._order.setdefault(window, deque()).append((expires, name))
+            self._counts[name] += cost
             current += cost
             remaining = max(0, amount - math.floor(previous * weight + current))
             if best < 0 or remaining < left:
@@ -75,6 +77,7 @@ class SlidingCounters:
             bucket = int(now // window)
             for b in (bucket - 1, bucket):
                 self._counts.pop(f"{head}{key}{tail}/{b}", None)
+                self._expires.pop(f"{head}{key}{tail}/{b}", None)
 
     def _look(self, name: str, window: int, now: float) -> tuple[str, int, float, float, float]:
         """The current window's counter and number, the previous and current counts, and
@@ -86,17 +89,16 @@ class SlidingCounters:
         return current_name, bucket, previous, self._count(current_name, now), weight
 
     def _count(self, name: str, now: float) -> float:
-        entry = self._counts.get(name)
-        return entry[0] if entry is not None and entry[1] > now else 0.0
+        expires = self._expires.get(name)
+        return self._counts[name] if expires is not None and expires > now else 0.0
 
     def _sweep(self, order: deque[tuple[float, str]], now: float) -> None:
         for _ in range(SWEEP_PER_CALL):
             if not order or order[0][0] > now:
                 return
             expires, name = order.popleft()
-            entry = self._counts.get(name)
-            if entry is not None and entry[1] == expires:
-                del self._counts[name]
+            if self._expires.get(name) == expires:
+                del self._counts[name], self._expires[name]
 
     def __len__(self) -> int:
         return len(self._counts)
