@@ -2,11 +2,14 @@
 
 A bare Starlette app answers ``GET /items/{id}``; each variant wraps it with one rate
 limiter whose limit is never reached (a million per minute: every request pays the check
-and is let through), keyed by the client address, a new client each request (25,000 in
-turn). Variants are interleaved per round; the figure is the median round's µs per request
-above the bare app's in the same round.
+and is let through), keyed by the client address: a new client each request (25,000 in
+turn), or with ``--clients 1`` one client for every request. Variants are interleaved per
+round; the figure is the median round's µs per request above the bare app's in the same
+round. The fixed window is measured with each ``RATE_LIMIT_HEADERS`` mode: the IETF pair
+(the default), all five headers, none.
 
-    .venv/bin/python benchmarks/ratelimit.py [--rounds 15] [--batch 2000] [--redis URL]
+    .venv/bin/python benchmarks/ratelimit.py [--rounds 15] [--batch 2000] [--clients N] \
+        [--redis URL]
 
 slowapi (0.1.9+) is measured as its pure-ASGI ``SlowAPIASGIMiddleware`` with a default limit,
 the way its documentation applies one limit to every route, on its memory storage.
@@ -46,10 +49,12 @@ def bare() -> Starlette:
     return Starlette(routes=[Route("/items/{id}", item)])
 
 
-def asgimon_variant(strategy: str, burst: int, redis: str | None = None) -> ASGIApp:
+def asgimon_variant(
+    strategy: str, burst: int, redis: str | None = None, headers: str = "ietf"
+) -> ASGIApp:
     limiter = RateLimiter("1/second", strategy=strategy, redis_url=redis, key_prefix="bench")
     policy = Policy(default_rule(LIMIT, 60, burst), (), ())
-    return RateLimitMiddleware(bare(), limiter=limiter, policy=policy)
+    return RateLimitMiddleware(bare(), limiter=limiter, policy=policy, headers=headers)
 
 
 def slowapi_variant() -> ASGIApp:
@@ -65,10 +70,11 @@ def slowapi_variant() -> ASGIApp:
     return app
 
 
-async def drive(app: ASGIApp, n: int, offset: int) -> None:
+async def drive(app: ASGIApp, n: int, offset: int, clients: int = 25_000) -> None:
     for i in range(n):
         scope = scope_template(f"/items/{i % 50}")
-        scope["client"] = (f"10.0.{(offset + i) // 100 % 250}.{(offset + i) % 100}", 5000)
+        j = (offset + i) % clients
+        scope["client"] = (f"10.0.{j // 100 % 250}.{j % 100}", 5000)
         cycle = Cycle()
         await app(scope, cycle.receive, cycle.send)
         if cycle.status != 200:
@@ -83,6 +89,12 @@ async def main(args: argparse.Namespace) -> None:
         "asgimon, memory, fixed window with burst (2 limits)": lambda: asgimon_variant(
             "fixed-window", 10
         ),
+        "… all five headers (RATE_LIMIT_HEADERS=all)": lambda: asgimon_variant(
+            "fixed-window", 10, headers="all"
+        ),
+        "… no header (RATE_LIMIT_HEADERS=none)": lambda: asgimon_variant(
+            "fixed-window", 10, headers="none"
+        ),
         "asgimon, memory, sliding window counter": lambda: asgimon_variant(
             "sliding-window-counter", 0
         ),
@@ -95,14 +107,14 @@ async def main(args: argparse.Namespace) -> None:
         )
     apps = {name: make() for name, make in variants.items()}
     for app in apps.values():
-        await drive(app, 200, 0)  # warm up
+        await drive(app, 200, 0, args.clients)  # warm up
     per: dict[str, list[float]] = {name: [] for name in apps}
     for r in range(args.rounds):
         names = list(apps)
         names = names[r % len(names) :] + names[: r % len(names)]
         for name in names:
             t0 = time.perf_counter()
-            await drive(apps[name], args.batch, r * args.batch)
+            await drive(apps[name], args.batch, r * args.batch, args.clients)
             per[name].append((time.perf_counter() - t0) / args.batch * 1e6)
     base = per["bare Starlette"]
     lines = [
@@ -119,5 +131,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=25_000, help="distinct client addresses")
     ap.add_argument("--redis", default=None, help="also a Redis variant at this URL")
     asyncio.run(main(ap.parse_args()))
