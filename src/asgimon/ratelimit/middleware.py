@@ -113,10 +113,9 @@ class RateLimitMiddleware:
             return rule
         return tiered if tiered is not None else rule
 
-    def _cost(self, scope: Scope) -> int:
-        assert self.cost is not None
+    def _cost(self, cost: Cost, scope: Scope) -> int:
         try:
-            return max(1, int(self.cost(scope)))
+            return max(1, int(cost(scope)))
         except Exception:
             self.callback_failures += 1
             return 1
@@ -170,7 +169,7 @@ class RateLimitMiddleware:
         key = self.key_of(scope)
         rule = self._rule(scope, matched, key) if matched is self.policy.default else matched
         limiter = self.limiter
-        cost = 1 if self.cost is None else self._cost(scope)
+        cost = 1 if self.cost is None else self._cost(self.cost, scope)
         # In memory, no coroutine: deciding there never waits.
         if limiter.local is not None:
             verdict = limiter.decide_now(rule, key, cost)
