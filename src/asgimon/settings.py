@@ -36,8 +36,8 @@ from .ratelimit.values import (
     parse_header_mode,
     parse_list,
     parse_lower,
-    rule_names,
 )
+from .setting_rules import check_across, read_env
 from .setting_values import (
     BOOL,
     DEFAULT_EXCLUDE_PATHS,
@@ -399,58 +399,7 @@ class Settings:
             check, allowed = f.metadata["check"]
             if not check(value):
                 raise ConfigError(f.metadata["env"], shown(f.name, value), allowed)
-        self._check_jwt()
-        self._check_rate_limit()
-        # The purge finds projects through their daily rollups: those must outlive raw data.
-        longest_raw = max(self.metrics_retention_days, self.error_log_retention_days)
-        if self.day_rollup_retention_days < longest_raw:
-            raise ConfigError(
-                "ANALYTICS_DAY_ROLLUP_RETENTION_DAYS",
-                self.day_rollup_retention_days,
-                f"at least METRICS_RETENTION_DAYS and ERROR_LOG_RETENTION_DAYS ({longest_raw})",
-            )
-
-    def _check_jwt(self) -> None:
-        if self.jwt_configured:
-            # A token minted for another service by the same issuer must not open this one.
-            for name, value in (
-                ("ANALYTICS_JWT_AUDIENCE", self.jwt_audience),
-                ("ANALYTICS_JWT_ISSUER", self.jwt_issuer),
-            ):
-                if value is None:
-                    raise ConfigError(name, "", "set whenever a JWT secret or public key is")
-        if self.jwt_secret is not None and self.jwt_public_key is not None:
-            raise ConfigError(
-                "ANALYTICS_JWT_PUBLIC_KEY", "(set)", "unset while ANALYTICS_JWT_SECRET is set"
-            )
-        algorithm = self.jwt_algorithm
-        if self.jwt_secret is not None:
-            # A key shorter than the hash can be brute-forced offline from one captured token.
-            need = int((algorithm or "HS256")[2:]) // 8
-            if len(self.jwt_secret.encode()) < need:
-                raise ConfigError("ANALYTICS_JWT_SECRET", "(hidden)", f"at least {need} bytes")
-        if algorithm is None:
-            return
-        if algorithm.startswith("HS") and self.jwt_secret is None:
-            raise ConfigError("ANALYTICS_JWT_ALGORITHM", algorithm, "RS* with a public key")
-        if algorithm.startswith("RS") and self.jwt_public_key is None:
-            raise ConfigError("ANALYTICS_JWT_ALGORITHM", algorithm, "HS* with a secret")
-
-    def _check_rate_limit(self) -> None:
-        unknown = set(self.rate_limit_fail_closed) - rule_names(self.rate_limit_endpoints)
-        if unknown:
-            raise ConfigError(
-                "RATE_LIMIT_FAIL_CLOSED",
-                ", ".join(sorted(unknown)),
-                "default, or a target of RATE_LIMIT_ENDPOINTS: "
-                + ", ".join(sorted(rule_names(self.rate_limit_endpoints))),
-            )
-        if self.rate_limit_jwt_subject and not self.jwt_configured:
-            raise ConfigError(
-                "RATE_LIMIT_JWT_SUBJECT",
-                "true",
-                "false unless ANALYTICS_JWT_SECRET or ANALYTICS_JWT_PUBLIC_KEY verifies the tokens",
-            )
+        check_across(self)
 
     @property
     def jwt_configured(self) -> bool:
@@ -466,30 +415,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every variable from ``environ`` (default ``os.environ``); ``overrides`` win."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            name = f.metadata["env"]
-            if f.name in overrides or name not in env:
-                continue
-            raw = env[name]
-            check, allowed = f.metadata["check"]
-            try:
-                value = f.metadata["parse"](raw)
-            except ValueError:
-                raise ConfigError(name, shown(f.name, raw), allowed) from None
-            if not check(value):
-                raise ConfigError(name, shown(f.name, raw), allowed)
-            values[f.name] = value
-        if "deployment_id" not in values and "deployment_id" not in overrides:
-            set_ = (env[v].strip() for v in RELEASE_VARIABLES if env.get(v, "").strip())
-            release = next(set_, None)
-            if release is not None and len(release) <= 128 and release.isprintable():
-                values["deployment_id"] = release
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        values.update(overrides)
-        return cls(**values)
+        return cls(**read_env(dataclasses.fields(cls), env, overrides))
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated like the original."""
