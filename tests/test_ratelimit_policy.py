@@ -159,3 +159,13 @@ def test_a_rules_limits_are_spent_at_once_and_renew_with_their_windows(
     assert c.spend(rule.counters, "other", 4)[1:3] == (True, 0)
     assert c.spend(rule.counters, "third", 5)[1:3] == (False, 4)
     assert c.spend(rule.counters, "third", 4)[1:3] == (True, 0)
+
+
+def test_the_middleware_refuses_a_header_mode_it_does_not_know() -> None:
+    from asgimon.ratelimit.limiter import RateLimiter
+    from asgimon.ratelimit.middleware import RateLimitMiddleware
+    from asgimon.ratelimit.policy import Policy
+
+    policy = Policy(default_rule(5, 60, 0), (), ())
+    with pytest.raises(ValueError, match="ietf, all, none"):
+        RateLimitMiddleware(None, limiter=RateLimiter("1/second"), policy=policy, headers="x")  # type: ignore[arg-type]

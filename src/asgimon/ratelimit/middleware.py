@@ -11,9 +11,8 @@ the server offers the denial-response extension; else it is closed with 1008 bef
 accepted); in shadow mode it goes through and the denial it would have
 been is only reported. Allowed, it goes through with the limit headers added to the app's
 response (the IETF pair by default, see :mod:`.headers`); nothing else of the response is
-touched. With the counters' store
-failing or slow, the request goes through (counted as let through), unless its rule fails
-closed: then a 503 with ``Retry-After``.
+touched. With the counters' store failing or slow, the request goes through (counted as let
+through), unless its rule fails closed: then a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgimon.pipeline.records import user_id_of
 
-from .headers import Standing, limit_headers
+from .headers import HEADER_MODES, Standing, limit_headers
 from .keys import ClientAddress, hashed
 from .limiter import RateLimiter, Verdict
 from .policy import Policy, Rule
@@ -83,6 +82,8 @@ class RateLimitMiddleware:
         self.key_header = key_header.lower().encode() if key_header else None
         self.hash_keys = hash_keys
         self.shadow = shadow
+        if headers not in HEADER_MODES:
+            raise ValueError(f"headers={headers!r}: one of {', '.join(HEADER_MODES)}")
         self.headers = headers
         self.fail_closed = fail_closed
         self.cost = cost
