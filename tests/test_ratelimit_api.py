@@ -315,6 +315,7 @@ async def test_only_admins_administer_the_rate_limit() -> None:
         "memory",
         True,
     )
+    assert limits["headers"] == "ietf"
     assert "/health" in limits["exempt"]
 
 

@@ -76,6 +76,7 @@ def limits_figures(limits: HostLimits) -> dict[str, Any]:
         "enabled": limits.enabled,
         "shadow": s.rate_limit_shadow,
         "strategy": s.rate_limit_strategy,
+        "headers": s.rate_limit_headers,
         "storage": "redis" if limits.redis_url else "memory",
         "burst": s.rate_limit_burst,
         "default": rule_figures(limits.policy.default),
