@@ -105,6 +105,9 @@ async def main(args: argparse.Namespace) -> None:
         variants["asgimon, Redis, fixed window"] = lambda: asgimon_variant(
             "fixed-window", 0, args.redis
         )
+        variants["asgimon, Redis, sliding window counter with burst"] = lambda: asgimon_variant(
+            "sliding-window-counter", 10, args.redis
+        )
     apps = {name: make() for name, make in variants.items()}
     for app in apps.values():
         await drive(app, 200, 0, args.clients)  # warm up

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from limits import parse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -20,7 +21,7 @@ from starlette.websockets import WebSocket
 from asgimon.ratelimit.keys import ClientAddress, parse_networks
 from asgimon.ratelimit.limiter import RateLimiter
 from asgimon.ratelimit.middleware import Denial, RateLimitMiddleware
-from asgimon.ratelimit.policy import Policy, default_rule, parse_endpoint_rules
+from asgimon.ratelimit.policy import Policy, Rule, default_rule, parse_endpoint_rules
 
 from .asgi import http_scope, run
 from .conftest import REDIS_URL, redis_prefix
@@ -336,28 +337,37 @@ async def test_what_the_review_of_the_limiter_found_stays_fixed() -> None:
         assert "ratelimit" not in (await c.get("/items/1")).headers
 
 
+@pytest.mark.parametrize("strategy", ["fixed-window", "sliding-window-counter"])
 @pytest.mark.parametrize("where", ["memory", "redis"])
-async def test_a_refused_request_spends_nothing_against_any_limit_of_its_rule(where: str) -> None:
+async def test_a_refused_request_spends_nothing_against_any_limit_of_its_rule(
+    where: str, strategy: str
+) -> None:
     # The burst's two limits: 4 in one window, 6 in two. The 5th request is refused by the
-    # first and must not have been counted against the second.
+    # first and must not have been counted against the second. Usage is read back the way
+    # the administration reads it (on Redis's sliding window, through limits' own calls).
     rule = default_rule(3, 60, 1)
     async for prefix in redis_prefix():
         limiter = RateLimiter(
             redis_url=REDIS_URL if where == "redis" else None,
             key_prefix=prefix,
-            strategy="fixed-window",
+            strategy=strategy,
             timeout=2,
         )
         try:
             verdicts = [await limiter.decide(rule, "k") for _ in range(6)]
             usage = await limiter.usage(rule, "k")
+            assert await limiter.reset(rule, "k")
+            after = await limiter.usage(rule, "k")
         finally:
             await limiter.aclose()
         assert [v.allowed for v in verdicts if v] == [True] * 4 + [False] * 2
         assert [v.remaining for v in verdicts if v] == [3, 2, 1, 0, 0, 0]
+        assert [v.index for v in verdicts if v] == [0] * 6
         assert usage is not None
         assert [(u.limit, u.limit - u.remaining) for u in usage] == [(4, 4), (6, 4)]
         assert 1 <= verdicts[-1].reset_s <= 60  # type: ignore[union-attr]
+        assert after is not None
+        assert [u.remaining for u in after] == [4, 6]
 
 
 def test_late_failures_of_calls_in_flight_do_not_stretch_the_breakers_wait() -> None:
@@ -460,3 +470,26 @@ async def test_the_headers_name_the_limit_that_decides(strategy: str, where: str
             ("POST /pay/3600s", 0),
         ]
         assert answers[3].headers["x-ratelimit-limit"] == "3"
+
+
+async def test_on_redis_the_last_window_still_counts_by_what_is_left_of_it() -> None:
+    # 10 per 4 s: six spent, then 4.4 s later they are the previous window, still weighing
+    # about 6 * 3.6 / 4 = 5.4 (counted down to 5), so five more fit and a sixth does not;
+    # limits, reading the same keys, sees what the verdicts said.
+    rule = Rule("r", (parse("10 per 4 seconds"),))
+    async for prefix in redis_prefix():
+        limiter = RateLimiter(
+            redis_url=REDIS_URL, key_prefix=prefix, strategy="sliding-window-counter", timeout=2
+        )
+        try:
+            first = [await limiter.decide(rule, "k") for _ in range(6)]
+            await asyncio.sleep(4.4)
+            then = [await limiter.decide(rule, "k") for _ in range(6)]
+            usage = await limiter.usage(rule, "k")
+        finally:
+            await limiter.aclose()
+        assert all(v is not None and v.allowed for v in first)
+        assert [v.allowed for v in then if v] == [True] * 5 + [False]
+        assert [v.remaining for v in then if v] == [4, 3, 2, 1, 0, 0]
+        assert usage is not None
+        assert usage[0].remaining == 0

@@ -31,6 +31,7 @@ from asgimon.breaker import CircuitBreaker
 
 from .counters import Counters
 from .policy import Rule
+from .redis_sliding import RedisSlidingWindow, standing
 from .redis_window import RedisFixedWindow
 from .windows import MovingWindows, SlidingCounters
 
@@ -111,6 +112,11 @@ class RateLimiter:
         self._window = (
             RedisFixedWindow(redis_pool, f"{key_prefix}:{namespace}")
             if redis_url and strategy == "fixed-window"
+            else None
+        )
+        self._sliding = (
+            RedisSlidingWindow(redis_pool, f"{key_prefix}:{namespace}")
+            if redis_url and strategy == "sliding-window-counter"
             else None
         )
         # In memory, counted here: ``limits``' own memory storage sweeps every key on the loop.
@@ -250,6 +256,8 @@ class RateLimiter:
             return now
         if self._window is not None:
             return await self._fixed_remote(rule, key, cost)
+        if self._sliding is not None:
+            return await self._sliding_remote(rule, key, cost)
         # The other strategies cannot take a hit back: every limit is tested before any is
         # spent, so a request one limit refuses costs nothing against the others (a request
         # racing between the test and the hit may still be counted once).
@@ -299,6 +307,24 @@ class RateLimiter:
         verdicts = [
             self._verdict(i, True, i.amount - count, now + ttl, index)
             for index, (i, (count, ttl)) in enumerate(zip(items, spent, strict=True))
+        ]
+        return min(verdicts, key=lambda v: v.remaining)
+
+    async def _sliding_remote(self, rule: Rule, key: str, cost: int) -> Verdict:
+        """The sliding window counter, every limit in one round trip to Redis."""
+        assert self._sliding is not None
+        counters = [
+            (head + key + tail, window, amount) for head, tail, window, amount in rule.counters
+        ]
+        refused, windows = await self._sliding.spend(counters, cost)
+        items = rule.items
+        if refused is not None:
+            item = items[refused]
+            left, resets = standing(item.amount, item.get_expiry(), windows[0])
+            return self._verdict(item, False, left, resets, refused)
+        verdicts = [
+            self._verdict(i, True, *standing(i.amount, i.get_expiry(), found), index)
+            for index, (i, found) in enumerate(zip(items, windows, strict=True))
         ]
         return min(verdicts, key=lambda v: v.remaining)
 
