@@ -31,7 +31,8 @@ from asgimon.breaker import CircuitBreaker
 
 from .counters import Counters
 from .policy import Rule
-from .redis_sliding import RedisSlidingWindow, standing
+from .redis_moving import RedisMovingWindow
+from .redis_sliding import RedisSlidingWindow
 from .redis_window import RedisFixedWindow
 from .windows import MovingWindows, SlidingCounters
 
@@ -117,6 +118,11 @@ class RateLimiter:
         self._sliding = (
             RedisSlidingWindow(redis_pool, f"{key_prefix}:{namespace}")
             if redis_url and strategy == "sliding-window-counter"
+            else None
+        )
+        self._moving = (
+            RedisMovingWindow(redis_pool, f"{key_prefix}:{namespace}")
+            if redis_url and strategy == "moving-window"
             else None
         )
         # In memory, counted here: ``limits``' own memory storage sweeps every key on the loop.
@@ -256,27 +262,10 @@ class RateLimiter:
             return now
         if self._window is not None:
             return await self._fixed_remote(rule, key, cost)
-        if self._sliding is not None:
-            return await self._sliding_remote(rule, key, cost)
-        # The other strategies cannot take a hit back: every limit is tested before any is
-        # spent, so a request one limit refuses costs nothing against the others (a request
-        # racing between the test and the hit may still be counted once).
-        scope = rule.name
-        for index, item in enumerate(rule.items):
-            if not await self.limiter.test(item, scope, key, cost=cost):
-                stats = await self.limiter.get_window_stats(item, scope, key)
-                return self._verdict(item, False, stats.remaining, stats.reset_time, index)
-        tightest: Verdict | None = None
-        for index, item in enumerate(rule.items):
-            allowed = await self.limiter.hit(item, scope, key, cost=cost)
-            stats = await self.limiter.get_window_stats(item, scope, key)
-            verdict = self._verdict(item, allowed, stats.remaining, stats.reset_time, index)
-            if not allowed:
-                return verdict
-            if tightest is None or verdict.remaining < tightest.remaining:
-                tightest = verdict
-        assert tightest is not None
-        return tightest
+        # Redis, in one script per strategy: every limit spent at once, or none.
+        script = self._sliding or self._moving
+        assert script is not None
+        return await self._scripted(script, rule, key, cost)
 
     @staticmethod
     def _verdict(
@@ -310,21 +299,21 @@ class RateLimiter:
         ]
         return min(verdicts, key=lambda v: v.remaining)
 
-    async def _sliding_remote(self, rule: Rule, key: str, cost: int) -> Verdict:
-        """The sliding window counter, every limit in one round trip to Redis."""
-        assert self._sliding is not None
+    async def _scripted(
+        self, script: RedisSlidingWindow | RedisMovingWindow, rule: Rule, key: str, cost: int
+    ) -> Verdict:
+        """The sliding or the moving window, every limit in one round trip to Redis."""
         counters = [
             (head + key + tail, window, amount) for head, tail, window, amount in rule.counters
         ]
-        refused, windows = await self._sliding.spend(counters, cost)
+        refused, found = await script.spend(counters, cost)
         items = rule.items
         if refused is not None:
-            item = items[refused]
-            left, resets = standing(item.amount, item.get_expiry(), windows[0])
-            return self._verdict(item, False, left, resets, refused)
+            ((left, resets),) = found
+            return self._verdict(items[refused], False, left, resets, refused)
         verdicts = [
-            self._verdict(i, True, *standing(i.amount, i.get_expiry(), found), index)
-            for index, (i, found) in enumerate(zip(items, windows, strict=True))
+            self._verdict(i, True, left, resets, index)
+            for index, (i, (left, resets)) in enumerate(zip(items, found, strict=True))
         ]
         return min(verdicts, key=lambda v: v.remaining)
 

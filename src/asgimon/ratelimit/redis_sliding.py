@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+
+from .redis_window import RedisScript
 
 # KEYS: per limit its previous window's counter, then its current one's. ARGV[1]: the cost;
 # then per limit its amount and its window (s). Each limit is read (the current window
@@ -61,22 +62,16 @@ end
 return out
 """
 
-Window = tuple[int, float, int, float]  # previous count, its TTL (s), current count, its TTL
 
-
-class RedisSlidingWindow:
-    def __init__(self, pool: Any, prefix: str) -> None:
-        import redis.asyncio as aioredis
-
-        self.prefix = prefix
-        self._script = aioredis.Redis(connection_pool=pool).register_script(_SPEND)
+class RedisSlidingWindow(RedisScript):
+    SCRIPT = _SPEND
 
     async def spend(
         self, counters: Sequence[tuple[str, int, int]], cost: int
-    ) -> tuple[int | None, list[Window]]:
-        """``counters``: (item key, window s, limit) each. None and each limit's window after
-        the hit when all allowed it; else the index of the one that refused it and its
-        window."""
+    ) -> tuple[int | None, list[tuple[int, float]]]:
+        """``counters``: (item key, window s, limit) each. None and, per limit, what remains
+        after the hit and when a request is next freed, when all allowed it; else the index
+        of the one that refused it, and the same of it."""
         keys: list[str] = []
         for key, _, _ in counters:
             current = f"{self.prefix}:{{{key}}}"
@@ -86,18 +81,20 @@ class RedisSlidingWindow:
             args += (limit, window)
         answer = [int(v) for v in await self._script(keys=keys, args=args)]
         if answer[0] == 0:
-            return answer[1] - 1, [_window(answer[2:6])]
-        return None, [_window(answer[1 + 4 * i : 5 + 4 * i]) for i in range(len(counters))]
+            index = answer[1] - 1
+            _, window, limit = counters[index]
+            return index, [_standing(limit, window, answer[2:6])]
+        return None, [
+            _standing(limit, window, answer[1 + 4 * i : 5 + 4 * i])
+            for i, (_, window, limit) in enumerate(counters)
+        ]
 
 
-def _window(raw: Sequence[int]) -> Window:
-    return raw[0], max(0, raw[1]) / 1000, raw[2], max(0, raw[3]) / 1000
-
-
-def standing(amount: int, window_s: int, found: Window) -> tuple[int, float]:
+def _standing(amount: int, window_s: int, raw: Sequence[int]) -> tuple[int, float]:
     """What remains of a limit and when a request is freed, as ``limits``' sliding window
-    counter reckons them from the same figures."""
-    previous, previous_ttl, current, current_ttl = found
+    counter reckons them from the same figures (counts, and TTLs in ms)."""
+    previous, current = raw[0], raw[2]
+    previous_ttl, current_ttl = max(0, raw[1]) / 1000, max(0, raw[3]) / 1000
     remaining = max(0, amount - math.floor(previous * previous_ttl / window_s + current))
     now = time.time()
     if not (previous or current):

@@ -36,12 +36,21 @@ return out
 """
 
 
-class RedisFixedWindow:
+class RedisScript:
+    """A window's Lua script (``SCRIPT``), registered on the limiter's pool; its keys are
+    ``limits``' own under ``prefix``."""
+
+    SCRIPT = ""
+
     def __init__(self, pool: Any, prefix: str) -> None:
         import redis.asyncio as aioredis
 
         self.prefix = prefix
-        self._script = aioredis.Redis(connection_pool=pool).register_script(_SPEND)
+        self._script = aioredis.Redis(connection_pool=pool).register_script(self.SCRIPT)
+
+
+class RedisFixedWindow(RedisScript):
+    SCRIPT = _SPEND
 
     async def spend(
         self, counters: Sequence[tuple[str, int, int]], cost: int
