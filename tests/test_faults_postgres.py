@@ -459,11 +459,11 @@ SLOW_S = 0.5
 # 15-30 ms that a GC pause or a scheduling hiccup can push to 60 ms in either
 # configuration, so each side is the best (lowest) p99 of LATENCY_ROUNDS runs, interleaved
 # so drift hits both alike; even so the best p99s of two identical configurations were
-# seen 5.5 ms apart on a busy machine. A request that waited on the database takes
-# SLOW_S = 500 ms in every round: no best-of can hide that, and the max is checked against
-# SLOW_S as well.
+# seen 5.5 ms apart on a busy machine, and on a machine half as fast (where that p99 is
+# 60-70 ms) 68 and 86 ms apart. A request that waited on the database takes SLOW_S = 500 ms
+# in every round: no best-of can hide that, and the max is checked against SLOW_S as well.
 LATENCY_ABS_S = 0.010
-LATENCY_REL = 0.20
+LATENCY_REL = 0.30
 LATENCY_ROUNDS = 5
 
 

@@ -63,7 +63,10 @@ pytestmark = pytest.mark.slow
 
 HOST_LATENCY_BOUND_S = 0.5  # no request waits on the store: not even one socket timeout
 STORE_TIMEOUT_S = 1.0  # RELIABILITY.md: the Redis event store's socket timeouts
-ATTEMPT_MARGIN_S = 0.5
+# An attempt's time is the loop's too: the test's own load shares it, and on a machine half
+# as fast a healthy two-round-trip write through the 0.15 s proxy was seen taking 1.99 s.
+# A write that ignored its socket timeout would show as one attempt far past this bound.
+ATTEMPT_MARGIN_S = 1.5
 PREFIX = "t"
 
 # Requests that only hit /items (i % 10 == 0): one event each, all 200.

@@ -265,6 +265,7 @@ def test_the_public_api_is_curated_and_sorted() -> None:
         "rollups",
         "sampling",
         "series",
+        "setting_rules",
         "setting_values",
         "settings",
         "storage",

@@ -6,17 +6,44 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import ConfigError
 from .ratelimit.values import rule_names
 from .setting_values import RELEASE_VARIABLES, shown
 
-if TYPE_CHECKING:
-    from .settings import Settings
+
+class Checked(Protocol):
+    """The settings these checks read (:class:`~asgimon.settings.Settings` has them all;
+    it is not named here, since it calls them)."""
+
+    @property
+    def jwt_configured(self) -> bool: ...
+    @property
+    def jwt_audience(self) -> str | None: ...
+    @property
+    def jwt_issuer(self) -> str | None: ...
+    @property
+    def jwt_secret(self) -> str | None: ...
+    @property
+    def jwt_public_key(self) -> str | None: ...
+    @property
+    def jwt_algorithm(self) -> str | None: ...
+    @property
+    def rate_limit_fail_closed(self) -> tuple[str, ...]: ...
+    @property
+    def rate_limit_endpoints(self) -> str: ...
+    @property
+    def rate_limit_jwt_subject(self) -> bool: ...
+    @property
+    def metrics_retention_days(self) -> int: ...
+    @property
+    def error_log_retention_days(self) -> int: ...
+    @property
+    def day_rollup_retention_days(self) -> int: ...
 
 
-def check_across(s: Settings) -> None:
+def check_across(s: Checked) -> None:
     """Values each valid alone that do not hold together."""
     _check_jwt(s)
     _check_rate_limit(s)
@@ -30,7 +57,7 @@ def check_across(s: Settings) -> None:
         )
 
 
-def _check_jwt(s: Settings) -> None:
+def _check_jwt(s: Checked) -> None:
     if s.jwt_configured:
         # A token minted for another service by the same issuer must not open this one.
         for name, value in (
@@ -57,7 +84,7 @@ def _check_jwt(s: Settings) -> None:
         raise ConfigError("ANALYTICS_JWT_ALGORITHM", algorithm, "HS* with a secret")
 
 
-def _check_rate_limit(s: Settings) -> None:
+def _check_rate_limit(s: Checked) -> None:
     unknown = set(s.rate_limit_fail_closed) - rule_names(s.rate_limit_endpoints)
     if unknown:
         raise ConfigError(
