@@ -33,7 +33,7 @@ from .counters import Counters
 from .policy import Rule
 from .redis_moving import RedisMovingWindow
 from .redis_sliding import RedisSlidingWindow
-from .redis_window import RedisFixedWindow
+from .redis_window import RedisFixedWindow, RedisScript
 from .windows import MovingWindows, SlidingCounters
 
 log = logging.getLogger("asgimon.ratelimit")
@@ -47,6 +47,11 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 LOG_EVERY_S = 60.0
 Local = Counters | SlidingCounters | MovingWindows
+REMOTE: dict[str, type[RedisScript]] = {
+    "fixed-window": RedisFixedWindow,
+    "moving-window": RedisMovingWindow,
+    "sliding-window-counter": RedisSlidingWindow,
+}
 LOCAL: dict[str, type[Local]] = {
     "fixed-window": Counters,
     "moving-window": MovingWindows,
@@ -110,20 +115,9 @@ class RateLimiter:
         self.limiter = STRATEGIES[strategy](storage)
         self.storage = storage
         self.remote = bool(redis_url)
-        self._window = (
-            RedisFixedWindow(redis_pool, f"{key_prefix}:{namespace}")
-            if redis_url and strategy == "fixed-window"
-            else None
-        )
-        self._sliding = (
-            RedisSlidingWindow(redis_pool, f"{key_prefix}:{namespace}")
-            if redis_url and strategy == "sliding-window-counter"
-            else None
-        )
-        self._moving = (
-            RedisMovingWindow(redis_pool, f"{key_prefix}:{namespace}")
-            if redis_url and strategy == "moving-window"
-            else None
+        # In Redis, one script per strategy: every limit of a rule spent at once, or none.
+        self._remote = (
+            REMOTE[strategy](redis_pool, f"{key_prefix}:{namespace}") if redis_url else None
         )
         # In memory, counted here: ``limits``' own memory storage sweeps every key on the loop.
         self.local: Local | None = None if redis_url else LOCAL[strategy]()
@@ -260,12 +254,7 @@ class RateLimiter:
     async def _decide(self, rule: Rule, key: str, cost: int) -> Verdict:
         if (now := self.decide_now(rule, key, cost)) is not None:
             return now
-        if self._window is not None:
-            return await self._fixed_remote(rule, key, cost)
-        # Redis, in one script per strategy: every limit spent at once, or none.
-        script = self._sliding or self._moving
-        assert script is not None
-        return await self._scripted(script, rule, key, cost)
+        return await self._spend_remote(rule, key, cost)
 
     @staticmethod
     def _verdict(
@@ -280,33 +269,13 @@ class RateLimiter:
             index=index,
         )
 
-    async def _fixed_remote(self, rule: Rule, key: str, cost: int) -> Verdict:
-        """As :meth:`Counters.spend`, in one round trip to Redis."""
-        assert self._window is not None
+    async def _spend_remote(self, rule: Rule, key: str, cost: int) -> Verdict:
+        """Every limit of ``rule`` spent in one round trip to Redis, or none."""
+        assert self._remote is not None  # not in memory: in Redis
         counters = [
             (head + key + tail, window, amount) for head, tail, window, amount in rule.counters
         ]
-        refused, spent = await self._window.spend(counters, cost)
-        now = time.time()
-        items = rule.items
-        if refused is not None:
-            ((count, ttl),) = spent
-            item = items[refused]
-            return self._verdict(item, False, item.amount - count + cost, now + ttl, refused)
-        verdicts = [
-            self._verdict(i, True, i.amount - count, now + ttl, index)
-            for index, (i, (count, ttl)) in enumerate(zip(items, spent, strict=True))
-        ]
-        return min(verdicts, key=lambda v: v.remaining)
-
-    async def _scripted(
-        self, script: RedisSlidingWindow | RedisMovingWindow, rule: Rule, key: str, cost: int
-    ) -> Verdict:
-        """The sliding or the moving window, every limit in one round trip to Redis."""
-        counters = [
-            (head + key + tail, window, amount) for head, tail, window, amount in rule.counters
-        ]
-        refused, found = await script.spend(counters, cost)
+        refused, found = await self._remote.spend(counters, cost)
         items = rule.items
         if refused is not None:
             ((left, resets),) = found

@@ -68,9 +68,6 @@ class RedisMovingWindow(RedisScript):
     async def spend(
         self, counters: Sequence[tuple[str, int, int]], cost: int
     ) -> tuple[int | None, list[tuple[int, float]]]:
-        """``counters``: (item key, window s, limit) each. None and, per limit, what remains
-        after the hit and when its oldest request leaves its window, when all allowed it;
-        else the index of the one that refused it, and the same of it."""
         keys = [f"{self.prefix}:{key}" for key, _, _ in counters]
         args: list[float] = [time.time(), cost]
         for _, window, limit in counters:

@@ -69,9 +69,6 @@ class RedisSlidingWindow(RedisScript):
     async def spend(
         self, counters: Sequence[tuple[str, int, int]], cost: int
     ) -> tuple[int | None, list[tuple[int, float]]]:
-        """``counters``: (item key, window s, limit) each. None and, per limit, what remains
-        after the hit and when a request is next freed, when all allowed it; else the index
-        of the one that refused it, and the same of it."""
         keys: list[str] = []
         for key, _, _ in counters:
             current = f"{self.prefix}:{{{key}}}"

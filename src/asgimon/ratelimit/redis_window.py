@@ -8,6 +8,7 @@ Here one script does all of it atomically, on the keys ``limits`` itself uses
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,19 +49,30 @@ class RedisScript:
         self.prefix = prefix
         self._script = aioredis.Redis(connection_pool=pool).register_script(self.SCRIPT)
 
+    async def spend(
+        self, counters: Sequence[tuple[str, int, int]], cost: int
+    ) -> tuple[int | None, list[tuple[int, float]]]:
+        """``counters``: (item key, window s, limit) each. None and, per limit, what remains
+        after the hit and when a request is next freed (an instant), when all allowed it;
+        else the index of the one that refused it, and the same of it."""
+        raise NotImplementedError
+
 
 class RedisFixedWindow(RedisScript):
     SCRIPT = _SPEND
 
     async def spend(
         self, counters: Sequence[tuple[str, int, int]], cost: int
-    ) -> tuple[int | None, list[tuple[int, int]]]:
-        """``counters``: (key, window s, limit) each. None and the (count, seconds left) of
-        each limit when all allowed it; else the index of the one that refused it, and its
-        (count, seconds left)."""
+    ) -> tuple[int | None, list[tuple[int, float]]]:
         keys = [f"{self.prefix}:{key}" for key, _, _ in counters]
         args = [cost, *(w for _, w, _ in counters), *(limit for _, _, limit in counters)]
         answer = [int(v) for v in await self._script(keys=keys, args=args)]
+        now = time.time()
         if answer[0] == 0:
-            return answer[1] - 1, [(answer[2], answer[3])]
-        return None, [(answer[1 + 2 * i], answer[2 + 2 * i]) for i in range(len(counters))]
+            index, count, ttl = answer[1] - 1, answer[2], answer[3]
+            # The refused request was counted, then taken back: what remains is without it.
+            return index, [(counters[index][2] - count + cost, now + ttl)]
+        return None, [
+            (limit - answer[1 + 2 * i], now + answer[2 + 2 * i])
+            for i, (_, _, limit) in enumerate(counters)
+        ]
