@@ -358,7 +358,8 @@ async def test_an_infinite_expiry_is_refused_too() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "mode"), [("ietf", "ietf"), ("ALL", "all"), ("true", "all"), ("false", "none")]
+    ("raw", "mode"),
+    [("ietf", "ietf"), ("ALL", "all"), ("true", "all"), ("off", "none"), (" None ", "none")],
 )
 def test_the_headers_setting_reads_a_mode_or_a_boolean(raw: str, mode: str) -> None:
     assert Monitor.from_env({"RATE_LIMIT_HEADERS": raw}).settings.rate_limit_headers == mode

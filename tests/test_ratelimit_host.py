@@ -111,6 +111,13 @@ async def test_a_hundred_at_once_against_five_a_minute_allow_five_in_memory(
     check_exactly_five(await hundred(limited(RateLimiter("1/second", strategy=strategy))))
 
 
+def limiter_at(where: str, strategy: str, prefix: str) -> RateLimiter:
+    """A limiter counting in memory or in the loopback Redis under ``prefix``."""
+    redis_url = REDIS_URL if where == "redis" else None
+    # Under a loaded machine the default 100 ms timeout rightly lets requests through.
+    return RateLimiter(redis_url=redis_url, key_prefix=prefix, strategy=strategy, timeout=2)
+
+
 @pytest.fixture
 async def redis_limiter() -> AsyncIterator[RateLimiter]:
     async for prefix in redis_prefix():
@@ -343,12 +350,7 @@ async def test_a_refused_request_spends_nothing_against_any_limit_of_its_rule(
     # the administration reads it (on Redis's sliding window, through limits' own calls).
     rule = default_rule(3, 60, 1)
     async for prefix in redis_prefix():
-        limiter = RateLimiter(
-            redis_url=REDIS_URL if where == "redis" else None,
-            key_prefix=prefix,
-            strategy=strategy,
-            timeout=2,
-        )
+        limiter = limiter_at(where, strategy, prefix)
         try:
             verdicts = [await limiter.decide(rule, "k") for _ in range(6)]
             usage = await limiter.usage(rule, "k")
@@ -445,12 +447,7 @@ async def test_over_a_real_server_a_websocket_over_its_limit_gets_a_429() -> Non
 async def test_the_headers_name_the_limit_that_decides(strategy: str, where: str) -> None:
     # Ten a minute and three an hour: the hour's limit has the fewest left, so it decides.
     async for prefix in redis_prefix():
-        limiter = RateLimiter(
-            redis_url=REDIS_URL if where == "redis" else None,
-            key_prefix=prefix,
-            strategy=strategy,
-            timeout=2,
-        )
+        limiter = limiter_at(where, strategy, prefix)
         app = limited(limiter, endpoints="POST /pay=10/minute, 3/hour")
         try:
             async with client(app) as c:
@@ -475,9 +472,7 @@ async def test_on_redis_the_last_window_still_counts_by_what_is_left_of_it() -> 
     # limits, reading the same keys, sees what the verdicts said.
     rule = Rule("r", (parse("10 per 4 seconds"),))
     async for prefix in redis_prefix():
-        limiter = RateLimiter(
-            redis_url=REDIS_URL, key_prefix=prefix, strategy="sliding-window-counter", timeout=2
-        )
+        limiter = limiter_at("redis", "sliding-window-counter", prefix)
         try:
             first = [await limiter.decide(rule, "k") for _ in range(6)]
             await asyncio.sleep(4.4)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgimon.setting_values import parse_bool
+
 from .headers import HEADER_MODES
 from .keys import parse_networks
 from .limiter import STRATEGIES
@@ -23,7 +25,7 @@ HEADER_RULE = "an HTTP header name such as x-api-key"
 FAIL_CLOSED_RULE = "comma-separated rule names: default, or a RATE_LIMIT_ENDPOINTS target"
 HEADERS_RULE = (
     "ietf (RateLimit-Policy and RateLimit), all (and X-RateLimit-*) or none; "
-    "true and false mean all and none"
+    "a boolean (true, false, on, off…) means all or none"
 )
 REDIS_OR_MEMORY_RULE = "memory:// or a redis:// or rediss:// URL (default: ANALYTICS_REDIS_URL)"
 
@@ -39,8 +41,11 @@ def parse_lower(raw: str) -> str:
 
 
 def parse_header_mode(raw: str) -> str:
-    low = raw.strip().lower()
-    return {"true": "all", "1": "all", "false": "none", "0": "none"}.get(low, low)
+    """A mode, or a boolean as every boolean setting reads one: true is all, false none."""
+    try:
+        return "all" if parse_bool(raw) else "none"
+    except ValueError:
+        return raw.strip().lower()
 
 
 def is_header_mode(v: Any) -> bool:
