@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -97,8 +97,10 @@ class RateLimiter:
         self.timeout = timeout
         self.items: list[RateLimitItem] = parse_many(rate) if rate else []
         self.rule = Rule("api", tuple(self.items))  # the analytics API's own, for check()
-        storage: Storage
         self._pool: Any = None  # its own, closed with it
+        # ``limits``' own strategy and storage, for the administration's reads and resets of
+        # Redis's counters; in memory the counters below answer those themselves.
+        self._limits: tuple[Strategy, Storage] | None = None
         if redis_url:
             if redis_pool is None:
                 redis_pool = self._pool = pools.pool(redis_url, timeout=timeout)
@@ -110,10 +112,7 @@ class RateLimiter:
                 wrap_exceptions=True,
                 connection_pool=redis_pool,
             )
-        else:
-            storage = MemoryStorage()
-        self.limiter = STRATEGIES[strategy](storage)
-        self.storage = storage
+            self._limits = (STRATEGIES[strategy](storage), storage)
         self.remote = bool(redis_url)
         # In Redis, one script per strategy: every limit of a rule spent at once, or none.
         self._remote = (
@@ -185,8 +184,9 @@ class RateLimiter:
     async def _exhausted(self, key: str) -> bool:
         if self.local is not None:
             return any(left <= 0 for left, _ in self.local.standing(self.rule.counters, key))
+        limiter, _ = self._limits_in_redis()
         for item in self.items:
-            if not await self.limiter.test(item, "api", key):
+            if not await limiter.test(item, "api", key):
                 return True
         return False
 
@@ -223,30 +223,35 @@ class RateLimiter:
                     zip(rule.items, self.local.standing(rule.counters, key), strict=True)
                 )
             ]
+        limiter, storage = self._limits_in_redis()
         out = []
-        for item in rule.items:
-            if isinstance(self.limiter, FixedWindowRateLimiter):
+        for index, item in enumerate(rule.items):
+            if isinstance(limiter, FixedWindowRateLimiter):
                 counter = item.key_for(rule.name, key)
-                count = await self.storage.get(counter)
-                reset_at = await self.storage.get_expiry(counter)
-                out.append(self._verdict(item, count < item.amount, item.amount - count, reset_at))
+                count = await storage.get(counter)
+                reset_at = await storage.get_expiry(counter)
+                left = item.amount - count
             else:
-                stats = await self.limiter.get_window_stats(item, rule.name, key)
-                out.append(
-                    self._verdict(item, stats.remaining > 0, stats.remaining, stats.reset_time)
-                )
+                stats = await limiter.get_window_stats(item, rule.name, key)
+                left, reset_at = stats.remaining, stats.reset_time
+            out.append(self._verdict(item, left > 0, left, reset_at, index))
         return out
 
     async def _reset(self, rule: Rule, key: str) -> bool:
         if self.local is not None:
             self.local.forget(rule.counters, key)
             return True
+        limiter, storage = self._limits_in_redis()
         for item in rule.items:
-            if isinstance(self.limiter, FixedWindowRateLimiter):
-                await self.storage.clear(item.key_for(rule.name, key))
+            if isinstance(limiter, FixedWindowRateLimiter):
+                await storage.clear(item.key_for(rule.name, key))
             else:
-                await self.limiter.clear(item, rule.name, key)
+                await limiter.clear(item, rule.name, key)
         return True
+
+    def _limits_in_redis(self) -> tuple[Strategy, Storage]:
+        assert self._limits is not None  # not in memory, where the counters answer
+        return self._limits
 
     async def _check(self, key: str) -> Verdict:
         return await self._decide(self.rule, key, 1)
