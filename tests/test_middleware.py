@@ -132,8 +132,8 @@ async def test_streaming_timings_split_first_byte_from_completion(monitor: Monit
     assert call.status == 200
     assert call.response_bytes == len(r.content)
     assert call.ttfb_ms is not None
-    assert call.ttfb_ms < 45
-    assert call.duration_ms >= 150
+    # The head goes out before the first chunk's sleep: all three sleeps follow it.
+    assert call.duration_ms - call.ttfb_ms >= 145
     assert call.total_ms >= call.duration_ms
 
 
@@ -161,8 +161,9 @@ async def test_background_tasks_count_in_total_not_in_response_time(monitor: Mon
         r = await c.get("/background")
     assert r.text == "queued"
     [call] = await calls(monitor)
-    assert call.duration_ms < 100
-    assert call.total_ms >= 200
+    # The task's 200 ms sleep lies between the response's end and the call's end, whatever
+    # the machine's speed adds to both.
+    assert call.total_ms - call.duration_ms >= 190
 
 
 async def test_a_websocket_session_is_recorded_and_passes_through(monitor: Monitor) -> None:
@@ -387,8 +388,7 @@ async def test_a_pathsend_response_completes_when_the_server_takes_the_file(
     await run(monitor.wrap(app), http_scope("/file"), [{"type": "http.request", "body": b""}])
     [call] = await calls(monitor)
     assert call.status == 200
-    assert call.duration_ms < 100
-    assert call.total_ms >= 200
+    assert call.total_ms - call.duration_ms >= 190
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,6 @@ async def test_background_task_counts_in_total_not_duration(tmp_path: Path) -> N
         assert status == 200
         assert ttfb_ms is not None
         assert 0 <= ttfb_ms <= duration_ms
-        assert duration_ms < BACKGROUND_S * 1000 / 2, rows
         assert total_ms >= BACKGROUND_S * 1000 - 5, rows
         assert total_ms - duration_ms >= BACKGROUND_S * 1000 - 5, rows
 
