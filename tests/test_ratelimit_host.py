@@ -18,10 +18,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from asgimon import MemoryStorage, Monitor
+from asgimon.events import ApiCall
 from asgimon.ratelimit.keys import ClientAddress, parse_networks
 from asgimon.ratelimit.limiter import RateLimiter
 from asgimon.ratelimit.middleware import Denial, RateLimitMiddleware
 from asgimon.ratelimit.policy import Policy, Rule, default_rule, parse_endpoint_rules
+from asgimon.testing import recorded
 
 from .asgi import http_scope, run
 from .conftest import REDIS_URL, redis_prefix
@@ -32,6 +35,10 @@ from .served import serving
 
 async def ok(request: Request) -> Response:
     return PlainTextResponse("ok", headers={"x-app": "mine"})
+
+
+async def own_limits(request: Request) -> Response:
+    return PlainTextResponse("mine", headers={"RateLimit": '"app";r=7;t=1'})
 
 
 async def ws(websocket: WebSocket) -> None:
@@ -45,6 +52,7 @@ def host() -> Starlette:
             Route("/items/{id}", ok),
             Route("/health", ok),
             Route("/pay", ok, methods=["POST"]),
+            Route("/own", own_limits),
             WebSocketRoute("/ws", ws),
         ]
     )
@@ -109,6 +117,52 @@ async def test_a_hundred_at_once_against_five_a_minute_allow_five_in_memory(
     strategy: str,
 ) -> None:
     check_exactly_five(await hundred(limited(RateLimiter("1/second", strategy=strategy))))
+
+
+async def test_in_memory_the_monitors_middleware_asks_the_limit_itself_and_keeps_its_word() -> None:
+    # Counted in memory, the limit is asked in the monitor's middleware's frame, its headers
+    # added by that middleware's send: the same answers as the limit's own layer gives.
+    monitor = Monitor(
+        storage=MemoryStorage(),
+        flush_interval=0.01,
+        api_call_sample_rate=1.0,
+        api_rate_limit=None,
+        rate_limit_max=5,
+        rate_limit_burst=0,
+    )
+    app = monitor.wrap(host())
+    layer = monitor.rate_limits.middleware
+    assert layer is not None
+    assert monitor.gate(layer) is layer
+    async with monitor:
+        check_exactly_five(await hundred(app))
+        async with client(app, peer="203.0.113.10") as c:
+            own = await c.get("/own")  # the app's own limit header wins over ours
+            assert (own.text, own.headers["ratelimit"]) == ("mine", '"app";r=7;t=1')
+            assert "ratelimit-policy" not in own.headers
+        calls = await recorded(monitor, "api_call")
+    statuses = Counter(c.status for c in calls if isinstance(c, ApiCall))
+    assert statuses == {200: 6, 429: 95}  # each refusal recorded as the 429 it was
+    assert monitor.rate_limits.report()["refused"] == 95
+
+
+async def test_counted_in_redis_the_limit_stays_a_layer_of_its_own() -> None:
+    async for prefix in redis_prefix():
+        monitor = Monitor(
+            storage=MemoryStorage(),
+            api_rate_limit=None,
+            rate_limit_max=5,
+            rate_limit_burst=0,
+            rate_limit_storage_url=REDIS_URL,
+            rate_limit_timeout_ms=2000,
+            redis_key_prefix=prefix,
+        )
+        app = monitor.wrap(host())
+        layer = monitor.rate_limits.middleware
+        assert layer is not None
+        assert monitor.gate(layer) is None
+        async with monitor:
+            check_exactly_five(await hundred(app))
 
 
 def limiter_at(where: str, strategy: str, prefix: str) -> RateLimiter:

@@ -26,6 +26,7 @@ from .parts import Part, Parts
 from .pipeline.recorder import Recorder, RecorderStats
 from .pipeline.scheduler import Scheduler
 from .ratelimit.host import CostOf, HostLimits, TierOf
+from .ratelimit.middleware import RateLimitMiddleware
 from .recording import Recording
 from .redis_pools import RedisPools
 from .sampling import RawSampling
@@ -294,6 +295,9 @@ class Monitor(Recording):
     def limited(self, app: ASGIApp) -> ASGIApp:
         """``app`` behind the host's rate limit (the middleware puts it inside its timing)."""
         return self.rate_limits.wrap(app)
+
+    def gate(self, limited: ASGIApp) -> RateLimitMiddleware | None:
+        return limited if isinstance(limited, RateLimitMiddleware) and limited.decides_now else None
 
     def excluded_paths(self) -> tuple[frozenset[str], tuple[str, ...]]:
         """Paths never recorded: exact ones, and prefixes (the dashboard's mount included)."""

@@ -7,6 +7,7 @@ from time import perf_counter, time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgimon.context import Figure, close_request, open_request
+from asgimon.ratelimit.headers import Headers, with_limit_headers
 
 from .host import Host
 from .lifespan import run_lifespan
@@ -28,8 +29,11 @@ class AsgimonMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, monitor: Host) -> None:
-        # The rate limit inside the timing: a refusal is recorded as the 429 it is.
+        # The rate limit inside the timing: a refusal is recorded as the 429 it is. Counted in
+        # memory it is asked here, in this frame, and its headers added by this send wrapper:
+        # a layer of its own cost each request a call, a closure and a wrapped send more.
         self.app = monitor.limited(app)
+        self._gate = monitor.gate(self.app)
         self.monitor = monitor
         self._enabled = monitor.enabled
         self._excluded_exact, self._excluded_prefixes = monitor.excluded_paths()
@@ -70,8 +74,13 @@ class AsgimonMiddleware:
         wall = time()
         t0 = perf_counter()
 
+        app = self.app
+        extra: Headers = ()
+
         async def send_wrapper(message: Message) -> None:
             nonlocal status, first, complete, response_bytes, disconnected
+            if extra:
+                message = with_limit_headers(message, extra)
             try:
                 await send(message)
             except OSError:
@@ -99,7 +108,9 @@ class AsgimonMiddleware:
         in_flight = self._in_flight
         in_flight.count += 1
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            if self._gate is not None:
+                app, extra = self._gate.admit_now(scope)
+            await app(scope, receive_wrapper, send_wrapper)
         except BaseException as exc:
             if not status:
                 status = 500

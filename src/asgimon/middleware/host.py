@@ -7,7 +7,7 @@ middleware, never the reverse.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Scope
@@ -39,6 +39,15 @@ class RouteTable(Protocol):
 
     routes: dict[int, Any]
     max_routes: int
+
+
+class Gate(Protocol):
+    """The host's rate limit, asked by the middleware in its own frame."""
+
+    def admit_now(self, scope: Scope) -> tuple[ASGIApp, Sequence[tuple[bytes, bytes]]]:
+        """What runs for the request (the app, or a refusal in its place) and the headers
+        its response gains."""
+        ...
 
 
 class Host(Protocol):
@@ -78,6 +87,11 @@ class Host(Protocol):
 
     def limited(self, app: ASGIApp) -> ASGIApp:
         """The app behind the host's rate limit."""
+        ...
+
+    def gate(self, limited: ASGIApp) -> Gate | None:
+        """The rate limit of ``limited`` (as :meth:`limited` made it) where it decides
+        without an await, so the middleware asks it in its own frame; else None."""
         ...
 
     @property

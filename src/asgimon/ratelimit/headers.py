@@ -14,9 +14,13 @@ the server checks, lowers and copies every header it writes, so each costs every
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 HEADER_MODES = ("ietf", "all", "none")
+Headers = Sequence[tuple[bytes, bytes]]
+_OWN = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit"})
 
 
 # Not frozen: made on every request, and a frozen dataclass takes 4x as long to make.
@@ -64,6 +68,18 @@ def limit_headers(
             (b"x-ratelimit-reset", b"%d" % reset_s),
         )
     return out
+
+
+def with_limit_headers(message: Any, extra: Headers) -> Any:
+    """An ASGI message with ``extra`` added when it starts the response, unless the app wrote
+    limit headers of its own (an API with limits of its own): those win over ours."""
+    if message["type"] != "http.response.start":
+        return message
+    held = message.get("headers", ())
+    for name, _ in held:
+        if name.lower() in _OWN:
+            return message
+    return {**message, "headers": [*held, *extra]}
 
 
 def policy_list(rule: str, limits: list[tuple[int, int]]) -> tuple[bytes, tuple[bytes, ...]]:

@@ -196,6 +196,13 @@ class RateLimiter:
         if self.local is None:
             return None
         index, allowed, remaining, resets = self.local.spend(rule.counters, key, cost)
+        return self.verdict_of(rule, index, remaining, resets, allowed)
+
+    @staticmethod
+    def verdict_of(
+        rule: Rule, index: int, remaining: int, resets: float, allowed: bool = False
+    ) -> Verdict:
+        """The verdict of ``rule``'s limit at ``index``, as the counters answered it."""
         _, _, window, amount = rule.counters[index]
         return Verdict(allowed, amount, max(0, remaining), _seconds_until(resets), window, index)
 

@@ -20,20 +20,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import ceil
+from time import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgimon.pipeline.records import user_id_of
 
-from .headers import HEADER_MODES, Standing, limit_headers
+from .headers import HEADER_MODES, Headers, Standing, limit_headers, with_limit_headers
 from .keys import ClientAddress, hashed
 from .limiter import RateLimiter, Verdict
 from .policy import Policy, Rule
 
 FAIL_CLOSED_RETRY_S = 5
 MAX_HASHES = 4096
-_LIMIT_HEADERS = frozenset({b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,9 @@ Cost = Callable[[Scope], int]
 Tier = Callable[[Scope], "Rule | None"]
 Identify = Callable[[Scope], "str | None"]
 Lookup = Callable[[str], "Rule | None"]
+Passage = tuple[ASGIApp, Headers]
+"""What runs for a request (the app, or a refusal in its place) and the headers its response
+gains."""
 
 
 class RateLimitMiddleware:
@@ -97,6 +101,11 @@ class RateLimitMiddleware:
         self.refused_closed = 0
         self.callback_failures = 0
         self._hashes: dict[str, str] = {}
+        # With no user, subject or key header to look for and no proxy to believe, a
+        # request's key is its peer's address alone: looked up by it, once made.
+        self._by_peer = user is None and subject is None and not key_header
+        self._by_peer = self._by_peer and not self.client.trusted
+        self._peer_keys: dict[Any, str] = {}
 
     def _rule(self, scope: Scope, rule: Rule, key: str) -> Rule:
         """An override of the key, else its tier, in place of the default limit (``rule``):
@@ -131,14 +140,23 @@ class RateLimitMiddleware:
 
     def key_of(self, scope: Scope) -> str:
         """The user, else the JWT's subject, else the API key, else the client address."""
+        by_peer = self._by_peer and "user" not in scope
+        if by_peer:  # the peer's address is the key: known by the address the server gave
+            client = scope.get("client")
+            peer = client[0] if client else ""
+            key = self._peer_keys.get(peer)
+            if key is not None:
+                return key
         subject = self.subject_of(scope)
-        if not self.hash_keys:
-            return subject
-        key = self._hashes.get(subject)
+        key = self._hashes.get(subject) if self.hash_keys else subject
         if key is None:
             if len(self._hashes) >= MAX_HASHES:
                 self._hashes.clear()  # bounded: a hash is cheap to make again, not free
             key = self._hashes[subject] = hashed(subject)
+        if by_peer:
+            if len(self._peer_keys) >= MAX_HASHES:
+                self._peer_keys.clear()
+            self._peer_keys[peer] = key
         return key
 
     def subject_of(self, scope: Scope) -> str:
@@ -155,48 +173,92 @@ class RateLimitMiddleware:
                     return "key:" + bytes(value).decode("latin-1")
         return "addr:" + self.client(scope)
 
+    @property
+    def decides_now(self) -> bool:
+        """Counted in this process's memory: :meth:`admit_now` decides, without an await."""
+        return self.limiter.local is not None
+
+    def admit_now(self, scope: Scope) -> Passage:
+        """What to run for an HTTP request or websocket, decided in the caller's frame: the
+        app with the limit headers its response carries, or the refusal. Only where
+        :attr:`decides_now`."""
+        asked = self._asked(scope)
+        if asked is None:
+            return self.app, ()
+        rule, key, cost = asked
+        limiter = self.limiter
+        if self.headers == "none" or self.shadow or scope["type"] != "http":
+            return self._passage(scope, rule, key, limiter.decide_now(rule, key, cost))
+        # Every request of the host passes here: an allowed one is answered without making
+        # its verdict, in as few calls as it takes.
+        assert limiter.local is not None
+        index, allowed, remaining, resets = limiter.local.spend(rule.counters, key, cost)
+        if not allowed:
+            refused = limiter.verdict_of(rule, index, remaining, resets)
+            return self._passage(scope, rule, key, refused)
+        extra = limit_headers(
+            rule.listed,
+            rule.names[index],
+            rule.counters[index][3],
+            remaining,
+            max(0, ceil(resets - time())),
+            self.headers == "all",
+        )
+        return self.app, extra
+
+    async def admit(self, scope: Scope) -> Passage:
+        """:meth:`admit_now` wherever the counters are (a round trip to Redis)."""
+        asked = self._asked(scope)
+        if asked is None:
+            return self.app, ()
+        rule, key, cost = asked
+        return self._passage(scope, rule, key, await self.limiter.decide(rule, key, cost))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        method = scope.get("method", "GET") if kind == "http" else "WS"
+        app, extra = self.admit_now(scope) if self.decides_now else await self.admit(scope)
+        if extra:
+
+            async def with_headers(message: Message) -> None:
+                await send(with_limit_headers(message, extra))
+
+            await app(scope, receive, with_headers)
+            return
+        await app(scope, receive, send)
+
+    def _asked(self, scope: Scope) -> tuple[Rule, str, int] | None:
+        """The request's rule, key and cost; None where it is exempt, whoever asks."""
+        method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
         path = scope.get("path", "/")
         root = scope.get("root_path")
         matched = self.policy.rule_for(method, _route_path(path, root) if root else path)
-        if matched is None:  # exempt, whoever asks
-            await self.app(scope, receive, send)
-            return
+        if matched is None:
+            return None
         key = self.key_of(scope)
         rule = self._rule(scope, matched, key) if matched is self.policy.default else matched
-        limiter = self.limiter
-        cost = 1 if self.cost is None else self._cost(self.cost, scope)
-        # In memory, no coroutine: deciding there never waits.
-        if limiter.local is not None:
-            verdict = limiter.decide_now(rule, key, cost)
-        else:
-            verdict = await limiter.decide(rule, key, cost)
-        if verdict is None:
+        return rule, key, 1 if self.cost is None else self._cost(self.cost, scope)
+
+    def _passage(self, scope: Scope, rule: Rule, key: str, verdict: Verdict | None) -> Passage:
+        if verdict is None:  # the store failed
             if rule.name in self.fail_closed:
                 self.refused_closed += 1
-                await _answer(
-                    scope, receive, send, 503, _body(rule, None), [_retry(FAIL_CLOSED_RETRY_S)]
-                )
-                return
-            await self.app(scope, receive, send)  # fails open: counted by the limiter
-            return
+                return Answer(503, _body(rule, None), [_retry(FAIL_CLOSED_RETRY_S)]), ()
+            return self.app, ()  # fails open: counted by the limiter
+        kind = scope["type"]
         if not verdict.allowed:
             standing = _standing(rule, verdict)
+            method = scope.get("method", "GET") if kind == "http" else "WS"
+            path = scope.get("path", "/")
             self._tell(Denial(key, method, path, rule, standing, self.shadow), scope)
             if not self.shadow:
                 self.denied += 1
-                await _answer(scope, receive, send, 429, _body(rule, standing), standing.headers())
-                return
+                return Answer(429, _body(rule, standing), standing.headers()), ()
             self.shadow_denied += 1
         # No headers in shadow mode: a client that obeys them would slow down for nothing.
         if self.headers == "none" or self.shadow or kind != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app, ()
         extra = limit_headers(  # allowed here: no Retry-After
             rule.listed,
             rule.names[verdict.index],
@@ -205,18 +267,7 @@ class RateLimitMiddleware:
             verdict.reset_s,
             self.headers == "all",
         )
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                held = message.get("headers", ())
-                for name, _ in held:
-                    if name.lower() in _LIMIT_HEADERS:
-                        break  # the app's own limit headers (an API of its own) win over ours
-                else:
-                    message = {**message, "headers": [*held, *extra]}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+        return self.app, extra
 
     def _tell(self, denial: Denial, scope: Scope) -> None:
         if self.report is None:
@@ -273,32 +324,35 @@ def _body(rule: Rule, standing: Standing | None) -> dict[str, Any]:
     }
 
 
-async def _answer(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    body: dict[str, Any],
-    headers: list[tuple[bytes, bytes]],
-) -> None:
-    prefix = "http.response"
-    if scope["type"] == "websocket":
-        # A real 429 (or 503) where the server can send one in place of the handshake (the
-        # ASGI denial-response extension), else a close before accept (a bare 403).
-        if "websocket.http.response" not in (scope.get("extensions") or {}):
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        prefix = "websocket.http.response"
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": prefix + ".start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": prefix + ".body", "body": payload})
+class Answer:
+    """A refusal (429, or 503 where the rule fails closed), answered in place of the app."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: dict[str, Any], headers: Headers) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        prefix = "http.response"
+        if scope["type"] == "websocket":
+            # A real 429 (or 503) where the server can send one in place of the handshake
+            # (the ASGI denial-response extension), else a close before accept (a 403).
+            if "websocket.http.response" not in (scope.get("extensions") or {}):
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            prefix = "websocket.http.response"
+        payload = json.dumps(self.body).encode()
+        await send(
+            {
+                "type": prefix + ".start",
+                "status": self.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    *self.headers,
+                ],
+            }
+        )
+        await send({"type": prefix + ".body", "body": payload})

@@ -129,11 +129,9 @@ class Policy:
         self._exact = frozenset(p for p in exempt if not p.endswith("*"))
         self._prefixes = tuple(p[:-1] for p in exempt if p.endswith("*"))
 
-    def exempt(self, path: str) -> bool:
-        return path in self._exact or path.startswith(self._prefixes)
-
     def rule_for(self, method: str, path: str) -> Rule | None:
-        if self.exempt(path):
+        """None for an exempt path."""
+        if path in self._exact or path.startswith(self._prefixes):
             return None
         for endpoint in self.endpoints:
             if endpoint.matches(method, path):
