@@ -106,6 +106,8 @@ class RateLimitMiddleware:
         self._by_peer = user is None and subject is None and not key_header
         self._by_peer = self._by_peer and not self.client.trusted
         self._peer_keys: dict[Any, str] = {}
+        self._reruled = overrides is not None or tier is not None
+        self._headed = headers != "none" and not shadow  # headers on allowed responses
 
     def _rule(self, scope: Scope, rule: Rule, key: str) -> Rule:
         """An override of the key, else its tier, in place of the default limit (``rule``):
@@ -140,23 +142,17 @@ class RateLimitMiddleware:
 
     def key_of(self, scope: Scope) -> str:
         """The user, else the JWT's subject, else the API key, else the client address."""
-        by_peer = self._by_peer and "user" not in scope
-        if by_peer:  # the peer's address is the key: known by the address the server gave
-            client = scope.get("client")
-            peer = client[0] if client else ""
-            key = self._peer_keys.get(peer)
-            if key is not None:
-                return key
         subject = self.subject_of(scope)
         key = self._hashes.get(subject) if self.hash_keys else subject
         if key is None:
             if len(self._hashes) >= MAX_HASHES:
                 self._hashes.clear()  # bounded: a hash is cheap to make again, not free
             key = self._hashes[subject] = hashed(subject)
-        if by_peer:
+        if self._by_peer and "user" not in scope:  # the peer's address was the key
             if len(self._peer_keys) >= MAX_HASHES:
                 self._peer_keys.clear()
-            self._peer_keys[peer] = key
+            client = scope.get("client")
+            self._peer_keys[client[0] if client else ""] = key
         return key
 
     def subject_of(self, scope: Scope) -> str:
@@ -187,7 +183,7 @@ class RateLimitMiddleware:
             return self.app, ()
         rule, key, cost = asked
         limiter = self.limiter
-        if self.headers == "none" or self.shadow or scope["type"] != "http":
+        if not self._headed or scope["type"] != "http":
             return self._passage(scope, rule, key, limiter.decide_now(rule, key, cost))
         # Every request of the host passes here: an allowed one is answered without making
         # its verdict, in as few calls as it takes.
@@ -236,9 +232,15 @@ class RateLimitMiddleware:
         matched = self.policy.rule_for(method, _route_path(path, root) if root else path)
         if matched is None:
             return None
-        key = self.key_of(scope)
-        rule = self._rule(scope, matched, key) if matched is self.policy.default else matched
-        return rule, key, 1 if self.cost is None else self._cost(self.cost, scope)
+        key = None
+        if self._by_peer and "user" not in scope:  # known by the address the server gave
+            client = scope.get("client")
+            key = self._peer_keys.get(client[0] if client else "")
+        if key is None:
+            key = self.key_of(scope)
+        if matched is self.policy.default and self._reruled:
+            matched = self._rule(scope, matched, key)
+        return matched, key, 1 if self.cost is None else self._cost(self.cost, scope)
 
     def _passage(self, scope: Scope, rule: Rule, key: str, verdict: Verdict | None) -> Passage:
         if verdict is None:  # the store failed
