@@ -119,21 +119,26 @@ async def test_a_hundred_at_once_against_five_a_minute_allow_five_in_memory(
     check_exactly_five(await hundred(limited(RateLimiter("1/second", strategy=strategy))))
 
 
-async def test_in_memory_the_monitors_middleware_asks_the_limit_itself_and_keeps_its_word() -> None:
-    # Counted in memory, the limit is asked in the monitor's middleware's frame, its headers
-    # added by that middleware's send: the same answers as the limit's own layer gives.
+def wrapped_at_five(**settings: Any) -> tuple[Monitor, Any, Any]:
+    """The host app as ``monitor.wrap`` limits it to five a minute; and the limit's gate."""
     monitor = Monitor(
         storage=MemoryStorage(),
-        flush_interval=0.01,
-        api_call_sample_rate=1.0,
         api_rate_limit=None,
         rate_limit_max=5,
         rate_limit_burst=0,
+        **settings,
     )
     app = monitor.wrap(host())
     layer = monitor.rate_limits.middleware
     assert layer is not None
-    assert monitor.gate(layer) is layer
+    return monitor, app, monitor.gate(layer)
+
+
+async def test_in_memory_the_monitors_middleware_asks_the_limit_itself_and_keeps_its_word() -> None:
+    # Counted in memory, the limit is asked in the monitor's middleware's frame, its headers
+    # added by that middleware's send: the same answers as the limit's own layer gives.
+    monitor, app, gate = wrapped_at_five(flush_interval=0.01, api_call_sample_rate=1.0)
+    assert gate is monitor.rate_limits.middleware
     async with monitor:
         check_exactly_five(await hundred(app))
         async with client(app, peer="203.0.113.10") as c:
@@ -148,19 +153,10 @@ async def test_in_memory_the_monitors_middleware_asks_the_limit_itself_and_keeps
 
 async def test_counted_in_redis_the_limit_stays_a_layer_of_its_own() -> None:
     async for prefix in redis_prefix():
-        monitor = Monitor(
-            storage=MemoryStorage(),
-            api_rate_limit=None,
-            rate_limit_max=5,
-            rate_limit_burst=0,
-            rate_limit_storage_url=REDIS_URL,
-            rate_limit_timeout_ms=2000,
-            redis_key_prefix=prefix,
+        monitor, app, gate = wrapped_at_five(
+            rate_limit_storage_url=REDIS_URL, rate_limit_timeout_ms=2000, redis_key_prefix=prefix
         )
-        app = monitor.wrap(host())
-        layer = monitor.rate_limits.middleware
-        assert layer is not None
-        assert monitor.gate(layer) is None
+        assert gate is None
         async with monitor:
             check_exactly_five(await hundred(app))
 
