@@ -151,7 +151,18 @@
     });
   }
 
+  // A page being left (a link followed, a form sent: signing out, say) opens no stream: it
+  // would ask with the cookies of the page to come. Where the page stays after all (a
+  // download), the stream starts a moment later.
+  let leaving = false;
+  window.addEventListener("beforeunload", function () { leaving = true; });
+
   function start() {
+    if (leaving) {
+      leaving = false;
+      setTimeout(start, 1000);
+      return;
+    }
     if (navigator.locks && window.BroadcastChannel) shared();
     else read(new EventSource(url), function () {});
   }
