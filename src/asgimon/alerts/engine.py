@@ -23,13 +23,12 @@ from asgimon.errortracking.state import Transition
 from asgimon.events import Event
 
 from .channels import Channel, Delivery, load_channels
+from .herald import Herald
 from .matching import EVENT_KINDS, Match, match
 from .measure import MEASURES, Measurement, StorageReader
-from .notices import plain_notification, transition_notification
-from .outbox import Job, Outbox
-from .records import INAPP, RULE, SILENCE, STATE, TRANSITION, HistoryEntry, Record
+from .records import MAX_RACES, RULE, SILENCE, STATE, TRANSITION, HistoryEntry, Record
 from .rules import AlertRule
-from .state import FIRING, OK, AlertState, Notice, Step, hit, judge, owed, quiet
+from .state import FIRING, OK, AlertState, Step, hit, judge, owed, quiet
 
 if TYPE_CHECKING:
     from asgimon.settings import Settings
@@ -40,7 +39,6 @@ log = logging.getLogger("asgimon.alerts")
 RULES_FRESH_S = 1.0
 """How long a worker's event path trusts the rules it read: a rule saved on another worker
 takes effect here within this (at once on the worker that saved it)."""
-MAX_RACES = 8
 SILENCES_KEPT_S = 7 * 86_400
 """How long an ended silence stays listed before the evaluation forgets it."""
 SLICE_RULES = 50
@@ -71,14 +69,6 @@ class AlertEngine:
             if callable(attach):
                 attach(storage)
         self.clock = clock
-        hard = settings.alerts_retry_deadline + max(settings.smtp_timeout, settings.webhook_timeout)
-        self.outbox = Outbox(
-            self.channels,
-            storage.add_alert_history,
-            self._disable_channel,
-            hard_deadline=hard,
-            rate=settings.alerts_channel_rate,
-        )
         self.counts = {
             "evaluations": 0,
             "transitions": 0,
@@ -87,6 +77,10 @@ class AlertEngine:
             "races": 0,
             "failures": 0,
         }
+        self.herald = Herald(
+            settings, storage, self.channels, self.counts, clock, rule=self.rule, save=self.save
+        )
+        self.outbox = self.herald.outbox
         self.last_evaluation_ms: float | None = None
         self._rules: list[AlertRule] = []
         self._rules_at = -RULES_FRESH_S
@@ -141,7 +135,7 @@ class AlertEngine:
         if before.status != OK:
             body = {"from": before.status, "to": OK, "ruleName": rule.name, "reason": why}
             entry = HistoryEntry(str(uuid.uuid4()), rule.project_id, rule.id, now, TRANSITION, body)
-            await self._remember([entry])
+            await self.herald.remember([entry])
 
     async def delete(self, rule_id: str) -> bool:
         gone = await self.storage.delete_alert_record(RULE, rule_id)
@@ -309,7 +303,9 @@ class AlertEngine:
             if written is None:
                 self.counts["races"] += 1
                 continue
-            await self._announce(rule, state, nxt, notice, name, written.version, now, silenced)
+            await self.herald.announce(
+                rule, state, nxt, notice, name, written.version, now, silenced
+            )
             return
         raise RuntimeError(f"the state of {rule.id} kept changing under {MAX_RACES} writers")
 
@@ -322,116 +318,9 @@ class AlertEngine:
                 return True
         return False
 
-    # -- telling -----------------------------------------------------------------------
-
-    async def _announce(
-        self,
-        rule: AlertRule,
-        before: AlertState,
-        after: AlertState,
-        notice: Notice | None,
-        name: str | None,
-        version: int,
-        now: float,
-        silenced: bool,
-    ) -> None:
-        note_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"asgimon-alert/{rule.id}/{version}"))
-        entries = []
-        if name is not None:
-            self.counts["transitions"] += 1
-            entries.append(
-                HistoryEntry(
-                    id=note_id + ":t",
-                    project_id=rule.project_id,
-                    rule_id=rule.id,
-                    at=now,
-                    kind=TRANSITION,
-                    body={
-                        "from": before.status,
-                        "to": after.status,
-                        "value": after.value,
-                        "threshold": rule.threshold,
-                        "unit": rule.kind.unit,
-                        "ruleName": rule.name,
-                        "notificationId": note_id if notice else None,
-                        "silenced": silenced,
-                        "labels": after.labels,
-                    },
-                )
-            )
-        # The state is already stored: who must hear of it hears first, and the history is
-        # written after, its failure logged and retried once, never a reason to tell no one.
-        if notice is not None and not silenced:
-            notification = transition_notification(
-                rule, after, notice, note_id, now, self.settings.dashboard_url
-            )
-            self.counts["notifications"] += 1
-            for index, target in enumerate(rule.channels):
-                if target.get("disabled"):
-                    continue
-                body = {k: v for k, v in target.items() if k != "type"}
-                await self.outbox.put(Job(notification, str(target["type"]), index, body))
-        elif notice is not None:
-            self.counts["silenced"] += 1
-        if entries:
-            await self._remember(entries)
-
-    async def _remember(self, entries: list[HistoryEntry]) -> None:
-        for attempt in range(2):
-            try:
-                await self.storage.add_alert_history(entries)
-                return
-            except Exception as exc:
-                if attempt:
-                    self.counts["failures"] += 1
-                    log.warning("asgimon: an alert transition was not recorded: %s", exc)
-                else:
-                    await asyncio.sleep(0.05)
-
     async def test(self, rule: AlertRule) -> list[tuple[str, Delivery]]:
         """Send a test notification on each of the rule's channels now; each outcome."""
-        note = plain_notification(
-            rule, "test", f"Test notification for {rule.name!r}", self.clock()
-        )
-        out = []
-        for index, target in enumerate(rule.channels):
-            body = {k: v for k, v in target.items() if k not in ("type", "disabled")}
-            job = Job(note, str(target["type"]), index, body)
-            out.append((str(target["type"]), await self.outbox.send_now(job)))
-        return out
-
-    async def _disable_channel(self, rule_id: str, channel: str, target: Mapping[str, Any]) -> None:
-        for _ in range(MAX_RACES):
-            rule = await self.rule(rule_id)
-            if rule is None:
-                return
-            # By what it is, not where it stood: the rule may have been changed meanwhile.
-            index = next(
-                (
-                    i
-                    for i, c in enumerate(rule.channels)
-                    if c.get("type") == channel and all(c.get(k) == v for k, v in target.items())
-                ),
-                None,
-            )
-            if index is None:
-                return
-            rule.channels[index] = {**rule.channels[index], "disabled": True}
-            if await self.save(rule) is not None:
-                gone = rule.channels[index].get("url") or rule.channels[index].get("type")
-                log.warning("asgimon: alert %s: %s is gone (410) and disabled", rule_id, gone)
-                # The owner hears of it where they will look: the dashboard's notifications.
-                now = self.clock()
-                summary = (
-                    f"{gone} answered 410 Gone: this channel of {rule.name!r} is disabled"
-                    " until the rule is saved with it again"
-                )
-                note = plain_notification(rule, "notice", summary, now)
-                entry = HistoryEntry(
-                    f"{note.id}:inapp", rule.project_id, rule.id, now, INAPP, note.to_json()
-                )
-                await self.storage.add_alert_history([entry])
-                return
+        return await self.herald.test(rule)
 
     def report(self) -> dict[str, Any]:
         return {

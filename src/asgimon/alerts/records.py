@@ -23,6 +23,9 @@ DELIVERY = "delivery"
 INAPP = "inapp"
 HISTORY_KINDS = (TRANSITION, DELIVERY, INAPP)
 
+MAX_RACES = 8
+"""Conditional writes of one record tried before giving up: each lost race reads again."""
+
 
 @dataclass(slots=True)
 class Record:
