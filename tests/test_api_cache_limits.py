@@ -16,6 +16,7 @@ from asgimon import ApiCall, ConfigError, MemoryStorage, Monitor, Storage
 from asgimon.settings import Settings
 
 from .conftest import REDIS_URL, redis_prefix
+from .limit_headers import remaining
 from .tokens import JWT_SETTINGS, mint
 
 HOUR = 3600
@@ -150,8 +151,11 @@ async def test_past_the_limit_a_429_with_retry_after_and_headers() -> None:
     async with local(monitor) as c:
         answers = [await c.get("/analytics/api/overview") for _ in range(4)]
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
-    assert [r.headers["ratelimit-remaining"] for r in answers[:3]] == ["2", "1", "0"]
-    assert answers[0].headers["ratelimit-limit"] == "3"
+    # The host's limit's headers: the IETF pair and X-RateLimit-*.
+    assert [remaining(r) for r in answers[:4]] == [2, 1, 0, 0]
+    assert answers[0].headers["ratelimit-policy"] == '"api";q=3;w=60'
+    assert [r.headers["x-ratelimit-remaining"] for r in answers[:3]] == ["2", "1", "0"]
+    assert answers[0].headers["x-ratelimit-limit"] == "3"
     refused = answers[3]
     assert refused.json()["error"]["code"] == "rate_limited"
     assert 1 <= int(refused.headers["retry-after"]) <= 60

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asgimon.ratelimit import RateLimiter, Verdict
+from asgimon.ratelimit.headers import with_limit_headers
 
 from .access import cross_site, host_count, local_request
 from .auth import Authenticator, AuthError, Principal, presented_token
@@ -157,19 +158,18 @@ class Guard:
                     429,
                     "rate_limited",
                     "too many requests to the analytics API",
-                    headers=verdict.headers(),
+                    headers={k.decode(): v.decode() for k, v in self.throttle.headers(verdict)},
                 )(scope, receive, send)
                 return
         scope = {**scope, PRINCIPAL: principal}
         if verdict is None:
             await self.app(scope, receive, send)
             return
-        extra = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
+        assert self.throttle is not None  # it gave the verdict
+        extra = self.throttle.headers(verdict)
 
         async def send_with_limits(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            await send(message)
+            await send(with_limit_headers(message, extra))
 
         await self.app(scope, receive, send_with_limits)
 

@@ -30,6 +30,7 @@ from asgimon import redis_pools as pools
 from asgimon.breaker import CircuitBreaker
 
 from .counters import Counters
+from .headers import Standing
 from .policy import Rule
 from .redis_moving import RedisMovingWindow
 from .redis_sliding import RedisSlidingWindow
@@ -68,16 +69,6 @@ class Verdict:
     reset_s: int
     window_s: int = 0
     index: int = 0  # the deciding limit's, among its rule's
-
-    def headers(self) -> dict[str, str]:
-        out = {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_s),
-        }
-        if not self.allowed:
-            out["Retry-After"] = str(max(1, self.reset_s))
-        return out
 
 
 class RateLimiter:
@@ -130,6 +121,21 @@ class RateLimiter:
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.disconnect()
+
+    def headers(self, verdict: Verdict) -> list[tuple[bytes, bytes]]:
+        """The headers of a :meth:`check`'s verdict, as the host's limit writes a refusal's:
+        the IETF pair, ``X-RateLimit-*``, and ``Retry-After`` when it refused."""
+        rule = self.rule
+        return Standing(
+            rule.name,
+            verdict.limit,
+            verdict.window_s,
+            verdict.remaining,
+            verdict.reset_s,
+            verdict.allowed,
+            rule.listed,
+            rule.names[verdict.index],
+        ).headers("all")
 
     async def check(self, key: str) -> Verdict | None:
         """The verdict of the tightest limit, or None when the store failed (let through)."""
